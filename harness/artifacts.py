@@ -1,0 +1,379 @@
+"""The verified artifact cache: fetch one URL, prove the bytes are right, then move them into place.
+
+The shape follows pooch's core: one name in, one verified local path out. What it adds for files of
+hundreds of MB on other people's servers:
+
+- streams into `<entry>.part`; after a dropped connection the next attempt (or the next run) asks for
+  the rest with an HTTP Range request. A part is resumed across runs only when the result can be
+  proven the same file: a known sha256, or the server's validator (ETag/Last-Modified) sent as If-Range.
+- retries connection errors, timeouts and 5xx/429 with exponential backoff (tenacity); 4xx is final.
+- verifies size and sha256 before the rename. A mismatch names URL, expected and actual hash, and the
+  bad bytes are deleted: they never become a cache entry.
+- one file lock per entry (filelock), so two processes fetching the same file download it once.
+- a stamp (url, size, mtime_ns, sha256) beside every entry, written *before* the rename: a warm fetch
+  is two stats and a small read, never a re-hash of 170 MB, and an entry without its stamp cannot exist
+  unless someone removed the stamp by hand (then it is hashed once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from harness.errors import ArtifactError, HarnessError, IntegrityError, UsageError
+from harness.files import atomic_write_json, read_json
+from harness.lockfile import LockFile, Pin
+from harness.manifest import Artifact
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "HARNESS_CACHE"
+CHUNK = 1 << 20
+_RETRY_STATUS = {408, 425, 429}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How hard to try. Tests shrink the backoff; the defaults suit a flaky CDN."""
+
+    attempts: int = 6
+    backoff_s: float = 1.0
+    max_backoff_s: float = 30.0
+    connect_timeout_s: float = 15.0
+    read_timeout_s: float = 60.0
+
+    @classmethod
+    def from_env(cls) -> Policy:
+        """Defaults, overridden by $HARNESS_RETRIES, $HARNESS_BACKOFF_S and $HARNESS_TIMEOUT_S."""
+        kw: dict[str, float] = {}
+        for var, key, cast in (("HARNESS_RETRIES", "attempts", int), ("HARNESS_BACKOFF_S", "backoff_s", float),
+                               ("HARNESS_TIMEOUT_S", "read_timeout_s", float)):
+            if (value := os.environ.get(var)) is not None:
+                try:
+                    kw[key] = cast(value)
+                except ValueError:
+                    raise UsageError(f"${var}={value!r}: expected a number", hint=f"unset {var} or fix it") \
+                        from None
+        return cls(**kw)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    url: str
+    path: Path
+    sha256: str
+    size: int
+    downloaded: bool  # False: served from the cache without touching the network
+
+    def as_json(self) -> dict:
+        return {"url": self.url, "path": str(self.path), "sha256": self.sha256, "size": self.size,
+                "downloaded": self.downloaded}
+
+
+class _Transient(Exception):
+    """A failure worth another attempt (5xx, a short body, a bad resume)."""
+
+
+def cache_root() -> Path:
+    """$HARNESS_CACHE, else the platform's user cache directory (platformdirs)."""
+    if env := os.environ.get(CACHE_ENV):
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("res2net-zoo-harness"))
+
+
+def _safe(component: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", component).lstrip(".") or "_"
+
+
+def local_source(url: str) -> Path | None:
+    """The local file a `file://` URL or a plain path names; None for http(s)."""
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https"):
+        return None
+    if parts.scheme == "file":
+        return Path(unquote(parts.path))
+    return Path(url).expanduser()
+
+
+def entry_path(url: str, root: Path | None = None) -> Path:
+    """Where `url` lives in the cache: the URL mirrored (`downloads/<host>/<path>`), readable by people."""
+    root = root or cache_root()
+    if (src := local_source(url)) is not None:
+        digest = hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:16]
+        return root / "downloads" / "local" / digest / _safe(src.name)
+    parts = urlsplit(url)
+    names = [_safe(p) for p in unquote(parts.path).split("/") if p not in ("", ".", "..")] or ["index"]
+    if parts.query:
+        names[-1] += "-" + hashlib.sha256(parts.query.encode()).hexdigest()[:8]
+    return root.joinpath("downloads", _safe(parts.netloc), *names)
+
+
+def _sidecar(entry: Path, suffix: str) -> Path:
+    return entry.with_name(entry.name + suffix)
+
+
+def sha256_file(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+# ---- the cache entry -------------------------------------------------------------------------------
+
+
+def _evict(entry: Path) -> None:
+    for p in (entry, _sidecar(entry, ".stamp")):
+        p.unlink(missing_ok=True)
+
+
+def _cached(entry: Path, url: str, sha256: str | None, size: int | None, *, rehash: bool) -> Fetched | None:
+    """The entry if it holds the right bytes. Without `rehash` only the stamp is consulted (no hashing)."""
+    try:
+        st = entry.stat()
+    except FileNotFoundError:
+        return None
+    stamp = read_json(_sidecar(entry, ".stamp"))
+    stamp = stamp if isinstance(stamp, dict) and stamp.get("url") == url else None
+    fresh = stamp is not None and stamp.get("size") == st.st_size and stamp.get("mtime_ns") == st.st_mtime_ns
+    if fresh:
+        if (sha256 is None or stamp["sha256"] == sha256) and (size is None or st.st_size == size):
+            return Fetched(url, entry, stamp["sha256"], st.st_size, downloaded=False)
+        if rehash:  # the pin changed under the cache: these are other bytes
+            log.info("cached %s does not match its pin any more; fetching again", entry.name)
+            _evict(entry)
+        return None
+    if not rehash:
+        return None
+    # The file changed since it was stamped (or the stamp is gone): hash it once and decide.
+    actual = sha256_file(entry)
+    known = sha256 or (stamp or {}).get("sha256")
+    if known == actual and (size is None or size == st.st_size):
+        _write_stamp(entry, url, actual)
+        return Fetched(url, entry, actual, st.st_size, downloaded=False)
+    log.warning("cached %s failed verification; fetching again", entry)
+    _evict(entry)
+    return None
+
+
+def _write_stamp(path: Path, url: str, sha256: str, entry: Path | None = None) -> None:
+    st = path.stat()
+    atomic_write_json(_sidecar(entry or path, ".stamp"),
+                      {"url": url, "sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+
+
+@contextlib.contextmanager
+def _entry_lock(entry: Path, url: str) -> Iterator[None]:
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(_sidecar(entry, ".lock"))
+    try:
+        lock.acquire(timeout=0.5)
+    except Timeout:
+        log.info("waiting for another process fetching %s", url)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def is_cached(url: str, root: Path | None = None) -> bool:
+    """Stat-only check for `harness list`: is there a stamped entry for this URL?"""
+    return _cached(entry_path(url, root), url, None, None, rehash=False) is not None
+
+
+# ---- fetching --------------------------------------------------------------------------------------
+
+
+def fetch(
+    url: str,
+    *,
+    sha256: str | None = None,
+    size: int | None = None,
+    root: Path | None = None,
+    policy: Policy | None = None,
+    check: Callable[[Path], None] | None = None,
+    progress: bool | None = None,
+) -> Fetched:
+    """Bring `url` into the cache and return the verified local file.
+
+    `check(path)` runs on the downloaded bytes before they become the entry (e.g. "is this the pinned
+    commit?"); a `HarnessError` from it discards the bytes like a hash mismatch. `progress=None` shows a
+    bar only when stderr is a terminal.
+    """
+    entry = entry_path(url, root)
+    if hit := _cached(entry, url, sha256, size, rehash=False):
+        return hit
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with _entry_lock(entry, url):
+        if hit := _cached(entry, url, sha256, size, rehash=True):
+            return hit  # another process finished it while we waited
+        part = _sidecar(entry, ".part")
+        if (src := local_source(url)) is not None:
+            _copy_local(url, src, part, progress)
+        else:
+            _download(url, part, verifiable=sha256 is not None, policy=policy or Policy.from_env(),
+                      progress=progress)
+        try:
+            actual = _verify(url, part, sha256, size)
+            if check:
+                check(part)
+        except HarnessError:
+            _discard_part(part)
+            raise
+        _write_stamp(part, url, actual, entry=entry)  # stamp first: mtime survives the rename
+        os.replace(part, entry)
+        _sidecar(part, ".meta").unlink(missing_ok=True)
+        return Fetched(url, entry, actual, entry.stat().st_size, downloaded=True)
+
+
+def fetch_artifact(artifact: Artifact, lock: LockFile | None, *, locked: bool = False, **kw) -> Fetched:
+    """`fetch` with the pin taken from zoo.yaml/zoo.lock, and the first verified download recorded."""
+    pin = lock.pin(artifact, locked=locked) if lock else Pin(artifact.sha256, artifact.size)
+    got = fetch(artifact.url, sha256=pin.sha256, size=pin.size, **kw)
+    if lock is not None and (pin.sha256 is None or pin.size is None):
+        lock.record(artifact.url, got.sha256, got.size)
+        if pin.sha256 is None:
+            log.info("recorded sha256 %s for %s in %s (first verified download)",
+                     got.sha256, artifact.url, lock.path.name)
+    return got
+
+
+def _discard_part(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    _sidecar(part, ".meta").unlink(missing_ok=True)
+
+
+def _verify(url: str, part: Path, sha256: str | None, size: int | None) -> str:
+    actual_size = part.stat().st_size
+    if size is not None and actual_size != size:
+        raise IntegrityError(
+            f"{url}: size mismatch: expected {size} bytes, got {actual_size}; nothing was cached",
+            hint="fetch again; if it persists the file on the server changed: check its origin, "
+            "then update the pin in zoo.yaml or zoo.lock",
+        )
+    actual = sha256_file(part)
+    if sha256 is not None and actual != sha256:
+        raise IntegrityError(
+            f"{url}: sha256 mismatch: expected {sha256}, got {actual}; nothing was cached",
+            hint="fetch again; if it persists the file on the server changed: check its origin, "
+            "then update the pin in zoo.yaml or zoo.lock",
+        )
+    return actual
+
+
+def _bar(name: str, total: int | None, initial: int, progress: bool | None):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=name, unit="B", unit_scale=True, unit_divisor=1024,
+                disable=None if progress is None else not progress, file=sys.stderr, leave=False)
+
+
+def _copy_local(url: str, src: Path, part: Path, progress: bool | None) -> None:
+    if not src.is_file():
+        raise ArtifactError(f"{url}: no such file", hint="check the path in zoo.yaml, or the URL")
+    with src.open("rb") as fin, part.open("wb") as fout, _bar(src.name, src.stat().st_size, 0, progress) as bar:
+        while chunk := fin.read(CHUNK):
+            fout.write(chunk)
+            bar.update(len(chunk))
+
+
+def _download(url: str, part: Path, *, verifiable: bool, policy: Policy, progress: bool | None) -> None:
+    import requests
+    import urllib3
+    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+    # The body is read from urllib3 directly (see _download_once), so its errors count too.
+    transient = (_Transient, requests.ConnectionError, requests.Timeout,
+                 requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError)
+    retrying = Retrying(
+        stop=stop_after_attempt(policy.attempts),
+        wait=wait_random_exponential(multiplier=policy.backoff_s, max=policy.max_backoff_s),
+        retry=retry_if_exception_type(transient),
+        before_sleep=lambda rs: log.warning("%s: %s; retrying (attempt %d of %d)", url,
+                                            rs.outcome.exception(), rs.attempt_number + 1, policy.attempts),
+        reraise=True,
+    )
+    with requests.Session() as session:
+        try:
+            for attempt in retrying:
+                with attempt:
+                    _download_once(session, url, part, verifiable, policy, progress)
+        except transient as exc:
+            raise ArtifactError(
+                f"{url}: download failed after {policy.attempts} attempts: {exc}",
+                hint="check the network and the URL; run the same command again to resume "
+                f"({part.stat().st_size if part.exists() else 0} bytes kept)",
+            ) from None
+        except requests.RequestException as exc:  # redirect loops, invalid URLs: retrying will not help
+            raise ArtifactError(f"{url}: {exc}", hint="check the URL in zoo.yaml") from None
+
+
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
+    """(first byte, total) of a Content-Range header, e.g. `bytes 100-199/1000` or `bytes */1000`."""
+    m = re.fullmatch(r"bytes (?:(\d+)-\d+|\*)/(\d+|\*)", (value or "").strip())
+    if not m:
+        return None, None
+    start = int(m.group(1)) if m.group(1) else None
+    return start, int(m.group(2)) if m.group(2) != "*" else None
+
+
+def _download_once(session, url: str, part: Path, verifiable: bool, policy: Policy,
+                   progress: bool | None) -> None:
+    offset = part.stat().st_size if part.exists() else 0
+    meta = read_json(_sidecar(part, ".meta")) if offset else None
+    validator = meta.get("validator") if isinstance(meta, dict) and meta.get("url") == url else None
+    if offset and not (validator or verifiable):
+        log.info("%s: cannot prove the partial file is the same file; starting again", url)
+        offset = 0
+    headers = {"Accept-Encoding": "identity"}  # byte counts must be the file's, not a compressed stream's
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+        if validator:
+            headers["If-Range"] = validator
+    resp = session.get(url, headers=headers, stream=True,
+                       timeout=(policy.connect_timeout_s, policy.read_timeout_s))
+    with resp:
+        code = resp.status_code
+        if code == 416 and offset:
+            if _content_range(resp.headers.get("Content-Range"))[1] == offset:
+                return  # the part already holds the whole file
+            _discard_part(part)
+            raise _Transient("HTTP 416 on resume; starting again")
+        if code >= 500 or code in _RETRY_STATUS:
+            raise _Transient(f"HTTP {code} {resp.reason}")
+        if code >= 400:
+            raise ArtifactError(f"{url}: HTTP {code} {resp.reason}",
+                                hint="check the URL in zoo.yaml (not retried: the server said no)")
+        if code == 206:
+            start, total = _content_range(resp.headers.get("Content-Range"))
+            if start != offset:
+                _discard_part(part)
+                raise _Transient(f"server resumed at byte {start}, asked for {offset}; starting again")
+            mode = "ab"
+        else:
+            offset, mode = 0, "wb"
+            length = resp.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            etag = resp.headers.get("ETag", "")
+            validator = etag if etag and not etag.startswith("W/") else resp.headers.get("Last-Modified")
+            atomic_write_json(_sidecar(part, ".meta"), {"url": url, "validator": validator})
+        # read1 hands over every byte that arrived before a connection drops; requests' iter_content
+        # (urllib3 read(amt)) buffers up to a chunk and loses it when the drop raises.
+        with part.open(mode) as f, _bar(part.name.removesuffix(".part"), total, offset, progress) as bar:
+            while chunk := resp.raw.read1(CHUNK):
+                f.write(chunk)
+                bar.update(len(chunk))
+        got = part.stat().st_size
+        if total is not None and got != total:
+            raise _Transient(f"connection closed at byte {got} of {total}")
+

@@ -1,0 +1,180 @@
+"""`harness`: a thin command line over functions the tests call directly.
+
+Exit codes (whole CLI): 0 ok/pass, 1 verdict fail, 2 usage or manifest error, 3 could not measure,
+130 interrupted. paddle and ppdet are never imported here: `list` and `--help` start in a blink.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from harness import __version__
+from harness.errors import ExitCode, HarnessError
+
+log = logging.getLogger("harness")
+
+EPILOG = """\
+examples:
+  harness list                                  the zoo, its documented AP, what is cached
+  harness list --json                           the same, machine-readable
+  harness fetch                                 weights of every model + the PaddleDetection source
+  harness fetch mask_rcnn_res2net50_vd_26w_4s_fpn_2x_coco --dataset
+  harness fetch --locked                        refuse anything without a sha256 in zoo.yaml/zoo.lock
+  harness fetch --dataset --subset 100          COCO val2017 and a 100-image subset (seed 0)
+  HARNESS_CACHE=/data/cache harness fetch       cache somewhere else
+
+exit codes: 0 ok, 1 verdict fail, 2 usage or zoo.yaml error, 3 could not measure, 130 interrupted
+"""
+
+
+def _common(*, sub: bool) -> argparse.ArgumentParser:
+    """Options accepted before and after the command. On subcommands their defaults are suppressed,
+    else argparse would overwrite `harness --zoo X list` with the subcommand's default."""
+    p = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS if sub else None)
+    g = p.add_argument_group("common options")
+    g.add_argument("--zoo", type=Path, metavar="PATH",
+                   help="zoo manifest (default: $HARNESS_ZOO, ./zoo.yaml, else the bundled one)")
+    g.add_argument("--stack", metavar="NAME",
+                   help="PaddleDetection source pin from zoo.yaml's sources (default: $HARNESS_STACK, "
+                   "else the first)")
+    g.add_argument("-v", "--verbose", action="store_true", help="debug logging",
+                   default=argparse.SUPPRESS if sub else False)
+    g.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only",
+                   default=argparse.SUPPRESS if sub else False)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common(sub=True)
+    parser = argparse.ArgumentParser(
+        prog="harness", description="Reproduce PaddleDetection's Res2Net model zoo: fetch, verify, report.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, parents=[_common(sub=False)])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("list", parents=[common], help="show the zoo with documented AP and cache state",
+                       epilog="example: harness list --json | jq '.[].name'",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser(
+        "fetch", parents=[common], help="download and verify weights, source and dataset into the cache",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  harness fetch\n  harness fetch faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco --locked\n"
+        "  harness fetch --dataset --subset 500 --seed 1\n  harness fetch --ppdet-root ~/PaddleDetection "
+        "--data ~/coco --subset 50")
+    p.add_argument("models", nargs="*", metavar="MODEL", help="model names (default: all)")
+    p.add_argument("--dataset", action="store_true", help="also fetch and check COCO val2017")
+    p.add_argument("--locked", action="store_true",
+                   help="refuse any artifact without a recorded sha256 (zoo.yaml or zoo.lock)")
+    p.add_argument("--ppdet-root", type=Path, metavar="DIR",
+                   help="use this PaddleDetection checkout instead of the pinned archive")
+    p.add_argument("--data", type=Path, metavar="DIR", help="use an existing COCO root instead of fetching")
+    p.add_argument("--subset", type=int, metavar="N", help="select N images deterministically (implies --dataset)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the subset sample (default: 0)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_fetch)
+    return parser
+
+
+def _zoo(args):
+    from harness.lockfile import LockFile
+    from harness.manifest import load_zoo
+
+    zoo, path = load_zoo(args.zoo)
+    return zoo, LockFile.beside(path)
+
+
+def cmd_list(args) -> int:
+    from tabulate import tabulate
+
+    from harness.artifacts import is_cached
+
+    zoo, _ = _zoo(args)
+    rows = [{"name": m.name, "type": m.type, "backbone": m.backbone, "schedule": m.schedule,
+             "box_ap": m.metrics.box_ap, "mask_ap": m.metrics.mask_ap, "cached": is_cached(m.weights.url)}
+            for m in zoo.models]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return ExitCode.OK
+    headers = ["model", "type", "backbone", "schd", "box AP", "mask AP", "weights"]
+    table = [[r["name"], r["type"], r["backbone"], r["schedule"], f"{r['box_ap']:.1f}",
+              "-" if r["mask_ap"] is None else f"{r['mask_ap']:.1f}", "cached" if r["cached"] else "-"]
+             for r in rows]
+    print(tabulate(table, headers=headers, tablefmt="github"))
+    return ExitCode.OK
+
+
+def cmd_fetch(args) -> int:
+    from harness import dataset, source
+    from harness.artifacts import fetch_artifact
+
+    zoo, lock = _zoo(args)
+    models = zoo.select(args.models)
+    stack, pin = zoo.source(args.stack)
+    rows: list[dict] = []
+    failures: list[HarnessError] = []
+
+    def attempt(kind: str, name: str, job) -> None:
+        try:
+            rows.append({"kind": kind, "name": name, **job()})
+        except HarnessError as exc:
+            failures.append(exc)
+            rows.append({"kind": kind, "name": name, "status": "error", "error": exc.message})
+            log.error("%s %s: %s", kind, name, exc)
+
+    def src() -> dict:
+        tree = (source.checkout(args.ppdet_root, pin) if args.ppdet_root
+                else source.prepare(pin, lock, locked=args.locked))
+        return {"status": tree.origin, "path": str(tree.root), "commit": tree.commit}
+
+    attempt("source", f"PaddleDetection ({stack})", src)
+    for m in models:
+        def weights(m=m) -> dict:
+            got = fetch_artifact(m.weights, lock, locked=args.locked)
+            return {"status": "downloaded" if got.downloaded else "cached", **got.as_json()}
+        attempt("weights", m.name, weights)
+    if args.dataset or args.subset is not None or args.data:
+        def data() -> dict:
+            d = dataset.prepare(zoo.dataset, lock, data_dir=args.data, subset=args.subset, seed=args.seed,
+                                locked=args.locked)
+            return {"status": "ok", "path": str(d.annotations), **d.as_json()}
+        attempt("dataset", zoo.dataset.name, data)
+
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        from tabulate import tabulate
+
+        def detail(r: dict) -> str:
+            if r["status"] == "error":
+                return r["error"].splitlines()[0]
+            if "sha256" in r:
+                return f"{r['size'] / 1e6:.1f} MB  sha256 {r['sha256'][:12]}…  {r['path']}"
+            return r["path"]
+        print(tabulate([[r["kind"], r["name"], r["status"], detail(r)] for r in rows],
+                       headers=["artifact", "name", "status", "detail"], tablefmt="simple"))
+    return max((f.exit_code for f in failures), default=ExitCode.OK)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="harness: %(message)s", stream=sys.stderr, force=True)
+    try:
+        return int(args.func(args))
+    except HarnessError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print("harness: interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""zoo.lock: sha256 and size of every URL, recorded on its first verified download.
+
+Why: the real hashes cannot be known in advance here (no network), and a hash nobody wrote down protects
+nothing. Trust on first use, written to a file that is committed next to zoo.yaml, turns the first good
+download into the pin for every later one; `--locked` then refuses anything without a record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+
+from harness.errors import LockedError, ManifestError
+from harness.files import atomic_write_json, read_json
+from harness.manifest import Artifact
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Pin:
+    sha256: str | None
+    size: int | None
+
+
+class LockFile:
+    """Read-modify-write of zoo.lock under a file lock, so parallel fetches never lose a record."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._mutex = FileLock(path.with_name(f".{path.name}.lock"))
+
+    @classmethod
+    def beside(cls, zoo_path: Path) -> LockFile:
+        return cls(zoo_path.with_suffix(".lock"))
+
+    def _records(self) -> dict[str, dict]:
+        if not self.path.exists():
+            return {}
+        data = read_json(self.path)
+        if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(
+            data.get("artifacts"), dict
+        ):
+            raise ManifestError(f"{self.path}: not a zoo.lock of format {FORMAT}",
+                                hint=f"restore it from version control, or delete {self.path} to re-record")
+        return data["artifacts"]
+
+    def get(self, url: str) -> Pin | None:
+        rec = self._records().get(url)
+        return Pin(rec.get("sha256"), rec.get("size")) if rec else None
+
+    def record(self, url: str, sha256: str, size: int) -> None:
+        with self._mutex:
+            records = self._records()
+            if records.get(url) == {"sha256": sha256, "size": size}:
+                return
+            records[url] = {"sha256": sha256, "size": size}
+            atomic_write_json(self.path, {"format": FORMAT, "artifacts": records})
+
+    def pin(self, artifact: Artifact, *, locked: bool = False) -> Pin:
+        """Expected sha256/size: zoo.yaml's own pin wins, else zoo.lock's, else unknown.
+
+        Both present and different is an error: one of the two files is wrong and a person must decide.
+        """
+        recorded = self.get(artifact.url)
+        if artifact.sha256 and recorded and recorded.sha256 and recorded.sha256 != artifact.sha256:
+            raise ManifestError(
+                f"{artifact.url}: zoo.yaml pins sha256 {artifact.sha256} but {self.path.name} records "
+                f"{recorded.sha256}",
+                hint=f"correct the wrong one, or delete the entry from {self.path}",
+            )
+        sha = artifact.sha256 or (recorded.sha256 if recorded else None)
+        size = artifact.size or (recorded.size if recorded else None)
+        if locked and not sha:
+            raise LockedError(
+                f"--locked: no recorded sha256 for {artifact.url}",
+                hint=f"fetch once without --locked on a trusted network and commit {self.path.name}, "
+                "or write sha256: under the artifact in zoo.yaml",
+            )
+        return Pin(sha, size)

@@ -1,0 +1,261 @@
+"""zoo.yaml: the declarative description of the zoo, loaded into typed, validated objects.
+
+Why pydantic: it reports every bad field with its location, which we turn into one line a person can act
+on (`models[1].metrics.box_ap: expected a number`), and it refuses unknown keys, so a typo in a metric
+name fails loudly instead of silently dropping a check. YAML is read with the safe loader only: a
+`!!python/object` tag is an error, never an object.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from harness.errors import ManifestError, UsageError
+
+ZOO_ENV = "HARNESS_ZOO"
+STACK_ENV = "HARNESS_STACK"
+METRICS = ("box_ap", "mask_ap")
+
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Commit = Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")]
+Points = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+Tol = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Artifact(_Strict):
+    """One downloadable file. `sha256`/`size` pin it; unpinned files are pinned in zoo.lock on first use."""
+
+    url: str
+    sha256: Sha256 | None = None
+    size: Annotated[int, Field(gt=0)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"url": value} if isinstance(value, str) else value
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, url: str) -> str:
+        if "://" in url and not url.startswith(("http://", "https://", "file://")):
+            raise ValueError("expected an http://, https:// or file:// URL, or a local path")
+        return url
+
+
+def _relative_path(path: str) -> str:
+    p = PurePosixPath(path)
+    if p.is_absolute() or ".." in p.parts or not path:
+        raise ValueError("expected a relative path inside the tree (no leading '/', no '..')")
+    return path
+
+
+class Source(_Strict):
+    """A PaddleDetection source pin: the archive of `commit` is what the worker imports."""
+
+    repository: str
+    commit: Commit
+    paddle: str = Field(description="paddlepaddle version this pin is known to work with")
+    archive: Artifact | None = None
+
+    def archive_artifact(self) -> Artifact:
+        """GitHub's archive of the commit unless the zoo names another (a mirror, a local file)."""
+        return self.archive or Artifact(url=f"{self.repository.rstrip('/')}/archive/{self.commit}.tar.gz")
+
+
+class Dataset(_Strict):
+    name: str
+    images: Artifact
+    annotations: Artifact
+    image_dir: str = "val2017"
+    annotation_file: str = "annotations/instances_val2017.json"
+
+    @field_validator("image_dir", "annotation_file")
+    @classmethod
+    def _inside(cls, path: str) -> str:
+        return _relative_path(path)
+
+
+class Metrics(_Strict):
+    box_ap: Points
+    mask_ap: Points | None = None
+
+
+class Tolerance(_Strict):
+    """Allowed |measured - documented| in AP points. Per-metric values override `default`."""
+
+    default: Tol | None = None
+    box_ap: Tol | None = None
+    mask_ap: Tol | None = None
+
+
+class Model(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    type: Literal["Faster", "Mask"]
+    backbone: str
+    images_per_gpu: Annotated[int, Field(gt=0)]
+    schedule: Annotated[str, Field(pattern=r"^\d+x$")]
+    config: str
+    weights: Artifact
+    metrics: Metrics
+    tolerance: Tolerance = Tolerance()
+
+    @field_validator("config")
+    @classmethod
+    def _inside(cls, path: str) -> str:
+        return _relative_path(path)
+
+    @model_validator(mode="after")
+    def _metrics_match_type(self) -> Model:
+        if self.type == "Mask" and self.metrics.mask_ap is None:
+            raise ValueError("a Mask model needs metrics.mask_ap")
+        if self.type == "Faster" and self.metrics.mask_ap is not None:
+            raise ValueError("a Faster model has no mask AP: remove metrics.mask_ap")
+        return self
+
+    def documented(self) -> dict[str, float]:
+        """The metrics this model is judged on, by name."""
+        return {k: v for k, v in self.metrics.model_dump().items() if v is not None}
+
+
+class Zoo(_Strict):
+    version: Literal[1]
+    sources: dict[str, Source] = Field(min_length=1)
+    dataset: Dataset
+    tolerance: Tolerance
+    models: list[Model] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_and_complete(self) -> Zoo:
+        names = [m.name for m in self.models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate model names: {', '.join(dupes)}")
+        if self.tolerance.default is None:
+            raise ValueError("tolerance.default is required (per-metric values may override it)")
+        return self
+
+    def model(self, name: str) -> Model:
+        """The model called `name`; an unknown name gets the closest names in the error."""
+        for m in self.models:
+            if m.name == name:
+                return m
+        names = [m.name for m in self.models]
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.3)
+        close += [n for n in names if name and name in n and n not in close]
+        hint = f"did you mean: {', '.join(close)}?" if close else f"known models: {', '.join(names)}"
+        raise UsageError(f"unknown model {name!r}", hint=f"{hint} (`harness list` shows the zoo)")
+
+    def select(self, names: list[str] | None) -> list[Model]:
+        return [self.model(n) for n in names] if names else list(self.models)
+
+    def source(self, stack: str | None = None) -> tuple[str, Source]:
+        """The source pin of `stack` (default: $HARNESS_STACK, else the first listed)."""
+        stack = stack or os.environ.get(STACK_ENV) or next(iter(self.sources))
+        if stack not in self.sources:
+            raise UsageError(f"unknown stack {stack!r}", hint=f"use one of: {', '.join(self.sources)}")
+        return stack, self.sources[stack]
+
+    def tolerance_for(self, model: Model, metric: str) -> float:
+        """Most specific wins: model's metric, model's default, zoo's metric, zoo's default."""
+        for tol in (model.tolerance, self.tolerance):
+            for key in (metric, "default"):
+                value = getattr(tol, key)
+                if value is not None:
+                    return value
+        raise AssertionError("unreachable: tolerance.default is required")
+
+
+# ---- loading -------------------------------------------------------------------------------------
+
+
+def default_zoo_path() -> Path:
+    """$HARNESS_ZOO, else ./zoo.yaml, else the zoo.yaml shipped in the wheel or the checkout."""
+    if env := os.environ.get(ZOO_ENV):
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    for candidate in (Path("zoo.yaml"), here / "zoo.yaml", here.parent / "zoo.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise UsageError("no zoo.yaml found", hint="pass --zoo PATH or set HARNESS_ZOO")
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+_MESSAGES = {
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "finite_number": "expected a finite number",
+    "int_type": "expected an integer",
+    "int_parsing": "expected an integer",
+    "int_from_float": "expected an integer",
+    "string_type": "expected a string",
+    "dict_type": "expected a mapping",
+    "model_type": "expected a mapping",
+    "model_attributes_type": "expected a mapping",
+    "list_type": "expected a list",
+    "missing": "required field is missing",
+    "extra_forbidden": "unknown field (check the spelling)",
+}
+
+
+def _message(err: dict[str, Any]) -> str:
+    kind = err["type"]
+    if kind in _MESSAGES:
+        return _MESSAGES[kind]
+    if kind == "string_pattern_mismatch":
+        return f"{err['input']!r} does not match {err['ctx']['pattern']}"
+    msg = str(err["msg"])
+    msg = msg.removeprefix("Value error, ")
+    return msg.replace("Input should be", "expected", 1)
+
+
+def _model_name(loc: tuple[int | str, ...], data: Any) -> str:
+    """` (model NAME)` for `models[i]...` paths: an index alone is hard to find in a long file."""
+    if len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int):
+        try:
+            return f" (model {data['models'][loc[1]]['name']})"
+        except (KeyError, IndexError, TypeError):
+            pass
+    return ""
+
+
+def parse_zoo(data: Any, origin: str = "zoo.yaml") -> Zoo:
+    try:
+        return Zoo.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            lines.append(f"{_loc(loc)}: {_message(err)}{_model_name(loc, data)}")
+        raise ManifestError(f"{origin}: " + "\n".join(lines), hint=f"edit {origin}") from None
+
+
+def load_zoo(path: str | Path | None = None) -> tuple[Zoo, Path]:
+    """Read and validate a zoo file; every problem is a `ManifestError` (exit code 2)."""
+    path = Path(path) if path else default_zoo_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read: {exc.strerror}", hint="pass --zoo PATH") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{path}: not valid YAML: {exc}", hint=f"edit {path}") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: expected a mapping at the top level", hint=f"edit {path}")
+    return parse_zoo(data, origin=str(path)), path.resolve()

@@ -1,0 +1,52 @@
+"""Shared fixtures: a loopback HTTP server, an isolated cache, the PaddleDetection archives."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.artifacts import Policy, fetch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from loopback import Loopback
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("HARNESS_SHARED", REPO.parent / "shared"))
+CURRENT = "666f597fd00d3157e84dd9fb2dd3f40bf9918ebc"
+PREVIOUS = "7d6dc4079379b7827351c511f76e23ccea4910fd"
+FAST = Policy(attempts=4, backoff_s=0.01, max_backoff_s=0.05, connect_timeout_s=5, read_timeout_s=5)
+
+
+@pytest.fixture
+def server():
+    with Loopback() as srv:
+        yield srv
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "cache"
+    monkeypatch.setenv("HARNESS_CACHE", str(root))
+    return root
+
+
+@pytest.fixture(scope="session")
+def ppdet_archive(tmp_path_factory):
+    """`archive(commit)` -> path of the PaddleDetection archive of that commit.
+
+    The trimmed fixture from ../shared/fixtures when it is there (CI, these machines); otherwise the real
+    archive from GitHub, fetched once per session (a user's machine with internet).
+    """
+    downloads = tmp_path_factory.mktemp("real-archives")
+
+    def archive(commit: str) -> Path:
+        local = SHARED / "fixtures" / f"PaddleDetection-{commit}.tar.gz"
+        if local.is_file():
+            return local
+        url = f"https://github.com/PaddlePaddle/PaddleDetection/archive/{commit}.tar.gz"
+        return fetch(url, root=downloads).path
+
+    return archive

@@ -1,0 +1,159 @@
+"""A real HTTP server on 127.0.0.1 that serves files the tests make, and misbehaves on request.
+
+Nothing in the HTTP layer is mocked: the harness talks to this server over a real socket. Faults are
+queued per path and consumed one per request, so a test reads like the story it tells:
+`server.fault("/w.pdparams", Drop(after=1000), Status(500))` = first request dies after 1000 bytes of
+body, the second gets a 500, the third is served normally (honouring Range).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import socket
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Send headers for the whole body, then `after` bytes of it, then cut the connection."""
+
+    after: int
+
+
+@dataclass(frozen=True)
+class Status:
+    code: int
+
+
+@dataclass(frozen=True)
+class IgnoreRange:
+    """Answer 200 with the whole body even when the client asked for a range."""
+
+
+@dataclass(frozen=True)
+class Serve:
+    """Serve other bytes than the registered file for this one request (e.g. a changed file)."""
+
+    body: bytes
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    range: str | None
+    if_range: str | None
+    status: int
+    sent: int  # body bytes written
+
+
+class Loopback:
+    def __init__(self) -> None:
+        self.files: dict[str, bytes | Path] = {}
+        self.faults: dict[str, list] = defaultdict(list)
+        self.requests: list[Request] = []
+        self.rate: dict[str, float] = {}  # bytes per second, per path (to make downloads overlap)
+        self._lock = threading.Lock()
+        handler = type("Handler", (_Handler,), {"server_state": self})
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def add(self, path: str, content: bytes | Path) -> str:
+        self.files[path] = content
+        return self.url(path)
+
+    def fault(self, path: str, *faults) -> None:
+        self.faults[path].extend(faults)
+
+    def gets(self, path: str) -> list[Request]:
+        return [r for r in self.requests if r.path == path and r.method == "GET"]
+
+    def __enter__(self) -> Loopback:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_state: Loopback
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:  # keep pytest output clean
+        pass
+
+    def do_GET(self) -> None:
+        state = self.server_state
+        path = self.path.split("?")[0]
+        with state._lock:
+            fault = state.faults[path].pop(0) if state.faults.get(path) else None
+        rec = Request("GET", path, self.headers.get("Range"), self.headers.get("If-Range"), 0, 0)
+        state.requests.append(rec)
+        if isinstance(fault, Status):
+            return self._reply(rec, fault.code, b"injected fault\n")
+        if path not in state.files:
+            return self._reply(rec, 404, b"not found\n")
+        body = state.files[path]
+        body = body.read_bytes() if isinstance(body, Path) else body
+        if isinstance(fault, Serve):
+            body = fault.body
+        etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+        start = 0
+        m = re.fullmatch(r"bytes=(\d+)-", rec.range or "")
+        honour = m and not isinstance(fault, IgnoreRange) and (rec.if_range in (None, etag))
+        if honour:
+            start = int(m.group(1))
+            if start >= len(body):
+                rec.status = 416
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(body)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+        chunk = body[start:]
+        rec.status = 206 if honour else 200
+        self.send_response(rec.status)
+        self.send_header("Content-Length", str(len(chunk)))
+        self.send_header("ETag", etag)
+        self.send_header("Accept-Ranges", "bytes")
+        if honour:
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        self.end_headers()
+        if isinstance(fault, Drop):
+            self.wfile.write(chunk[: fault.after])
+            rec.sent = min(fault.after, len(chunk))
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return
+        rate = state.rate.get(path)
+        step = 64 * 1024
+        for i in range(0, len(chunk), step):
+            self.wfile.write(chunk[i : i + step])
+            rec.sent += len(chunk[i : i + step])
+            if rate:
+                time.sleep(step / rate)
+
+    def _reply(self, rec: Request, code: int, body: bytes) -> None:
+        rec.status = code
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
