@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.artifacts import Policy, fetch
+from harness.errors import HarnessError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from loopback import Loopback
@@ -41,12 +42,19 @@ def ppdet_archive(tmp_path_factory):
     archive from GitHub, fetched once per session (a user's machine with internet).
     """
     downloads = tmp_path_factory.mktemp("real-archives")
+    failed: dict[str, str] = {}
 
     def archive(commit: str) -> Path:
         local = SHARED / "fixtures" / f"PaddleDetection-{commit}.tar.gz"
         if local.is_file():
             return local
+        if commit in failed:  # do not wait for the same unreachable server in every test
+            pytest.fail(failed[commit])
         url = f"https://github.com/PaddlePaddle/PaddleDetection/archive/{commit}.tar.gz"
-        return fetch(url, root=downloads).path
+        try:
+            return fetch(url, root=downloads).path
+        except HarnessError as exc:
+            failed[commit] = f"no {local} and the real archive could not be fetched: {exc}"
+            pytest.fail(failed[commit])
 
     return archive
