@@ -26,6 +26,7 @@ examples:
   harness fetch --locked                        refuse anything without a sha256 in zoo.yaml/zoo.lock
   harness fetch --dataset --subset 100          COCO val2017 and a 100-image subset (seed 0)
   HARNESS_CACHE=/data/cache harness fetch       cache somewhere else
+  harness rehearse                              offline rehearsal on a random-weight mini-zoo
 
 exit codes: 0 ok, 1 verdict fail, 2 usage or zoo.yaml error, 3 could not measure, 130 interrupted
 """
@@ -79,6 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the subset sample (default: 0)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser(
+        "rehearse", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="offline rehearsal: the whole pipeline on a random-weight mini-zoo served on 127.0.0.1",
+        description="Builds a mini-zoo from the real configs (random-initialised weights, synthetic COCO "
+        "images, the pinned PaddleDetection archive), serves it on 127.0.0.1 and runs the harness's "
+        "commands against it. Random weights: AP ≈ 0 is the expected result.",
+        epilog="examples:\n  harness rehearse\n  harness rehearse --dir /tmp/rehearsal --images 8")
+    p.add_argument("--dir", type=Path, default=Path("rehearsal"), help="work directory (default: ./rehearsal)")
+    p.add_argument("--port", type=int, default=8765, help="loopback port (default: 8765, a free one if taken)")
+    p.add_argument("--images", type=int, default=4, help="synthetic images in the mini val set (default: 4)")
+    p.set_defaults(func=cmd_rehearse)
     return parser
 
 
@@ -160,6 +173,12 @@ def cmd_fetch(args) -> int:
         print(tabulate([[r["kind"], r["name"], r["status"], detail(r)] for r in rows],
                        headers=["artifact", "name", "status", "detail"], tablefmt="simple"))
     return max((f.exit_code for f in failures), default=ExitCode.OK)
+
+
+def cmd_rehearse(args) -> int:
+    from harness.rehearsal import rehearse
+
+    return rehearse(args.dir, zoo_path=args.zoo, stack=args.stack, port=args.port, n_images=args.images)
 
 
 def main(argv: list[str] | None = None) -> int:

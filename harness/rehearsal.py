@@ -1,0 +1,232 @@
+"""Offline rehearsal: the whole pipeline on a local mini-zoo served over HTTP on 127.0.0.1.
+
+The mini-zoo is the real zoo with three things swapped, and nothing else: the weights are the real
+configs' models with **random** initial values (saved by paddle like a published checkpoint, so keys,
+shapes and file format are real), the dataset is a handful of synthetic COCO-format images with boxes and
+polygon masks, and every URL points at a server on this machine. The harness then runs through the same
+commands a user runs on the real zoo. Random weights detect nothing: AP ≈ 0 is the expected outcome.
+
+Everything lives under one directory (default ./rehearsal): the mirror that is served, the rehearsal's
+own cache, its zoo.yaml and zoo.lock. Delete the directory to start from nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import random
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import yaml
+
+from harness import source
+from harness.artifacts import fetch
+from harness.errors import HarnessError
+from harness.files import atomic_write_bytes, atomic_write_json, read_json
+from harness.manifest import Artifact, Source, Zoo, load_zoo
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 8765
+BANNER = ("REHEARSAL: random-initialised weights on synthetic images, served from 127.0.0.1. "
+          "AP ≈ 0 is the expected result; it says nothing about the published checkpoints.")
+
+# The 80 COCO categories (ids as in instances_val2017.json): the configs predict 80 classes, and ppdet
+# maps class index -> category id through the annotation file, so a synthetic set must carry all 80.
+COCO_IDS = [i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)]
+COCO_NAMES = (
+    "person bicycle car motorcycle airplane bus train truck boat traffic_light fire_hydrant stop_sign "
+    "parking_meter bench bird cat dog horse sheep cow elephant bear zebra giraffe backpack umbrella handbag "
+    "tie suitcase frisbee skis snowboard sports_ball kite baseball_bat baseball_glove skateboard surfboard "
+    "tennis_racket bottle wine_glass cup fork knife spoon bowl banana apple sandwich orange broccoli carrot "
+    "hot_dog pizza donut cake chair couch potted_plant bed dining_table toilet tv laptop mouse remote "
+    "keyboard cell_phone microwave oven toaster sink refrigerator book clock vase scissors teddy_bear "
+    "hair_drier toothbrush"
+).split()
+
+
+def _archive_of(commit: str, cache: Path) -> Path:
+    """The PaddleDetection archive: ../shared/fixtures beside a checkout, else the real one from GitHub."""
+    here = Path(__file__).resolve().parents[1]
+    shared = Path(os.environ.get("HARNESS_SHARED", here.parent / "shared"))
+    local = shared / "fixtures" / f"PaddleDetection-{commit}.tar.gz"
+    if local.is_file():
+        return local
+    return fetch(f"https://github.com/PaddlePaddle/PaddleDetection/archive/{commit}.tar.gz", root=cache).path
+
+
+def synthetic_coco(out: Path, n_images: int, *, size: tuple[int, int] = (320, 240), seed: int = 0) -> dict:
+    """`n_images` JPEGs with 1-3 filled polygons each, and their instances json (boxes, polygons, areas)."""
+    import cv2
+    import numpy as np
+
+    rng = random.Random(seed)
+    (out / "val2017").mkdir(parents=True, exist_ok=True)
+    w, h = size
+    images, anns = [], []
+    for i in range(n_images):
+        image_id = 1000 + i
+        yy, xx = np.mgrid[0:h, 0:w]
+        canvas = np.stack([(xx * 255 // w), (yy * 255 // h), np.full_like(xx, 90 + 40 * i)], -1).astype(np.uint8)
+        for _ in range(rng.randint(1, 3)):
+            cx, cy = rng.uniform(0.25, 0.75) * w, rng.uniform(0.25, 0.75) * h
+            rx, ry = rng.uniform(0.08, 0.22) * w, rng.uniform(0.08, 0.22) * h
+            angles = sorted(rng.uniform(0, 6.283) for _ in range(rng.randint(5, 9)))
+            pts = np.array([[cx + rx * np.cos(a), cy + ry * np.sin(a)] for a in angles]).round(1)
+            cv2.fillPoly(canvas, [pts.astype(np.int32)], tuple(rng.randrange(256) for _ in range(3)))
+            x0, y0 = pts.min(0)
+            x1, y1 = pts.max(0)
+            area = 0.5 * abs(float(np.dot(pts[:, 0], np.roll(pts[:, 1], 1)) - np.dot(pts[:, 1], np.roll(pts[:, 0], 1))))
+            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": rng.choice(COCO_IDS[:20]),
+                         "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)], "area": round(area, 2),
+                         "iscrowd": 0, "segmentation": [pts.flatten().tolist()]})
+        name = f"{image_id:012d}.jpg"
+        ok, jpg = cv2.imencode(".jpg", canvas[:, :, ::-1].copy())
+        assert ok
+        (out / "val2017" / name).write_bytes(jpg.tobytes())
+        images.append({"id": image_id, "file_name": name, "width": w, "height": h})
+    return {"info": {"description": "harness rehearsal: synthetic COCO-format set", "version": "1"},
+            "licenses": [], "images": images, "annotations": anns,
+            "categories": [{"id": c, "name": n, "supercategory": "thing"} for c, n in zip(COCO_IDS, COCO_NAMES,
+                                                                                         strict=True)]}
+
+
+def _zip_dir(zip_path: Path, root: Path, members: list[Path]) -> None:
+    tmp = zip_path.with_name(zip_path.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+        for m in members:
+            zf.write(m, m.relative_to(root).as_posix())
+    tmp.replace(zip_path)
+
+
+def build_mirror(work: Path, zoo: Zoo, stack: str, *, n_images: int) -> Path:
+    """Create (once) the files the loopback server serves: archive, random weights, synthetic COCO."""
+    mirror, cache = work / "mirror", work / "cache"
+    done = mirror / ".complete.json"
+    want = {"stack": stack, "commit": zoo.sources[stack].commit, "images": n_images,
+            "models": [m.name for m in zoo.models]}
+    if read_json(done) == want:
+        return mirror
+    # A new mirror has new random bytes behind the same URLs: drop what pinned or cached the old ones.
+    for stale in (mirror, cache):
+        shutil.rmtree(stale, ignore_errors=True)
+    (work / "zoo.lock").unlink(missing_ok=True)
+    commit = zoo.sources[stack].commit
+    archive = mirror / "PaddlePaddle" / "PaddleDetection" / "archive" / f"{commit}.tar.gz"
+    archive.parent.mkdir(parents=True)
+    shutil.copyfile(_archive_of(commit, cache), archive)
+
+    log.info("rehearsal: building %d synthetic images", n_images)
+    staging = work / "staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    coco = synthetic_coco(staging, n_images)
+    ann = staging / "annotations" / "instances_val2017.json"
+    ann.parent.mkdir(parents=True)
+    ann.write_text(json.dumps(coco))
+    for sub in ("zips", "annotations"):
+        (mirror / sub).mkdir(parents=True)
+    _zip_dir(mirror / "zips" / "val2017.zip", staging, sorted((staging / "val2017").iterdir()))
+    _zip_dir(mirror / "annotations" / "annotations_trainval2017.zip", staging, [ann])
+    shutil.rmtree(staging)
+
+    tree = source.prepare(Source(repository="local", commit=commit, paddle=zoo.sources[stack].paddle,
+                                 archive=Artifact(url=str(archive))), None, root=cache)
+    for m in zoo.models:
+        out = mirror / "models" / f"{m.name}.pdparams"
+        log.info("rehearsal: random-initialised weights for %s (building the model from its config)", m.name)
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "harness.worker", "init-weights", "--ppdet-root",
+                               str(tree.root), "--config", str(tree.config(m)), "--out", str(out)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise HarnessError(f"rehearsal: building {m.name} failed:\n{proc.stderr[-2000:]}",
+                               hint="is the paddle stack installed? (scripts/rehearse.sh installs it)")
+        info = json.loads(proc.stdout.strip().splitlines()[-1])
+        log.info("rehearsal:   %d keys, %d params, %.1f MB in %.1f s", info["keys"], info["params"],
+                 info["bytes"] / 1e6, time.perf_counter() - t0)
+    shutil.rmtree(cache / "src", ignore_errors=True)  # extracted only to build the models
+    atomic_write_json(done, want)
+    return mirror
+
+
+def mirror_zoo(zoo: Zoo, stack: str, base: str) -> dict:
+    """The zoo as plain data with every URL moved to `base`, and only the rehearsed stack."""
+    raw = zoo.model_dump(exclude_none=True, exclude_defaults=True)
+    src = raw["sources"][stack]
+    src["repository"] = f"{base}/PaddlePaddle/PaddleDetection"
+    src.pop("archive", None)
+    raw["sources"] = {stack: src}
+    raw["dataset"]["images"] = {"url": f"{base}/zips/val2017.zip"}
+    raw["dataset"]["annotations"] = {"url": f"{base}/annotations/annotations_trainval2017.zip"}
+    for m in raw["models"]:
+        m["weights"] = {"url": f"{base}/models/{m['name']}.pdparams"}
+    return raw
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serve(directory: Path, port: int = DEFAULT_PORT) -> Iterator[str]:
+    """A static file server on 127.0.0.1 (a free port if `port` is taken); yields its base URL."""
+    handler = functools.partial(_Quiet, directory=str(directory))
+    try:
+        httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    except OSError:
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def rehearse(work: Path, *, zoo_path: Path | None = None, stack: str | None = None, port: int = DEFAULT_PORT,
+             n_images: int = 4) -> int:
+    """Build the mini-zoo, serve it, and run the user's commands against it. Returns the exit code."""
+    from harness import cli
+
+    zoo, _ = load_zoo(zoo_path)
+    stack, _ = zoo.source(stack)
+    work = work.resolve()
+    print(f"== {BANNER}", flush=True)
+    mirror = build_mirror(work, zoo, stack, n_images=n_images)
+    os.environ["HARNESS_CACHE"] = str(work / "cache")  # the rehearsal never touches the user's cache
+    with serve(mirror, port) as base:
+        zoo_file = work / "zoo.yaml"
+        text = f"# Generated by `harness rehearse` from the real zoo.yaml: every URL points at {base}.\n" \
+               f"# {BANNER}\n" + yaml.safe_dump(mirror_zoo(zoo, stack, base), sort_keys=False)
+        atomic_write_bytes(zoo_file, text.encode())
+        steps = [
+            ("fetch everything (cold cache: downloads, verifies, records zoo.lock)",
+             ["fetch", "--zoo", str(zoo_file), "--dataset"]),
+            ("fetch again with --locked (warm cache: no download, no re-hash)",
+             ["fetch", "--zoo", str(zoo_file), "--dataset", "--locked"]),
+            ("list", ["list", "--zoo", str(zoo_file)]),
+        ]
+        worst = 0
+        for title, argv in steps:
+            print(f"\n== harness {' '.join(a if a != str(zoo_file) else 'ZOO' for a in argv)}   # {title}",
+                  flush=True)
+            t0 = time.perf_counter()
+            code = cli.main(argv)
+            print(f"-- exit {code}, {time.perf_counter() - t0:.2f} s", flush=True)
+            worst = max(worst, code)
+    print(f"\n== {BANNER}\n== rehearsal files: {work} (zoo.yaml, zoo.lock, mirror/, cache/)")
+    return worst
