@@ -53,3 +53,16 @@ def test_checkout_is_used_in_place_with_its_own_commit(tmp_path, ppdet_archive):
     assert tree.root == root and tree.origin == "checkout" and tree.commit is None  # not a git checkout
     with pytest.raises(UsageError, match="not a PaddleDetection tree"):
         source.checkout(tmp_path, pin)
+
+
+def test_git_checkout_records_its_head_commit(tmp_path, ppdet_archive, caplog):
+    subprocess.run(["tar", "-xzf", ppdet_archive(CURRENT), "-C", tmp_path], check=True)
+    root = tmp_path / f"PaddleDetection-{CURRENT}"
+    git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "ppdet/__init__.py"], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    pin = Source(repository="https://example.invalid/x", commit=CURRENT, paddle="3.3.1")
+    assert source.checkout(root, pin).commit == head
+    assert f"is commit {head}, the zoo pins {CURRENT}" in caplog.text
