@@ -26,6 +26,9 @@ examples:
   harness fetch --locked                        refuse anything without a sha256 in zoo.yaml/zoo.lock
   harness fetch --dataset --subset 100          COCO val2017 and a 100-image subset (seed 0)
   HARNESS_CACHE=/data/cache harness fetch       cache somewhere else
+  harness verify faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco --device gpu
+  harness verify mask_rcnn_res2net50_vd_26w_4s_fpn_2x_coco --subset 50 --out runs/quick
+  harness report runs/quick                     the markdown table, from result files alone
   harness rehearse                              offline rehearsal on a random-weight mini-zoo
 
 exit codes: 0 ok, 1 verdict fail, 2 usage or zoo.yaml error, 3 could not measure, 130 interrupted
@@ -80,6 +83,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the subset sample (default: 0)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser(
+        "verify", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="evaluate one model with PaddleDetection and judge its AP against the documented one",
+        description="Fetch, check the weights strictly, evaluate with PaddleDetection, score with pycocotools, "
+        "judge against the documented AP with the zoo's tolerance, write <out>/<model>/result.json and print "
+        "the table row. Exit 0 pass, 1 fail, 3 could not measure.",
+        epilog="examples:\n"
+        "  harness verify faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco --device gpu\n"
+        "  harness verify mask_rcnn_res2net50_vd_26w_4s_fpn_2x_coco --subset 50 --out runs/quick\n"
+        "  harness verify faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco --data ~/coco --ppdet-root ~/PaddleDetection\n"
+        "  harness verify faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco --subset 8 --eval-size 320 "
+        "-o BBoxPostProcess.nms.score_threshold=0.01")
+    p.add_argument("model", metavar="MODEL", help="model name (see `harness list`)")
+    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
+                   help="auto: gpu when an NVIDIA device is present (default)")
+    p.add_argument("--subset", type=int, metavar="N", help="evaluate N images chosen deterministically")
+    p.add_argument("--seed", type=int, default=0, help="seed of the subset sample (default: 0)")
+    p.add_argument("--data", type=Path, metavar="DIR", help="an existing COCO root instead of fetching")
+    p.add_argument("--ppdet-root", type=Path, metavar="DIR", help="a PaddleDetection checkout instead of the pin")
+    p.add_argument("--out", type=Path, metavar="DIR", help="run directory (default: runs/<UTC time>)")
+    p.add_argument("--locked", action="store_true", help="refuse artifacts without a recorded sha256")
+    p.add_argument("--eval-size", type=int, metavar="PX",
+                   help="evaluate at this short side instead of the config's 800 (smoke tests; AP not comparable)")
+    p.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the config like ppdet's -o, e.g. -o BBoxPostProcess.nms.score_threshold=0.01")
+    p.add_argument("--timeout", type=float, metavar="S", help="kill the model's worker after S seconds")
+    p.add_argument("--json", action="store_true", help="print the result record as JSON")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser(
+        "report", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="render the markdown table of one or more run directories from their result files",
+        epilog="examples:\n  harness report runs/20261125-101500\n  harness report runs/a runs/b --out report.md")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="directories written by verify")
+    p.add_argument("--out", type=Path, metavar="FILE", help="also write the markdown to FILE")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
         "rehearse", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -173,6 +213,49 @@ def cmd_fetch(args) -> int:
         print(tabulate([[r["kind"], r["name"], r["status"], detail(r)] for r in rows],
                        headers=["artifact", "name", "status", "detail"], tablefmt="simple"))
     return max((f.exit_code for f in failures), default=ExitCode.OK)
+
+
+def default_run_dir() -> Path:
+    from datetime import UTC, datetime
+
+    return Path("runs") / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+
+
+def cmd_verify(args) -> int:
+    from harness import verification as v
+    from harness.report import markdown
+
+    zoo, lock = _zoo(args)
+    model = zoo.model(args.model)
+    opts = v.Options(device=args.device, subset=args.subset, seed=args.seed, data=args.data,
+                     ppdet_root=args.ppdet_root, locked=args.locked, eval_size=args.eval_size,
+                     opts=v.parse_opts(args.opt), timeout_s=args.timeout, stack=args.stack)
+    if zoo.notice:
+        log.warning("%s", zoo.notice)
+    inputs = v.prepare(zoo, lock, opts)
+    if inputs.device == "cpu" and opts.subset is None and inputs.data.num_images > 50:
+        log.warning("%s", v.cpu_estimate(inputs.data.num_images))
+    run_dir = args.out or default_run_dir()
+    rec = v.verify(zoo, model, inputs, lock, opts, run_dir)
+    if args.json:
+        print(v.dumps(rec))
+    else:
+        print(markdown([rec]))
+        print(v.summary_line(rec))
+        print(f"result: {run_dir / model.name / 'result.json'}")
+    return {"pass": ExitCode.OK, "fail": ExitCode.FAIL}.get(rec["status"], ExitCode.ERROR)
+
+
+def cmd_report(args) -> int:
+    from harness.files import atomic_write_bytes
+    from harness.report import markdown
+    from harness.results import read
+
+    text = markdown(read(args.runs))
+    print(text, end="")
+    if args.out:
+        atomic_write_bytes(args.out, text.encode())
+    return ExitCode.OK
 
 
 def cmd_rehearse(args) -> int:

@@ -129,6 +129,7 @@ class Model(_Strict):
 
 class Zoo(_Strict):
     version: Literal[1]
+    notice: str | None = None  # printed by verify and in reports (the rehearsal zoo says its weights are random)
     sources: dict[str, Source] = Field(min_length=1)
     dataset: Dataset
     tolerance: Tolerance

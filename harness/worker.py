@@ -1,18 +1,33 @@
 """The model side: the only module that imports paddle and ppdet, always in a subprocess of its own.
 
 Why a subprocess per model: ppdet's `load_config` is process-global state, and a crash or an OOM in a
-model must not take the caller (or the other models' results) down. The parent talks to it through
-argv and a JSON file; stdout/stderr are a log.
+model must not take the caller (or the other models' results) down. The parent hands over a spec (JSON),
+the worker writes `worker.json` next to its outputs; stdout/stderr are the log, plus `@@progress i n`
+lines the parent turns into a progress bar.
 
+    python -m harness.worker eval --spec SPEC.json     evaluate one model (see `evaluate`)
     python -m harness.worker init-weights --ppdet-root DIR --config CFG --out W.pdparams [--seed N]
+                                          [--calibrate IMG ...] [--short-side PX]
+
+Exit codes: 0 done, 3 refused with a reason in worker.json (e.g. weights that do not fit), anything
+else is a crash (the parent records the log's tail).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import sys
+import time
 from pathlib import Path
+
+from harness.checkpoint import CheckpointError, compare, load_state
+from harness.errors import ExitCode, HarnessError
+from harness.files import atomic_write_json
+
+PROGRESS = "@@progress"
 
 
 def _ppdet(root: Path) -> None:
@@ -20,28 +35,110 @@ def _ppdet(root: Path) -> None:
     sys.path.insert(0, str(root))
 
 
-def build_model(config: Path, *, device: str = "cpu", overrides: dict | None = None):
-    """Build the architecture of a real config (plus overrides) on `device`; returns (cfg, model)."""
+def _device(requested: str) -> str:
+    import paddle
+
+    cuda = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if requested == "auto":
+        return "gpu" if cuda else "cpu"
+    if requested == "gpu" and not cuda:
+        raise HarnessError(
+            f"--device gpu: this paddle ({paddle.__version__}) "
+            + ("has no CUDA support" if not paddle.device.is_compiled_with_cuda() else "sees no GPU"),
+            hint="install paddle's GPU build (README: 'Verifying the real zoo'), or use --device cpu")
+    return requested
+
+
+def device_name(device: str) -> str:
+    if device == "gpu":
+        import paddle
+
+        return paddle.device.cuda.get_device_name()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _set_resize(reader: dict, size: list[int]) -> None:
+    for t in reader["sample_transforms"]:
+        if "Resize" in t:
+            t["Resize"]["target_size"] = list(size)
+            return
+    raise HarnessError("--eval-size: the config's EvalReader has no Resize transform")
+
+
+def build_model(config: Path, *, device: str = "cpu", overrides: dict | None = None, eval_size=None):
+    """Load a real config plus overrides and build its architecture on `device`; returns (cfg, model)."""
     import paddle
     from ppdet.core.workspace import create, load_config, merge_config
 
     cfg = load_config(str(config))
     merge_config({"use_gpu": device == "gpu", **(overrides or {})})
+    if eval_size:
+        _set_resize(cfg["EvalReader"], eval_size)
     paddle.set_device("gpu" if device == "gpu" else "cpu")
     return cfg, create(cfg.architecture)
 
 
-def init_weights(root: Path, config: Path, out: Path, seed: int = 0) -> dict:
+def _calibrate_batchnorm(model, images: list[Path], short_side: int) -> None:
+    """Set every BatchNorm's running mean/variance to the statistics of its input on `images`.
+
+    A freshly initialised backbone has mean 0 / variance 1 running statistics, its activations explode
+    through 50 layers, and the random model outputs nothing but degenerate boxes. Normalising each layer
+    with the statistics it actually sees (one forward pass, each BatchNorm set just before it runs) keeps
+    the weights random but lets the model emit ordinary boxes and masks, so a rehearsal exercises the
+    whole prediction and scoring path. The detections are still meaningless: AP ≈ 0.
+    """
+    import cv2
+    import numpy as np
+    import paddle
+
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    batch = []
+    for path in images:
+        im = cv2.imread(str(path))[:, :, ::-1].astype("float32") / 255.0
+        h, w = im.shape[:2]
+        scale = min(short_side / min(h, w), short_side * 1333 / 800 / max(h, w))
+        im = cv2.resize(im, (round(w * scale), round(h * scale)))
+        batch.append(((im - mean) / std).transpose(2, 0, 1).astype("float32"))
+    shape = np.max([b.shape for b in batch], axis=0)
+    padded = np.zeros((len(batch), *shape), dtype="float32")
+    for i, b in enumerate(batch):
+        padded[i, :, : b.shape[1], : b.shape[2]] = b
+
+    def set_stats(layer, inputs):
+        x = inputs[0]
+        paddle.assign(x.mean(axis=[0, 2, 3]), layer._mean)
+        paddle.assign(x.var(axis=[0, 2, 3]), layer._variance)
+
+    norms = [m for m in model.sublayers() if hasattr(m, "_mean") and hasattr(m, "_variance")]
+    hooks = [m.register_forward_pre_hook(set_stats) for m in norms]
+    model.eval()
+    with paddle.no_grad():
+        model.backbone({"image": paddle.to_tensor(padded)})
+    for h in hooks:
+        h.remove()
+
+
+def init_weights(root: Path, config: Path, out: Path, seed: int = 0, calibrate: list[Path] | None = None,
+                 short_side: int = 320) -> dict:
     """Save the randomly initialised state dict of a config's model as a `.pdparams` (rehearsal zoo).
 
     Saved with `paddle.save`, the same call ppdet's checkpoint code uses, so the file has the format,
-    keys and shapes of a published checkpoint; only the values are random.
+    keys and shapes of a published checkpoint; only the values are random. With `calibrate`, the
+    BatchNorm statistics are set from those images (see `_calibrate_batchnorm`).
     """
     _ppdet(root)
     import paddle
 
     paddle.seed(seed)
     _, model = build_model(config)
+    if calibrate:
+        _calibrate_batchnorm(model, calibrate, short_side)
     state = model.state_dict()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -51,18 +148,134 @@ def init_weights(root: Path, config: Path, out: Path, seed: int = 0) -> dict:
             "bytes": out.stat().st_size, "paddle": paddle.__version__}
 
 
+class _Clock:
+    """Wall time per stage, in the order the stages ran."""
+
+    def __init__(self) -> None:
+        self.t = time.perf_counter()
+        self.stages: dict[str, float] = {}
+
+    def mark(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.stages[stage] = round(now - self.t, 3)
+        self.t = now
+
+
+def _load_weights(model, weights: Path) -> dict:
+    """Strict: an exact fit of keys and shapes, or CheckpointError before a single value is set."""
+    import paddle
+
+    state = load_state(weights)
+    model_state = model.state_dict()
+    check = compare({k: list(getattr(v, "shape", ())) for k, v in state.items()},
+                    {k: list(v.shape) for k, v in model_state.items()})
+    if not check.ok:
+        err = CheckpointError(f"{weights.name}: {check.summary()}", hint=check.hint())
+        err.check = check  # type: ignore[attr-defined]
+        raise err
+    cast = 0
+    tensors = {}
+    for k, v in state.items():
+        t = paddle.to_tensor(v)
+        if t.dtype != model_state[k].dtype:  # as ppdet's load_pretrain_weight does
+            t, cast = t.astype(model_state[k].dtype), cast + 1
+        tensors[k] = t
+    model.set_dict(tensors)
+    return {**check.as_json(), "dtype_casts": cast}
+
+
+def evaluate(spec: dict) -> dict:
+    """Evaluate one model with PaddleDetection's own eval loop; predictions go to `<out>/predictions`.
+
+    spec: ppdet_root, config, weights, images, annotations, out, device (cpu|gpu|auto), eval_size
+    ([short, long] or null), opts (nested dict merged into the config, like ppdet's `-o`), workers.
+    Overrides applied to the real config: the dataset paths, batch size 1 (as documented), device,
+    data-loader workers, and `save_prediction_only` so ppdet writes bbox.json/mask.json and leaves
+    scoring to the harness.
+    """
+    clock = _Clock()
+    out = Path(spec["out"])
+    preds = out / "predictions"
+    preds.mkdir(parents=True, exist_ok=True)
+    _ppdet(Path(spec["ppdet_root"]))
+    import paddle
+    from ppdet.engine import Trainer
+    from ppdet.engine.callbacks import Callback
+
+    clock.mark("import")
+    device = _device(spec.get("device", "auto"))
+    images, annotations = Path(spec["images"]), Path(spec["annotations"])
+    root = Path(os.path.commonpath([images, annotations]))
+    overrides = {
+        "worker_num": spec.get("workers", 0),
+        "save_prediction_only": True,
+        "output_eval": str(preds),
+        "weights": spec["weights"],
+        "EvalDataset": {"dataset_dir": str(root), "image_dir": str(images.relative_to(root)),
+                        "anno_path": str(annotations.relative_to(root))},
+        "EvalReader": {"batch_size": 1},
+        **spec.get("opts", {}),
+    }
+    cfg, model = build_model(Path(spec["config"]), device=device, overrides=overrides,
+                             eval_size=spec.get("eval_size"))
+    clock.mark("build")
+    record = {"status": "ok", "paddle": paddle.__version__, "device": device, "device_name": device_name(device),
+              "architecture": cfg.architecture, "overrides": overrides, "eval_size": spec.get("eval_size")}
+    try:
+        record["weight_check"] = _load_weights(model, Path(spec["weights"]))
+    except CheckpointError as exc:
+        check = getattr(exc, "check", None)
+        return {**record, "status": "error", "error": str(exc),
+                "weight_check": check.as_json() if check else None, "durations": clock.stages}
+    clock.mark("load_weights")
+
+    cfg["model"] = model  # Trainer evaluates this model (already checked and loaded) instead of a new one
+    trainer = Trainer(cfg, mode="eval")
+    total = len(trainer.dataset)
+
+    class Progress(Callback):
+        def on_step_end(self, status):
+            print(f"{PROGRESS} {status['step_id'] + 1} {total}", flush=True)
+
+    trainer.register_callbacks([Progress(trainer)])
+    clock.mark("dataloader")
+    trainer.evaluate()
+    clock.mark("eval")
+    kinds = ["bbox"] + (["mask"] if cfg.architecture == "MaskRCNN" else [])
+    files = {}
+    for kind in kinds:
+        path = preds / f"{kind}.json"
+        if not path.exists():  # ppdet writes nothing when there are no detections: that is AP 0, not an error
+            path.write_text("[]")
+        files[kind] = str(path)
+    counts = {k: len(json.loads(Path(p).read_text())) for k, p in files.items()}
+    return {**record, "predictions": files, "detections": counts, "num_images": total, "durations": clock.stages}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.worker")
     sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("eval")
+    p.add_argument("--spec", type=Path, required=True)
     p = sub.add_parser("init-weights")
     p.add_argument("--ppdet-root", type=Path, required=True)
     p.add_argument("--config", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--calibrate", type=Path, nargs="*", default=None, help="images for BatchNorm statistics")
+    p.add_argument("--short-side", type=int, default=320)
     args = parser.parse_args(argv)
-    info = init_weights(args.ppdet_root, args.config, args.out, args.seed)
-    print(json.dumps(info))
-    return 0
+    if args.command == "init-weights":
+        info = init_weights(args.ppdet_root, args.config, args.out, args.seed, args.calibrate, args.short_side)
+        print(json.dumps(info))
+        return 0
+    spec = json.loads(args.spec.read_text())
+    try:
+        record = evaluate(spec)
+    except HarnessError as exc:
+        record = {"status": "error", "error": str(exc)}
+    atomic_write_json(Path(spec["out"]) / "worker.json", record)
+    return ExitCode.OK if record["status"] == "ok" else ExitCode.ERROR
 
 
 if __name__ == "__main__":

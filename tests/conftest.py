@@ -58,3 +58,19 @@ def ppdet_archive(tmp_path_factory):
             pytest.fail(failed[commit])
 
     return archive
+
+
+@pytest.fixture(scope="session")
+def rehearsal(tmp_path_factory):
+    """One run of the README's main job (`harness rehearse`) per session, shared by the stack tests:
+    mini-zoo built from the real configs, served on 127.0.0.1, fetched, verified for all three models,
+    reported. Its mirror is served again by tests that need more (weights variants)."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    work = tmp_path_factory.mktemp("rehearsal")
+    out = subprocess.run([sys.executable, "-m", "harness", "rehearse", "--dir", str(work), "--port", "0",
+                          "--images", "3"], capture_output=True, text=True, timeout=1200)
+    runs = sorted((work / "runs").iterdir()) if (work / "runs").exists() else []
+    return SimpleNamespace(work=work, out=out, run_dir=runs[-1] if runs else None)

@@ -1,0 +1,53 @@
+"""Result records: one `result.json` per model per run, written atomically.
+
+A run directory holds one sub-directory per model (`<run>/<model>/result.json`, plus the worker's log,
+spec and predictions). A reader sees either no result or a complete one; `harness report` needs nothing
+but these files.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from harness.errors import UsageError
+from harness.files import atomic_write_json
+
+SCHEMA = 1
+RESULT = "result.json"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def model_dir(run_dir: Path, model: str) -> Path:
+    return run_dir / model
+
+
+def write(run_dir: Path, record: dict) -> Path:
+    path = model_dir(run_dir, record["model"]) / RESULT
+    atomic_write_json(path, {"schema": SCHEMA, **record}, sort_keys=False)  # keep the stats in COCO's order
+    return path
+
+
+def read(run_dirs: list[Path]) -> list[dict]:
+    """Every result under the given run directories (or result files), in zoo order."""
+    records = []
+    for d in run_dirs:
+        if not d.exists():
+            raise UsageError(f"{d}: no such run directory", hint="pass a directory written by `harness verify`")
+        files = [d] if d.is_file() else sorted(d.glob(f"*/{RESULT}"))
+        for f in files:
+            try:
+                rec = json.loads(f.read_text())
+            except (OSError, ValueError) as exc:
+                raise UsageError(f"{f}: not a readable result: {exc}") from None
+            if not isinstance(rec, dict) or rec.get("schema") != SCHEMA or "model" not in rec:
+                raise UsageError(f"{f}: not a result record of schema {SCHEMA}")
+            records.append(rec)
+    if not records:
+        raise UsageError(f"no {RESULT} under {', '.join(map(str, run_dirs))}",
+                         hint="run `harness verify MODEL --out DIR` first")
+    return sorted(records, key=lambda r: (r.get("zoo_index", 1 << 30), r["model"]))

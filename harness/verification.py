@@ -1,0 +1,255 @@
+"""One model, end to end: fetch → worker (strict weights, ppdet eval) → score → judge → record.
+
+Errors are recorded, not raised: whatever stage fails, the model gets a complete `result.json` with
+status `error`, the stage, the message and the tail of the worker's log, so a crash in one model never
+loses another model's result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from harness import __version__, dataset, source
+from harness.artifacts import fetch_artifact
+from harness.dataset import CocoData
+from harness.errors import HarnessError, UsageError
+from harness.files import atomic_write_json, read_json
+from harness.lockfile import LockFile
+from harness.manifest import Model, Zoo
+from harness.results import model_dir, now, write
+from harness.scoring import metrics, score_files
+from harness.source import SourceTree
+from harness.verdict import ERROR, judge, overall
+
+log = logging.getLogger(__name__)
+
+# Measured on these machines (DESIGN.md): 2 cores, 800 px, Faster R-CNN; Mask R-CNN is slower still.
+CPU_SECONDS_PER_IMAGE = 10.8
+DOCUMENTED_SHORT_SIDE, DOCUMENTED_LONG_SIDE = 800, 1333
+LOG_TAIL = 40
+
+
+@dataclass(frozen=True)
+class Options:
+    device: str = "auto"  # auto | cpu | gpu
+    subset: int | None = None
+    seed: int = 0
+    data: Path | None = None
+    ppdet_root: Path | None = None
+    locked: bool = False
+    eval_size: int | None = None  # short side in px; None = the config's (800)
+    opts: dict = field(default_factory=dict)  # nested overrides merged into the config (ppdet's -o)
+    timeout_s: float | None = None
+    stack: str | None = None
+    workers: int = 0
+    progress: bool | None = None
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What every model of a run shares: the source tree and the dataset, prepared once."""
+
+    stack: str
+    tree: SourceTree
+    data: CocoData
+    device: str
+
+
+class StageError(HarnessError):
+    def __init__(self, message: str, *, hint: str | None = None, log_tail: str | None = None,
+                 details: dict | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.log_tail = log_tail
+        self.details = details
+
+
+def parse_opts(items: list[str]) -> dict:
+    """`-o BBoxPostProcess.nms.score_threshold=0.01` → nested dict, values parsed as YAML scalars."""
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"-o {item!r}: expected KEY=VALUE", hint="e.g. -o EvalReader.batch_size=1")
+        node = out
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = yaml.safe_load(value)
+    return out
+
+
+def resolve_device(requested: str) -> str:
+    """`auto` → gpu when this machine shows an NVIDIA device, else cpu (the worker checks paddle's build)."""
+    if requested != "auto":
+        return requested
+    return "gpu" if Path("/dev/nvidiactl").exists() or Path("/dev/nvidia0").exists() else "cpu"
+
+
+def cpu_estimate(num_images: int) -> str:
+    hours = num_images * CPU_SECONDS_PER_IMAGE / 3600
+    return (f"no GPU: {num_images} images on the CPU take about {hours:.1f} h or more (measured "
+            f"{CPU_SECONDS_PER_IMAGE} s/image for Faster R-CNN at 800 px on 2 cores; Mask R-CNN is slower). "
+            "Use --subset N for a sample, or a GPU machine for the full val2017.")
+
+
+def prepare(zoo: Zoo, lock: LockFile, opts: Options) -> Inputs:
+    stack, pin = zoo.source(opts.stack)
+    tree = source.checkout(opts.ppdet_root, pin) if opts.ppdet_root else source.prepare(pin, lock, locked=opts.locked)
+    data = dataset.prepare(zoo.dataset, lock, data_dir=opts.data, subset=opts.subset, seed=opts.seed,
+                           locked=opts.locked)
+    return Inputs(stack, tree, data, resolve_device(opts.device))
+
+
+def _tail(path: Path, n: int = LOG_TAIL) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def run_worker(spec: dict, mdir: Path, *, timeout_s: float | None, progress: bool | None, label: str) -> dict:
+    """Run the worker in its own process group; stream its log; return its worker.json."""
+    from tqdm import tqdm
+
+    from harness.worker import PROGRESS
+
+    mdir.mkdir(parents=True, exist_ok=True)
+    spec_path, log_path, out_path = mdir / "spec.json", mdir / "worker.log", mdir / "worker.json"
+    out_path.unlink(missing_ok=True)
+    atomic_write_json(spec_path, spec)
+    cmd = [sys.executable, "-m", "harness.worker", "eval", "--spec", str(spec_path)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    timed_out = threading.Event()
+
+    def kill() -> None:
+        timed_out.set()
+        _kill_group(proc)
+
+    timer = threading.Timer(timeout_s, kill) if timeout_s else None
+    if timer:
+        timer.start()
+    try:
+        quiet = None if progress is None else not progress
+        with log_path.open("w") as logf, tqdm(desc=label, unit="img", disable=quiet, file=sys.stderr,
+                                              leave=False) as bar:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                if line.startswith(PROGRESS):
+                    done, total = (int(x) for x in line.split()[1:3])
+                    bar.total = total
+                    bar.update(done - bar.n)
+                    continue
+                logf.write(line)
+        rc = proc.wait()
+    except BaseException:  # KeyboardInterrupt included: never leave a worker behind
+        _kill_group(proc)
+        raise
+    finally:
+        if timer:
+            timer.cancel()
+    if timed_out.is_set():
+        raise StageError(f"worker timed out after {timeout_s:g} s and was killed", log_tail=_tail(log_path),
+                         hint="raise --timeout, or use --subset")
+    record = read_json(out_path)
+    if record is None:
+        how = f"killed by signal {signal.Signals(-rc).name}" if rc < 0 else f"exited with code {rc}"
+        raise StageError(f"worker {how} without a result (crash or out of memory?)", log_tail=_tail(log_path),
+                         hint=f"see {log_path}")
+    return record
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _table(zoo: Zoo, model: Model, inputs: Inputs) -> dict:
+    repo = zoo.sources[inputs.stack].repository.rstrip("/")
+    commit = inputs.tree.commit or zoo.sources[inputs.stack].commit
+    return {"backbone": model.backbone, "type": model.type, "images_per_gpu": model.images_per_gpu,
+            "schedule": model.schedule, "weights_url": model.weights.url, "config": model.config,
+            "config_url": f"{repo}/blob/{commit}/{model.config}"}
+
+
+def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options, run_dir: Path) -> dict:
+    """Verify one model; always returns (and writes) a complete result record."""
+    mdir = model_dir(run_dir, model.name)
+    eval_size = None
+    if opts.eval_size:
+        eval_size = [opts.eval_size, round(opts.eval_size * DOCUMENTED_LONG_SIDE / DOCUMENTED_SHORT_SIDE)]
+    rec: dict = {
+        "model": model.name, "zoo_index": zoo.models.index(model), "status": ERROR, "error": None,
+        "notice": zoo.notice, "stack": inputs.stack, "harness": __version__, "started": now(),
+        "documented": model.documented(), "table": _table(zoo, model, inputs),
+        "ppdet": inputs.tree.as_json(), "device": inputs.device,
+        "dataset": {"name": zoo.dataset.name, "num_images": inputs.data.num_images, "subset": inputs.data.subset,
+                    "annotations": str(inputs.data.annotations), "eval_size": eval_size},
+        "artifacts": {"source_archive_sha256": inputs.tree.archive_sha256, "dataset": inputs.data.sha256},
+        "metrics": {}, "stats": {}, "durations": {}, "timing": None,
+    }
+    stage, t0 = "fetch", time.perf_counter()
+    clock = t0
+    try:
+        weights = fetch_artifact(model.weights, lock, locked=opts.locked)
+        rec["artifacts"]["weights"] = {"url": weights.url, "sha256": weights.sha256, "size": weights.size}
+        config = inputs.tree.config(model)
+        rec["durations"]["fetch"], clock = round(time.perf_counter() - clock, 3), time.perf_counter()
+
+        stage = "worker"
+        spec = {"ppdet_root": str(inputs.tree.root), "config": str(config), "weights": str(weights.path),
+                "images": str(inputs.data.images), "annotations": str(inputs.data.annotations),
+                "out": str(mdir), "device": inputs.device, "eval_size": eval_size, "opts": opts.opts,
+                "workers": opts.workers}
+        worker = run_worker(spec, mdir, timeout_s=opts.timeout_s, progress=opts.progress, label=model.name)
+        rec.update({k: worker.get(k) for k in ("paddle", "device", "device_name", "architecture")})
+        rec["weight_check"] = worker.get("weight_check")
+        rec["durations"]["worker"], clock = round(time.perf_counter() - clock, 3), time.perf_counter()
+        rec["durations"]["worker_stages"] = worker.get("durations")
+        if worker.get("status") != "ok":
+            stage = "weights" if worker.get("weight_check") and not worker["weight_check"]["ok"] else "worker"
+            raise StageError(worker.get("error") or "worker failed", log_tail=_tail(mdir / "worker.log"))
+        rec["predictions"] = {k: str(Path(p).relative_to(mdir)) for k, p in worker["predictions"].items()}
+        rec["detections"] = worker.get("detections")
+
+        stage = "score"
+        rec["stats"] = score_files(inputs.data.annotations, worker["predictions"])
+        measured = metrics(rec["stats"])
+        rec["durations"]["score"] = round(time.perf_counter() - clock, 3)
+
+        stage = "verdict"
+        verdicts = [judge(name, measured.get(name), doc, zoo.tolerance_for(model, name))
+                    for name, doc in model.documented().items()]
+        rec["metrics"] = {v.metric: v.as_json() for v in verdicts}
+        rec["status"] = overall(verdicts)
+    except HarnessError as exc:
+        rec["status"] = ERROR
+        rec["error"] = {"stage": stage, "message": str(exc), "log_tail": getattr(exc, "log_tail", None)}
+    rec["durations"]["total"] = round(time.perf_counter() - t0, 3)
+    rec["finished"] = now()
+    write(run_dir, rec)
+    return rec
+
+
+def summary_line(rec: dict) -> str:
+    parts = [f"{m}: {v['reason']}" for m, v in rec.get("metrics", {}).items() if v.get("reason")]
+    if rec.get("error"):
+        parts.append(f"error in {rec['error']['stage']}: {rec['error']['message']}")
+    return f"{rec['model']}: {rec['status'].upper()}" + ("\n  " + "\n  ".join(parts) if parts else "")
+
+
+def dumps(rec: dict) -> str:
+    return json.dumps(rec, indent=2, sort_keys=True)

@@ -1,0 +1,106 @@
+"""Scoring outside ppdet: ground truth scores 1.000, and the stats equal pycocotools' run directly."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import random
+
+import pytest
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from harness.scoring import STATS, metrics, score_files
+
+
+def _gt(tmp_path):
+    rng = random.Random(0)
+    images, anns = [], []
+    for i in range(6):
+        images.append({"id": i + 1, "file_name": f"{i}.jpg", "width": 400, "height": 300})
+        if i == 5:
+            continue  # an image without ground truth
+        for _ in range(3):
+            w, h = rng.choice([(20, 15), (60, 50), (150, 120)])  # small, medium, large
+            x, y = rng.uniform(0, 400 - w), rng.uniform(0, 300 - h)
+            poly = [x, y, x + w, y, x + w, y + h, x + w / 2, y + h * 1.0, x, y + h]
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": rng.choice([1, 2, 3]),
+                         "bbox": [x, y, w, h], "area": w * h * 0.999, "iscrowd": 0, "segmentation": [poly]})
+    data = {"info": {}, "images": images, "annotations": anns,
+            "categories": [{"id": c, "name": f"c{c}"} for c in (1, 2, 3)]}
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(data))
+    return path, data
+
+
+def _rle(ann, image):
+    rles = mask_utils.frPyObjects(ann["segmentation"], image["height"], image["width"])
+    rle = mask_utils.merge(rles)
+    rle["counts"] = rle["counts"].decode()  # as ppdet writes mask.json
+    return rle
+
+
+def _write(tmp_path, name, preds):
+    path = tmp_path / name
+    path.write_text(json.dumps(preds))
+    return path
+
+
+def test_ground_truth_as_predictions_scores_one(tmp_path):
+    ann_path, data = _gt(tmp_path)
+    images = {img["id"]: img for img in data["images"]}
+    bbox = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+            for a in data["annotations"]]
+    segm = [{"image_id": a["image_id"], "category_id": a["category_id"], "score": 1.0,
+             "segmentation": _rle(a, images[a["image_id"]])} for a in data["annotations"]]
+    stats = score_files(ann_path, {"bbox": _write(tmp_path, "bbox.json", bbox),
+                                   "mask": _write(tmp_path, "mask.json", segm)})
+    assert stats["bbox"]["AP"] == pytest.approx(1.0) and stats["segm"]["AP"] == pytest.approx(1.0)
+    assert metrics(stats) == {"box_ap": 100.0, "mask_ap": 100.0}
+
+
+def test_stats_equal_pycocotools_run_directly(tmp_path):
+    ann_path, data = _gt(tmp_path)
+    rng = random.Random(1)
+    images = {img["id"]: img for img in data["images"]}
+    bbox, segm = [], []
+    for a in data["annotations"] + [{"image_id": 6, "category_id": 1, "bbox": [5, 5, 50, 40],
+                                     "segmentation": [[5, 5, 55, 5, 55, 45, 5, 45]]}]:
+        x, y, w, h = a["bbox"]
+        jitter = [x + rng.uniform(-5, 5), y + rng.uniform(-5, 5), w * rng.uniform(0.8, 1.2), h * rng.uniform(0.8, 1.2)]
+        score = rng.random()
+        cat = a["category_id"] if rng.random() > 0.2 else 3
+        bbox.append({"image_id": a["image_id"], "category_id": cat, "bbox": jitter, "score": score})
+        segm.append({"image_id": a["image_id"], "category_id": cat, "score": score,
+                     "segmentation": _rle(a, images[a["image_id"]])})
+    files = {"bbox": _write(tmp_path, "bbox.json", bbox), "mask": _write(tmp_path, "mask.json", segm)}
+    ours = score_files(ann_path, files)
+    for kind, iou in (("bbox", "bbox"), ("mask", "segm")):
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt = COCO(str(ann_path))
+            ev = COCOeval(gt, gt.loadRes(str(files[kind])), iou)
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        assert [ours[iou][s] for s in STATS] == list(ev.stats)
+        assert 0 < ours[iou]["AP"] < 1
+
+
+def test_no_detections_is_ap_zero_not_a_crash(tmp_path):
+    ann_path, _ = _gt(tmp_path)
+    empty = _write(tmp_path, "bbox.json", [])
+    stats = score_files(ann_path, {"bbox": empty, "mask": empty})
+    for iou in ("bbox", "segm"):
+        assert stats[iou]["AP"] == 0.0 and stats[iou]["AR100"] == 0.0
+    assert metrics(stats) == {"box_ap": 0.0, "mask_ap": 0.0}
+
+
+def test_annotations_without_info_key_still_score(tmp_path):
+    ann_path, data = _gt(tmp_path)
+    del data["info"]
+    ann_path.write_text(json.dumps(data))
+    bbox = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+            for a in data["annotations"]]
+    assert score_files(ann_path, {"bbox": _write(tmp_path, "b.json", bbox)})["bbox"]["AP"] == pytest.approx(1.0)
