@@ -52,8 +52,22 @@ def _common(*, sub: bool) -> argparse.ArgumentParser:
     return p
 
 
+def _inputs() -> argparse.ArgumentParser:
+    """Where a command gets its artifacts from: shared by fetch, verify (and every command that evaluates)."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("inputs")
+    g.add_argument("--locked", action="store_true",
+                   help="refuse any artifact without a recorded sha256 (zoo.yaml or zoo.lock)")
+    g.add_argument("--ppdet-root", type=Path, metavar="DIR",
+                   help="use this PaddleDetection checkout instead of the pinned archive")
+    g.add_argument("--data", type=Path, metavar="DIR", help="use an existing COCO root instead of fetching")
+    g.add_argument("--subset", type=int, metavar="N", help="select N images deterministically")
+    g.add_argument("--seed", type=int, default=0, help="seed of the subset sample (default: 0)")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = _common(sub=True)
+    common, inputs = _common(sub=True), _inputs()
     parser = argparse.ArgumentParser(
         prog="harness", description="Reproduce PaddleDetection's Res2Net model zoo: fetch, verify, report.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, parents=[_common(sub=False)])
@@ -67,25 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser(
-        "fetch", parents=[common], help="download and verify weights, source and dataset into the cache",
+        "fetch", parents=[common, inputs], help="download and verify weights, source and dataset into the cache",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  harness fetch\n  harness fetch faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco --locked\n"
         "  harness fetch --dataset --subset 500 --seed 1\n  harness fetch --ppdet-root ~/PaddleDetection "
         "--data ~/coco --subset 50")
     p.add_argument("models", nargs="*", metavar="MODEL", help="model names (default: all)")
-    p.add_argument("--dataset", action="store_true", help="also fetch and check COCO val2017")
-    p.add_argument("--locked", action="store_true",
-                   help="refuse any artifact without a recorded sha256 (zoo.yaml or zoo.lock)")
-    p.add_argument("--ppdet-root", type=Path, metavar="DIR",
-                   help="use this PaddleDetection checkout instead of the pinned archive")
-    p.add_argument("--data", type=Path, metavar="DIR", help="use an existing COCO root instead of fetching")
-    p.add_argument("--subset", type=int, metavar="N", help="select N images deterministically (implies --dataset)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the subset sample (default: 0)")
+    p.add_argument("--dataset", action="store_true",
+                   help="also fetch and check COCO val2017 (implied by --data and --subset)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_fetch)
 
     p = sub.add_parser(
-        "verify", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        "verify", parents=[common, inputs], formatter_class=argparse.RawDescriptionHelpFormatter,
         help="evaluate one model with PaddleDetection and judge its AP against the documented one",
         description="Fetch, check the weights strictly, evaluate with PaddleDetection, score with pycocotools, "
         "judge against the documented AP with the zoo's tolerance, write <out>/<model>/result.json and print "
@@ -99,12 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help="model name (see `harness list`)")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="auto: gpu when an NVIDIA device is present (default)")
-    p.add_argument("--subset", type=int, metavar="N", help="evaluate N images chosen deterministically")
-    p.add_argument("--seed", type=int, default=0, help="seed of the subset sample (default: 0)")
-    p.add_argument("--data", type=Path, metavar="DIR", help="an existing COCO root instead of fetching")
-    p.add_argument("--ppdet-root", type=Path, metavar="DIR", help="a PaddleDetection checkout instead of the pin")
     p.add_argument("--out", type=Path, metavar="DIR", help="run directory (default: runs/<UTC time>)")
-    p.add_argument("--locked", action="store_true", help="refuse artifacts without a recorded sha256")
     p.add_argument("--eval-size", type=int, metavar="PX",
                    help="evaluate at this short side instead of the config's 800 (smoke tests; AP not comparable)")
     p.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
