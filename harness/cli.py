@@ -66,6 +66,40 @@ def _inputs() -> argparse.ArgumentParser:
     return p
 
 
+def _timing(default_backends: str) -> argparse.ArgumentParser:
+    """How fps is measured (README: 'How fps is measured'); shared by verify and bench."""
+    from harness.timing import Method
+
+    d = Method()
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("timing")
+    g.add_argument("--backend", action="append", dest="backends", metavar="NAME",
+                   choices=["dygraph", "inference", "trt-fp32", "trt-fp16"],
+                   help=f"dygraph | inference | trt-fp32 | trt-fp16, repeatable (default: {default_backends})")
+    g.add_argument("--warmup", type=int, default=d.warmup, metavar="N", help=f"untimed iterations ({d.warmup})")
+    g.add_argument("--iters", type=int, default=d.min_iters, metavar="M",
+                   help=f"at least M timed iterations ({d.min_iters})")
+    g.add_argument("--min-seconds", type=float, default=d.min_seconds, metavar="T",
+                   help=f"and at least T seconds ({d.min_seconds:g})")
+    g.add_argument("--sample", type=int, default=d.sample, metavar="K",
+                   help=f"distinct images, seeded by --seed ({d.sample})")
+    g.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all cores)")
+    return p
+
+
+def _common_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help="model name (see `harness list`)")
+    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
+                   help="auto: gpu when an NVIDIA device is present (default)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="run directory (default: runs/<UTC time>)")
+    p.add_argument("--eval-size", type=int, metavar="PX",
+                   help="evaluate at this short side instead of the config's 800 (smoke tests; AP not comparable)")
+    p.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the config like ppdet's -o, e.g. -o BBoxPostProcess.nms.score_threshold=0.01")
+    p.add_argument("--timeout", type=float, metavar="S", help="kill the model's worker after S seconds")
+    p.add_argument("--json", action="store_true", help="print the record as JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common, inputs = _common(sub=True), _inputs()
     parser = argparse.ArgumentParser(
@@ -93,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_fetch)
 
     p = sub.add_parser(
-        "verify", parents=[common, inputs], formatter_class=argparse.RawDescriptionHelpFormatter,
+        "verify", parents=[common, inputs, _timing("dygraph")], formatter_class=argparse.RawDescriptionHelpFormatter,
         help="evaluate one model with PaddleDetection and judge its AP against the documented one",
         description="Fetch, check the weights strictly, evaluate with PaddleDetection, score with pycocotools, "
         "judge against the documented AP with the zoo's tolerance, write <out>/<model>/result.json and print "
@@ -104,17 +138,23 @@ def build_parser() -> argparse.ArgumentParser:
         "  harness verify faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco --data ~/coco --ppdet-root ~/PaddleDetection\n"
         "  harness verify faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco --subset 8 --eval-size 320 "
         "-o BBoxPostProcess.nms.score_threshold=0.01")
-    p.add_argument("model", metavar="MODEL", help="model name (see `harness list`)")
-    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
-                   help="auto: gpu when an NVIDIA device is present (default)")
-    p.add_argument("--out", type=Path, metavar="DIR", help="run directory (default: runs/<UTC time>)")
-    p.add_argument("--eval-size", type=int, metavar="PX",
-                   help="evaluate at this short side instead of the config's 800 (smoke tests; AP not comparable)")
-    p.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="override the config like ppdet's -o, e.g. -o BBoxPostProcess.nms.score_threshold=0.01")
-    p.add_argument("--timeout", type=float, metavar="S", help="kill the model's worker after S seconds")
-    p.add_argument("--json", action="store_true", help="print the result record as JSON")
+    _common_eval(p)
+    p.add_argument("--no-timing", dest="timing", action="store_false", help="skip the fps measurement")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser(
+        "bench", parents=[common, inputs, _timing("dygraph and inference")],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="time inference (fps, latency per stage) without evaluating",
+        description="Times the model with the published method (README: 'How fps is measured') on each backend "
+        "and scores the exported model's predictions against the dygraph model's on the same images. Writes "
+        "<out>/<model>/timing.json, and fills result.json's timing when --out is a verify run.",
+        epilog="examples:\n"
+        "  harness bench faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco --device gpu --backend trt-fp16\n"
+        "  harness bench faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco --out runs/quick   # fills its fps\n"
+        "  harness bench mask_rcnn_res2net50_vb_26w_4s_fpn_2x_coco --eval-size 320 --iters 20 --min-seconds 5")
+    _common_eval(p)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(
         "report", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -230,9 +270,7 @@ def cmd_verify(args) -> int:
 
     zoo, lock = _zoo(args)
     model = zoo.model(args.model)
-    opts = v.Options(device=args.device, subset=args.subset, seed=args.seed, data=args.data,
-                     ppdet_root=args.ppdet_root, locked=args.locked, eval_size=args.eval_size,
-                     opts=v.parse_opts(args.opt), timeout_s=args.timeout, stack=args.stack)
+    opts = _options(args, timing=args.timing, backends=("dygraph",))
     if zoo.notice:
         log.warning("%s", zoo.notice)
     inputs = v.prepare(zoo, lock, opts)
@@ -247,6 +285,36 @@ def cmd_verify(args) -> int:
         print(v.summary_line(rec))
         print(f"result: {run_dir / model.name / 'result.json'}")
     return {"pass": ExitCode.OK, "fail": ExitCode.FAIL}.get(rec["status"], ExitCode.ERROR)
+
+
+def _options(args, *, timing: bool, backends: tuple[str, ...]):
+    from harness import verification as v
+    from harness.timing import Method
+
+    method = Method(warmup=args.warmup, min_iters=args.iters, min_seconds=args.min_seconds, sample=args.sample,
+                    seed=args.seed)
+    return v.Options(device=args.device, subset=args.subset, seed=args.seed, data=args.data,
+                     ppdet_root=args.ppdet_root, locked=args.locked, eval_size=args.eval_size,
+                     opts=v.parse_opts(args.opt), timeout_s=args.timeout, stack=args.stack, threads=args.threads,
+                     timing=timing, backends=tuple(args.backends or backends), method=method)
+
+
+def cmd_bench(args) -> int:
+    from harness import verification as v
+    from harness.report import timing_lines
+
+    zoo, lock = _zoo(args)
+    model = zoo.model(args.model)
+    opts = _options(args, timing=True, backends=("dygraph", "inference"))
+    inputs = v.prepare(zoo, lock, opts)
+    run_dir = args.out or default_run_dir()
+    timing = v.bench(zoo, model, inputs, lock, opts, run_dir)
+    if args.json:
+        print(v.dumps(timing))
+    else:
+        print("\n".join(timing_lines(timing)))
+        print(f"timing: {run_dir / model.name / 'timing.json'}")
+    return ExitCode.OK
 
 
 def cmd_report(args) -> int:

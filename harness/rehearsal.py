@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8765
 EVAL_SIZE = 320  # short side of the rehearsal's eval (the configs' 800 costs ~7x more on a CPU)
+TIMING = ["--warmup", "1", "--iters", "5", "--min-seconds", "3"]  # a short fps measurement: it is a rehearsal
 BANNER = ("REHEARSAL: random-initialised weights on synthetic images, served from 127.0.0.1. "
           "AP ≈ 0 is the expected result; it says nothing about the published checkpoints.")
 
@@ -227,9 +228,9 @@ def rehearse(work: Path, *, zoo_path: Path | None = None, stack: str | None = No
             ("cold cache: download, verify, record zoo.lock", ["fetch", *z, "--dataset"]),
             ("warm cache: no download, no re-hash", ["fetch", *z, "--dataset", "--locked"]),
             ("the zoo", ["list", *z]),
-            *[(f"evaluate with PaddleDetection, score, judge ({EVAL_SIZE} px)",
+            *[(f"evaluate with PaddleDetection, score, judge, time ({EVAL_SIZE} px)",
                ["verify", m.name, *z, "--locked", "--device", "cpu", "--eval-size", str(EVAL_SIZE),
-                "--out", str(run_dir)]) for m in zoo.models],
+                "--out", str(run_dir), *TIMING, "--sample", str(n_images)]) for m in zoo.models],
             ("the table, from the result files alone", ["report", str(run_dir), "--out", str(run_dir / "report.md")]),
         ]
         worst = 0

@@ -52,6 +52,17 @@ def notes(records: list[dict]) -> list[str]:
         if rec.get("status") == "error" and rec.get("error"):
             out.append(f"{name}: error in {rec['error'].get('stage', '?')}: "
                        f"{rec['error'].get('message', '').splitlines()[0]}")
+        timing = rec.get("timing") or {}
+        if timing.get("error"):
+            out.append(f"{name}: timing failed: {timing['error'].splitlines()[0]}")
+        elif timing.get("backend"):
+            b = timing["backends"][timing["backend"]]
+            size = timing.get("eval_size") or ds.get("eval_size")
+            out.append(f"{name}: Inf time (fps) = {timing['backend']} backend on {timing.get('device')} "
+                       f"({timing.get('device_name')}), batch 1, {b['config'].get('precision', 'fp32')}, "
+                       f"{size[0] if size else 800} px, {b['iterations']} timed images "
+                       f"(p50 {b['latency_ms']['end_to_end']['p50']:.0f} ms end to end; preprocess, model and "
+                       "postprocess included)")
     envs = sorted({f"{r.get('device', '?')} ({r.get('device_name', '?')}), paddle {r.get('paddle', '?')}, "
                    f"PaddleDetection {(r.get('ppdet') or {}).get('commit') or '?'}" for r in records})
     out += [f"measured on {e}" for e in envs]
@@ -64,3 +75,28 @@ def markdown(records: list[dict]) -> str:
     if extra := notes(records):
         lines += [""] + [f"- {n}" for n in extra]
     return "\n".join(lines) + "\n"
+
+
+def timing_lines(timing: dict) -> list[str]:
+    """A timing record for people: fps and latency percentiles per stage and backend, memory, fallbacks."""
+    lines = [f"device: {timing.get('device')} ({timing.get('device_name')}), paddle {timing.get('paddle')}, "
+             f"{len(timing.get('sample_ids', []))} distinct images, eval size {timing.get('eval_size') or 'config'}"]
+    rows = []
+    for name, b in timing.get("backends", {}).items():
+        for stage, lat in b["latency_ms"].items():
+            rows.append([name, stage, f"{lat['p50']:.1f}", f"{lat['p90']:.1f}", f"{lat['p99']:.1f}",
+                         f"{lat['mean']:.1f}", f"{b['fps']:.2f}" if stage == "end_to_end" else "",
+                         f"{b['peak_memory']['mb']:.0f}" if stage == "end_to_end" else ""])
+        for f in b["config"].get("fallbacks") or []:
+            lines.append(f"{name}: fell back from {({k: v for k, v in f.items() if k != 'error'})}: {f['error']}")
+    table = tabulate(rows, headers=["backend", "stage", "p50 ms", "p90 ms", "p99 ms", "mean ms", "fps", "peak MB"],
+                     tablefmt="github", disable_numparse=True)
+    lines.insert(1, table)
+    fid = timing.get("fidelity")
+    if fid:
+        for name, f in fid.items():
+            if isinstance(f, dict) and "box_match_rate" in f:
+                deltas = ", ".join(f"{m} Δ {v['delta']:+.2f}" for m, v in f.items() if isinstance(v, dict))
+                lines.append(f"deploy fidelity ({name} vs dygraph, {fid['images']} images): {deltas}, "
+                             f"boxes reproduced {f['box_match_rate']:.1%}")
+    return lines

@@ -68,3 +68,58 @@ def metrics(stats: dict[str, dict[str, float]]) -> dict[str, float]:
     if "segm" in stats:
         out["mask_ap"] = round(stats["segm"]["AP"] * 100, 4)
     return out
+
+
+def restrict(gt, image_ids: list[int]):
+    """The ground truth of `image_ids` only, as its own COCO object."""
+    from pycocotools.coco import COCO
+
+    keep = set(image_ids)
+    sub = COCO()
+    sub.dataset = {"info": gt.dataset.get("info", {}), "categories": gt.dataset["categories"],
+                   "images": [i for i in gt.dataset["images"] if i["id"] in keep],
+                   "annotations": [a for a in gt.dataset.get("annotations", []) if a["image_id"] in keep]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        sub.createIndex()
+    return sub
+
+
+def match_rate(reference: list[dict], candidate: list[dict], *, iou: float = 0.9, min_score: float = 0.05) -> float:
+    """Share of the reference's boxes (score ≥ min_score) that the candidate reproduces: same image, same
+    category, IoU ≥ `iou`. AP alone cannot show a difference when both are ~0 (random weights)."""
+    from pycocotools import mask as mask_utils
+
+    by_key: dict[tuple, list] = {}
+    for d in candidate:
+        by_key.setdefault((d["image_id"], d["category_id"]), []).append(d["bbox"])
+    ref = [d for d in reference if d["score"] >= min_score]
+    if not ref:
+        return 1.0
+    matched = 0
+    for d in ref:
+        boxes = by_key.get((d["image_id"], d["category_id"]))
+        if boxes and mask_utils.iou([d["bbox"]], boxes, [0] * len(boxes)).max() >= iou:
+            matched += 1
+    return round(matched / len(ref), 6)
+
+
+def fidelity(annotations: Path, image_ids: list[int], predictions: dict[str, dict[str, list]]) -> dict:
+    """AP of every backend's predictions on the same images, against the dygraph model's (the eval's)."""
+    gt = restrict(load_gt(annotations), image_ids)
+
+    def aps(p: dict[str, list]) -> dict[str, float]:
+        out = {"box_ap": round(score(gt, p["bbox"], "bbox")["AP"] * 100, 4)}
+        if p.get("mask"):
+            out["mask_ap"] = round(score(gt, p["mask"], "segm")["AP"] * 100, 4)
+        return out
+
+    ref = aps(predictions["dygraph"])
+    out: dict = {"images": len(image_ids), "reference": "dygraph", "dygraph": ref}
+    for name, p in predictions.items():
+        if name == "dygraph":
+            continue
+        mine = aps(p)
+        out[name] = {**{m: {"ap": mine.get(m), "delta": None if mine.get(m) is None else round(mine[m] - v, 4)}
+                        for m, v in ref.items()},
+                     "box_match_rate": match_rate(predictions["dygraph"]["bbox"], p["bbox"])}
+    return out

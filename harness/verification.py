@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
@@ -31,6 +31,7 @@ from harness.manifest import Model, Zoo
 from harness.results import model_dir, now, write
 from harness.scoring import metrics, score_files
 from harness.source import SourceTree
+from harness.timing import Method
 from harness.verdict import ERROR, judge, overall
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,10 @@ class Options:
     stack: str | None = None
     workers: int = 0
     progress: bool | None = None
+    threads: int | None = None  # CPU threads (OMP_NUM_THREADS; paddle's own default is 1)
+    timing: bool = True
+    backends: tuple[str, ...] = ("dygraph",)
+    method: Method = field(default_factory=Method)
 
 
 @dataclass(frozen=True)
@@ -119,7 +124,8 @@ def _tail(path: Path, n: int = LOG_TAIL) -> str:
         return ""
 
 
-def run_worker(spec: dict, mdir: Path, *, timeout_s: float | None, progress: bool | None, label: str) -> dict:
+def run_worker(spec: dict, mdir: Path, *, timeout_s: float | None, progress: bool | None, label: str,
+               threads: int | None = None) -> dict:
     """Run the worker in its own process group; stream its log; return its worker.json."""
     from tqdm import tqdm
 
@@ -131,6 +137,8 @@ def run_worker(spec: dict, mdir: Path, *, timeout_s: float | None, progress: boo
     atomic_write_json(spec_path, spec)
     cmd = [sys.executable, "-m", "harness.worker", "eval", "--spec", str(spec_path)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if threads or "OMP_NUM_THREADS" not in env:  # paddle would pin itself to 1 thread
+        env["OMP_NUM_THREADS"] = str(threads or os.cpu_count() or 1)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
     timed_out = threading.Event()
@@ -185,19 +193,55 @@ def _table(zoo: Zoo, model: Model, inputs: Inputs) -> dict:
             "config_url": f"{repo}/blob/{commit}/{model.config}"}
 
 
+def eval_size(opts: Options) -> list[int] | None:
+    """[short, long] target of the eval Resize when --eval-size is given (the configs use [800, 1333])."""
+    if not opts.eval_size:
+        return None
+    return [opts.eval_size, round(opts.eval_size * DOCUMENTED_LONG_SIDE / DOCUMENTED_SHORT_SIDE)]
+
+
+def worker_spec(inputs: Inputs, config: Path, weights: Path, mdir: Path, opts: Options, size: list[int] | None,
+                *, evaluate: bool) -> dict:
+    timing = None
+    if opts.timing:
+        timing = {"backends": list(opts.backends), "method": asdict(opts.method)}
+    return {"ppdet_root": str(inputs.tree.root), "config": str(config), "weights": str(weights),
+            "images": str(inputs.data.images), "annotations": str(inputs.data.annotations), "out": str(mdir),
+            "device": inputs.device, "eval_size": size, "opts": opts.opts, "workers": opts.workers,
+            "eval": evaluate, "timing": timing}
+
+
+def bench(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options, run_dir: Path) -> dict:
+    """Timing only (no eval): writes <run>/<model>/timing.json and fills result.json's `timing` if the run
+    directory already holds a verify result for the model."""
+    mdir = model_dir(run_dir, model.name)
+    weights = fetch_artifact(model.weights, lock, locked=opts.locked)
+    spec = worker_spec(inputs, inputs.tree.config(model), weights.path, mdir, opts, eval_size(opts),
+                       evaluate=False)
+    worker = run_worker(spec, mdir, timeout_s=opts.timeout_s, progress=opts.progress, label=model.name,
+                        threads=opts.threads)
+    if worker.get("status") != "ok":
+        raise StageError(worker.get("error") or "worker failed", log_tail=_tail(mdir / "worker.log"))
+    timing = {**worker["timing"], "eval_size": spec["eval_size"], "model": model.name}
+    atomic_write_json(mdir / "timing.json", timing, sort_keys=False)
+    result = read_json(mdir / "result.json")
+    if isinstance(result, dict) and result.get("model") == model.name:
+        result["timing"] = timing
+        write(run_dir, {k: v for k, v in result.items() if k != "schema"})
+    return timing
+
+
 def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options, run_dir: Path) -> dict:
     """Verify one model; always returns (and writes) a complete result record."""
     mdir = model_dir(run_dir, model.name)
-    eval_size = None
-    if opts.eval_size:
-        eval_size = [opts.eval_size, round(opts.eval_size * DOCUMENTED_LONG_SIDE / DOCUMENTED_SHORT_SIDE)]
+    size = eval_size(opts)
     rec: dict = {
         "model": model.name, "zoo_index": zoo.models.index(model), "status": ERROR, "error": None,
         "notice": zoo.notice, "stack": inputs.stack, "harness": __version__, "started": now(),
         "documented": model.documented(), "table": _table(zoo, model, inputs),
         "ppdet": inputs.tree.as_json(), "device": inputs.device,
         "dataset": {"name": zoo.dataset.name, "num_images": inputs.data.num_images, "subset": inputs.data.subset,
-                    "annotations": str(inputs.data.annotations), "eval_size": eval_size},
+                    "annotations": str(inputs.data.annotations), "eval_size": size},
         "artifacts": {"source_archive_sha256": inputs.tree.archive_sha256, "dataset": inputs.data.sha256},
         "metrics": {}, "stats": {}, "durations": {}, "timing": None,
     }
@@ -210,11 +254,9 @@ def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options
         rec["durations"]["fetch"], clock = round(time.perf_counter() - clock, 3), time.perf_counter()
 
         stage = "worker"
-        spec = {"ppdet_root": str(inputs.tree.root), "config": str(config), "weights": str(weights.path),
-                "images": str(inputs.data.images), "annotations": str(inputs.data.annotations),
-                "out": str(mdir), "device": inputs.device, "eval_size": eval_size, "opts": opts.opts,
-                "workers": opts.workers}
-        worker = run_worker(spec, mdir, timeout_s=opts.timeout_s, progress=opts.progress, label=model.name)
+        spec = worker_spec(inputs, config, weights.path, mdir, opts, size, evaluate=True)
+        worker = run_worker(spec, mdir, timeout_s=opts.timeout_s, progress=opts.progress, label=model.name,
+                            threads=opts.threads)
         rec.update({k: worker.get(k) for k in ("paddle", "device", "device_name", "architecture")})
         rec["weight_check"] = worker.get("weight_check")
         rec["durations"]["worker"], clock = round(time.perf_counter() - clock, 3), time.perf_counter()
@@ -222,6 +264,7 @@ def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options
         if worker.get("status") != "ok":
             stage = "weights" if worker.get("weight_check") and not worker["weight_check"]["ok"] else "worker"
             raise StageError(worker.get("error") or "worker failed", log_tail=_tail(mdir / "worker.log"))
+        rec["timing"] = worker.get("timing")
         rec["predictions"] = {k: str(Path(p).relative_to(mdir)) for k, p in worker["predictions"].items()}
         rec["detections"] = worker.get("detections")
 

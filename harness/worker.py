@@ -31,7 +31,19 @@ PROGRESS = "@@progress"
 
 
 def _ppdet(root: Path) -> None:
-    """Put the pinned PaddleDetection source first on sys.path, the way its tools/eval.py runs."""
+    """Put the pinned PaddleDetection source first on sys.path, the way its tools/eval.py runs.
+
+    paddle 2.x's dy2static export only works with ENABLE_FALL_BACK=False ("Can't call main_program when
+    full_graph=False"); it must be set before paddle is imported.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("paddlepaddle", "paddlepaddle-gpu"):
+        try:
+            if version(dist).split(".")[0] == "2":
+                os.environ.setdefault("ENABLE_FALL_BACK", "False")
+        except PackageNotFoundError:
+            continue
     sys.path.insert(0, str(root))
 
 
@@ -216,8 +228,11 @@ def evaluate(spec: dict) -> dict:
         "EvalReader": {"batch_size": 1},
         **spec.get("opts", {}),
     }
+    overrides["TestDataset"] = {"dataset_dir": str(root), "anno_path": overrides["EvalDataset"]["anno_path"]}
     cfg, model = build_model(Path(spec["config"]), device=device, overrides=overrides,
                              eval_size=spec.get("eval_size"))
+    if spec.get("eval_size"):
+        _set_resize(cfg["TestReader"], spec["eval_size"])  # what the export writes to infer_cfg.yml
     clock.mark("build")
     record = {"status": "ok", "paddle": paddle.__version__, "device": device, "device_name": device_name(device),
               "architecture": cfg.architecture, "overrides": overrides, "eval_size": spec.get("eval_size")}
@@ -229,27 +244,42 @@ def evaluate(spec: dict) -> dict:
                 "weight_check": check.as_json() if check else None, "durations": clock.stages}
     clock.mark("load_weights")
 
-    cfg["model"] = model  # Trainer evaluates this model (already checked and loaded) instead of a new one
-    trainer = Trainer(cfg, mode="eval")
-    total = len(trainer.dataset)
+    if spec.get("eval", True):
+        cfg["model"] = model  # Trainer evaluates this model (already checked and loaded) instead of a new one
+        trainer = Trainer(cfg, mode="eval")
+        total = len(trainer.dataset)
 
-    class Progress(Callback):
-        def on_step_end(self, status):
-            print(f"{PROGRESS} {status['step_id'] + 1} {total}", flush=True)
+        class Progress(Callback):
+            def on_step_end(self, status):
+                print(f"{PROGRESS} {status['step_id'] + 1} {total}", flush=True)
 
-    trainer.register_callbacks([Progress(trainer)])
-    clock.mark("dataloader")
-    trainer.evaluate()
-    clock.mark("eval")
-    kinds = ["bbox"] + (["mask"] if cfg.architecture == "MaskRCNN" else [])
-    files = {}
-    for kind in kinds:
-        path = preds / f"{kind}.json"
-        if not path.exists():  # ppdet writes nothing when there are no detections: that is AP 0, not an error
-            path.write_text("[]")
-        files[kind] = str(path)
-    counts = {k: len(json.loads(Path(p).read_text())) for k, p in files.items()}
-    return {**record, "predictions": files, "detections": counts, "num_images": total, "durations": clock.stages}
+        trainer.register_callbacks([Progress(trainer)])
+        clock.mark("dataloader")
+        trainer.evaluate()
+        clock.mark("eval")
+        kinds = ["bbox"] + (["mask"] if cfg.architecture == "MaskRCNN" else [])
+        files = {}
+        for kind in kinds:
+            path = preds / f"{kind}.json"
+            if not path.exists():  # ppdet writes nothing when there are no detections: AP 0, not an error
+                path.write_text("[]")
+            files[kind] = str(path)
+        counts = {k: len(json.loads(Path(p).read_text())) for k, p in files.items()}
+        record.update(predictions=files, detections=counts, num_images=total)
+    if spec.get("timing"):
+        from harness import backends
+        from harness.timing import Method
+
+        t = spec["timing"]
+        try:
+            record["timing"] = backends.bench(cfg, model, device=device, annotations=annotations, images=images,
+                                              out=out, backends=t["backends"], method=Method(**t["method"]))
+        except HarnessError as exc:
+            record["timing"] = {"error": str(exc)}
+            if not spec.get("eval", True):
+                record.update(status="error", error=f"timing: {exc}")
+        clock.mark("timing")
+    return {**record, "durations": clock.stages}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         record = evaluate(spec)
     except HarnessError as exc:
         record = {"status": "error", "error": str(exc)}
-    atomic_write_json(Path(spec["out"]) / "worker.json", record)
+    atomic_write_json(Path(spec["out"]) / "worker.json", record, sort_keys=False)
     return ExitCode.OK if record["status"] == "ok" else ExitCode.ERROR
 
 

@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HARNESS_SHARED", REPO.parent / "shared"))
 CURRENT = "666f597fd00d3157e84dd9fb2dd3f40bf9918ebc"
 PREVIOUS = "7d6dc4079379b7827351c511f76e23ccea4910fd"
+FASTER = "faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco"
 FAST = Policy(attempts=4, backoff_s=0.01, max_backoff_s=0.05, connect_timeout_s=5, read_timeout_s=5)
 
 
@@ -74,3 +75,40 @@ def rehearsal(tmp_path_factory):
                           "--images", "3"], capture_output=True, text=True, timeout=1200)
     runs = sorted((work / "runs").iterdir()) if (work / "runs").exists() else []
     return SimpleNamespace(work=work, out=out, run_dir=runs[-1] if runs else None)
+
+
+@pytest.fixture(scope="session")
+def served(rehearsal, tmp_path_factory):
+    """The rehearsal's mirror served again, plus checkpoint variants; yields a function making zoo files."""
+    import pickle
+
+    import yaml
+
+    from harness.manifest import load_zoo
+    from harness.rehearsal import mirror_zoo, serve
+
+    mirror = rehearsal.work / "mirror"
+    with (mirror / "models" / f"{FASTER}.pdparams").open("rb") as f:
+        state = pickle.load(f)  # our own file: plain pickle is fine here
+    variants = mirror / "variants"
+    variants.mkdir(exist_ok=True)
+    keys = [k for k in state if not k.startswith("Structured")]
+    edits = {
+        "prefixed": {("model." + k if k in keys else k): v for k, v in state.items()},
+        "missing": {k: v for k, v in state.items() if k != keys[-1]},
+        "reshaped": {**state, keys[0]: state[keys[0]][:, :2]},
+    }
+    for name, variant in edits.items():
+        (variants / f"{name}.pdparams").write_bytes(pickle.dumps(variant, protocol=4))
+    cache = tmp_path_factory.mktemp("verify-cache")
+    zoo, _ = load_zoo(REPO / "zoo.yaml")
+    stack, _ = zoo.source()
+    with serve(mirror, 0) as base:
+        def make(tmp_path, weights: str | None = None):
+            raw = mirror_zoo(zoo, stack, base)
+            if weights:
+                raw["models"][0]["weights"] = {"url": f"{base}/variants/{weights}.pdparams"}
+            path = tmp_path / "zoo.yaml"
+            path.write_text(yaml.safe_dump(raw, allow_unicode=True))
+            return path
+        yield make, cache, keys

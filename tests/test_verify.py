@@ -4,55 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import subprocess
 import sys
 
 import pytest
-import yaml
-from conftest import REPO
-
-from harness.manifest import load_zoo
-from harness.rehearsal import mirror_zoo, serve
+from conftest import FASTER
 
 pytestmark = pytest.mark.stack
 
-FASTER = "faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco"
-
-
-@pytest.fixture(scope="module")
-def served(rehearsal, tmp_path_factory):
-    """The rehearsal's mirror served again, plus checkpoint variants; yields a function making zoo files."""
-    mirror = rehearsal.work / "mirror"
-    with (mirror / "models" / f"{FASTER}.pdparams").open("rb") as f:
-        state = pickle.load(f)  # our own file: plain pickle is fine here
-    variants = mirror / "variants"
-    variants.mkdir(exist_ok=True)
-    keys = [k for k in state if not k.startswith("Structured")]
-    edits = {
-        "prefixed": {("model." + k if k in keys else k): v for k, v in state.items()},
-        "missing": {k: v for k, v in state.items() if k != keys[-1]},
-        "reshaped": {**state, keys[0]: state[keys[0]][:, :2]},
-    }
-    for name, variant in edits.items():
-        (variants / f"{name}.pdparams").write_bytes(pickle.dumps(variant, protocol=4))
-    cache = tmp_path_factory.mktemp("verify-cache")
-    zoo, _ = load_zoo(REPO / "zoo.yaml")
-    stack, _ = zoo.source()
-    with serve(mirror, 0) as base:
-        def make(tmp_path, weights: str | None = None):
-            raw = mirror_zoo(zoo, stack, base)
-            if weights:
-                raw["models"][0]["weights"] = {"url": f"{base}/variants/{weights}.pdparams"}
-            path = tmp_path / "zoo.yaml"
-            path.write_text(yaml.safe_dump(raw, allow_unicode=True))
-            return path
-        yield make, cache, keys
-
-
 def verify(zoo_path, out, *extra, cache):
     proc = subprocess.run([sys.executable, "-m", "harness", "verify", FASTER, "--zoo", str(zoo_path), "--out",
-                           str(out), "--eval-size", "320", "--device", "cpu", "--json", *extra],
+                           str(out), "--eval-size", "320", "--device", "cpu", "--json", "--no-timing", *extra],
                           capture_output=True, text=True, timeout=600, env={**os.environ, "HARNESS_CACHE": str(cache)})
     rec = json.loads(proc.stdout) if proc.stdout.startswith("{") else None
     return proc, rec

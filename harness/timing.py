@@ -1,0 +1,117 @@
+"""How fps is measured: the timing loop and its statistics, with no paddle in sight.
+
+The method (stored with every result, see `Method.describe`): batch size 1; a fixed, seeded sample of
+distinct images cycled in order (never one image repeated); `warmup` untimed iterations; then timed
+iterations until there are at least `min_iters` of them *and* at least `min_seconds` have passed. Each
+iteration is split into three stages, each closed by `sync()` and then a `time.perf_counter()` read:
+
+    preprocess   read + decode the file, ppdet's eval transforms, batch/pad, copy inputs to the device
+    model        the forward pass including NMS (and mask paste for Mask R-CNN)
+    postprocess  results copied to the host and turned into COCO results (ppdet's get_infer_results)
+
+`sync()` waits for the device (a no-op on the CPU, where paddle's ops are synchronous): reading the clock
+before the device has finished is the classic GPU timing bug, so the loop never reads the clock without
+synchronising first. fps = timed images / sum of their end-to-end times.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+STAGES = ("preprocess", "model", "postprocess")
+TOTAL = "end_to_end"
+
+
+@dataclass(frozen=True)
+class Method:
+    warmup: int = 5
+    min_iters: int = 50
+    min_seconds: float = 10.0
+    sample: int = 20  # distinct images, chosen with `seed` from the eval set
+    seed: int = 0
+    batch_size: int = 1
+
+    def describe(self) -> dict:
+        return {**asdict(self), "clock": "time.perf_counter", "order": "sample cycled in order",
+                "sync": "device synchronised before every clock read (no-op on CPU)",
+                "stages": {"preprocess": "read + decode + ppdet eval transforms + pad + copy to device",
+                           "model": "forward pass incl. NMS (and mask paste)",
+                           "postprocess": "copy results to host + ppdet get_infer_results"},
+                "fps": "timed images / sum of end-to-end times"}
+
+
+@dataclass
+class Pipeline:
+    """The three stages of one image, as callables: pre(item) -> x, model(x) -> y, post(y, item) -> r."""
+
+    pre: Callable
+    model: Callable
+    post: Callable
+
+
+@dataclass
+class Samples:
+    durations: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in (*STAGES, TOTAL)})
+    iterations: int = 0
+    seconds: float = 0.0  # wall time of the timed part
+
+
+def run(items: Sequence, pipe: Pipeline, method: Method, *, sync: Callable[[], None],
+        clock: Callable[[], float] = time.perf_counter, between: Callable[[], None] | None = None) -> Samples:
+    """Time `pipe` over `items` following `method`. `between()` runs after each iteration, off the clock
+    (e.g. to sample memory)."""
+    if not items:
+        raise ValueError("timing needs at least one image")
+    out = Samples()
+    i, start = 0, None
+    while True:
+        item = items[i % len(items)]
+        sync()
+        t0 = clock()
+        x = pipe.pre(item)
+        sync()
+        t1 = clock()
+        y = pipe.model(x)
+        sync()
+        t2 = clock()
+        pipe.post(y, item)
+        sync()
+        t3 = clock()
+        if i >= method.warmup:
+            start = t0 if start is None else start
+            for stage, d in zip((*STAGES, TOTAL), (t1 - t0, t2 - t1, t3 - t2, t3 - t0), strict=True):
+                out.durations[stage].append(d)
+            out.iterations += 1
+            out.seconds = t3 - start
+        if between:
+            between()
+        i += 1
+        if out.iterations >= method.min_iters and out.seconds >= method.min_seconds:
+            return out
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float]:
+    """mean, p50, p90, p99, min, max (linear interpolation between order statistics, as numpy's default)."""
+    if len(values) == 1:
+        v = values[0]
+        return {"mean": v, "p50": v, "p90": v, "p99": v, "min": v, "max": v}
+    q = statistics.quantiles(values, n=100, method="inclusive")
+    return {"mean": statistics.fmean(values), "p50": q[49], "p90": q[89], "p99": q[98],
+            "min": min(values), "max": max(values)}
+
+
+def summarize(samples: Samples) -> dict:
+    """Latency per stage and end to end, in milliseconds, and fps."""
+    latency = {stage: {k: round(v * 1000, 3) for k, v in percentiles(ds).items()}
+               for stage, ds in samples.durations.items()}
+    total = sum(samples.durations[TOTAL])
+    return {"iterations": samples.iterations, "seconds": round(samples.seconds, 3),
+            "fps": round(samples.iterations / total, 4) if total > 0 else None, "latency_ms": latency}
+
+
+def cv(values: Sequence[float]) -> float:
+    """Coefficient of variation (stdev / mean): how repeatable a measurement is across runs."""
+    return statistics.stdev(values) / statistics.fmean(values) if len(values) > 1 else 0.0
