@@ -7,6 +7,7 @@ Exit codes (whole CLI): 0 ok/pass, 1 verdict fail, 2 usage or manifest error, 3 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -157,12 +158,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(
+        "run", parents=[common, inputs, _timing("dygraph")], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="the nightly: verify every model (or a shard) into one run directory, then publish the reports",
+        description="Verifies each selected model in its own worker (a crash, OOM or timeout is that model's "
+        "error, the run goes on), writes results as each model finishes, then report.md, junit.xml, "
+        "results.csv, history and plots. Exit 3 if any error, else 1 if any fail, else 0.",
+        epilog="examples:\n"
+        "  harness run --device gpu --gpus all --out runs/nightly --timeout 7200\n"
+        "  harness run --out runs/nightly --resume                # after a killed run: finished models kept\n"
+        "  harness run --shard 2/3 --run-id $GITHUB_RUN_ID --out runs/shard-2   # one of 3 machines\n"
+        "  harness report runs/shard-* --outputs runs/merged --history reports/history.jsonl")
+    p.add_argument("models", nargs="*", metavar="MODEL", help="model names (default: the whole zoo)")
+    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto", help="auto: gpu when present")
+    p.add_argument("--out", type=Path, metavar="DIR", help="run directory (default: runs/<UTC time>)")
+    p.add_argument("--resume", action="store_true", help="keep every model that already has a complete result")
+    p.add_argument("--shard", metavar="I/N", help="take shard I of N (1-based; default: $HARNESS_SHARD, "
+                   "$HARNESS_SHARD_INDEX or $JOB_COMPLETION_INDEX with $HARNESS_SHARD_TOTAL, else 1/1)")
+    p.add_argument("--gpus", metavar="LIST", help="run one model per GPU at once: 0,1,2,3 or all")
+    p.add_argument("--timeout", type=float, metavar="S", help="kill a model's worker after S seconds")
+    p.add_argument("--run-id", metavar="ID", help="id recorded in every result (shards of one nightly share it)")
+    p.add_argument("--history", type=Path, metavar="PATH",
+                   help="history store to append to (default: $HARNESS_HISTORY or reports/history.jsonl; "
+                   "sharded runs append nothing: the merging `harness report` does)")
+    p.add_argument("--eval-size", type=int, metavar="PX", help="evaluate at this short side (smoke tests)")
+    p.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    p.add_argument("--no-timing", dest="timing", action="store_false", help="skip the fps measurement")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
         "report", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="render the markdown table of one or more run directories from their result files",
-        epilog="examples:\n  harness report runs/20261125-101500\n  harness report runs/a runs/b --out report.md")
-    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="directories written by verify")
-    p.add_argument("--out", type=Path, metavar="FILE", help="also write the markdown to FILE")
+        help="render the reports of one or more run directories (shards merge) from their result files",
+        epilog="examples:\n  harness report runs/20261125-101500\n  harness report runs/a runs/b --out report.md\n"
+        "  harness report runs/shard-* --outputs runs/merged --history reports/history.jsonl")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="directories written by verify or run")
+    p.add_argument("--out", type=Path, metavar="FILE", help="also write the markdown table to FILE")
+    p.add_argument("--outputs", type=Path, metavar="DIR",
+                   help="write report.md, junit.xml and results.csv (and with --history: plots) into DIR")
+    p.add_argument("--history", type=Path, metavar="PATH", help="append these results to a history store")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "export", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="write the zoo in another format (OpenMMLab model-index), optionally with a run's results",
+        epilog="examples:\n  harness export --format model-index --out build/model-index\n"
+        "  harness export --format model-index --out build/mi --run runs/nightly   # adds measured AP and timing")
+    p.add_argument("--format", choices=["model-index"], default="model-index")
+    p.add_argument("--out", type=Path, default=Path("model-index"), metavar="DIR", help="default: ./model-index")
+    p.add_argument("--run", type=Path, nargs="*", metavar="RUN_DIR", help="results to include")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
         "rehearse", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -183,6 +226,7 @@ def _zoo(args):
     from harness.manifest import load_zoo
 
     zoo, path = load_zoo(args.zoo)
+    args.zoo_path = path
     return zoo, LockFile.beside(path)
 
 
@@ -317,15 +361,51 @@ def cmd_bench(args) -> int:
     return ExitCode.OK
 
 
+def cmd_run(args) -> int:
+    from harness import history, runner
+    from harness.report import publish
+
+    zoo, lock = _zoo(args)
+    zoo.select(args.models)  # unknown names are a usage error before anything runs
+    opts = _options(args, timing=args.timing, backends=("dygraph",))
+    shard = runner.Shard.parse(args.shard) if args.shard else runner.Shard.from_env()
+    run_dir = args.out or default_run_dir()
+    opts = dataclasses.replace(opts, run_id=args.run_id or run_dir.name)
+    if zoo.notice:
+        log.warning("%s", zoo.notice)
+    records = runner.run(zoo, args.zoo_path, lock, args.models or None, opts, run_dir, resume=args.resume,
+                         shard=shard, gpus=runner.gpu_list(args.gpus))
+    hist = None if shard.total > 1 else (args.history or history.default_path())
+    out = publish(records, run_dir, history_path=hist)
+    print(out["text"], end="")
+    print(f"run: {run_dir} (report.md, junit.xml, results.csv" + (", plots; history: " + str(hist) if hist else "")
+          + ")")
+    return runner.exit_code(records)
+
+
 def cmd_report(args) -> int:
     from harness.files import atomic_write_bytes
-    from harness.report import markdown
+    from harness.report import markdown, publish
     from harness.results import read
 
-    text = markdown(read(args.runs))
+    records = read(args.runs)
+    if args.outputs or args.history:
+        text = publish(records, args.outputs or args.runs[0], history_path=args.history)["text"]
+    else:
+        text = markdown(records)
     print(text, end="")
     if args.out:
-        atomic_write_bytes(args.out, text.encode())
+        atomic_write_bytes(args.out, markdown(records).encode())
+    return ExitCode.OK
+
+
+def cmd_export(args) -> int:
+    from harness.modelindex import export
+    from harness.results import read
+
+    zoo, _ = _zoo(args)
+    for path in export(zoo, args.out, read(args.run) if args.run else None):
+        print(path)
     return ExitCode.OK
 
 

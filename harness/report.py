@@ -100,3 +100,111 @@ def timing_lines(timing: dict) -> list[str]:
                 lines.append(f"deploy fidelity ({name} vs dygraph, {fid['images']} images): {deltas}, "
                              f"boxes reproduced {f['box_match_rate']:.1%}")
     return lines
+
+
+def junit(records: list[dict], path) -> None:
+    """JUnit XML (junitparser): one test case per model × documented metric; failures carry the reason."""
+    from junitparser import Error, Failure, JUnitXml, TestCase, TestSuite
+
+    suite = TestSuite("res2net-zoo")
+    for rec in records:
+        metrics = rec.get("metrics") or {}
+        names = list(metrics) or list((rec.get("documented") or {}).keys()) or ["box_ap"]
+        for name in names:
+            case = TestCase(name, classname=rec["model"])
+            m = metrics.get(name)
+            if rec.get("status") == "error" and (m is None or m.get("status") == "error"):
+                msg = (rec.get("error") or {}).get("message") or (m or {}).get("reason") or "error"
+                case.result = [Error(msg.splitlines()[0], "error")]
+                case.system_out = msg
+            elif m and m["status"] == "fail":
+                case.result = [Failure(m["reason"].replace(" (Δ", "; Δ").rstrip(")"), "fail")]
+            elif m and m["status"] == "error":
+                case.result = [Error(m["reason"], "error")]
+            case.time = float(((rec.get("durations") or {}).get("total") or 0) / max(len(names), 1))
+            suite.add_testcase(case)
+    xml = JUnitXml()
+    xml.add_testsuite(suite)
+    xml.write(str(path), pretty=True)
+
+
+def rows(records: list[dict]) -> list[dict]:
+    """Flat rows (one per model) for CSV and other tables."""
+    out = []
+    for rec in records:
+        timing = rec.get("timing") or {}
+        ds = rec.get("dataset") or {}
+        row = {"run_id": rec.get("run_id"), "model": rec["model"], "status": rec["status"],
+               "fps": timing.get("fps"), "fps_backend": timing.get("backend"), "device": rec.get("device"),
+               "device_name": rec.get("device_name"), "paddle": rec.get("paddle"),
+               "ppdet_commit": (rec.get("ppdet") or {}).get("commit"), "num_images": ds.get("num_images"),
+               "subset": (ds.get("subset") or {}).get("n"), "eval_size": (ds.get("eval_size") or [None])[0],
+               "error": ((rec.get("error") or {}).get("message") or "").split("\n")[0] or None}
+        for name in ("box_ap", "mask_ap"):
+            m = (rec.get("metrics") or {}).get(name) or {}
+            for field in ("measured", "documented", "delta", "tolerance", "status"):
+                row[f"{name}_{field}"] = m.get(field)
+        out.append(row)
+    return out
+
+
+def csv(records: list[dict], path) -> None:
+    import pandas as pd
+
+    pd.DataFrame(rows(records)).to_csv(path, index=False)
+
+
+def history_markdown(history: list[dict], records: list[dict], regressions: list[str], last: int = 5) -> str:
+    from harness.history import recent
+
+    lines = ["## Regressions against the last passing run", ""]
+    lines += [f"- {r}" for r in regressions] or ["- none"]
+    lines += ["", f"## Last {last} runs", ""]
+    table = []
+    for rec in records:
+        runs = recent(history, rec["model"], last)
+        for name in (rec.get("documented") or {}):
+            cells = []
+            for e in runs:
+                m = e["metrics"].get(name) or {}
+                value = _num(m.get("measured"), 2)
+                fps = f", {e['fps']:.2f} fps" if e.get("fps") else ""
+                cells.append(f"{e['run_id']}: {value} {e['status']}{fps}")
+            table.append([rec["model"], name, "<br>".join(cells) or "-"])
+    lines.append(tabulate(table, headers=["model", "metric", "runs (oldest first)"], tablefmt="github",
+                          disable_numparse=True))
+    return "\n".join(lines) + "\n"
+
+
+def publish(records: list[dict], out_dir, *, history_path=None) -> dict:
+    """Everything a run leaves for people and CI: report.md, junit.xml, results.csv, and with a history
+    store also the history sections and the plots. Also appends the markdown to $GITHUB_STEP_SUMMARY."""
+    import os
+    from pathlib import Path
+
+    from harness import history as hist
+    from harness import plots
+    from harness.files import atomic_write_bytes
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = markdown(records)
+    written = {"junit": out_dir / "junit.xml", "csv": out_dir / "results.csv"}
+    junit(records, written["junit"])
+    csv(records, written["csv"])
+    if history_path is not None:
+        history = hist.append(Path(history_path), records)
+        regressions = hist.regressions(history, records)
+        text += "\n" + history_markdown(history, records, regressions)
+        written["history"] = Path(history_path)
+        written["plot_ap"] = out_dir / "ap_per_run.png"
+        written["plot_fps"] = out_dir / "ap_vs_fps.png"
+        plots.ap_per_run(history, written["plot_ap"])
+        plots.ap_vs_fps(history, written["plot_fps"])
+        text += "\n![AP per run](ap_per_run.png)\n\n![AP vs fps](ap_vs_fps.png)\n"
+    written["markdown"] = out_dir / "report.md"
+    atomic_write_bytes(written["markdown"], text.encode())
+    if summary := os.environ.get("GITHUB_STEP_SUMMARY"):
+        with open(summary, "a") as f:
+            f.write(text)
+    return {"text": text, **{k: str(v) for k, v in written.items()}}

@@ -50,4 +50,8 @@ def read(run_dirs: list[Path]) -> list[dict]:
     if not records:
         raise UsageError(f"no {RESULT} under {', '.join(map(str, run_dirs))}",
                          hint="run `harness verify MODEL --out DIR` first")
-    return sorted(records, key=lambda r: (r.get("zoo_index", 1 << 30), r["model"]))
+    latest: dict[str, dict] = {}
+    for rec in records:  # merging shards: one result per model; a model found twice keeps its newest result
+        if rec["model"] not in latest or (rec.get("finished") or "") > (latest[rec["model"]].get("finished") or ""):
+            latest[rec["model"]] = rec
+    return sorted(latest.values(), key=lambda r: (r.get("zoo_index", 1 << 30), r["model"]))

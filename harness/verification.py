@@ -57,6 +57,8 @@ class Options:
     workers: int = 0
     progress: bool | None = None
     threads: int | None = None  # CPU threads (OMP_NUM_THREADS; paddle's own default is 1)
+    gpu: str | None = None  # CUDA_VISIBLE_DEVICES for the worker (one model per GPU in `harness run --gpus`)
+    run_id: str | None = None  # recorded in every result; shards of one nightly share it
     timing: bool = True
     backends: tuple[str, ...] = ("dygraph",)
     method: Method = field(default_factory=Method)
@@ -124,8 +126,7 @@ def _tail(path: Path, n: int = LOG_TAIL) -> str:
         return ""
 
 
-def run_worker(spec: dict, mdir: Path, *, timeout_s: float | None, progress: bool | None, label: str,
-               threads: int | None = None) -> dict:
+def run_worker(spec: dict, mdir: Path, opts: Options, *, label: str) -> dict:
     """Run the worker in its own process group; stream its log; return its worker.json."""
     from tqdm import tqdm
 
@@ -136,9 +137,12 @@ def run_worker(spec: dict, mdir: Path, *, timeout_s: float | None, progress: boo
     out_path.unlink(missing_ok=True)
     atomic_write_json(spec_path, spec)
     cmd = [sys.executable, "-m", "harness.worker", "eval", "--spec", str(spec_path)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if threads or "OMP_NUM_THREADS" not in env:  # paddle would pin itself to 1 thread
-        env["OMP_NUM_THREADS"] = str(threads or os.cpu_count() or 1)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HARNESS_PARENT_PID": str(os.getpid())}
+    if opts.threads or "OMP_NUM_THREADS" not in env:  # paddle would pin itself to 1 thread
+        env["OMP_NUM_THREADS"] = str(opts.threads or os.cpu_count() or 1)
+    if opts.gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = opts.gpu
+    timeout_s = opts.timeout_s
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
     timed_out = threading.Event()
@@ -151,7 +155,7 @@ def run_worker(spec: dict, mdir: Path, *, timeout_s: float | None, progress: boo
     if timer:
         timer.start()
     try:
-        quiet = None if progress is None else not progress
+        quiet = None if opts.progress is None else not opts.progress
         with log_path.open("w") as logf, tqdm(desc=label, unit="img", disable=quiet, file=sys.stderr,
                                               leave=False) as bar:
             for line in proc.stdout:  # type: ignore[union-attr]
@@ -218,8 +222,7 @@ def bench(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options,
     weights = fetch_artifact(model.weights, lock, locked=opts.locked)
     spec = worker_spec(inputs, inputs.tree.config(model), weights.path, mdir, opts, eval_size(opts),
                        evaluate=False)
-    worker = run_worker(spec, mdir, timeout_s=opts.timeout_s, progress=opts.progress, label=model.name,
-                        threads=opts.threads)
+    worker = run_worker(spec, mdir, opts, label=model.name)
     if worker.get("status") != "ok":
         raise StageError(worker.get("error") or "worker failed", log_tail=_tail(mdir / "worker.log"))
     timing = {**worker["timing"], "eval_size": spec["eval_size"], "model": model.name}
@@ -236,7 +239,8 @@ def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options
     mdir = model_dir(run_dir, model.name)
     size = eval_size(opts)
     rec: dict = {
-        "model": model.name, "zoo_index": zoo.models.index(model), "status": ERROR, "error": None,
+        "model": model.name, "run_id": opts.run_id or run_dir.name, "zoo_index": zoo.models.index(model),
+        "status": ERROR, "error": None,
         "notice": zoo.notice, "stack": inputs.stack, "harness": __version__, "started": now(),
         "documented": model.documented(), "table": _table(zoo, model, inputs),
         "ppdet": inputs.tree.as_json(), "device": inputs.device,
@@ -255,8 +259,7 @@ def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options
 
         stage = "worker"
         spec = worker_spec(inputs, config, weights.path, mdir, opts, size, evaluate=True)
-        worker = run_worker(spec, mdir, timeout_s=opts.timeout_s, progress=opts.progress, label=model.name,
-                            threads=opts.threads)
+        worker = run_worker(spec, mdir, opts, label=model.name)
         rec.update({k: worker.get(k) for k in ("paddle", "device", "device_name", "architecture")})
         rec["weight_check"] = worker.get("weight_check")
         rec["durations"]["worker"], clock = round(time.perf_counter() - clock, 3), time.perf_counter()
@@ -264,7 +267,7 @@ def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options
         if worker.get("status") != "ok":
             stage = "weights" if worker.get("weight_check") and not worker["weight_check"]["ok"] else "worker"
             raise StageError(worker.get("error") or "worker failed", log_tail=_tail(mdir / "worker.log"))
-        rec["timing"] = worker.get("timing")
+        rec["timing"] = {**worker["timing"], "eval_size": size} if worker.get("timing") else None
         rec["predictions"] = {k: str(Path(p).relative_to(mdir)) for k, p in worker["predictions"].items()}
         rec["detections"] = worker.get("detections")
 

@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import sys
 import time
 from pathlib import Path
@@ -282,7 +283,24 @@ def evaluate(spec: dict) -> dict:
     return {**record, "durations": clock.stages}
 
 
+def die_with_parent() -> None:
+    """SIGKILL this worker when the harness process that started it dies (Linux prctl PR_SET_PDEATHSIG), so
+    a killed run never leaves an orphan writing into a model directory that `--resume` reuses."""
+    parent = os.environ.get("HARNESS_PARENT_PID")
+    if not parent:
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):  # the parent died before prctl took effect
+        os._exit(ExitCode.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
+    die_with_parent()
     parser = argparse.ArgumentParser(prog="python -m harness.worker")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("eval")

@@ -100,6 +100,8 @@ def served(rehearsal, tmp_path_factory):
     }
     for name, variant in edits.items():
         (variants / f"{name}.pdparams").write_bytes(pickle.dumps(variant, protocol=4))
+    whole = (mirror / "models" / f"{FASTER}.pdparams").read_bytes()
+    (variants / "corrupt.pdparams").write_bytes(whole[: len(whole) // 3])  # a truncated checkpoint
     cache = tmp_path_factory.mktemp("verify-cache")
     zoo, _ = load_zoo(REPO / "zoo.yaml")
     stack, _ = zoo.source()

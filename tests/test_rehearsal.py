@@ -40,6 +40,12 @@ def test_rehearsal_runs_the_whole_pipeline(rehearsal):
     rows = [line for line in report.splitlines() if line.startswith("| Res2Net")]
     assert len(rows) == 3 and all(row.rstrip(" |").endswith("fail") for row in rows)
     assert "REHEARSAL" in report and "evaluated at 320 px" in report
+    for name in ("junit.xml", "results.csv", "ap_per_run.png", "ap_vs_fps.png"):
+        assert (rehearsal.run_dir / name).stat().st_size > 0
+    assert len((rehearsal.work / "history.jsonl").read_text().splitlines()) == 3
+    first = json.loads((rehearsal.run_dir / NAMES[0] / "result.json").read_text())
+    assert "harness verify" in out.stdout and "harness run" in out.stdout and "--resume" in out.stdout
+    assert first["run_id"] == rehearsal.run_dir.name  # verified once, kept by `run --resume`
 
 
 def test_every_result_record_is_complete(rehearsal):
@@ -73,7 +79,8 @@ def test_report_rerenders_the_same_table_from_the_files(rehearsal):
     out = subprocess.run([sys.executable, "-m", "harness", "report", str(rehearsal.run_dir)],
                          capture_output=True, text=True)
     assert out.returncode == 0
-    assert out.stdout == (rehearsal.run_dir / "report.md").read_text()
+    assert out.stdout == (rehearsal.run_dir / "table.md").read_text()
+    assert (rehearsal.run_dir / "report.md").read_text().startswith(out.stdout)  # + history, plots
 
 
 def test_scores_equal_pycocotools_on_the_real_predictions(rehearsal):

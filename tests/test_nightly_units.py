@@ -1,0 +1,106 @@
+"""Pieces of the nightly that need no model: shards, history and regressions, JUnit/CSV, model-index,
+and the GitHub workflow validated against its schema."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import REPO
+
+from harness import history
+from harness.errors import UsageError
+from harness.manifest import load_zoo
+from harness.modelindex import export
+from harness.report import junit, rows
+from harness.runner import Shard
+
+ZOO, _ = load_zoo(REPO / "zoo.yaml")
+
+
+@pytest.mark.parametrize("total", [1, 2, 3, 4, 5])
+def test_shards_cover_every_model_exactly_once(total):
+    models = ZOO.models * 3  # a zoo of 9
+    picked = [m for i in range(1, total + 1) for m in Shard(i, total).pick(models)]
+    assert sorted(map(id, picked)) == sorted(map(id, models))
+    assert max(len(Shard(i, total).pick(models)) for i in range(1, total + 1)) - \
+        min(len(Shard(i, total).pick(models)) for i in range(1, total + 1)) <= 1
+
+
+def test_shard_from_the_command_line_and_ci_variables():
+    assert Shard.parse("2/3") == Shard(2, 3)
+    for bad in ("0/3", "4/3", "a/b", "3"):
+        with pytest.raises(UsageError):
+            Shard.parse(bad)
+    assert Shard.from_env({}) == Shard(1, 1)
+    assert Shard.from_env({"HARNESS_SHARD": "3/4"}) == Shard(3, 4)
+    assert Shard.from_env({"HARNESS_SHARD_INDEX": "0", "HARNESS_SHARD_TOTAL": "2"}) == Shard(1, 2)  # GitHub
+    assert Shard.from_env({"JOB_COMPLETION_INDEX": "2", "HARNESS_SHARD_TOTAL": "3"}) == Shard(3, 3)  # k8s
+
+
+def _rec(run_id, finished, model="m", status="pass", box=40.6, fps=10.0, device="gpu"):
+    return {"run_id": run_id, "finished": finished, "model": model, "status": status, "device": device,
+            "stack": "current", "dataset": {"subset": None, "eval_size": None},
+            "metrics": {"box_ap": {"measured": box, "documented": 40.6, "tolerance": 0.3, "delta": box - 40.6,
+                                   "status": status, "reason": f"measured {box:.2f} vs documented 40.6 ± 0.3"}},
+            "timing": {"fps": fps, "backend": "inference"}, "documented": {"box_ap": 40.6}}
+
+
+def test_history_flags_regressions_against_the_last_passing_run(tmp_path):
+    path = tmp_path / "history.jsonl"
+    history.append(path, [_rec("r1", "2026-01-01T00:00:00", box=40.6, fps=10.0)])
+    history.append(path, [_rec("r2", "2026-01-02T00:00:00", status="fail", box=39.0, fps=10.0)])
+    cur = [_rec("r3", "2026-01-03T00:00:00", status="fail", box=40.0, fps=8.5)]
+    hist = history.append(path, cur)
+    found = history.regressions(hist, cur)
+    assert len(found) == 2
+    assert "box_ap 40.00 vs 40.60 in run r1" in found[0] and "fps 8.50 vs 10.00 in run r1" in found[1]
+    # the same run appended twice is one entry; other conditions (a CPU run) are not compared
+    hist = history.append(path, cur)
+    assert [e["run_id"] for e in hist] == ["r1", "r2", "r3"]
+    cpu = [_rec("r4", "2026-01-04T00:00:00", box=1.0, fps=0.1, device="cpu")]
+    assert history.regressions(history.append(path, cpu), cpu) == []
+    within = [_rec("r5", "2026-01-05T00:00:00", box=40.8, fps=9.5)]
+    assert history.regressions(history.append(path, within), within) == []
+
+
+def test_junit_has_one_case_per_model_and_metric_with_the_reason(tmp_path):
+    from junitparser import Error, Failure, JUnitXml
+
+    recs = [_rec("r", "t", model="a"), _rec("r", "t", model="b", status="fail", box=40.1),
+            {**_rec("r", "t", model="c", status="error"), "metrics": {},
+             "error": {"stage": "weights", "message": "weights do not fit the model\n  missing: x"}}]
+    junit(recs, tmp_path / "junit.xml")
+    suite = next(iter(JUnitXml.fromfile(str(tmp_path / "junit.xml"))))
+    assert (suite.tests, suite.failures, suite.errors) == (3, 1, 1)
+    cases = {c.classname: c for c in suite}
+    assert isinstance(cases["b"].result[0], Failure)
+    assert cases["b"].result[0].message.startswith("measured 40.10 vs documented 40.6 ± 0.3")
+    assert isinstance(cases["c"].result[0], Error) and "weights do not fit" in cases["c"].result[0].message
+    assert [r["box_ap_measured"] for r in rows(recs)] == [40.6, 40.1, None]
+
+
+def test_model_index_export(tmp_path):
+    files = export(ZOO, tmp_path)
+    index = yaml.safe_load(files[0].read_text())
+    meta = yaml.safe_load((tmp_path / index["Import"][0]).read_text())
+    assert [m["Name"] for m in meta["Models"]] == [m.name for m in ZOO.models]
+    assert meta["Models"][1]["Results"][1]["Metrics"] == {"mask AP": 38.1}
+    assert meta["Models"][0]["Weights"].endswith(".pdparams")
+
+
+def test_the_nightly_workflow_validates():
+    wf = REPO / ".github" / "workflows" / "nightly.yml"
+    exe = shutil.which("check-jsonschema") or f"{sys.prefix}/bin/check-jsonschema"
+    out = subprocess.run([exe, "--builtin-schema", "vendor.github-workflows", str(wf)], capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    raw = yaml.safe_load(wf.read_text())
+    assert raw[True]["schedule"] and "self-hosted" in raw["jobs"]["shard"]["runs-on"]
+    assert raw["jobs"]["shard"]["strategy"]["matrix"]["shard"] == [1, 2, 3]
+    zizmor = shutil.which("zizmor") or f"{sys.prefix}/bin/zizmor"
+    out = subprocess.run([zizmor, "--offline", str(wf)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr

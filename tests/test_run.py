@@ -1,0 +1,124 @@
+"""`harness run` on the rehearsal's mini-zoo: a broken model never loses the others, a killed run resumes
+without re-running what finished, shards merge into the unsharded report, and every output is produced."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import FASTER
+
+from harness import plots
+from harness.history import load
+
+pytestmark = pytest.mark.stack
+
+NAMES = [FASTER, "mask_rcnn_res2net50_vb_26w_4s_fpn_2x_coco", "mask_rcnn_res2net50_vd_26w_4s_fpn_2x_coco"]
+QUICK = ["--device", "cpu", "--eval-size", "320", "--subset", "1", "--no-timing", "-q"]
+
+
+def harness(*args, cache, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "HARNESS_CACHE": str(cache), **(env or {})}, **kw)
+
+
+def result(run_dir, name):
+    return json.loads((run_dir / name / "result.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def full_run(served, tmp_path_factory):
+    """A run SIGKILLed after its first model finished, then resumed: the reference full run of this module."""
+    make, cache, _ = served
+    tmp = tmp_path_factory.mktemp("killed")
+    zoo, run_dir = make(tmp), tmp / "run"
+    cmd = [sys.executable, "-m", "harness", "run", "--zoo", str(zoo), "--out", str(run_dir),
+           "--history", str(tmp / "history.jsonl"), *QUICK]
+    proc = subprocess.Popen(cmd, env={**os.environ, "HARNESS_CACHE": str(cache)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    first = run_dir / NAMES[0] / "result.json"
+    deadline = time.time() + 600
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert first.exists(), "the first model never finished"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = {n: (run_dir / n / "result.json").exists() for n in NAMES}
+    time.sleep(1.0)
+    orphans = subprocess.run(["pgrep", "-f", f"{run_dir}/"], capture_output=True, text=True).stdout.split()
+    before = first.read_bytes(), first.stat().st_mtime_ns
+    resumed = harness("run", "--zoo", str(zoo), "--out", str(run_dir), "--resume", "--history",
+                      str(tmp / "history.jsonl"), *QUICK, cache=cache)
+    return {"dir": run_dir, "tmp": tmp, "zoo": zoo, "cache": cache, "killed_at": killed_at, "orphans": orphans,
+            "first_before": before, "resumed": resumed}
+
+
+def test_sigkill_then_resume_gives_every_model_exactly_one_complete_result(full_run):
+    run_dir, first = full_run["dir"], full_run["dir"] / NAMES[0] / "result.json"
+    assert full_run["killed_at"][NAMES[0]] and not full_run["killed_at"][NAMES[2]]
+    assert full_run["orphans"] == []  # the killed run's worker died with it
+    assert full_run["resumed"].returncode == 1, full_run["resumed"].stderr[-2000:]  # random weights: fail
+    assert (first.read_bytes(), first.stat().st_mtime_ns) == full_run["first_before"]  # not re-run
+    for name in NAMES:
+        rec = result(run_dir, name)
+        assert rec["status"] == "fail" and rec["finished"] and rec["run_id"] == run_dir.name
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["counts"] == {"pass": 0, "fail": 3, "error": 0} and len(meta["resumed"]) == 1
+    assert meta["zoo_sha256"] and meta["harness"] and meta["environment"]["python"]
+    assert [e["model"] for e in load(full_run["tmp"] / "history.jsonl")] == sorted(NAMES)
+
+
+def test_the_run_publishes_markdown_junit_csv_history_and_plots(full_run):
+    from junitparser import JUnitXml
+    from PIL import Image
+
+    run_dir = full_run["dir"]
+    report = (run_dir / "report.md").read_text()
+    assert report.count("| Res2Net") == 3 and "## Regressions against the last passing run" in report
+    suite = next(iter(JUnitXml.fromfile(str(run_dir / "junit.xml"))))
+    assert (suite.tests, suite.failures, suite.errors) == (5, 5, 0)
+    csv_lines = (run_dir / "results.csv").read_text().splitlines()
+    assert len(csv_lines) == 4 and csv_lines[0].startswith("run_id,model,status")
+    for png in ("ap_per_run.png", "ap_vs_fps.png"):
+        with Image.open(run_dir / png) as im:
+            assert im.format == "PNG" and im.size[0] > 500
+    drawn = plots.ap_per_run(load(full_run["tmp"] / "history.jsonl"), full_run["tmp"] / "check.png")
+    assert drawn["box_ap"] == NAMES and drawn["mask_ap"] == NAMES[1:]  # one line per model
+
+
+def test_a_corrupt_checkpoint_is_that_models_error_and_the_others_finish(served, tmp_path):
+    make, cache, _ = served
+    zoo = make(tmp_path)
+    raw = zoo.read_text().replace(f"/models/{NAMES[1]}.pdparams", "/variants/corrupt.pdparams")
+    zoo.write_text(raw)  # the second model's weights: a truncated file (made by the `served` fixture)
+    summary = tmp_path / "summary.md"
+    out = harness("run", "--zoo", str(zoo), "--out", str(tmp_path / "run"), "--history", str(tmp_path / "h.jsonl"),
+                  *QUICK, cache=cache, env={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert out.returncode == 3, out.stderr[-2000:]
+    broken = result(tmp_path / "run", NAMES[1])
+    assert broken["status"] == "error" and "not a readable paddle checkpoint" in broken["error"]["message"]
+    assert broken["error"]["log_tail"] is not None and broken["metrics"] == {}
+    assert result(tmp_path / "run", NAMES[0])["status"] == "fail"
+    assert result(tmp_path / "run", NAMES[2])["status"] == "fail"
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert report.count("| Res2Net") == 3 and "error in worker: " in report
+    assert summary.read_text() == report  # the job summary gets the same markdown
+
+
+def test_shards_merge_into_the_unsharded_report(full_run):
+    zoo, cache, tmp = full_run["zoo"], full_run["cache"], full_run["tmp"]
+    for i in (1, 2):
+        out = harness("run", "--zoo", str(zoo), "--out", str(tmp / f"shard-{i}"), "--shard", f"{i}/2", *QUICK,
+                      cache=cache)
+        assert out.returncode == 1, out.stderr[-2000:]
+    assert sorted(p.name for p in (tmp / "shard-1").iterdir() if p.is_dir()) == [NAMES[0], NAMES[2]]
+    assert not (tmp / "shard-1" / "history.jsonl").exists()
+    merged = harness("report", str(tmp / "shard-1"), str(tmp / "shard-2"), cache=cache)
+    whole = harness("report", str(full_run["dir"]), cache=cache)
+    assert merged.returncode == whole.returncode == 0
+    assert merged.stdout == whole.stdout
