@@ -88,8 +88,12 @@ def _timing(default_backends: str) -> argparse.ArgumentParser:
     return p
 
 
-def _common_eval(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL", help="model name (see `harness list`)")
+def _common_eval(p: argparse.ArgumentParser, *, many: bool = False) -> None:
+    """The options of every command that runs a model (verify, bench, run)."""
+    if many:
+        p.add_argument("models", nargs="*", metavar="MODEL", help="model names (default: the whole zoo)")
+    else:
+        p.add_argument("model", metavar="MODEL", help="model name (see `harness list`)")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="auto: gpu when an NVIDIA device is present (default)")
     p.add_argument("--out", type=Path, metavar="DIR", help="run directory (default: runs/<UTC time>)")
@@ -98,7 +102,8 @@ def _common_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="override the config like ppdet's -o, e.g. -o BBoxPostProcess.nms.score_threshold=0.01")
     p.add_argument("--timeout", type=float, metavar="S", help="kill the model's worker after S seconds")
-    p.add_argument("--json", action="store_true", help="print the record as JSON")
+    if not many:
+        p.add_argument("--json", action="store_true", help="print the record as JSON")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,20 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
         "  harness run --out runs/nightly --resume                # after a killed run: finished models kept\n"
         "  harness run --shard 2/3 --run-id $GITHUB_RUN_ID --out runs/shard-2   # one of 3 machines\n"
         "  harness report runs/shard-* --outputs runs/merged --history reports/history.jsonl")
-    p.add_argument("models", nargs="*", metavar="MODEL", help="model names (default: the whole zoo)")
-    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto", help="auto: gpu when present")
-    p.add_argument("--out", type=Path, metavar="DIR", help="run directory (default: runs/<UTC time>)")
+    _common_eval(p, many=True)
     p.add_argument("--resume", action="store_true", help="keep every model that already has a complete result")
     p.add_argument("--shard", metavar="I/N", help="take shard I of N (1-based; default: $HARNESS_SHARD, "
                    "$HARNESS_SHARD_INDEX or $JOB_COMPLETION_INDEX with $HARNESS_SHARD_TOTAL, else 1/1)")
     p.add_argument("--gpus", metavar="LIST", help="run one model per GPU at once: 0,1,2,3 or all")
-    p.add_argument("--timeout", type=float, metavar="S", help="kill a model's worker after S seconds")
     p.add_argument("--run-id", metavar="ID", help="id recorded in every result (shards of one nightly share it)")
     p.add_argument("--history", type=Path, metavar="PATH",
                    help="history store to append to (default: $HARNESS_HISTORY or reports/history.jsonl; "
                    "sharded runs append nothing: the merging `harness report` does)")
-    p.add_argument("--eval-size", type=int, metavar="PX", help="evaluate at this short side (smoke tests)")
-    p.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE", help="config override")
     p.add_argument("--no-timing", dest="timing", action="store_false", help="skip the fps measurement")
     p.set_defaults(func=cmd_run)
 
