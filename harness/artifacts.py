@@ -139,7 +139,7 @@ def _cached(entry: Path, url: str, sha256: str | None, size: int | None, *, reha
     """The entry if it holds the right bytes. Without `rehash` only the stamp is consulted (no hashing)."""
     try:
         st = entry.stat()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     stamp = read_json(_sidecar(entry, ".stamp"))
     stamp = stamp if isinstance(stamp, dict) and stamp.get("url") == url else None
@@ -186,6 +186,14 @@ def _entry_lock(entry: Path, url: str) -> Iterator[None]:
         lock.release()
 
 
+def evict(url: str, root: Path | None = None) -> None:
+    """Remove the cache entry of `url` (e.g. a checkpoint that cannot be read): the next fetch downloads."""
+    entry = entry_path(url, root)
+    if entry.parent.is_dir():
+        with _entry_lock(entry, url):
+            _evict(entry)
+
+
 def is_cached(url: str, root: Path | None = None) -> bool:
     """Stat-only check for `harness list`: is there a stamped entry for this URL?"""
     return _cached(entry_path(url, root), url, None, None, rehash=False) is not None
@@ -213,6 +221,19 @@ def fetch(
     entry = entry_path(url, root)
     if hit := _cached(entry, url, sha256, size, rehash=False):
         return hit
+    try:
+        return _fetch_locked(url, entry, sha256, size, policy, check, progress)
+    except OSError as exc:  # the cache itself: read-only, disk full, file-size limit (network errors are
+        # converted to ArtifactError before they get here)
+        raise ArtifactError(
+            f"{url}: cannot write the cache at {entry.parent}: {exc.strerror or exc}",
+            hint="free disk space, or point $HARNESS_CACHE at a writable directory with room "
+            "(a partial download is kept and resumed)",
+        ) from None
+
+
+def _fetch_locked(url: str, entry: Path, sha256: str | None, size: int | None, policy: Policy | None,
+                  check: Callable[[Path], None] | None, progress: bool | None) -> Fetched:
     entry.parent.mkdir(parents=True, exist_ok=True)
     with _entry_lock(entry, url):
         if hit := _cached(entry, url, sha256, size, rehash=True):

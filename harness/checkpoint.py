@@ -51,7 +51,8 @@ def load_state(path: Path) -> dict:
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
             KeyError, MemoryError, OSError) as exc:
         raise CheckpointError(f"{path}: not a readable paddle checkpoint: {exc}",
-                              hint="delete it from the cache and fetch it again") from None
+                              hint="re-fetch the weights (`harness fetch MODEL`); a truncated or corrupt "
+                              "download, or not a .pdparams at all") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a state dict (found {type(state).__name__})",
                               hint="point weights: at a .pdparams saved with paddle.save(model.state_dict())")

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import sys
+import threading
 from pathlib import Path
 
 from harness import __version__
@@ -415,7 +416,21 @@ def cmd_rehearse(args) -> int:
     return rehearse(args.dir, zoo_path=args.zoo, stack=args.stack, port=args.port, n_images=args.images)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI cancelling the job): handled like Ctrl-C, but exits 143."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        # past a file-size limit, write() should fail with EFBIG (a clear error), not kill the process
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="harness: %(message)s", stream=sys.stderr, force=True)
@@ -424,9 +439,11 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return int(exc.exit_code)
-    except KeyboardInterrupt:
-        print("harness: interrupted", file=sys.stderr)
-        return int(ExitCode.INTERRUPTED)
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print(f"harness: {'terminated' if terminated else 'interrupted'}: workers stopped, partial outputs "
+              "removed; finished results are kept (`harness run --resume` continues)", file=sys.stderr)
+        return 143 if terminated else int(ExitCode.INTERRUPTED)
 
 
 if __name__ == "__main__":

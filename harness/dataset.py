@@ -128,5 +128,8 @@ def prepare(ds: Dataset, lock: LockFile | None, *, data_dir: Path | None = None,
     data = _load(annotations)
     if subset is not None:
         meta = data["info"]["harness_subset"]
+    if not data["images"]:
+        raise DatasetError(f"{annotations}: lists no images: nothing to evaluate",
+                           hint="point annotation_file (or --data) at instances_val2017.json")
     _check_images(images, data["images"], annotations)
     return CocoData(images, annotations, len(data["images"]), meta, shas)

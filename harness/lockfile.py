@@ -59,6 +59,15 @@ class LockFile:
             records[url] = {"sha256": sha256, "size": size}
             atomic_write_json(self.path, {"format": FORMAT, "artifacts": records})
 
+    def forget(self, url: str) -> bool:
+        """Drop the record of `url` (it was learned from bytes that later proved unusable)."""
+        with self._mutex:
+            records = self._records()
+            if records.pop(url, None) is None:
+                return False
+            atomic_write_json(self.path, {"format": FORMAT, "artifacts": records})
+            return True
+
     def pin(self, artifact: Artifact, *, locked: bool = False) -> Pin:
         """Expected sha256/size: zoo.yaml's own pin wins, else zoo.lock's, else unknown.
 

@@ -31,7 +31,7 @@ from harness.lockfile import LockFile
 from harness.manifest import Model, Zoo
 from harness.results import RESULT, model_dir, now, write
 from harness.verdict import ERROR, FAIL
-from harness.verification import Options, prepare, verify
+from harness.verification import Options, interrupt_all, prepare, verify
 
 log = logging.getLogger(__name__)
 RUN = "run.json"
@@ -173,8 +173,14 @@ def run(zoo: Zoo, zoo_path: Path, lock: LockFile, names: list[str] | None, opts:
                 finally:
                     free.put(gpu)
 
-            with ThreadPoolExecutor(max_workers=len(gpus)) as pool:
+            pool = ThreadPoolExecutor(max_workers=len(gpus))
+            try:
                 list(pool.map(one, todo))
+            except KeyboardInterrupt:
+                interrupt_all()  # the threads' workers die, their partial model directories are removed
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            pool.shutdown()
         else:
             for m in todo:
                 _announce(verify(zoo, m, inputs, lock, opts, run_dir), None)

@@ -12,6 +12,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from harness.archive import extract, tar_commit_id
 from harness.artifacts import cache_root, fetch_artifact
 from harness.errors import ArchiveError, UsageError
@@ -29,16 +31,55 @@ class SourceTree:
     archive_sha256: str | None = None
 
     def config(self, model: Model) -> Path:
-        """The model's real config file in this tree; a missing one is a usage error naming both."""
+        """The model's real config file in this tree, its `_BASE_` chain checked to stay inside the tree."""
         path = self.root / model.config
         if not path.is_file():
             raise UsageError(f"{model.name}: config {model.config} not found in {self.root}",
                              hint="check `config:` in zoo.yaml, or the PaddleDetection commit")
+        base_chain(path, self.root)
         return path
 
     def as_json(self) -> dict:
         return {"root": str(self.root), "commit": self.commit, "origin": self.origin,
                 "archive_sha256": self.archive_sha256}
+
+
+class _AnyTags(yaml.SafeLoader):
+    """Safe YAML that reads ppdet's custom tags (e.g. `!COCODataSet`) as plain data: only `_BASE_` matters."""
+
+
+_AnyTags.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def base_chain(config: Path, root: Path) -> list[Path]:
+    """Every file a config pulls in through `_BASE_` (ppdet resolves them relative to the including file);
+    one that resolves outside `root`, or does not exist, is refused before ppdet reads anything."""
+    root = root.resolve()
+    seen: list[Path] = []
+    todo = [config.resolve()]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.append(path)
+        try:
+            data = yaml.load(path.read_text(), Loader=_AnyTags) or {}  # a SafeLoader subclass
+        except (OSError, yaml.YAMLError) as exc:
+            raise UsageError(f"{path}: not a readable config: {exc}") from None
+        bases = data.get("_BASE_", []) if isinstance(data, dict) else []
+        for base in [bases] if isinstance(bases, str) else bases:
+            target = (path.parent / str(base)).resolve()
+            if not target.is_relative_to(root):
+                raise UsageError(
+                    f"{path.relative_to(root) if path.is_relative_to(root) else path}: _BASE_ {base!r} points "
+                    f"outside the PaddleDetection tree ({target})",
+                    hint="configs may only include files of the same PaddleDetection tree; check the tree "
+                    "(--ppdet-root) or the archive it came from")
+            if not target.is_file():
+                raise UsageError(f"{path}: _BASE_ {base!r} not found ({target})",
+                                 hint="the PaddleDetection tree is incomplete; fetch the pinned source again")
+            todo.append(target)
+    return seen
 
 
 def _looks_like_ppdet(root: Path) -> bool:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,13 +23,13 @@ from pathlib import Path
 import yaml
 
 from harness import __version__, dataset, source
-from harness.artifacts import fetch_artifact
+from harness.artifacts import evict, fetch_artifact
 from harness.dataset import CocoData
 from harness.errors import HarnessError, UsageError
 from harness.files import atomic_write_json, read_json
 from harness.lockfile import LockFile
 from harness.manifest import Model, Zoo
-from harness.results import model_dir, now, write
+from harness.results import RESULT, model_dir, now, write
 from harness.scoring import metrics, score_files
 from harness.source import SourceTree
 from harness.timing import Method
@@ -126,6 +127,21 @@ def _tail(path: Path, n: int = LOG_TAIL) -> str:
         return ""
 
 
+_RUNNING: set[subprocess.Popen] = set()
+_INTERRUPTED = threading.Event()
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised in a worker's thread when the run was interrupted (its worker was killed for that)."""
+
+
+def interrupt_all() -> None:
+    """Stop every running worker (Ctrl-C / SIGTERM while models run in parallel threads)."""
+    _INTERRUPTED.set()
+    for proc in list(_RUNNING):
+        _kill_group(proc)
+
+
 def run_worker(spec: dict, mdir: Path, opts: Options, *, label: str) -> dict:
     """Run the worker in its own process group; stream its log; return its worker.json."""
     from tqdm import tqdm
@@ -145,6 +161,7 @@ def run_worker(spec: dict, mdir: Path, opts: Options, *, label: str) -> dict:
     timeout_s = opts.timeout_s
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
+    _RUNNING.add(proc)
     timed_out = threading.Event()
 
     def kill() -> None:
@@ -170,8 +187,11 @@ def run_worker(spec: dict, mdir: Path, opts: Options, *, label: str) -> dict:
         _kill_group(proc)
         raise
     finally:
+        _RUNNING.discard(proc)
         if timer:
             timer.cancel()
+    if _INTERRUPTED.is_set():
+        raise Interrupted()
     if timed_out.is_set():
         raise StageError(f"worker timed out after {timeout_s:g} s and was killed", log_tail=_tail(log_path),
                          hint="raise --timeout, or use --subset")
@@ -234,6 +254,15 @@ def bench(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options,
     return timing
 
 
+def _invalidate(model: Model, lock: LockFile) -> str:
+    """An unreadable checkpoint leaves the cache (and zoo.lock, when the hash was only learned from it)."""
+    evict(model.weights.url)
+    forgot = model.weights.sha256 is None and lock.forget(model.weights.url)
+    return (f"\n  the cache entry was removed{' and its zoo.lock record forgotten' if forgot else ''}; "
+            f"re-fetch with `harness fetch {model.name}` (if the same bytes come back, the published file "
+            "itself is broken)")
+
+
 def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options, run_dir: Path) -> dict:
     """Verify one model; always returns (and writes) a complete result record."""
     mdir = model_dir(run_dir, model.name)
@@ -265,8 +294,12 @@ def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options
         rec["durations"]["worker"], clock = round(time.perf_counter() - clock, 3), time.perf_counter()
         rec["durations"]["worker_stages"] = worker.get("durations")
         if worker.get("status") != "ok":
-            stage = "weights" if worker.get("weight_check") and not worker["weight_check"]["ok"] else "worker"
-            raise StageError(worker.get("error") or "worker failed", log_tail=_tail(mdir / "worker.log"))
+            kind = worker.get("error_kind")
+            stage = "weights" if kind in ("weights_mismatch", "checkpoint_unreadable") else "worker"
+            message = worker.get("error") or "worker failed"
+            if kind == "checkpoint_unreadable":
+                message += _invalidate(model, lock)
+            raise StageError(message, log_tail=_tail(mdir / "worker.log"))
         rec["timing"] = {**worker["timing"], "eval_size": size} if worker.get("timing") else None
         rec["predictions"] = {k: str(Path(p).relative_to(mdir)) for k, p in worker["predictions"].items()}
         rec["detections"] = worker.get("detections")
@@ -284,6 +317,10 @@ def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options
     except HarnessError as exc:
         rec["status"] = ERROR
         rec["error"] = {"stage": stage, "message": str(exc), "log_tail": getattr(exc, "log_tail", None)}
+    except KeyboardInterrupt:  # the worker is already killed; leave nothing half-done for --resume to trip on
+        if not (mdir / RESULT).exists():
+            shutil.rmtree(mdir, ignore_errors=True)
+        raise
     rec["durations"]["total"] = round(time.perf_counter() - t0, 3)
     rec["finished"] = now()
     write(run_dir, rec)

@@ -242,6 +242,7 @@ def evaluate(spec: dict) -> dict:
     except CheckpointError as exc:
         check = getattr(exc, "check", None)
         return {**record, "status": "error", "error": str(exc),
+                "error_kind": "weights_mismatch" if check else "checkpoint_unreadable",
                 "weight_check": check.as_json() if check else None, "durations": clock.stages}
     clock.mark("load_weights")
 

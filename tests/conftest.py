@@ -102,6 +102,8 @@ def served(rehearsal, tmp_path_factory):
         (variants / f"{name}.pdparams").write_bytes(pickle.dumps(variant, protocol=4))
     whole = (mirror / "models" / f"{FASTER}.pdparams").read_bytes()
     (variants / "corrupt.pdparams").write_bytes(whole[: len(whole) // 3])  # a truncated checkpoint
+    (variants / "cut-at-100.pdparams").write_bytes(whole[:100])
+    (variants / "random-bytes.pdparams").write_bytes(os.urandom(1_000_000))
     cache = tmp_path_factory.mktemp("verify-cache")
     zoo, _ = load_zoo(REPO / "zoo.yaml")
     stack, _ = zoo.source()

@@ -43,6 +43,21 @@ class Serve:
     body: bytes
 
 
+@dataclass(frozen=True)
+class LieLength:
+    """Announce a Content-Length `delta` bytes off the truth, send the real body, close."""
+
+    delta: int
+
+
+@dataclass(frozen=True)
+class Stall:
+    """Send headers and `after` bytes, then go silent for `seconds` (the client's read timeout fires)."""
+
+    seconds: float
+    after: int = 0
+
+
 @dataclass
 class Request:
     method: str
@@ -59,6 +74,7 @@ class Loopback:
         self.faults: dict[str, list] = defaultdict(list)
         self.requests: list[Request] = []
         self.rate: dict[str, float] = {}  # bytes per second, per path (to make downloads overlap)
+        self.redirects: dict[str, str] = {}  # path -> Location (a path redirecting to itself is a loop)
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"server_state": self})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -108,6 +124,13 @@ class _Handler(BaseHTTPRequestHandler):
         state.requests.append(rec)
         if isinstance(fault, Status):
             return self._reply(rec, fault.code, b"injected fault\n")
+        if path in state.redirects:
+            rec.status = 302
+            self.send_response(302)
+            self.send_header("Location", state.redirects[path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if path not in state.files:
             return self._reply(rec, 404, b"not found\n")
         body = state.files[path]
@@ -130,12 +153,27 @@ class _Handler(BaseHTTPRequestHandler):
         chunk = body[start:]
         rec.status = 206 if honour else 200
         self.send_response(rec.status)
-        self.send_header("Content-Length", str(len(chunk)))
+        lie = fault.delta if isinstance(fault, LieLength) else 0
+        self.send_header("Content-Length", str(len(chunk) + lie))
         self.send_header("ETag", etag)
         self.send_header("Accept-Ranges", "bytes")
         if honour:
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         self.end_headers()
+        if isinstance(fault, LieLength):
+            self.wfile.write(chunk)
+            rec.sent = len(chunk)
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return
+        if isinstance(fault, Stall):
+            self.wfile.write(chunk[: fault.after])
+            self.wfile.flush()
+            time.sleep(fault.seconds)
+            rec.sent = fault.after
+            self.close_connection = True
+            return
         if isinstance(fault, Drop):
             self.wfile.write(chunk[: fault.after])
             rec.sent = min(fault.after, len(chunk))

@@ -106,7 +106,7 @@ def test_a_corrupt_checkpoint_is_that_models_error_and_the_others_finish(served,
     assert result(tmp_path / "run", NAMES[0])["status"] == "fail"
     assert result(tmp_path / "run", NAMES[2])["status"] == "fail"
     report = (tmp_path / "run" / "report.md").read_text()
-    assert report.count("| Res2Net") == 3 and "error in worker: " in report
+    assert report.count("| Res2Net") == 3 and "error in weights: " in report
     assert summary.read_text() == report  # the job summary gets the same markdown
 
 

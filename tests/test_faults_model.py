@@ -1,0 +1,138 @@
+"""The fault catalogue, part 2: what reaches the model. Corrupt checkpoints, configs that escape the source
+tree, and signals, each caused for real against the rehearsal's mini-zoo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from conftest import CURRENT, FASTER
+
+from harness.artifacts import entry_path
+
+pytestmark = pytest.mark.stack
+
+QUICK = ["--device", "cpu", "--eval-size", "320", "--no-timing"]
+
+
+def harness(*args, cache, **kw):
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "HARNESS_CACHE": str(cache)}, **kw)
+
+
+@pytest.mark.parametrize("damage", ["cut-at-100", "corrupt", "random-bytes"])
+def test_a_corrupt_checkpoint_is_refused_and_leaves_the_cache(served, tmp_path, damage):
+    """Truncated (at 100 bytes, at a third) or random bytes: the worker refuses to read it, the cache entry
+    is invalidated and the zoo.lock record learned from those bytes is forgotten."""
+    make, _, _ = served
+    zoo = make(tmp_path, damage)
+    url = yaml.safe_load(zoo.read_text())["models"][0]["weights"]["url"]
+    cache = tmp_path / "cache"
+    out = harness("verify", FASTER, "--zoo", str(zoo), "--out", str(tmp_path / "run"), "--json", *QUICK,
+                  cache=cache)
+    assert out.returncode == 3, out.stderr[-2000:]
+    rec = json.loads(out.stdout)
+    assert rec["status"] == "error" and rec["error"]["stage"] == "weights" and rec["metrics"] == {}
+    msg = rec["error"]["message"]
+    assert f"{damage}.pdparams: not a readable paddle checkpoint" in msg
+    assert f"re-fetch with `harness fetch {FASTER}`" in msg
+    assert "the cache entry was removed and its zoo.lock record forgotten" in msg
+    assert not entry_path(url, cache).exists()
+    assert url not in json.loads(zoo.with_suffix(".lock").read_text())["artifacts"]
+
+
+@pytest.mark.parametrize("base", ["../../../outside.yml", "/etc/hostname"])
+def test_a_config_whose_base_leaves_the_tree_is_refused(served, tmp_path, ppdet_archive, base):
+    make, cache, _ = served
+    subprocess.run(["tar", "-xzf", ppdet_archive(CURRENT), "-C", tmp_path], check=True)
+    tree = tmp_path / f"PaddleDetection-{CURRENT}"
+    (tmp_path / "outside.yml").write_text("use_gpu: true\n")
+    config = tree / "configs" / "res2net" / f"{FASTER}.yml"
+    config.write_text(config.read_text().replace("_BASE_: [\n", f"_BASE_: [\n  '{base}',\n", 1))
+    out = harness("verify", FASTER, "--zoo", str(make(tmp_path)), "--ppdet-root", str(tree), "--out",
+                  str(tmp_path / "run"), "--json", *QUICK, cache=cache)
+    assert out.returncode == 3
+    rec = json.loads(out.stdout)
+    assert rec["error"]["stage"] == "fetch"
+    assert f"_BASE_ {base!r} points outside the PaddleDetection tree" in rec["error"]["message"]
+    assert not (tmp_path / "run" / FASTER / "worker.log").exists()  # refused before ppdet read anything
+
+
+def _wait_for(path, proc, seconds=300):
+    deadline = time.time() + seconds
+    while not path.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    return path.exists()
+
+
+def _workers_of(run_dir) -> list[str]:
+    return subprocess.run(["pgrep", "-f", f"{run_dir}/"], capture_output=True, text=True).stdout.split()
+
+
+def test_sigint_during_verify_stops_the_worker_removes_partial_files_and_exits_130(served, tmp_path):
+    make, cache, _ = served
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "verify", FASTER, "--zoo", str(make(tmp_path)),
+                             "--out", str(run_dir), *QUICK], env={**os.environ, "HARNESS_CACHE": str(cache)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert _wait_for(run_dir / FASTER / "worker.log", proc)
+    time.sleep(2)  # the worker is importing paddle / evaluating
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err
+    time.sleep(0.5)
+    assert _workers_of(run_dir) == []
+    assert not (run_dir / FASTER).exists()  # no spec, log or half-written predictions left behind
+
+
+def test_sigterm_stops_a_parallel_run_and_resume_finishes_it(served, tmp_path):
+    """Two models at once (`--gpus 0,1`; on this CPU the ids only set CUDA_VISIBLE_DEVICES), SIGTERM while
+    both run (a CI cancelling the job): exit 143, no worker left, nothing half-written; --resume finishes."""
+    make, cache, _ = served
+    run_dir, zoo = tmp_path / "run", make(tmp_path)
+    names = [m["name"] for m in yaml.safe_load(zoo.read_text())["models"]]
+    cmd = [sys.executable, "-m", "harness", "run", "--zoo", str(zoo), "--out", str(run_dir), "--gpus", "0,1",
+           "--history", str(tmp_path / "h.jsonl"), "--subset", "1", *QUICK]
+    proc = subprocess.Popen(cmd, env={**os.environ, "HARNESS_CACHE": str(cache)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert _wait_for(run_dir / names[0] / "worker.log", proc)
+    assert _wait_for(run_dir / names[1] / "worker.log", proc)
+    time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "terminated" in err
+    time.sleep(0.5)
+    assert _workers_of(run_dir) == []
+    assert not any((run_dir / n / "result.json").exists() for n in names[:2])
+    assert not (run_dir / names[0]).exists() and not (run_dir / names[1]).exists()
+    spec = json.loads((run_dir / "run.json").read_text())
+    assert spec["finished"] is None and spec["gpus"] == ["0", "1"]
+    again = subprocess.run([*cmd, "--resume"], env={**os.environ, "HARNESS_CACHE": str(cache)},
+                           capture_output=True, text=True, timeout=900)
+    assert again.returncode == 1, again.stderr[-2000:]
+    assert all(json.loads((run_dir / n / "result.json").read_text())["status"] == "fail" for n in names)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGSEGV, signal.SIGKILL])  # a crash; the kernel's OOM killer
+def test_a_worker_killed_by_a_signal_is_that_models_error(served, tmp_path, sig):
+    make, cache, _ = served
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "verify", FASTER, "--zoo", str(make(tmp_path)),
+                             "--out", str(run_dir), "--json", *QUICK], env={**os.environ, "HARNESS_CACHE": str(cache)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert _wait_for(run_dir / FASTER / "worker.log", proc)
+    time.sleep(1)
+    for pid in _workers_of(run_dir):
+        os.kill(int(pid), sig)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 3
+    rec = json.loads(out)
+    assert rec["error"]["stage"] == "worker"
+    assert f"worker killed by signal {sig.name} without a result" in rec["error"]["message"]
+    assert json.loads((run_dir / FASTER / "result.json").read_text())["status"] == "error"
