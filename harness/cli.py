@@ -31,6 +31,7 @@ examples:
   harness verify faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco --device gpu
   harness verify mask_rcnn_res2net50_vd_26w_4s_fpn_2x_coco --subset 50 --out runs/quick
   harness report runs/quick                     the markdown table, from result files alone
+  harness rescore runs/quick --scorer pycocotools   recompute the stats from the stored predictions
   harness rehearse                              offline rehearsal on a random-weight mini-zoo
 
 exit codes: 0 ok, 1 verdict fail, 2 usage or zoo.yaml error, 3 could not measure, 130 interrupted
@@ -103,6 +104,8 @@ def _common_eval(p: argparse.ArgumentParser, *, many: bool = False) -> None:
     p.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="override the config like ppdet's -o, e.g. -o BBoxPostProcess.nms.score_threshold=0.01")
     p.add_argument("--timeout", type=float, metavar="S", help="kill the model's worker after S seconds")
+    p.add_argument("--scorer", choices=["faster-coco-eval", "pycocotools"],
+                   help="COCO scorer (default: faster-coco-eval, pycocotools where it is not installed)")
     if not many:
         p.add_argument("--json", action="store_true", help="print the record as JSON")
 
@@ -197,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write report.md, junit.xml and results.csv (and with --history: plots) into DIR")
     p.add_argument("--history", type=Path, metavar="PATH", help="append these results to a history store")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "rescore", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="recompute every stat and verdict of a run from its stored predictions (no model is run)",
+        epilog="examples:\n  harness rescore runs/nightly\n  harness rescore runs/nightly --scorer pycocotools")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="directories written by verify or run")
+    p.add_argument("--scorer", choices=["faster-coco-eval", "pycocotools"], help="default: faster-coco-eval")
+    p.set_defaults(func=cmd_rescore)
 
     p = sub.add_parser(
         "export", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -341,7 +352,7 @@ def _options(args, *, timing: bool, backends: tuple[str, ...]):
     return v.Options(device=args.device, subset=args.subset, seed=args.seed, data=args.data,
                      ppdet_root=args.ppdet_root, locked=args.locked, eval_size=args.eval_size,
                      opts=v.parse_opts(args.opt), timeout_s=args.timeout, stack=args.stack, threads=args.threads,
-                     timing=timing, backends=tuple(args.backends or backends), method=method)
+                     timing=timing, backends=tuple(args.backends or backends), method=method, scorer=args.scorer)
 
 
 def cmd_bench(args) -> int:
@@ -398,6 +409,16 @@ def cmd_report(args) -> int:
     if args.out:
         atomic_write_bytes(args.out, markdown(records).encode())
     return ExitCode.OK
+
+
+def cmd_rescore(args) -> int:
+    from harness import runner
+    from harness.report import markdown
+    from harness.verification import rescore
+
+    records = [rec for run in args.runs for rec in rescore(run, args.scorer)]
+    print(markdown(sorted(records, key=lambda r: (r.get("zoo_index", 1 << 30), r["model"]))), end="")
+    return runner.exit_code(records)
 
 
 def cmd_export(args) -> int:

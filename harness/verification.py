@@ -30,7 +30,7 @@ from harness.files import atomic_write_json, read_json
 from harness.lockfile import LockFile
 from harness.manifest import Model, Zoo
 from harness.results import RESULT, model_dir, now, write
-from harness.scoring import metrics, score_files
+from harness.scoring import metrics, score_files, scorer
 from harness.source import SourceTree
 from harness.timing import Method
 from harness.verdict import ERROR, judge, overall
@@ -63,6 +63,7 @@ class Options:
     timing: bool = True
     backends: tuple[str, ...] = ("dygraph",)
     method: Method = field(default_factory=Method)
+    scorer: str | None = None  # faster-coco-eval (default) | pycocotools
 
 
 @dataclass(frozen=True)
@@ -305,7 +306,9 @@ def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options
         rec["detections"] = worker.get("detections")
 
         stage = "score"
-        rec["stats"] = score_files(inputs.data.annotations, worker["predictions"])
+        using = scorer(opts.scorer)
+        rec["scorer"] = using.describe()
+        rec["stats"] = score_files(inputs.data.annotations, worker["predictions"], using)
         measured = metrics(rec["stats"])
         rec["durations"]["score"] = round(time.perf_counter() - clock, 3)
 
@@ -325,6 +328,34 @@ def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options
     rec["finished"] = now()
     write(run_dir, rec)
     return rec
+
+
+def rescore(run_dir: Path, scorer_name: str | None = None) -> list[dict]:
+    """Recompute every stat and verdict of a run from its stored predictions, without running a model
+    (e.g. after a scorer change). Results that never reached scoring are left as they are."""
+    using = scorer(scorer_name)
+    records = []
+    for path in sorted(run_dir.glob(f"*/{RESULT}")):
+        rec = json.loads(path.read_text())
+        if rec.get("predictions") and rec.get("metrics"):
+            files = {k: path.parent / rel for k, rel in rec["predictions"].items()}
+            annotations = Path(rec["dataset"]["annotations"])
+            if not annotations.is_file():
+                raise UsageError(f"{path}: its annotations {annotations} are gone",
+                                 hint="rescore on the machine (and cache) that ran it, or re-run the model")
+            rec["stats"] = score_files(annotations, files, using)
+            measured = metrics(rec["stats"])
+            verdicts = [judge(name, measured.get(name), m["documented"], m["tolerance"])
+                        for name, m in rec["metrics"].items()]
+            rec["metrics"] = {v.metric: v.as_json() for v in verdicts}
+            rec["status"] = overall(verdicts)
+            rec["scorer"] = using.describe()
+            rec["rescored"] = now()
+            write(run_dir, {k: v for k, v in rec.items() if k != "schema"})
+        records.append(rec)
+    if not records:
+        raise UsageError(f"no {RESULT} under {run_dir}", hint="pass a directory written by verify or run")
+    return records
 
 
 def summary_line(rec: dict) -> str:

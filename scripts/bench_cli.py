@@ -1,7 +1,8 @@
-"""Benchmark: start-up of `harness list` and a warm-cache `harness fetch` of the rehearsal zoo.
+"""Benchmark: start-up of `harness list`, `report` and `--help`, and a warm-cache `harness fetch`.
 
-Targets (issues 2 and 7): `harness list` well under a second (≤ 0.5 s), a warm fetch of every artifact a
-no-op costing milliseconds (≤ 0.2 s in total). Run after `scripts/rehearse.sh` (it needs ./rehearsal):
+Targets: `harness list`, `report` and `--help` ≤ 0.5 s (paddle and ppdet are never imported there); a warm
+fetch of every artifact of the rehearsal zoo a no-op costing milliseconds (≤ 0.2 s in total). Run after
+`scripts/rehearse.sh` (it needs ./rehearsal):
 
     .venv-current/bin/python scripts/bench_cli.py [--runs 10] [--out reports/bench-cli.md]
 
@@ -61,6 +62,9 @@ def main() -> None:
     harness = [sys.executable, "-m", "harness"]
 
     lists = [wall([*harness, "list"], env) for _ in range(args.runs)]
+    runs = sorted(p for p in (args.rehearsal / "runs").iterdir() if (p / "run.json").exists())
+    reports = [wall([*harness, "report", str(runs[-1])], env) for _ in range(args.runs)] if runs else []
+    helps = [wall([*harness, "--help"], env) for _ in range(args.runs)]
     bare = [wall([sys.executable, "-c", "pass"], env) for _ in range(args.runs)]
     fetches = [wall([*harness, "fetch", "--zoo", str(zoo), "--dataset", "--locked", "--json"], env)
                for _ in range(args.runs)]
@@ -72,6 +76,8 @@ def main() -> None:
     med = statistics.median
     rows = [
         ("`harness list` (process start to exit)", med(lists), "≤ 0.5 s"),
+        *([("`harness report RUN_DIR` (3 results, markdown)", med(reports), "≤ 0.5 s")] if reports else []),
+        ("`harness --help`", med(helps), "≤ 0.5 s"),
         ("bare `python -c pass` (interpreter floor)", med(bare), "—"),
         ("`harness fetch --dataset --locked` warm, whole command", med(fetches), "—"),
         (f"warm `fetch_artifact` × {n_art} artifacts ({sizes / 1e6:.0f} MB cached), in process",

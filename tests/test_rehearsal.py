@@ -98,3 +98,22 @@ def test_scores_equal_pycocotools_on_the_real_predictions(rehearsal):
             ev.accumulate()
             ev.summarize()
         assert [rec["stats"][iou][s] for s in STATS] == list(ev.stats)
+
+
+def test_rescore_recomputes_every_stat_from_the_stored_predictions(rehearsal, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(rehearsal.run_dir, copy)
+    before = _results(copy)
+    assert all(r["scorer"]["name"] == "faster-coco-eval" for r in before.values())
+    out = subprocess.run([sys.executable, "-m", "harness", "rescore", str(copy), "--scorer", "pycocotools"],
+                         capture_output=True, text=True)
+    assert out.returncode == 1, out.stderr  # random weights: every verdict is a fail
+    after = _results(copy)
+    for name in NAMES:
+        assert after[name]["scorer"]["name"] == "pycocotools" and after[name]["rescored"]
+        for iou, stats in before[name]["stats"].items():
+            assert after[name]["stats"][iou] == pytest.approx(stats, abs=1e-12)
+        assert after[name]["status"] == before[name]["status"]
+    assert out.stdout.count("| Res2Net") == 3

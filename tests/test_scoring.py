@@ -6,13 +6,17 @@ import contextlib
 import io
 import json
 import random
+import subprocess
+import sys
 
 import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from harness.scoring import STATS, metrics, score_files
+from harness.scoring import SCORERS, STATS, metrics, score_files, scorer
+
+both = pytest.mark.parametrize("name", SCORERS)
 
 
 def _gt(tmp_path):
@@ -48,7 +52,8 @@ def _write(tmp_path, name, preds):
     return path
 
 
-def test_ground_truth_as_predictions_scores_one(tmp_path):
+@both
+def test_ground_truth_as_predictions_scores_one(tmp_path, name):
     ann_path, data = _gt(tmp_path)
     images = {img["id"]: img for img in data["images"]}
     bbox = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
@@ -56,12 +61,13 @@ def test_ground_truth_as_predictions_scores_one(tmp_path):
     segm = [{"image_id": a["image_id"], "category_id": a["category_id"], "score": 1.0,
              "segmentation": _rle(a, images[a["image_id"]])} for a in data["annotations"]]
     stats = score_files(ann_path, {"bbox": _write(tmp_path, "bbox.json", bbox),
-                                   "mask": _write(tmp_path, "mask.json", segm)})
+                                   "mask": _write(tmp_path, "mask.json", segm)}, scorer(name))
     assert stats["bbox"]["AP"] == pytest.approx(1.0) and stats["segm"]["AP"] == pytest.approx(1.0)
     assert metrics(stats) == {"box_ap": 100.0, "mask_ap": 100.0}
 
 
-def test_stats_equal_pycocotools_run_directly(tmp_path):
+@both
+def test_stats_equal_pycocotools_run_directly(tmp_path, name):
     ann_path, data = _gt(tmp_path)
     rng = random.Random(1)
     images = {img["id"]: img for img in data["images"]}
@@ -76,7 +82,7 @@ def test_stats_equal_pycocotools_run_directly(tmp_path):
         segm.append({"image_id": a["image_id"], "category_id": cat, "score": score,
                      "segmentation": _rle(a, images[a["image_id"]])})
     files = {"bbox": _write(tmp_path, "bbox.json", bbox), "mask": _write(tmp_path, "mask.json", segm)}
-    ours = score_files(ann_path, files)
+    ours = score_files(ann_path, files, scorer(name))
     for kind, iou in (("bbox", "bbox"), ("mask", "segm")):
         with contextlib.redirect_stdout(io.StringIO()):
             gt = COCO(str(ann_path))
@@ -84,23 +90,39 @@ def test_stats_equal_pycocotools_run_directly(tmp_path):
             ev.evaluate()
             ev.accumulate()
             ev.summarize()
-        assert [ours[iou][s] for s in STATS] == list(ev.stats)
+        assert [ours[iou][s] for s in STATS] == pytest.approx(list(ev.stats), abs=1e-12)
         assert 0 < ours[iou]["AP"] < 1
 
 
-def test_no_detections_is_ap_zero_not_a_crash(tmp_path):
+@both
+def test_no_detections_is_ap_zero_not_a_crash(tmp_path, name):
     ann_path, _ = _gt(tmp_path)
     empty = _write(tmp_path, "bbox.json", [])
-    stats = score_files(ann_path, {"bbox": empty, "mask": empty})
+    stats = score_files(ann_path, {"bbox": empty, "mask": empty}, scorer(name))
     for iou in ("bbox", "segm"):
         assert stats[iou]["AP"] == 0.0 and stats[iou]["AR100"] == 0.0
     assert metrics(stats) == {"box_ap": 0.0, "mask_ap": 0.0}
 
 
-def test_annotations_without_info_key_still_score(tmp_path):
+@both
+def test_annotations_without_info_key_still_score(tmp_path, name):
     ann_path, data = _gt(tmp_path)
     del data["info"]
     ann_path.write_text(json.dumps(data))
     bbox = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
             for a in data["annotations"]]
-    assert score_files(ann_path, {"bbox": _write(tmp_path, "b.json", bbox)})["bbox"]["AP"] == pytest.approx(1.0)
+    stats = score_files(ann_path, {"bbox": _write(tmp_path, "b.json", bbox)}, scorer(name))
+    assert stats["bbox"]["AP"] == pytest.approx(1.0)
+
+
+@both
+def test_each_scorer_is_what_it_says(name):
+    assert scorer(name).name == name
+
+
+def test_without_faster_coco_eval_the_default_is_pycocotools():
+    """The only mock here: an import that fails (uninstalling a package inside the test run is not an option)."""
+    code = ("import sys; sys.modules['faster_coco_eval'] = None; from harness.scoring import scorer; "
+            "print(scorer().describe()['name'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "pycocotools" and "not usable here" in out.stderr
