@@ -136,23 +136,20 @@ def _tiny_ppdet(tmp_path: Path, commit: str) -> Path:
     return path
 
 
-def _namespaced(mount_opts: str, cache: Path) -> list[str] | None:
-    """A user + mount namespace with a tmpfs at `cache` (real ENOSPC / EROFS, no root needed)."""
-    if not shutil.which("unshare"):
-        return None
+def _namespaced(mount_opts: str, cache: Path) -> list[str]:
+    """A user + mount namespace with a tmpfs at `cache` (real ENOSPC / EROFS, no root needed); the test is
+    skipped, and says why, where the kernel does not allow user namespaces."""
     cache.mkdir(parents=True, exist_ok=True)
     probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o {mount_opts} none {cache}"],
-                           capture_output=True)
-    if probe.returncode != 0:
-        return None
+                           capture_output=True) if shutil.which("unshare") else None
+    if probe is None or probe.returncode != 0:
+        pytest.skip(f"needs user namespaces (unshare -rm) to mount a tmpfs with -o {mount_opts}")
     return ["unshare", "-rm", "sh", "-c", f'mount -t tmpfs -o {mount_opts} none {cache} && exec "$@"', "ns"]
 
 
 def test_a_full_disk_is_a_clear_error_and_leaves_no_entry(server, tmp_path):
     cache = tmp_path / "cache"
     wrap = _namespaced("size=256k", cache)
-    if wrap is None:
-        pytest.skip("needs user namespaces (unshare -rm) to mount a small tmpfs")
     proc = _cli_fetch(server, tmp_path, cache, wrap=wrap)
     assert "rc=3" in proc.stdout, proc.stdout + proc.stderr
     assert "cannot write the cache" in proc.stderr and "No space left on device" in proc.stderr
@@ -164,8 +161,6 @@ def test_a_full_disk_is_a_clear_error_and_leaves_no_entry(server, tmp_path):
 def test_a_read_only_cache_is_a_clear_error(server, tmp_path):
     cache = tmp_path / "cache"
     wrap = _namespaced("ro", cache)
-    if wrap is None:
-        pytest.skip("needs user namespaces (unshare -rm) to mount a read-only tmpfs")
     proc = _cli_fetch(server, tmp_path, cache, wrap=wrap)
     assert "rc=3" in proc.stdout and "Read-only file system" in proc.stderr
     assert server.gets(PATH) == [] and server.requests == []  # refused before downloading anything
