@@ -102,10 +102,6 @@ def scorer(name: str | None = None) -> Scorer:
     return Scorer()
 
 
-def load_gt(annotations: Path, using: Scorer | None = None):
-    return (using or scorer()).load(annotations)
-
-
 def score(gt, predictions: list[dict], iou_type: str, using: Scorer | None = None) -> dict[str, float]:
     """The 12 COCO stats (fractions, -1 where undefined) of `predictions` against `gt`."""
     using = using or scorer()
