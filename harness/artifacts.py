@@ -22,7 +22,9 @@ import hashlib
 import logging
 import os
 import re
+import socket
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,26 +44,42 @@ _RETRY_STATUS = {408, 425, 429}
 
 @dataclass(frozen=True)
 class Policy:
-    """How hard to try. Tests shrink the backoff; the defaults suit a flaky CDN."""
+    """How hard to try, and for how long. Tests shrink the numbers; the defaults suit a flaky CDN.
+
+    Besides the retries: a transfer slower than `speed_limit_bps` over any `speed_time_s` window is cut and
+    resumed (curl's --speed-limit/--speed-time: a 2-byte/s trickle never trips a read timeout), a fetch
+    gives up after `deadline_s` in all, and a process waiting for another's download of the same file
+    waits at most `lock_wait_s`.
+    """
 
     attempts: int = 6
     backoff_s: float = 1.0
     max_backoff_s: float = 30.0
     connect_timeout_s: float = 15.0
     read_timeout_s: float = 60.0
+    speed_limit_bps: float = 10_000.0
+    speed_time_s: float = 60.0
+    deadline_s: float = 6 * 3600.0
+    lock_wait_s: float = 6 * 3600.0
+
+    ENV = (("HARNESS_RETRIES", "attempts", int), ("HARNESS_BACKOFF_S", "backoff_s", float),
+           ("HARNESS_TIMEOUT_S", "read_timeout_s", float), ("HARNESS_SPEED_LIMIT", "speed_limit_bps", float),
+           ("HARNESS_SPEED_TIME_S", "speed_time_s", float), ("HARNESS_DEADLINE_S", "deadline_s", float),
+           ("HARNESS_LOCK_WAIT_S", "lock_wait_s", float))
 
     @classmethod
     def from_env(cls) -> Policy:
-        """Defaults, overridden by $HARNESS_RETRIES, $HARNESS_BACKOFF_S and $HARNESS_TIMEOUT_S."""
+        """Defaults, overridden by the environment variables in `ENV` (README: "The artifact cache")."""
         kw: dict[str, float] = {}
-        for var, key, cast in (("HARNESS_RETRIES", "attempts", int), ("HARNESS_BACKOFF_S", "backoff_s", float),
-                               ("HARNESS_TIMEOUT_S", "read_timeout_s", float)):
+        for var, key, cast in cls.ENV:
             if (value := os.environ.get(var)) is not None:
                 try:
                     kw[key] = cast(value)
                 except ValueError:
                     raise UsageError(f"${var}={value!r}: expected a number", hint=f"unset {var} or fix it") \
                         from None
+                if kw[key] < 0 or (key == "attempts" and kw[key] < 1):
+                    raise UsageError(f"${var}={value!r}: must be positive", hint=f"unset {var} or fix it")
         return cls(**kw)
 
 
@@ -79,7 +97,7 @@ class Fetched:
 
 
 class _Transient(Exception):
-    """A failure worth another attempt (5xx, a short body, a bad resume)."""
+    """A failure worth another attempt (5xx, a short body, a bad resume, a trickle)."""
 
 
 def cache_root() -> Path:
@@ -92,7 +110,7 @@ def cache_root() -> Path:
 
 
 def _safe(component: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", component).lstrip(".") or "_"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", component).lstrip(".")[:120] or "_"
 
 
 def local_source(url: str) -> Path | None:
@@ -106,16 +124,20 @@ def local_source(url: str) -> Path | None:
 
 
 def entry_path(url: str, root: Path | None = None) -> Path:
-    """Where `url` lives in the cache: the URL mirrored (`downloads/<host>/<path>`), readable by people."""
+    """Where `url` lives in the cache: `downloads/<host>/<digest>/<name>`.
+
+    The directory is a sha256 of the exact URL (of the resolved path for local files), so two URLs that
+    differ in any character, escaping included (`a_b`, `a%20b`), can never share an entry; the file keeps
+    a readable name. The stamp beside it records the URL too, and an entry is served only for that URL.
+    """
     root = root or cache_root()
     if (src := local_source(url)) is not None:
-        digest = hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:16]
+        digest = hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:32]
         return root / "downloads" / "local" / digest / _safe(src.name)
     parts = urlsplit(url)
-    names = [_safe(p) for p in unquote(parts.path).split("/") if p not in ("", ".", "..")] or ["index"]
-    if parts.query:
-        names[-1] += "-" + hashlib.sha256(parts.query.encode()).hexdigest()[:8]
-    return root.joinpath("downloads", _safe(parts.netloc), *names)
+    name = unquote(parts.path).rstrip("/").rsplit("/", 1)[-1]
+    digest = hashlib.sha256(url.encode()).hexdigest()[:32]
+    return root.joinpath("downloads", _safe(parts.netloc), digest, _safe(name or "index"))
 
 
 def _sidecar(entry: Path, suffix: str) -> Path:
@@ -171,27 +193,59 @@ def _write_stamp(path: Path, url: str, sha256: str, entry: Path | None = None) -
 
 
 @contextlib.contextmanager
-def _entry_lock(entry: Path, url: str) -> Iterator[None]:
+def _entry_lock(entry: Path, url: str, wait_s: float) -> Iterator[None]:
+    """One process per entry at a time. A waiter waits at most `wait_s` and is told who holds the lock
+    (pid, host, since when: written beside the lock by the holder). The OS releases the lock of a process
+    that dies, so a stale owner file never blocks anyone."""
     from filelock import FileLock, Timeout
 
-    lock = FileLock(_sidecar(entry, ".lock"))
+    lock, owner = FileLock(_sidecar(entry, ".lock")), _sidecar(entry, ".lock.owner")
     try:
         lock.acquire(timeout=0.5)
     except Timeout:
-        log.info("waiting for another process fetching %s", url)
-        lock.acquire()
+        holder = _holder(owner)
+        log.info("waiting up to %g s for %s, which is fetching %s", wait_s, holder, url)
+        try:
+            lock.acquire(timeout=max(wait_s - 0.5, 0))
+        except Timeout:
+            raise ArtifactError(
+                f"{url}: waited {wait_s:g} s for {holder}, which holds the cache lock {lock.lock_file}",
+                hint="let that process finish, or stop it; $HARNESS_LOCK_WAIT_S sets how long to wait") from None
     try:
+        atomic_write_json(owner, {"pid": os.getpid(), "host": socket.gethostname(), "url": url,
+                                  "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         yield
     finally:
+        owner.unlink(missing_ok=True)
         lock.release()
+
+
+def _holder(owner: Path) -> str:
+    rec = read_json(owner)
+    if not isinstance(rec, dict):
+        return "another process"
+    return f"process {rec.get('pid')} on {rec.get('host')} (since {rec.get('since')})"
 
 
 def evict(url: str, root: Path | None = None) -> None:
     """Remove the cache entry of `url` (e.g. a checkpoint that cannot be read): the next fetch downloads."""
     entry = entry_path(url, root)
     if entry.parent.is_dir():
-        with _entry_lock(entry, url):
+        with _entry_lock(entry, url, Policy.from_env().lock_wait_s):
             _evict(entry)
+
+
+def invalidate(artifact: Artifact, lock: LockFile | None, refetch: str, root: Path | None = None) -> str:
+    """Bytes proven unusable (not a checkpoint, an archive that will not extract) leave the cache, and a
+    zoo.lock record learned from them is forgotten (a pin written in zoo.yaml stays: a person wrote it).
+
+    Only for format errors: a local fault (disk, memory, a file gone) must never cost an entry or a pin,
+    else the next `--locked` run would be refused for nothing. Returns a sentence for the error message.
+    """
+    evict(artifact.url, root)
+    forgot = artifact.sha256 is None and lock is not None and lock.forget(artifact.url)
+    return (f"the cache entry was removed{' and its zoo.lock record forgotten' if forgot else ''}; "
+            f"re-fetch with `{refetch}` (if the same bytes come back, the published file itself is broken)")
 
 
 def is_cached(url: str, root: Path | None = None) -> bool:
@@ -235,15 +289,15 @@ def fetch(
 def _fetch_locked(url: str, entry: Path, sha256: str | None, size: int | None, policy: Policy | None,
                   check: Callable[[Path], None] | None, progress: bool | None) -> Fetched:
     entry.parent.mkdir(parents=True, exist_ok=True)
-    with _entry_lock(entry, url):
+    policy = policy or Policy.from_env()
+    with _entry_lock(entry, url, policy.lock_wait_s):
         if hit := _cached(entry, url, sha256, size, rehash=True):
             return hit  # another process finished it while we waited
         part = _sidecar(entry, ".part")
         if (src := local_source(url)) is not None:
-            _copy_local(url, src, part, progress)
+            _copy_local(url, src, part, size, progress)
         else:
-            _download(url, part, verifiable=sha256 is not None, policy=policy or Policy.from_env(),
-                      progress=progress)
+            _download(url, part, sha256=sha256, size=size, policy=policy, progress=progress)
         try:
             actual = _verify(url, part, sha256, size)
             if check:
@@ -279,15 +333,13 @@ def _verify(url: str, part: Path, sha256: str | None, size: int | None) -> str:
     if size is not None and actual_size != size:
         raise IntegrityError(
             f"{url}: size mismatch: expected {size} bytes, got {actual_size}; nothing was cached",
-            hint="fetch again; if it persists the file on the server changed: check its origin, "
-            "then update the pin in zoo.yaml or zoo.lock",
+            hint=_PIN_HINT,
         )
     actual = sha256_file(part)
     if sha256 is not None and actual != sha256:
         raise IntegrityError(
             f"{url}: sha256 mismatch: expected {sha256}, got {actual}; nothing was cached",
-            hint="fetch again; if it persists the file on the server changed: check its origin, "
-            "then update the pin in zoo.yaml or zoo.lock",
+            hint=_PIN_HINT,
         )
     return actual
 
@@ -299,16 +351,24 @@ def _bar(name: str, total: int | None, initial: int, progress: bool | None):
                 disable=None if progress is None else not progress, file=sys.stderr, leave=False)
 
 
-def _copy_local(url: str, src: Path, part: Path, progress: bool | None) -> None:
+def _copy_local(url: str, src: Path, part: Path, size: int | None, progress: bool | None) -> None:
     if not src.is_file():
         raise ArtifactError(f"{url}: no such file", hint="check the path in zoo.yaml, or the URL")
     with src.open("rb") as fin, part.open("wb") as fout, _bar(src.name, src.stat().st_size, 0, progress) as bar:
+        written = 0
         while chunk := fin.read(CHUNK):
+            written += len(chunk)
+            if size is not None and written > size:  # a file that grows while it is copied, or the wrong one
+                fout.close()
+                _discard_part(part)
+                raise IntegrityError(f"{url}: longer than the pinned {size} bytes; nothing was cached",
+                                     hint=_PIN_HINT)
             fout.write(chunk)
             bar.update(len(chunk))
 
 
-def _download(url: str, part: Path, *, verifiable: bool, policy: Policy, progress: bool | None) -> None:
+def _download(url: str, part: Path, *, sha256: str | None, size: int | None, policy: Policy,
+              progress: bool | None) -> None:
     import requests
     import urllib3
     from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
@@ -324,19 +384,56 @@ def _download(url: str, part: Path, *, verifiable: bool, policy: Policy, progres
                                             rs.outcome.exception(), rs.attempt_number + 1, policy.attempts),
         reraise=True,
     )
+    job = _Job(url, part, sha256, size, policy, progress, time.monotonic() + policy.deadline_s)
     with requests.Session() as session:
         try:
             for attempt in retrying:
                 with attempt:
-                    _download_once(session, url, part, verifiable, policy, progress)
+                    _download_once(session, job)
         except transient as exc:
+            kept = _keep_or_discard(job)
             raise ArtifactError(
                 f"{url}: download failed after {policy.attempts} attempts: {exc}",
                 hint="check the network and the URL; run the same command again to resume "
-                f"({part.stat().st_size if part.exists() else 0} bytes kept)",
+                f"({kept} bytes kept)" if kept else "check the network and the URL, then run the command again",
             ) from None
+        except _Deadline as exc:
+            kept = _keep_or_discard(job)
+            raise ArtifactError(f"{url}: {exc}", hint="$HARNESS_DEADLINE_S sets the limit; run the command again "
+                                f"to resume ({kept} bytes kept)" if kept else "$HARNESS_DEADLINE_S sets the limit"
+                                ) from None
         except requests.RequestException as exc:  # redirect loops, invalid URLs: retrying will not help
             raise ArtifactError(f"{url}: {exc}", hint="check the URL in zoo.yaml") from None
+
+
+@dataclass(frozen=True)
+class _Job:
+    url: str
+    part: Path
+    sha256: str | None
+    size: int | None  # pinned size: the download never writes past it
+    policy: Policy
+    progress: bool | None
+    deadline: float  # time.monotonic() after which the fetch gives up
+
+
+class _Deadline(Exception):
+    """The overall time limit of a fetch passed: final, not retried."""
+
+
+def _meta(part: Path, url: str) -> dict:
+    """The `.meta` of a part: the validator and total size of the response that started it."""
+    meta = read_json(_sidecar(part, ".meta"))
+    return meta if isinstance(meta, dict) and meta.get("url") == url else {}
+
+
+def _keep_or_discard(job: _Job) -> int:
+    """After a failed fetch, a part stays only if a later run can prove what it holds (a validator to send as
+    If-Range, or a known sha256); anything else could never be resumed, so it goes. Returns bytes kept."""
+    if job.part.exists() and (_meta(job.part, job.url).get("validator") or job.sha256):
+        return job.part.stat().st_size
+    _discard_part(job.part)
+    return 0
 
 
 def _content_range(value: str | None) -> tuple[int | None, int | None]:
@@ -348,12 +445,26 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
     return start, int(m.group(2)) if m.group(2) != "*" else None
 
 
-def _download_once(session, url: str, part: Path, verifiable: bool, policy: Policy,
-                   progress: bool | None) -> None:
+def _validator(headers) -> str | None:
+    """A strong ETag, else Last-Modified: what If-Range may carry (weak ETags may not)."""
+    etag = headers.get("ETag", "")
+    return etag if etag and not etag.startswith("W/") else headers.get("Last-Modified")
+
+
+def _restart(job: _Job, why: str) -> _Transient:
+    """On any doubt about what a part holds: throw it away, the next attempt starts from byte 0."""
+    _discard_part(job.part)
+    return _Transient(f"{why}; starting again from byte 0")
+
+
+def _download_once(session, job: _Job) -> None:
+    url, part, policy = job.url, job.part, job.policy
+    if time.monotonic() > job.deadline:
+        raise _Deadline(f"not complete after {policy.deadline_s:g} s (the fetch's deadline)")
     offset = part.stat().st_size if part.exists() else 0
-    meta = read_json(_sidecar(part, ".meta")) if offset else None
-    validator = meta.get("validator") if isinstance(meta, dict) and meta.get("url") == url else None
-    if offset and not (validator or verifiable):
+    meta = _meta(part, url) if offset else {}
+    validator = meta.get("validator")
+    if offset and not (validator or job.sha256):
         log.info("%s: cannot prove the partial file is the same file; starting again", url)
         offset = 0
     headers = {"Accept-Encoding": "identity"}  # byte counts must be the file's, not a compressed stream's
@@ -366,35 +477,77 @@ def _download_once(session, url: str, part: Path, verifiable: bool, policy: Poli
     with resp:
         code = resp.status_code
         if code == 416 and offset:
-            if _content_range(resp.headers.get("Content-Range"))[1] == offset:
-                return  # the part already holds the whole file
-            _discard_part(part)
-            raise _Transient("HTTP 416 on resume; starting again")
+            # The part may hold the whole file; only a known sha256 can say it is this file (a 416 carries
+            # no validator, and a server that ignored If-Range would answer the same for another version).
+            if _content_range(resp.headers.get("Content-Range"))[1] == offset and job.sha256:
+                return
+            raise _restart(job, "HTTP 416 on resume")
         if code >= 500 or code in _RETRY_STATUS:
             raise _Transient(f"HTTP {code} {resp.reason}")
         if code >= 400:
             raise ArtifactError(f"{url}: HTTP {code} {resp.reason}",
                                 hint="check the URL in zoo.yaml (not retried: the server said no)")
+        encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise ArtifactError(
+                f"{url}: the server sent Content-Encoding: {encoding} although the harness asked for identity; "
+                "refusing its bytes (they are not the file's, and hashing them would pin the wrong thing)",
+                hint="download the file another way and point zoo.yaml at it (a path or file:// URL), or fix "
+                "the server")
         if code == 206:
             start, total = _content_range(resp.headers.get("Content-Range"))
             if start != offset:
-                _discard_part(part)
-                raise _Transient(f"server resumed at byte {start}, asked for {offset}; starting again")
+                raise _restart(job, f"server resumed at byte {start}, asked for {offset}")
+            if validator and _validator(resp.headers) != validator:
+                raise _restart(job, f"server resumed another version (validator {_validator(resp.headers)}, "
+                                    f"the part's is {validator})")
+            if meta.get("total") is not None and total != meta["total"]:
+                raise _restart(job, f"server resumed a file of {total} bytes, the part's has {meta['total']}")
             mode = "ab"
         else:
             offset, mode = 0, "wb"
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-            etag = resp.headers.get("ETag", "")
-            validator = etag if etag and not etag.startswith("W/") else resp.headers.get("Last-Modified")
-            atomic_write_json(_sidecar(part, ".meta"), {"url": url, "validator": validator})
-        # read1 hands over every byte that arrived before a connection drops; requests' iter_content
-        # (urllib3 read(amt)) buffers up to a chunk and loses it when the drop raises.
-        with part.open(mode) as f, _bar(part.name.removesuffix(".part"), total, offset, progress) as bar:
-            while chunk := resp.raw.read1(CHUNK):
-                f.write(chunk)
-                bar.update(len(chunk))
-        got = part.stat().st_size
-        if total is not None and got != total:
-            raise _Transient(f"connection closed at byte {got} of {total}")
+            atomic_write_json(_sidecar(part, ".meta"), {"url": url, "validator": _validator(resp.headers),
+                                                        "total": total})
+        if job.size is not None and total is not None and total != job.size:
+            _discard_part(part)
+            raise IntegrityError(f"{url}: the server announces {total} bytes, the pin says {job.size}; "
+                                 "nothing was cached", hint=_PIN_HINT)
+        _stream(resp, job, mode, offset, total)
 
+
+_PIN_HINT = ("fetch again; if it persists the file on the server changed: check its origin, then update the pin "
+             "in zoo.yaml or zoo.lock")
+
+
+def _stream(resp, job: _Job, mode: str, offset: int, total: int | None) -> None:
+    """Copy the body into the part. Never past a known size (an endless body is cut there), never slower than
+    the policy's minimum rate for a whole window, never past the deadline."""
+    policy, part = job.policy, job.part
+    cap = job.size if job.size is not None else total
+    window_t, window_n = time.monotonic(), 0
+    # read1 hands over every byte that arrived before a connection drops; requests' iter_content
+    # (urllib3 read(amt)) buffers up to a chunk and loses it when the drop raises.
+    with part.open(mode) as f, _bar(part.name.removesuffix(".part"), total, offset, job.progress) as bar:
+        written = offset
+        while chunk := resp.raw.read1(CHUNK if cap is None else max(min(CHUNK, cap - written), 1)):
+            if cap is not None and written + len(chunk) > cap:
+                _discard_part(part)
+                raise IntegrityError(f"{job.url}: the server sent more than the {cap} bytes expected; the partial "
+                                     "file was removed and nothing was cached", hint=_PIN_HINT)
+            f.write(chunk)
+            written += len(chunk)
+            bar.update(len(chunk))
+            now = time.monotonic()
+            if now > job.deadline:
+                raise _Deadline(f"not complete after {policy.deadline_s:g} s (the fetch's deadline)")
+            window_n += len(chunk)
+            if now - window_t >= policy.speed_time_s:
+                if window_n < policy.speed_limit_bps * (now - window_t):
+                    raise _Transient(f"transfer slower than {policy.speed_limit_bps:g} bytes/s for "
+                                     f"{policy.speed_time_s:g} s ({window_n} bytes in {now - window_t:.1f} s)")
+                window_t, window_n = now, 0
+    got = part.stat().st_size
+    if total is not None and got != total:
+        raise _Transient(f"connection closed at byte {got} of {total}")

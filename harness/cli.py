@@ -282,8 +282,8 @@ def cmd_fetch(args) -> int:
 
     def src() -> dict:
         tree = (source.checkout(args.ppdet_root, pin) if args.ppdet_root
-                else source.prepare(pin, lock, locked=args.locked))
-        return {"status": tree.origin, "path": str(tree.root), "commit": tree.commit}
+                else source.prepare(pin))
+        return {"status": tree.origin, "path": str(tree.root), "commit": tree.commit, "tree": tree.tree}
 
     attempt("source", f"PaddleDetection ({stack})", src)
     for m in models:

@@ -13,10 +13,10 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.archive import extract
+from harness.archive import unpack
 from harness.artifacts import cache_root, fetch_artifact
 from harness.errors import DatasetError, UsageError
-from harness.files import atomic_write_json
+from harness.files import atomic_write_json, read_json
 from harness.lockfile import LockFile
 from harness.manifest import Dataset
 
@@ -34,15 +34,22 @@ class CocoData:
                 "num_images": self.num_images, "subset": self.subset, "archives_sha256": self.sha256}
 
 
+def _repair_hint(path: Path) -> str:
+    """A hint that repairs: a file the harness extracted is extracted again once it is missing or changed
+    (archive.intact); a file of the user's COCO root (--data) must be restored by the user."""
+    if path.resolve().is_relative_to((cache_root() / "extracted").resolve()):
+        return f"delete {path} and run `harness fetch --dataset` (a missing or changed file is extracted again)"
+    return f"restore {path} from COCO's annotations_trainval2017.zip"
+
+
 def _load(path: Path) -> dict:
     try:
         data = json.loads(path.read_bytes())
     except FileNotFoundError:
         raise DatasetError(f"annotations not found: {path}",
                            hint="pass --data with a COCO root, or run `harness fetch --dataset`") from None
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"{path}: not readable COCO json: {exc}",
-                           hint="re-extract it (delete the file and run `harness fetch --dataset`)") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise DatasetError(f"{path}: not readable COCO json: {exc}", hint=_repair_hint(path)) from None
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "categories")):
         raise DatasetError(f"{path}: not COCO instances json (needs 'images' and 'categories' lists)",
                            hint="point annotation_file in zoo.yaml at instances_val2017.json")
@@ -76,8 +83,12 @@ def fetch(ds: Dataset, lock: LockFile | None, *, root: Path | None = None, locke
     base = (root or cache_root()) / "extracted"
     imgs = fetch_artifact(ds.images, lock, locked=locked, root=root, **fetch_kw)
     anns = fetch_artifact(ds.annotations, lock, locked=locked, root=root, **fetch_kw)
-    img_root = extract(imgs.path, base / imgs.sha256[:16])
-    ann_root = extract(anns.path, base / anns.sha256[:16], want=lambda name: name == ds.annotation_file)
+    refetch = "harness fetch --dataset"
+    img_root = unpack(ds.images, imgs.path, base / imgs.sha256[:16], lock, refetch, root=root,
+                      tag={"archive_sha256": imgs.sha256})
+    ann_root = unpack(ds.annotations, anns.path, base / anns.sha256[:16], lock, refetch, root=root,
+                      want=lambda name: name == ds.annotation_file,
+                      tag={"archive_sha256": anns.sha256, "want": ds.annotation_file})
     if not (ann_root / ds.annotation_file).is_file():
         raise DatasetError(f"{ds.annotations.url}: archive has no {ds.annotation_file}",
                            hint="check dataset.annotations and dataset.annotation_file in zoo.yaml")
@@ -122,7 +133,7 @@ def prepare(ds: Dataset, lock: LockFile | None, *, data_dir: Path | None = None,
         _load(annotations)  # raises the error that names the missing file and the fix
     if subset is not None:
         path = _subset_path(annotations, subset, seed, root)
-        if not path.exists():
+        if not isinstance(read_json(path), dict):  # absent, or damaged: a subset is derived data, made again
             atomic_write_json(path, make_subset(_load(annotations), annotations, subset, seed))
         annotations = path
     data = _load(annotations)

@@ -58,5 +58,10 @@ class ArchiveError(ArtifactError):
     """An archive is unsafe to extract or is not the pinned commit."""
 
 
+class LocalFault(HarnessError):
+    """This machine failed (disk full, out of memory, a file gone), not the artifact: the bytes may be fine, so
+    nothing is evicted from the cache and no pin is forgotten; running again after fixing the machine works."""
+
+
 class DatasetError(HarnessError):
     """The dataset is missing, incomplete or laid out differently from what the zoo says."""

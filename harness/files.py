@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,28 @@ def atomic_write_json(path: Path, obj: Any, *, sort_keys: bool = True) -> None:
 
 
 def read_json(path: Path) -> Any | None:
-    """The parsed file, or None if it is absent or unreadable (callers treat both as 'no record')."""
+    """The parsed file, or None if it is absent or unreadable (callers treat both as 'no record').
+
+    RecursionError counts as unreadable: json nests arbitrarily deep, Python's stack does not."""
     try:
         return json.loads(path.read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
+
+
+def is_component(name: str) -> bool:
+    """A plain single path component: not empty, not `.` or `..`, no separator, no NUL."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
+
+
+def remove_tree(path: Path, *, inside: Path) -> bool:
+    """`rm -r path`, only when `path` is proven to be strictly inside `inside` (symlinks resolved): a bad
+    name or a link can never make the harness delete a user's files. Returns whether it removed anything."""
+    try:
+        target, root = path.resolve(), inside.resolve()
+    except (OSError, RuntimeError):
+        return False
+    if target == root or not target.is_relative_to(root) or path.is_symlink():
+        return False
+    shutil.rmtree(target, ignore_errors=True)
+    return True

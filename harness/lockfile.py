@@ -7,16 +7,34 @@ download into the pin for every later one; `--locked` then refuses anything with
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 from filelock import FileLock
+from pydantic import BaseModel, ConfigDict, Field
 
 from harness.errors import LockedError, ManifestError
-from harness.files import atomic_write_json, read_json
-from harness.manifest import Artifact
+from harness.files import atomic_write_json
+from harness.manifest import Artifact, Sha256, validated
 
 FORMAT = 1
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    sha256: Sha256
+    size: Annotated[int, Field(strict=True, gt=0)]
+
+
+class _Lock(BaseModel):
+    """zoo.lock is validated like zoo.yaml: a bad record is an error naming its field, never a reason to
+    evict a good cache entry or a traceback."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    format: Literal[1]
+    artifacts: dict[str, _Record]
 
 
 @dataclass(frozen=True)
@@ -37,15 +55,20 @@ class LockFile:
         return cls(zoo_path.with_suffix(".lock"))
 
     def _records(self) -> dict[str, dict]:
-        if not self.path.exists():
+        hint = f"restore it from version control, or delete {self.path} to re-record"
+        try:
+            text = self.path.read_bytes()
+        except FileNotFoundError:
             return {}
-        data = read_json(self.path)
-        if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(
-            data.get("artifacts"), dict
-        ):
-            raise ManifestError(f"{self.path}: not a zoo.lock of format {FORMAT}",
-                                hint=f"restore it from version control, or delete {self.path} to re-record")
-        return data["artifacts"]
+        except OSError as exc:
+            raise ManifestError(f"{self.path}: cannot read: {exc.strerror}", hint=hint) from None
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise ManifestError(f"{self.path}: not a zoo.lock of format {FORMAT}: {exc or 'nested too deeply'}",
+                                hint=hint) from None
+        lock = validated(_Lock, data, str(self.path), hint)
+        return {url: rec.model_dump() for url, rec in lock.artifacts.items()}
 
     def get(self, url: str) -> Pin | None:
         rec = self._records().get(url)

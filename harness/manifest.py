@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -60,10 +60,16 @@ def _relative_path(path: str) -> str:
 
 
 class Source(_Strict):
-    """A PaddleDetection source pin: the archive of `commit` is what the worker imports."""
+    """A PaddleDetection source pin, by content: the worker imports only a tree whose git tree id is `tree`.
+
+    `commit` names where the content comes from (the archive URL); `tree` proves it. A tar's pax comment
+    that claims a commit is only a comment any tar writer can set; git's tree id of the extracted files
+    (blobs and modes, as git hashes them) is the same on every machine for the same content only.
+    """
 
     repository: str
     commit: Commit
+    tree: Commit = Field(description="git tree id of the commit: `git rev-parse <commit>^{tree}`")
     paddle: str = Field(description="paddlepaddle version this pin is known to work with")
     archive: Artifact | None = None
 
@@ -99,7 +105,7 @@ class Tolerance(_Strict):
 
 
 class Model(_Strict):
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=200)]
     type: Literal["Faster", "Mask"]
     backbone: str
     images_per_gpu: Annotated[int, Field(gt=0)]
@@ -113,6 +119,13 @@ class Model(_Strict):
     @classmethod
     def _inside(cls, path: str) -> str:
         return _relative_path(path)
+
+    @field_validator("name")
+    @classmethod
+    def _one_component(cls, name: str) -> str:
+        if name in (".", ".."):  # the name is a directory of every run: `..` would be the run's parent
+            raise ValueError(f"{name!r} is not a model name (it names a directory, not a model)")
+        return name
 
     @model_validator(mode="after")
     def _metrics_match_type(self) -> Model:
@@ -193,7 +206,10 @@ def default_zoo_path() -> Path:
 def _loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int) or not str(part).isidentifier():  # list indices, URLs as mapping keys
+            out += f"[{part!r}]" if isinstance(part, str) else f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
     return out or "(top level)"
 
 
@@ -235,15 +251,25 @@ def _model_name(loc: tuple[int | str, ...], data: Any) -> str:
     return ""
 
 
-def parse_zoo(data: Any, origin: str = "zoo.yaml") -> Zoo:
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(cls: type[M], data: Any, origin: str, hint: str | None = None) -> M:
+    """`data` as a `cls`, or one ManifestError with a line per problem, each naming its field path."""
     try:
-        return Zoo.model_validate(data)
+        return cls.model_validate(data)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
             lines.append(f"{_loc(loc)}: {_message(err)}{_model_name(loc, data)}")
-        raise ManifestError(f"{origin}: " + "\n".join(lines), hint=f"edit {origin}") from None
+        raise ManifestError(f"{origin}: " + "\n".join(lines), hint=hint or f"edit {origin}") from None
+    except RecursionError:
+        raise ManifestError(f"{origin}: nested too deeply", hint=hint or f"edit {origin}") from None
+
+
+def parse_zoo(data: Any, origin: str = "zoo.yaml") -> Zoo:
+    return validated(Zoo, data, origin)
 
 
 def load_zoo(path: str | Path | None = None) -> tuple[Zoo, Path]:
@@ -257,6 +283,8 @@ def load_zoo(path: str | Path | None = None) -> tuple[Zoo, Path]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ManifestError(f"{path}: not valid YAML: {exc}", hint=f"edit {path}") from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise ManifestError(f"{path}: not valid YAML: nested too deeply", hint=f"edit {path}") from None
     if not isinstance(data, dict):
         raise ManifestError(f"{path}: expected a mapping at the top level", hint=f"edit {path}")
     return parse_zoo(data, origin=str(path)), path.resolve()

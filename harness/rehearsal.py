@@ -31,9 +31,10 @@ from pathlib import Path
 import yaml
 
 from harness import source
+from harness.archive import extract
 from harness.artifacts import fetch
-from harness.errors import HarnessError
-from harness.files import atomic_write_bytes, atomic_write_json, read_json
+from harness.errors import HarnessError, UsageError
+from harness.files import atomic_write_bytes, atomic_write_json, read_json, remove_tree
 from harness.manifest import Artifact, Source, Zoo, load_zoo
 
 log = logging.getLogger(__name__)
@@ -58,14 +59,24 @@ COCO_NAMES = (
 ).split()
 
 
-def _archive_of(commit: str, cache: Path) -> Path:
-    """The PaddleDetection archive: ../shared/fixtures beside a checkout, else the real one from GitHub."""
+def _archive_of(commit: str, cache: Path) -> tuple[Path, bool]:
+    """The PaddleDetection archive: ../shared/fixtures beside a checkout (True: a trimmed fixture), else the
+    real one from GitHub (False)."""
     here = Path(__file__).resolve().parents[1]
     shared = Path(os.environ.get("HARNESS_SHARED", here.parent / "shared"))
     local = shared / "fixtures" / f"PaddleDetection-{commit}.tar.gz"
     if local.is_file():
-        return local
-    return fetch(f"https://github.com/PaddlePaddle/PaddleDetection/archive/{commit}.tar.gz", root=cache).path
+        return local, True
+    return fetch(f"https://github.com/PaddlePaddle/PaddleDetection/archive/{commit}.tar.gz", root=cache).path, False
+
+
+def _content_tree(archive: Path, scratch: Path) -> str:
+    """The git tree id of a trimmed fixture archive: the rehearsal pins the content it serves."""
+    tree = source.tree_id(source.top(extract(archive, scratch / "src")))
+    remove_tree(scratch, inside=scratch.parent)
+    if tree is None:
+        raise HarnessError(f"{archive}: holds no files")
+    return tree
 
 
 def synthetic_coco(out: Path, n_images: int, *, size: tuple[int, int] = (320, 240), seed: int = 0) -> dict:
@@ -118,20 +129,23 @@ def build_mirror(work: Path, zoo: Zoo, stack: str, *, n_images: int) -> Path:
     done = mirror / ".complete.json"
     want = {"stack": stack, "commit": zoo.sources[stack].commit, "images": n_images, "eval_size": EVAL_SIZE,
             "models": [m.name for m in zoo.models], "weights": "random, batch-norm calibrated"}
-    if read_json(done) == want:
+    if isinstance(made := read_json(done), dict) and made.get("tree") and {k: made.get(k) for k in want} == want:
         return mirror
     # A new mirror has new random bytes behind the same URLs: drop what pinned or cached the old ones.
     for stale in (mirror, cache):
-        shutil.rmtree(stale, ignore_errors=True)
+        remove_tree(stale, inside=work)
     (work / "zoo.lock").unlink(missing_ok=True)
-    commit = zoo.sources[stack].commit
-    archive = mirror / "PaddlePaddle" / "PaddleDetection" / "archive" / f"{commit}.tar.gz"
+    pin = zoo.sources[stack]
+    archive = mirror / "PaddlePaddle" / "PaddleDetection" / "archive" / f"{pin.commit}.tar.gz"
     archive.parent.mkdir(parents=True)
-    shutil.copyfile(_archive_of(commit, cache), archive)
+    origin, trimmed = _archive_of(pin.commit, cache)
+    shutil.copyfile(origin, archive)
+    # The real archive must have the real tree; a trimmed fixture has its own (pinned in the mirror's zoo).
+    tree = _content_tree(archive, work / "scratch") if trimmed else pin.tree
 
     log.info("rehearsal: building %d synthetic images", n_images)
     staging = work / "staging"
-    shutil.rmtree(staging, ignore_errors=True)
+    remove_tree(staging, inside=work)
     coco = synthetic_coco(staging, n_images)
     ann = staging / "annotations" / "instances_val2017.json"
     ann.parent.mkdir(parents=True)
@@ -141,14 +155,14 @@ def build_mirror(work: Path, zoo: Zoo, stack: str, *, n_images: int) -> Path:
     _zip_dir(mirror / "zips" / "val2017.zip", staging, sorted((staging / "val2017").iterdir()))
     _zip_dir(mirror / "annotations" / "annotations_trainval2017.zip", staging, [ann])
 
-    tree = source.prepare(Source(repository="local", commit=commit, paddle=zoo.sources[stack].paddle,
-                                 archive=Artifact(url=str(archive))), None, root=cache)
+    built = source.prepare(Source(repository="local", commit=pin.commit, tree=tree, paddle=pin.paddle,
+                                  archive=Artifact(url=str(archive))), root=cache)
     for m in zoo.models:
         out = mirror / "models" / f"{m.name}.pdparams"
         log.info("rehearsal: random-initialised weights for %s (building the model from its config)", m.name)
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "harness.worker", "init-weights", "--ppdet-root",
-                               str(tree.root), "--config", str(tree.config(m)), "--out", str(out),
+                               str(built.root), "--config", str(built.config(m)), "--out", str(out),
                                "--short-side", str(EVAL_SIZE), "--calibrate",
                                *map(str, sorted((staging / "val2017").iterdir()))],
                               capture_output=True, text=True)
@@ -158,18 +172,21 @@ def build_mirror(work: Path, zoo: Zoo, stack: str, *, n_images: int) -> Path:
         info = json.loads(proc.stdout.strip().splitlines()[-1])
         log.info("rehearsal:   %d keys, %d params, %.1f MB in %.1f s", info["keys"], info["params"],
                  info["bytes"] / 1e6, time.perf_counter() - t0)
-    shutil.rmtree(cache / "src", ignore_errors=True)  # extracted only to build the models
-    shutil.rmtree(staging)
-    atomic_write_json(done, want)
+    remove_tree(cache / "src", inside=cache)  # extracted only to build the models
+    remove_tree(staging, inside=work)
+    atomic_write_json(done, {**want, "tree": tree})
     return mirror
 
 
-def mirror_zoo(zoo: Zoo, stack: str, base: str) -> dict:
-    """The zoo as plain data with every URL moved to `base`, and only the rehearsed stack."""
+def mirror_zoo(zoo: Zoo, stack: str, base: str, mirror: Path) -> dict:
+    """The zoo as plain data with every URL moved to `base`, only the rehearsed stack, and its source pinned to
+    the content tree of the archive the mirror serves (recorded by build_mirror)."""
+    tree = read_json(mirror / ".complete.json")["tree"]
     raw = zoo.model_dump(exclude_none=True, exclude_defaults=True)
     raw["notice"] = BANNER
     src = raw["sources"][stack]
     src["repository"] = f"{base}/PaddlePaddle/PaddleDetection"
+    src["tree"] = tree
     src.pop("archive", None)
     raw["sources"] = {stack: src}
     raw["dataset"]["images"] = {"url": f"{base}/zips/val2017.zip"}
@@ -202,6 +219,20 @@ def serve(directory: Path, port: int = DEFAULT_PORT) -> Iterator[str]:
         httpd.server_close()
 
 
+MARKER = ".harness-rehearsal"
+
+
+def _claim(work: Path) -> None:
+    """The rehearsal deletes and rebuilds what it made under `work` (mirror/, cache/): it refuses a directory
+    that holds anything it did not make, so `--dir ~` can never delete a user's files."""
+    ours = (work / MARKER).exists() or (work / "mirror" / ".complete.json").exists()
+    if work.exists() and any(work.iterdir()) and not ours:
+        raise UsageError(f"--dir {work}: not empty and not a rehearsal directory",
+                         hint="pass a new or empty directory (the rehearsal owns everything under it)")
+    work.mkdir(parents=True, exist_ok=True)
+    (work / MARKER).write_text("made by `harness rehearse`; everything here may be deleted and rebuilt\n")
+
+
 def rehearse(work: Path, *, zoo_path: Path | None = None, stack: str | None = None, port: int = DEFAULT_PORT,
              n_images: int = 4) -> int:
     """Build the mini-zoo, serve it, and run the user's commands against it.
@@ -214,6 +245,7 @@ def rehearse(work: Path, *, zoo_path: Path | None = None, stack: str | None = No
     zoo, _ = load_zoo(zoo_path)
     stack, _ = zoo.source(stack)
     work = work.resolve()
+    _claim(work)
     print(f"== {BANNER}", flush=True)
     mirror = build_mirror(work, zoo, stack, n_images=n_images)
     os.environ["HARNESS_CACHE"] = str(work / "cache")  # the rehearsal never touches the user's cache
@@ -221,7 +253,7 @@ def rehearse(work: Path, *, zoo_path: Path | None = None, stack: str | None = No
     with serve(mirror, port) as base:
         zoo_file = work / "zoo.yaml"
         text = f"# Generated by `harness rehearse` from the real zoo.yaml: every URL points at {base}.\n" \
-               + yaml.safe_dump(mirror_zoo(zoo, stack, base), sort_keys=False, allow_unicode=True)
+               + yaml.safe_dump(mirror_zoo(zoo, stack, base, mirror), sort_keys=False, allow_unicode=True)
         atomic_write_bytes(zoo_file, text.encode())
         z = ["--zoo", str(zoo_file)]
         run_opts = ["--locked", "--device", "cpu", "--eval-size", str(EVAL_SIZE), "--out", str(run_dir), *TIMING,

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from harness.errors import UsageError
-from harness.files import atomic_write_json
+from harness.files import atomic_write_json, is_component
 
 SCHEMA = 1
 RESULT = "result.json"
@@ -23,11 +23,20 @@ def now() -> str:
 
 
 def model_dir(run_dir: Path, model: str) -> Path:
+    """`<run>/<model>`; a name that is not one plain path component (`..`, `a/b`, absolute) is refused, so no
+    record can make the harness write or delete outside its run directory."""
+    if not isinstance(model, str) or not is_component(model):
+        raise UsageError(f"model name {model!r} is not a plain file name",
+                         hint="model names are single path components: letters, digits, '_', '-', '.'")
     return run_dir / model
 
 
 def write(run_dir: Path, record: dict) -> Path:
-    path = model_dir(run_dir, record["model"]) / RESULT
+    return write_at(model_dir(run_dir, record["model"]) / RESULT, record)
+
+
+def write_at(path: Path, record: dict) -> Path:
+    """Write a record to exactly `path` (rescore rewrites the file it read, whatever the record's fields say)."""
     atomic_write_json(path, {"schema": SCHEMA, **record}, sort_keys=False)  # keep the stats in COCO's order
     return path
 

@@ -1,23 +1,28 @@
 """The PaddleDetection source tree the worker imports: the archive of the pinned commit, or a checkout.
 
-Why source and not PyPI's paddledet: 2.6.0 cannot evaluate these models on any PyPI paddle (DESIGN.md).
-The commit is proven from the archive itself: `git archive` writes the commit id into the tar's pax
-header, so a pin can be checked without a pre-recorded hash (which cannot be learned offline).
+Why source and not PyPI's paddledet: 2.6.0 cannot evaluate these models on any PyPI paddle
+(docs/stacks.md). The pin is by content, as Nix pins unpacked sources rather than a tarball's bytes: after
+extraction the harness computes the git tree id of the files (git's blob and tree hashing, modes
+included) and refuses any tree but zoo.yaml's `tree:` before a single module is imported. The tar's pax
+comment (`git get-tar-commit-id`) proves nothing: any tar writer can set it. GitHub does not keep its
+archives' bytes stable either, so the archive is not pinned in zoo.lock: its content is the pin.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from harness.archive import extract, tar_commit_id
-from harness.artifacts import cache_root, fetch_artifact
+from harness.archive import unpack
+from harness.artifacts import cache_root, fetch
 from harness.errors import ArchiveError, UsageError
-from harness.lockfile import LockFile
 from harness.manifest import Model, Source
 
 log = logging.getLogger(__name__)
@@ -29,6 +34,8 @@ class SourceTree:
     commit: str | None  # None: a checkout whose commit could not be read
     origin: str  # "archive" or "checkout"
     archive_sha256: str | None = None
+    tree: str | None = None  # git tree id of the files; for an archive, verified equal to the pin
+    dirty: bool | None = None  # a git checkout with uncommitted changes to tracked files
 
     def config(self, model: Model) -> Path:
         """The model's real config file in this tree, its `_BASE_` chain checked to stay inside the tree."""
@@ -41,7 +48,41 @@ class SourceTree:
 
     def as_json(self) -> dict:
         return {"root": str(self.root), "commit": self.commit, "origin": self.origin,
-                "archive_sha256": self.archive_sha256}
+                "archive_sha256": self.archive_sha256, "tree": self.tree, "dirty": self.dirty}
+
+
+def _blob_id(path: Path, size: int) -> bytes:
+    h = hashlib.sha1(b"blob %d\0" % size, usedforsecurity=False)
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest().encode()
+
+
+def tree_id(root: Path, skip: frozenset[str] = frozenset()) -> str | None:
+    """git's tree id of the files under `root` (what `git add -A && git write-tree` would print): blobs
+    hashed as git hashes them, modes 100644/100755/120000, entries sorted by dulwich as git sorts them.
+    None for a directory without files (git has no empty trees). Names in `skip` are left out."""
+    from dulwich.objects import Tree
+
+    tree = Tree()
+    with os.scandir(root) as entries:
+        for e in entries:
+            if e.name in skip:
+                continue
+            name, st = os.fsencode(e.name), e.stat(follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                target = os.fsencode(os.readlink(e.path))
+                tree.add(name, 0o120000, hashlib.sha1(b"blob %d\0" % len(target) + target,
+                                                      usedforsecurity=False).hexdigest().encode())
+            elif stat.S_ISDIR(st.st_mode):
+                if sub := tree_id(Path(e.path), skip):
+                    tree.add(name, 0o040000, sub.encode())
+            elif stat.S_ISREG(st.st_mode):
+                tree.add(name, 0o100755 if st.st_mode & stat.S_IXUSR else 0o100644, _blob_id(Path(e.path), st.st_size))
+            else:
+                raise ArchiveError(f"{e.path}: neither a file, a directory nor a symlink: git cannot hash it")
+    return tree.id.decode() if tree.items() else None
 
 
 class _AnyTags(yaml.SafeLoader):
@@ -86,44 +127,69 @@ def _looks_like_ppdet(root: Path) -> bool:
     return (root / "ppdet" / "__init__.py").is_file() and (root / "configs").is_dir()
 
 
-def _commit_check(url: str, commit: str):
-    def check(path: Path) -> None:
-        found = tar_commit_id(path)
-        if found != commit:
+def top(extracted: Path) -> Path:
+    """The tree inside an extracted archive: GitHub's archives hold one directory, `<repo>-<commit>/`."""
+    entries = list(extracted.iterdir())
+    return entries[0] if len(entries) == 1 and entries[0].is_dir() else extracted
+
+
+def _tree_check(url: str, pin: Source):
+    def check(extracted: Path) -> None:
+        inner = top(extracted)
+        try:
+            found = tree_id(inner)
+        except RecursionError:
+            found = "unhashable (nested too deeply)"
+        if found != pin.tree:
             raise ArchiveError(
-                f"{url}: archive is commit {found or 'unknown (no commit id in the tar header)'}, "
-                f"zoo.yaml pins {commit}; nothing was cached",
-                hint="point the source's archive at the pinned commit, or change the pin",
-            )
+                f"{url}: its files have git tree {found}, zoo.yaml pins tree {pin.tree} (commit {pin.commit}); "
+                "nothing was extracted or imported",
+                hint="the archive is not the pinned source (a tar's commit comment proves nothing): fetch it from "
+                "its origin, or correct `tree:` in zoo.yaml with `git rev-parse <commit>^{tree}`")
+        if not _looks_like_ppdet(inner):
+            raise ArchiveError(f"{url}: the archive holds no PaddleDetection tree (ppdet/, configs/)",
+                               hint="point the source's archive at a PaddleDetection archive")
     return check
 
 
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+    except OSError:
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
 def checkout(root: Path, pin: Source) -> SourceTree:
-    """A local PaddleDetection tree (`--ppdet-root`): its own commit is used and recorded, pin or not."""
+    """A local PaddleDetection tree (`--ppdet-root`): used in place; its own commit and tree id are recorded,
+    with a warning when they differ from the pin (git's for a git checkout, else computed from the files)."""
     root = root.expanduser().resolve()
     if not _looks_like_ppdet(root):
         raise UsageError(f"--ppdet-root {root}: not a PaddleDetection tree (no ppdet/__init__.py or configs/)",
                          hint="pass the directory that holds ppdet/ and configs/")
-    commit = None
+    commit = tree = dirty = None
     if (root / ".git").exists():
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
-        commit = out.stdout.strip() or None if out.returncode == 0 else None
-    if commit != pin.commit:
-        log.warning("PaddleDetection at %s is commit %s, the zoo pins %s: results record the former",
-                    root, commit or "unknown", pin.commit)
-    return SourceTree(root, commit, "checkout")
+        commit = _git(root, "rev-parse", "HEAD") or None
+        tree = _git(root, "rev-parse", "HEAD^{tree}") or None
+        status = _git(root, "status", "--porcelain", "--untracked-files=no")
+        dirty = None if status is None else bool(status)
+    else:
+        log.info("hashing the files of %s (git tree id; not a git checkout)", root)
+        tree = tree_id(root, skip=frozenset({".git", "__pycache__"}))
+    if tree != pin.tree or dirty:
+        log.warning("PaddleDetection at %s is commit %s (tree %s%s), the zoo pins %s (tree %s): results record the "
+                    "former", root, commit or "unknown", tree, ", with uncommitted changes" if dirty else "",
+                    pin.commit, pin.tree)
+    return SourceTree(root, commit, "checkout", tree=tree, dirty=dirty)
 
 
-def prepare(pin: Source, lock: LockFile | None, *, root: Path | None = None, locked: bool = False,
-            **fetch_kw) -> SourceTree:
-    """Fetch the pinned archive (verified, commit-checked) and extract it once into the cache."""
+def prepare(pin: Source, *, root: Path | None = None, **fetch_kw) -> SourceTree:
+    """Fetch the pinned source's archive and extract it once into `src/PaddleDetection/<tree id>`, refusing it
+    unless its files have the pinned git tree id. An extraction is reused only for the same archive bytes and
+    while every file is as extracted (archive.intact)."""
     artifact = pin.archive_artifact()
-    got = fetch_artifact(artifact, lock, locked=locked, root=root,
-                         check=_commit_check(artifact.url, pin.commit), **fetch_kw)
-    dest = extract(got.path, (root or cache_root()) / "src" / "PaddleDetection" / pin.commit)
-    tops = [p for p in dest.iterdir() if p.is_dir()]
-    tree = tops[0] if len(tops) == 1 else dest
-    if not _looks_like_ppdet(tree):
-        raise ArchiveError(f"{artifact.url}: the archive holds no PaddleDetection tree (ppdet/, configs/)",
-                           hint="point the source's archive at a PaddleDetection archive")
-    return SourceTree(tree, pin.commit, "archive", got.sha256)
+    got = fetch(artifact.url, sha256=artifact.sha256, size=artifact.size, root=root, **fetch_kw)
+    dest = (root or cache_root()) / "src" / "PaddleDetection" / pin.tree
+    unpack(artifact, got.path, dest, None, "harness fetch", root=root, check=_tree_check(artifact.url, pin),
+           tag={"archive_sha256": got.sha256, "tree": pin.tree})
+    return SourceTree(top(dest), pin.commit, "archive", got.sha256, tree=pin.tree)

@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,13 +22,13 @@ from pathlib import Path
 import yaml
 
 from harness import __version__, dataset, source
-from harness.artifacts import evict, fetch_artifact
+from harness.artifacts import Fetched, fetch_artifact, invalidate
 from harness.dataset import CocoData
 from harness.errors import HarnessError, UsageError
-from harness.files import atomic_write_json, read_json
+from harness.files import atomic_write_json, read_json, remove_tree
 from harness.lockfile import LockFile
 from harness.manifest import Model, Zoo
-from harness.results import RESULT, model_dir, now, write
+from harness.results import RESULT, model_dir, now, write, write_at
 from harness.scoring import metrics, score_files, scorer
 from harness.source import SourceTree
 from harness.timing import Method
@@ -37,10 +36,12 @@ from harness.verdict import ERROR, judge, overall
 
 log = logging.getLogger(__name__)
 
-# Measured on these machines (DESIGN.md): 2 cores, 800 px, Faster R-CNN; Mask R-CNN is slower still.
+# Measured on these machines (docs/stacks.md): 2 cores, 800 px, Faster R-CNN; Mask R-CNN is slower still.
 CPU_SECONDS_PER_IMAGE = 10.8
 DOCUMENTED_SHORT_SIDE, DOCUMENTED_LONG_SIDE = 800, 1333
 LOG_TAIL = 40
+# worker.json error kinds that are the checkpoint's fault (stage `weights`), see worker._weights_error
+WEIGHT_ERRORS = ("checkpoint_unreadable", "checkpoint_local", "weights_mismatch", "weights_values")
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def cpu_estimate(num_images: int) -> str:
 
 def prepare(zoo: Zoo, lock: LockFile, opts: Options) -> Inputs:
     stack, pin = zoo.source(opts.stack)
-    tree = source.checkout(opts.ppdet_root, pin) if opts.ppdet_root else source.prepare(pin, lock, locked=opts.locked)
+    tree = source.checkout(opts.ppdet_root, pin) if opts.ppdet_root else source.prepare(pin)
     data = dataset.prepare(zoo.dataset, lock, data_dir=opts.data, subset=opts.subset, seed=opts.seed,
                            locked=opts.locked)
     return Inputs(stack, tree, data, resolve_device(opts.device))
@@ -225,12 +226,14 @@ def eval_size(opts: Options) -> list[int] | None:
     return [opts.eval_size, round(opts.eval_size * DOCUMENTED_LONG_SIDE / DOCUMENTED_SHORT_SIDE)]
 
 
-def worker_spec(inputs: Inputs, config: Path, weights: Path, mdir: Path, opts: Options, size: list[int] | None,
+def worker_spec(inputs: Inputs, config: Path, weights: Fetched, mdir: Path, opts: Options, size: list[int] | None,
                 *, evaluate: bool) -> dict:
+    """What the worker is asked; it refuses weights whose bytes do not hash to `weights_sha256`."""
     timing = None
     if opts.timing:
         timing = {"backends": list(opts.backends), "method": asdict(opts.method)}
-    return {"ppdet_root": str(inputs.tree.root), "config": str(config), "weights": str(weights),
+    return {"ppdet_root": str(inputs.tree.root), "config": str(config), "weights": str(weights.path),
+            "weights_sha256": weights.sha256,
             "images": str(inputs.data.images), "annotations": str(inputs.data.annotations), "out": str(mdir),
             "device": inputs.device, "eval_size": size, "opts": opts.opts, "workers": opts.workers,
             "eval": evaluate, "timing": timing}
@@ -241,8 +244,7 @@ def bench(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options,
     directory already holds a verify result for the model."""
     mdir = model_dir(run_dir, model.name)
     weights = fetch_artifact(model.weights, lock, locked=opts.locked)
-    spec = worker_spec(inputs, inputs.tree.config(model), weights.path, mdir, opts, eval_size(opts),
-                       evaluate=False)
+    spec = worker_spec(inputs, inputs.tree.config(model), weights, mdir, opts, eval_size(opts), evaluate=False)
     worker = run_worker(spec, mdir, opts, label=model.name)
     if worker.get("status") != "ok":
         raise StageError(worker.get("error") or "worker failed", log_tail=_tail(mdir / "worker.log"))
@@ -253,15 +255,6 @@ def bench(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options,
         result["timing"] = timing
         write(run_dir, {k: v for k, v in result.items() if k != "schema"})
     return timing
-
-
-def _invalidate(model: Model, lock: LockFile) -> str:
-    """An unreadable checkpoint leaves the cache (and zoo.lock, when the hash was only learned from it)."""
-    evict(model.weights.url)
-    forgot = model.weights.sha256 is None and lock.forget(model.weights.url)
-    return (f"\n  the cache entry was removed{' and its zoo.lock record forgotten' if forgot else ''}; "
-            f"re-fetch with `harness fetch {model.name}` (if the same bytes come back, the published file "
-            "itself is broken)")
 
 
 def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options, run_dir: Path) -> dict:
@@ -288,7 +281,7 @@ def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options
         rec["durations"]["fetch"], clock = round(time.perf_counter() - clock, 3), time.perf_counter()
 
         stage = "worker"
-        spec = worker_spec(inputs, config, weights.path, mdir, opts, size, evaluate=True)
+        spec = worker_spec(inputs, config, weights, mdir, opts, size, evaluate=True)
         worker = run_worker(spec, mdir, opts, label=model.name)
         rec.update({k: worker.get(k) for k in ("paddle", "device", "device_name", "architecture")})
         rec["weight_check"] = worker.get("weight_check")
@@ -296,11 +289,13 @@ def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options
         rec["durations"]["worker_stages"] = worker.get("durations")
         if worker.get("status") != "ok":
             kind = worker.get("error_kind")
-            stage = "weights" if kind in ("weights_mismatch", "checkpoint_unreadable") else "worker"
+            stage = "weights" if kind in WEIGHT_ERRORS else "worker"
             message = worker.get("error") or "worker failed"
-            if kind == "checkpoint_unreadable":
-                message += _invalidate(model, lock)
+            if kind == "checkpoint_unreadable":  # only a format error evicts; a local fault keeps entry and pin
+                message += "\n  " + invalidate(model.weights, lock, f"harness fetch {model.name}")
             raise StageError(message, log_tail=_tail(mdir / "worker.log"))
+        loaded = worker["weight_check"]
+        rec["artifacts"]["weights"].update(sha256=loaded["sha256"], size=loaded["size"])  # the bytes evaluated
         rec["timing"] = {**worker["timing"], "eval_size": size} if worker.get("timing") else None
         rec["predictions"] = {k: str(Path(p).relative_to(mdir)) for k, p in worker["predictions"].items()}
         rec["detections"] = worker.get("detections")
@@ -322,7 +317,7 @@ def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options
         rec["error"] = {"stage": stage, "message": str(exc), "log_tail": getattr(exc, "log_tail", None)}
     except KeyboardInterrupt:  # the worker is already killed; leave nothing half-done for --resume to trip on
         if not (mdir / RESULT).exists():
-            shutil.rmtree(mdir, ignore_errors=True)
+            remove_tree(mdir, inside=run_dir)
         raise
     rec["durations"]["total"] = round(time.perf_counter() - t0, 3)
     rec["finished"] = now()
@@ -351,7 +346,7 @@ def rescore(run_dir: Path, scorer_name: str | None = None) -> list[dict]:
             rec["status"] = overall(verdicts)
             rec["scorer"] = using.describe()
             rec["rescored"] = now()
-            write(run_dir, {k: v for k, v in rec.items() if k != "schema"})
+            write_at(path, {k: v for k, v in rec.items() if k != "schema"})  # where it was read, whatever `model` says
         records.append(rec)
     if not records:
         raise UsageError(f"no {RESULT} under {run_dir}", hint="pass a directory written by verify or run")

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.checkpoint import CheckpointError, compare, load_state
+from harness import checkpoint
 from harness.errors import ExitCode, HarnessError
 from harness.files import atomic_write_json
 
@@ -174,27 +174,43 @@ class _Clock:
         self.t = now
 
 
-def _load_weights(model, weights: Path) -> dict:
-    """Strict: an exact fit of keys and shapes, or CheckpointError before a single value is set."""
-    import paddle
+def _dtype_name(dtype) -> str:
+    """paddle's dtype as numpy names it (`paddle.float32` -> `float32`; bfloat16 has no numpy twin)."""
+    return str(dtype).removeprefix("paddle.")
 
-    state = load_state(weights)
-    model_state = model.state_dict()
-    check = compare({k: list(getattr(v, "shape", ())) for k, v in state.items()},
-                    {k: list(v.shape) for k, v in model_state.items()})
+
+def _load_weights(model, weights: Path, expected_sha256: str | None) -> dict:
+    """Strict: an exact fit of keys and shapes, finite values, exact casts, and the very bytes the harness
+    verified; otherwise a CheckpointError, and the model is never evaluated.
+
+    The checkpoint is hashed as it is read, so the sha256 recorded with the result is of the bytes that were
+    loaded: a cache entry replaced after the fetch (another process, a person) is caught here.
+    """
+    ckpt = checkpoint.read(weights)
+    if expected_sha256 and ckpt.sha256 != expected_sha256:
+        raise checkpoint.WeightsError(
+            f"{weights}: the file changed between its verification (sha256 {expected_sha256}) and its loading "
+            f"(sha256 {ckpt.sha256}); nothing was evaluated",
+            hint="something replaced the cache entry while the harness ran: run again (it is verified anew)")
+    params = model.state_dict()
+    check = checkpoint.compare(ckpt.shapes(), {k: list(v.shape) for k, v in params.items()})
     if not check.ok:
-        err = CheckpointError(f"{weights.name}: {check.summary()}", hint=check.hint())
-        err.check = check  # type: ignore[attr-defined]
-        raise err
-    cast = 0
-    tensors = {}
-    for k, v in state.items():
-        t = paddle.to_tensor(v)
-        if t.dtype != model_state[k].dtype:  # as ppdet's load_pretrain_weight does
-            t, cast = t.astype(model_state[k].dtype), cast + 1
-        tensors[k] = t
-    model.set_dict(tensors)
-    return {**check.as_json(), "dtype_casts": cast}
+        raise checkpoint.WeightsError(f"{weights.name}: {check.summary()}", hint=check.hint(), check=check)
+    casts = checkpoint.assign(ckpt, {k: _dtype_name(v.dtype) for k, v in params.items()},
+                              lambda name, arr: params[name].set_value(arr))
+    return {**check.as_json(), "dtype_casts": casts, "sha256": ckpt.sha256, "size": ckpt.size}
+
+
+def _weights_error(exc: checkpoint.CheckpointError) -> dict:
+    """worker.json's fields for a refused checkpoint: the kind tells the parent whether to evict it."""
+    if isinstance(exc, checkpoint.FormatError):
+        kind = "checkpoint_unreadable"  # not a checkpoint: the cache entry (and a pin learned from it) must go
+    elif isinstance(exc, checkpoint.LocalError):
+        kind = "checkpoint_local"  # this machine failed to read it: keep the entry and its pin
+    else:
+        kind = "weights_mismatch" if exc.check else "weights_values"
+    return {"status": "error", "error": str(exc), "error_kind": kind,
+            "weight_check": exc.check.as_json() if isinstance(exc, checkpoint.WeightsError) and exc.check else None}
 
 
 def evaluate(spec: dict) -> dict:
@@ -238,12 +254,9 @@ def evaluate(spec: dict) -> dict:
     record = {"status": "ok", "paddle": paddle.__version__, "device": device, "device_name": device_name(device),
               "architecture": cfg.architecture, "overrides": overrides, "eval_size": spec.get("eval_size")}
     try:
-        record["weight_check"] = _load_weights(model, Path(spec["weights"]))
-    except CheckpointError as exc:
-        check = getattr(exc, "check", None)
-        return {**record, "status": "error", "error": str(exc),
-                "error_kind": "weights_mismatch" if check else "checkpoint_unreadable",
-                "weight_check": check.as_json() if check else None, "durations": clock.stages}
+        record["weight_check"] = _load_weights(model, Path(spec["weights"]), spec.get("weights_sha256"))
+    except checkpoint.CheckpointError as exc:
+        return {**record, **_weights_error(exc), "durations": clock.stages}
     clock.mark("load_weights")
 
     if spec.get("eval", True):

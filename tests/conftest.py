@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -19,7 +21,24 @@ SHARED = Path(os.environ.get("HARNESS_SHARED", REPO.parent / "shared"))
 CURRENT = "666f597fd00d3157e84dd9fb2dd3f40bf9918ebc"
 PREVIOUS = "7d6dc4079379b7827351c511f76e23ccea4910fd"
 FASTER = "faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco"
+MASK = "mask_rcnn_res2net50_vb_26w_4s_fpn_2x_coco"
+# git tree ids of the trimmed fixtures' content (../shared/fixtures/README.md); the real archives have the
+# trees zoo.yaml pins. Tests pin whichever archive `ppdet_archive` hands out.
+FIXTURE_TREES = {CURRENT: "089225dac84804d0e2be6bd369ba968eab73d8c6",
+                 PREVIOUS: "5493ba7d67585bd60643610dbcfb7eac62f9a5db"}
+REAL_TREES = {CURRENT: "ff075e412edc84600d524fa95d8ca222866e2c30", PREVIOUS: "3f3f2caf3efd130f3c0470199a54432f6d2aa454"}
 FAST = Policy(attempts=4, backoff_s=0.01, max_backoff_s=0.05, connect_timeout_s=5, read_timeout_s=5)
+
+
+def namespaced(mount_opts: str, path: Path) -> list[str]:
+    """A command prefix running in a user + mount namespace with a tmpfs at `path` (a real ENOSPC / EROFS, no
+    root needed); the test is skipped, and says why, where the kernel does not allow user namespaces."""
+    path.mkdir(parents=True, exist_ok=True)
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o {mount_opts} none {path}"],
+                           capture_output=True) if shutil.which("unshare") else None
+    if probe is None or probe.returncode != 0:
+        pytest.skip(f"needs user namespaces (unshare -rm) to mount a tmpfs with -o {mount_opts}")
+    return ["unshare", "-rm", "sh", "-c", f'mount -t tmpfs -o {mount_opts} none {path} && exec "$@"', "ns"]
 
 
 @pytest.fixture
@@ -61,6 +80,12 @@ def ppdet_archive(tmp_path_factory):
     return archive
 
 
+def ppdet_tree(commit: str) -> str:
+    """The content pin of the archive `ppdet_archive(commit)` gives: the fixture's, else the real one."""
+    trimmed = (SHARED / "fixtures" / f"PaddleDetection-{commit}.tar.gz").is_file()
+    return (FIXTURE_TREES if trimmed else REAL_TREES)[commit]
+
+
 @pytest.fixture(scope="session")
 def rehearsal(tmp_path_factory):
     """One run of the README's main job (`harness rehearse`) per session, shared by the stack tests:
@@ -100,18 +125,31 @@ def served(rehearsal, tmp_path_factory):
     }
     for name, variant in edits.items():
         (variants / f"{name}.pdparams").write_bytes(pickle.dumps(variant, protocol=4))
+    nan = {**state, keys[3]: state[keys[3]].copy()}
+    nan[keys[3]].flat[0] = float("nan")
+    (variants / "nan.pdparams").write_bytes(pickle.dumps(nan, protocol=4))
+    (variants / "resaved.pdparams").write_bytes(pickle.dumps(state, protocol=2))  # same arrays, other bytes
+    import pickles
+
+    # every key, every shape, no data: numpy's _reconstruct without a state (uninitialised memory before)
+    (variants / "nodata.pdparams").write_bytes(pickles.state_dict(*((k, pickles.reconstruct()) for k in keys)))
     whole = (mirror / "models" / f"{FASTER}.pdparams").read_bytes()
     (variants / "corrupt.pdparams").write_bytes(whole[: len(whole) // 3])  # a truncated checkpoint
     (variants / "cut-at-100.pdparams").write_bytes(whole[:100])
     (variants / "random-bytes.pdparams").write_bytes(os.urandom(1_000_000))
+    # two URLs that differ only by escaping (`a_b`, `a%20b`): the Faster and the first Mask model's weights
+    shutil.copyfile(mirror / "models" / f"{FASTER}.pdparams", variants / "a_b.pdparams")
+    shutil.copyfile(mirror / "models" / f"{MASK}.pdparams", variants / "a b.pdparams")
     cache = tmp_path_factory.mktemp("verify-cache")
     zoo, _ = load_zoo(REPO / "zoo.yaml")
     stack, _ = zoo.source()
     with serve(mirror, 0) as base:
-        def make(tmp_path, weights: str | None = None):
-            raw = mirror_zoo(zoo, stack, base)
-            if weights:
-                raw["models"][0]["weights"] = {"url": f"{base}/variants/{weights}.pdparams"}
+        def make(tmp_path, weights: str | None = None, *more: str):
+            """zoo.yaml of the mirror; `weights` (and `more`, for the next models) name variants."""
+            raw = mirror_zoo(zoo, stack, base, mirror)
+            for i, name in enumerate((weights, *more)):
+                if name:
+                    raw["models"][i]["weights"] = {"url": f"{base}/variants/{name}.pdparams"}
             path = tmp_path / "zoo.yaml"
             path.write_text(yaml.safe_dump(raw, allow_unicode=True))
             return path

@@ -8,6 +8,8 @@ body, the second gets a 500, the third is served normally (honouring Range).
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import hashlib
 import re
 import socket
@@ -56,6 +58,29 @@ class Stall:
 
     seconds: float
     after: int = 0
+
+
+@dataclass(frozen=True)
+class IgnoreIfRange:
+    """Honour Range even when If-Range names another version: 206 with the *current* file's tail (and its
+    own ETag), the splice a careless store makes after the file changed."""
+
+
+@dataclass(frozen=True)
+class Gzip:
+    """Send the body gzip-compressed with Content-Encoding: gzip, although the client asked for identity."""
+
+
+@dataclass(frozen=True)
+class Endless:
+    """No Content-Length; stream bytes until the client goes away (a body that never ends)."""
+
+
+@dataclass(frozen=True)
+class Trickle:
+    """Send the body `bps` bytes per second: slow enough to be useless, fast enough to never time out."""
+
+    bps: int = 2
 
 
 @dataclass
@@ -115,6 +140,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # keep pytest output clean
         pass
 
+    def handle(self) -> None:
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):  # a client may hang up early
+            super().handle()
+
     def do_GET(self) -> None:
         state = self.server_state
         path = self.path.split("?")[0]
@@ -138,9 +167,12 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(fault, Serve):
             body = fault.body
         etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+        if isinstance(fault, Gzip | Endless | Trickle):
+            return self._misbehave(rec, fault, body, etag)
         start = 0
         m = re.fullmatch(r"bytes=(\d+)-", rec.range or "")
-        honour = m and not isinstance(fault, IgnoreRange) and (rec.if_range in (None, etag))
+        honour = m and not isinstance(fault, IgnoreRange) and (
+            rec.if_range in (None, etag) or isinstance(fault, IgnoreIfRange))
         if honour:
             start = int(m.group(1))
             if start >= len(body):
@@ -188,6 +220,36 @@ class _Handler(BaseHTTPRequestHandler):
             rec.sent += len(chunk[i : i + step])
             if rate:
                 time.sleep(step / rate)
+
+    def _misbehave(self, rec: Request, fault, body: bytes, etag: str) -> None:
+        rec.status = 200
+        self.send_response(200)
+        self.send_header("ETag", etag)
+        if isinstance(fault, Gzip):
+            data = gzip.compress(body)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            rec.sent = len(data)
+            return
+        self.close_connection = True
+        if isinstance(fault, Trickle):
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            if isinstance(fault, Trickle):
+                for i in range(0, len(body), fault.bps):
+                    self.wfile.write(body[i : i + fault.bps])
+                    self.wfile.flush()
+                    rec.sent += fault.bps
+                    time.sleep(1)
+            else:
+                while rec.sent < 1 << 34:  # 16 GiB: "forever" for a test, yet bounded
+                    self.wfile.write(b"\0" * 65536)
+                    rec.sent += 65536
+        except OSError:  # the client hung up: that is the point
+            return
 
     def _reply(self, rec: Request, code: int, body: bytes) -> None:
         rec.status = code

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import stat
+import struct
 import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from harness.archive import extract, tar_commit_id
+from harness.archive import Limits, extract, intact
 from harness.errors import ArchiveError
 
 
@@ -98,6 +99,90 @@ def test_corrupt_archive_is_an_error_not_a_partial_tree(tmp_path):
     assert _nothing_left(tmp_path / "out")
 
 
-def test_commit_id_is_read_from_the_pax_header(tmp_path):
-    assert tar_commit_id(_tar(tmp_path / "c.tar.gz", GOOD, commit="ab" * 20)) == "ab" * 20
-    assert tar_commit_id(_tar(tmp_path / "n.tar.gz", GOOD)) is None
+
+
+# ---- decompression bombs ---------------------------------------------------------------------------------
+
+
+def _zeros_zip(path: Path, size: int, name: str = "annotations/instances_val2017.json") -> Path:
+    """A deflated member of `size` zero bytes: ~1000:1, the shape of a zip bomb (streamed, never in memory)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf, zf.open(name, "w", force_zip64=True) as f:
+        for _ in range(size >> 20):
+            f.write(b"\0" * (1 << 20))
+    return path
+
+
+def _written(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def test_a_zip_bomb_is_refused_before_a_byte_is_written(tmp_path):
+    bomb = _zeros_zip(tmp_path / "bomb.zip", 64 << 20)
+    dest = tmp_path / "out" / "x"
+    with pytest.raises(ArchiveError, match=r"expands \d+ bytes to 67108864 \(more than 200:1\)") as err:
+        extract(bomb, dest)
+    assert "$HARNESS_EXTRACT_MAX_RATIO" in str(err.value)
+    assert _nothing_left(dest) and _written(tmp_path / "out") == 0
+
+
+def _overlapping(path: Path, copies: int, member: int = 512 << 10) -> Path:
+    """One deflated member listed `copies` times in the central directory, every entry pointing at the same
+    data (the overlapping-entry bomb: Python 3.11's zipfile does not refuse it). Each entry is under 1 MiB."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("00000", b"\0" * member)
+    data = buf.getvalue()
+    eocd = data.rindex(b"PK\x05\x06")
+    cd_size, cd_offset = struct.unpack("<II", data[eocd + 12 : eocd + 20])
+    entry = data[cd_offset : cd_offset + cd_size]
+    entries = b"".join(entry[:46] + f"{i:05d}".encode() + entry[51:] for i in range(copies))
+    end = data[eocd : eocd + 8] + struct.pack("<HHII", copies, copies, len(entries), cd_offset) + data[eocd + 20 :]
+    path.write_bytes(data[:cd_offset] + entries + end)
+    return path
+
+
+def test_overlapping_entries_count_by_what_they_declare_in_all(tmp_path):
+    bomb = _overlapping(tmp_path / "overlap.zip", 2048)  # 1 GiB declared from ~100 KB
+    assert len(zipfile.ZipFile(bomb).infolist()) == 2048
+    with pytest.raises(ArchiveError, match=r"would expand to 1073741824 \(more than 200:1\)"):
+        extract(bomb, tmp_path / "out")
+    with pytest.raises(ArchiveError, match="more than the limit of 1000000"):
+        extract(bomb, tmp_path / "out", limits=Limits(max_bytes=1_000_000, max_ratio=1e9))
+    assert _nothing_left(tmp_path / "out")
+
+
+def test_a_member_that_writes_more_than_it_declares_is_stopped(tmp_path):
+    """Sizes in the headers say 10 bytes, the data inflates to 1 MiB: what is written is counted and stops."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.json", b"\0" * (1 << 20))
+    data = bytearray(buf.getvalue())
+    for sig, at in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):  # uncompressed size: local header, directory
+        i = data.index(sig)
+        data[i + at : i + at + 4] = struct.pack("<I", 10)
+    liar = tmp_path / "liar.zip"
+    liar.write_bytes(bytes(data))
+    with pytest.raises(ArchiveError):
+        extract(liar, tmp_path / "out")
+    assert _nothing_left(tmp_path / "out")
+
+
+def test_the_limits_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("HARNESS_EXTRACT_MAX_BYTES", "123")
+    monkeypatch.setenv("HARNESS_EXTRACT_MAX_RATIO", "7.5")
+    assert Limits.from_env() == Limits(max_bytes=123, max_ratio=7.5)
+
+
+# ---- repair: a damaged extraction is extracted again ---------------------------------------------------
+
+
+def test_a_deleted_or_edited_file_makes_the_next_extract_redo_it(tmp_path):
+    archive = _tar(tmp_path / "ok.tar.gz", GOOD)
+    dest = extract(archive, tmp_path / "out")
+    assert intact(dest)
+    (dest / "top" / "a.txt").write_bytes(b"edited")
+    assert not intact(dest)
+    assert (extract(archive, dest) / "top" / "a.txt").read_bytes() == b"a"
+    (dest / "top" / "a.txt").unlink()
+    assert (extract(archive, dest) / "top" / "a.txt").read_bytes() == b"a" and intact(dest)
+    assert not intact(dest, {"archive_sha256": "other"})  # another archive's extraction is not this one

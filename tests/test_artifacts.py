@@ -34,7 +34,8 @@ def test_first_download_is_verified_stamped_and_recorded(server, cache, tmp_path
     assert got.downloaded and got.sha256 == SHA and got.size == len(BODY)
     assert got.path == entry_path(url, cache)
     assert got.path.read_bytes() == BODY
-    assert "127.0.0.1_" in str(got.path) and got.path.parts[-2:] == ("models", "w.pdparams")
+    assert "127.0.0.1_" in str(got.path) and got.path.name == "w.pdparams"
+    assert got.path.parent.name == hashlib.sha256(url.encode()).hexdigest()[:32]  # the exact URL, digested
     assert lock.get(url).sha256 == SHA and lock.get(url).size == len(BODY)
     assert _leftovers(cache) == []
 
@@ -172,8 +173,9 @@ def test_sha256_mismatch_names_url_and_both_hashes_and_caches_nothing(server, ca
 
 def test_size_mismatch_caches_nothing(server, cache):
     url = server.add(PATH, BODY)
-    with pytest.raises(IntegrityError, match="size mismatch: expected 5 bytes"):
+    with pytest.raises(IntegrityError, match="the server announces 1000000 bytes, the pin says 5"):
         fetch(url, size=5, policy=FAST)
+    assert len(server.gets(PATH)) == 1 and _leftovers(cache) == []  # refused on the header, not retried
     assert not entry_path(url, cache).exists() and _leftovers(cache) == []
 
 

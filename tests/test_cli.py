@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CURRENT, PREVIOUS, REPO
+from conftest import CURRENT, PREVIOUS, REPO, ppdet_tree
 from loopback import Status
 
 RAW = yaml.safe_load((REPO / "zoo.yaml").read_text())
@@ -31,6 +31,7 @@ def loopback_zoo(server, cache, tmp_path, ppdet_archive) -> Path:
         m["weights"] = server.add(f"/models/{m['name']}.pdparams", os.urandom(50_000))
     for src in raw["sources"].values():
         src["repository"] = server.url("/PaddlePaddle/PaddleDetection")
+        src["tree"] = ppdet_tree(src["commit"])  # the content of the archive served below
     for commit in (CURRENT, PREVIOUS):  # whichever stack $HARNESS_STACK picks
         server.add(f"/PaddlePaddle/PaddleDetection/archive/{commit}.tar.gz", ppdet_archive(commit))
     coco = {"info": {}, "images": [{"id": i, "file_name": f"{i}.jpg", "width": 8, "height": 8} for i in range(4)],
@@ -82,7 +83,8 @@ def test_fetch_everything_then_again_from_the_cache(loopback_zoo, server, cache)
     assert [r["status"] for r in rows] == ["archive", "downloaded", "downloaded", "downloaded", "ok"]
     assert rows[0]["commit"] in (CURRENT, PREVIOUS) and rows[-1]["num_images"] == 2
     lock = json.loads(loopback_zoo.with_suffix(".lock").read_text())
-    assert len(lock["artifacts"]) == 6  # archive, 3 weights, 2 dataset archives
+    assert len(lock["artifacts"]) == 5  # 3 weights, 2 dataset archives; the source is pinned by its content
+    assert rows[0]["tree"] == ppdet_tree(rows[0]["commit"])
     requests_before = len(server.requests)
     second = harness("fetch", "--zoo", str(loopback_zoo), "--dataset", "--subset", "2", "--locked")
     assert second.returncode == 0, second.stderr
@@ -95,7 +97,7 @@ def test_locked_without_records_exits_2(loopback_zoo, server, cache):
     out = harness("fetch", NAMES[0], "--zoo", str(loopback_zoo), "--locked")
     assert out.returncode == 2
     assert "--locked: no recorded sha256" in out.stderr and "fix:" in out.stderr
-    assert server.requests == []
+    assert server.gets(f"/models/{NAMES[0]}.pdparams") == []  # refused before downloading
 
 
 def test_one_failing_download_does_not_stop_the_others(loopback_zoo, server, cache):

@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -17,12 +16,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FAST, REPO
-from loopback import Drop, LieLength, Stall
+from conftest import FAST, REPO, namespaced
+from loopback import Drop, Endless, Gzip, IgnoreIfRange, LieLength, Stall, Trickle
 
-from harness.artifacts import Policy, entry_path, fetch
+from harness.artifacts import Policy, entry_path, fetch, fetch_artifact
 from harness.errors import ArtifactError, DatasetError, ExitCode, IntegrityError, ManifestError
-from harness.manifest import parse_zoo
+from harness.lockfile import LockFile
+from harness.manifest import Artifact, parse_zoo
 
 BODY = os.urandom(1_000_000)
 SHA = hashlib.sha256(BODY).hexdigest()
@@ -45,12 +45,15 @@ def test_connection_reset_at_any_offset_resumes_there(server, cache, offset):
     assert [r.range for r in server.gets(PATH)] == [None, f"bytes={offset}-"]
 
 
-def test_content_length_that_claims_more_than_is_sent(server, cache):
+@pytest.mark.parametrize("pinned", [True, False])
+def test_content_length_that_claims_more_than_is_sent(server, cache, pinned):
     url = server.add(PATH, BODY)
     server.fault(PATH, LieLength(+1000))  # the body ends 1000 bytes early by the header's count
-    got = fetch(url, policy=FAST)
+    got = fetch(url, sha256=SHA if pinned else None, policy=FAST)
     assert got.sha256 == SHA  # the resume asked for the rest and learned the true size (416, */size)
-    assert [(r.status, r.range) for r in server.gets(PATH)] == [(200, None), (416, f"bytes={len(BODY)}-")]
+    # A 416 carries no validator: only a known sha256 may accept the part as the whole file; else start again.
+    assert [(r.status, r.range) for r in server.gets(PATH)] == [(200, None), (416, f"bytes={len(BODY)}-")] + (
+        [] if pinned else [(200, None)])
 
 
 def test_content_length_that_claims_less_is_caught_by_the_pin(server, cache):
@@ -99,6 +102,100 @@ def test_four_processes_fetching_one_file_download_it_once(server, cache):
     assert {o.strip() for o, _ in outs} == {SHA} and len(server.gets(PATH)) == 1
 
 
+# ---- servers that lie, trickle or never stop ---------------------------------------------------------------
+
+
+def _parts(cache: Path) -> list[Path]:
+    return [p for p in cache.rglob("*") if p.name.endswith((".part", ".meta"))]
+
+
+def test_a_resume_answered_with_another_version_starts_again(server, cache, tmp_path):
+    """v1 drops half-way; the server now has v2 (same size) and ignores If-Range: 206 with v2's tail under v2's
+    ETag. The harness compares the validators, throws the part away and fetches v2 whole: never a splice."""
+    url = server.add(PATH, BODY)
+    server.fault(PATH, Drop(after=500_000))
+    lock = LockFile(tmp_path / "zoo.lock")
+    with pytest.raises(ArtifactError):
+        fetch_artifact(Artifact(url=url), lock, policy=Policy(attempts=1))
+    v2 = os.urandom(len(BODY))
+    server.files[PATH] = v2
+    server.fault(PATH, IgnoreIfRange())
+    got = fetch_artifact(Artifact(url=url), lock, policy=FAST)
+    assert got.path.read_bytes() == v2 and got.sha256 == hashlib.sha256(v2).hexdigest()
+    assert lock.get(url).sha256 == got.sha256  # the pin is of v2, not of v1's head on v2's tail
+    assert [(r.status, r.range) for r in server.gets(PATH)] == [(200, None), (206, "bytes=500000-"), (200, None)]
+    assert _parts(cache) == []
+
+
+def test_a_compressed_response_is_refused_before_anything_is_hashed_or_pinned(server, cache, tmp_path):
+    url = server.add(PATH, BODY)
+    server.fault(PATH, Gzip())
+    lock = LockFile(tmp_path / "zoo.lock")
+    with pytest.raises(ArtifactError, match="Content-Encoding: gzip although the harness asked for identity") as err:
+        fetch_artifact(Artifact(url=url), lock, policy=FAST)
+    assert err.value.exit_code == ExitCode.ERROR and "fix:" in str(err.value)
+    assert lock.get(url) is None and not entry_path(url, cache).exists() and _parts(cache) == []
+    assert fetch_artifact(Artifact(url=url), lock, policy=FAST).sha256 == SHA  # the next honest answer is taken
+
+
+def test_an_endless_body_stops_at_the_pinned_size_and_leaves_nothing(server, cache):
+    url = server.add(PATH, BODY)
+    server.fault(PATH, Endless())
+    with pytest.raises(IntegrityError, match=f"sent more than the {len(BODY)} bytes expected"):
+        fetch(url, sha256=SHA, size=len(BODY), policy=FAST)
+    assert not entry_path(url, cache).exists() and _parts(cache) == []
+
+
+def test_a_trickle_is_cut_by_the_minimum_rate_and_resumed(server, cache):
+    url = server.add(PATH, BODY[:40])
+    server.fault(PATH, Trickle(bps=2), Trickle(bps=2))
+    policy = Policy(attempts=2, backoff_s=0.01, speed_limit_bps=1000, speed_time_s=1)
+    with pytest.raises(ArtifactError, match=r"after 2 attempts: transfer slower than 1000 bytes/s for 1 s"):
+        fetch(url, policy=policy)
+    first, second = server.gets(PATH)
+    assert first.range is None and second.range and second.range.startswith("bytes=")  # resumed, then cut again
+    assert fetch(url, policy=FAST).path.read_bytes() == BODY[:40]  # the part was kept: it had a validator
+
+
+def test_a_trickle_is_stopped_by_the_deadline(server, cache):
+    url = server.add(PATH, BODY[:100])
+    server.fault(PATH, Trickle(bps=2))
+    policy = Policy(attempts=5, backoff_s=0.01, speed_limit_bps=0, deadline_s=1.5)
+    with pytest.raises(ArtifactError, match=r"not complete after 1.5 s \(the fetch's deadline\)") as err:
+        fetch(url, policy=policy)
+    assert "$HARNESS_DEADLINE_S" in str(err.value) and len(server.gets(PATH)) == 1
+
+
+def test_a_lock_waiter_gives_up_in_time_and_names_the_holder(server, cache):
+    url = server.add(PATH, BODY)
+    entry = entry_path(url, cache)
+    entry.parent.mkdir(parents=True)
+    code = ("import sys, time; from pathlib import Path; from harness.artifacts import _entry_lock\n"
+            f"with _entry_lock(Path({str(entry)!r}), {url!r}, 1):\n    print('held', flush=True)\n    time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"  # readiness, not a sleep
+        with pytest.raises(ArtifactError, match=rf"waited 1 s for process {holder.pid} on ") as err:
+            fetch(url, policy=Policy(lock_wait_s=1))
+        assert "$HARNESS_LOCK_WAIT_S" in str(err.value) and server.gets(PATH) == []
+    finally:
+        holder.kill()
+        holder.wait()
+    assert fetch(url, policy=FAST).sha256 == SHA  # the lock dies with its holder
+
+
+def test_urls_that_differ_only_in_escaping_never_share_an_entry(server, cache):
+    """`a_b` and `a%20b` used to map to one file (`a b` made safe is `a_b`): each evicted the other, and a
+    parallel run evaluated one model with the other's weights. Now the entry is keyed by the exact URL."""
+    one, two = os.urandom(1000), os.urandom(1000)
+    url_one, url_two = server.add("/m/a_b.pdparams", one), server.add("/m/a%20b.pdparams", two)
+    assert entry_path(url_one, cache) != entry_path(url_two, cache)
+    for _ in range(2):
+        assert fetch(url_one, policy=FAST).path.read_bytes() == one
+        assert fetch(url_two, policy=FAST).path.read_bytes() == two
+    assert len(server.gets("/m/a_b.pdparams")) == len(server.gets("/m/a%20b.pdparams")) == 1  # both stay cached
+
+
 # ---- the cache's own disk ------------------------------------------------------------------------------
 
 
@@ -110,8 +207,8 @@ def _cli_fetch(server, tmp_path, cache: Path, *, preexec=None, wrap: list[str] |
     raw["models"][0]["weights"] = server.add(PATH, BODY)
     for src in raw["sources"].values():
         src["repository"] = server.url("/PaddlePaddle/PaddleDetection")
-        server.add(f"/PaddlePaddle/PaddleDetection/archive/{src['commit']}.tar.gz",
-                   _tiny_ppdet(tmp_path, src["commit"]))
+        archive, src["tree"] = _tiny_ppdet(tmp_path, src["commit"])
+        server.add(f"/PaddlePaddle/PaddleDetection/archive/{src['commit']}.tar.gz", archive)
     zoo = tmp_path / "zoo.yaml"
     zoo.write_text(yaml.safe_dump(raw))
     cmd = [sys.executable, "-m", "harness", "fetch", name, "--zoo", str(zoo)]
@@ -122,34 +219,25 @@ def _cli_fetch(server, tmp_path, cache: Path, *, preexec=None, wrap: list[str] |
     return proc
 
 
-def _tiny_ppdet(tmp_path: Path, commit: str) -> Path:
-    """A tar in git-archive form (commit id in the pax header) holding a minimal PaddleDetection tree."""
-    import io
+def _tiny_ppdet(tmp_path: Path, commit: str) -> tuple[Path, str]:
+    """A tar in git-archive form holding a minimal PaddleDetection tree, and its git tree id (the pin)."""
     import tarfile
 
+    from harness.source import tree_id
+
+    top = tmp_path / "tiny" / f"PaddleDetection-{commit}"
+    for name in ("ppdet/__init__.py", "configs/x.yml"):
+        (top / name).parent.mkdir(parents=True, exist_ok=True)
+        (top / name).write_text("\n")
     path = tmp_path / f"ppdet-{commit}.tar.gz"
     with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT, pax_headers={"comment": commit}) as tf:
-        for name in (f"PaddleDetection-{commit}/ppdet/__init__.py", f"PaddleDetection-{commit}/configs/x.yml"):
-            info = tarfile.TarInfo(name)
-            info.size = 1
-            tf.addfile(info, io.BytesIO(b"\n"))
-    return path
-
-
-def _namespaced(mount_opts: str, cache: Path) -> list[str]:
-    """A user + mount namespace with a tmpfs at `cache` (real ENOSPC / EROFS, no root needed); the test is
-    skipped, and says why, where the kernel does not allow user namespaces."""
-    cache.mkdir(parents=True, exist_ok=True)
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o {mount_opts} none {cache}"],
-                           capture_output=True) if shutil.which("unshare") else None
-    if probe is None or probe.returncode != 0:
-        pytest.skip(f"needs user namespaces (unshare -rm) to mount a tmpfs with -o {mount_opts}")
-    return ["unshare", "-rm", "sh", "-c", f'mount -t tmpfs -o {mount_opts} none {cache} && exec "$@"', "ns"]
+        tf.add(top, arcname=top.name)
+    return path, tree_id(top)
 
 
 def test_a_full_disk_is_a_clear_error_and_leaves_no_entry(server, tmp_path):
     cache = tmp_path / "cache"
-    wrap = _namespaced("size=256k", cache)
+    wrap = namespaced("size=256k", cache)
     proc = _cli_fetch(server, tmp_path, cache, wrap=wrap)
     assert "rc=3" in proc.stdout, proc.stdout + proc.stderr
     assert "cannot write the cache" in proc.stderr and "No space left on device" in proc.stderr
@@ -160,7 +248,7 @@ def test_a_full_disk_is_a_clear_error_and_leaves_no_entry(server, tmp_path):
 
 def test_a_read_only_cache_is_a_clear_error(server, tmp_path):
     cache = tmp_path / "cache"
-    wrap = _namespaced("ro", cache)
+    wrap = namespaced("ro", cache)
     proc = _cli_fetch(server, tmp_path, cache, wrap=wrap)
     assert "rc=3" in proc.stdout and "Read-only file system" in proc.stderr
     assert server.gets(PATH) == [] and server.requests == []  # refused before downloading anything
@@ -188,8 +276,8 @@ def test_a_cache_path_that_is_a_file_is_a_clear_error(server, tmp_path):
 
 RAW = yaml.safe_load((REPO / "zoo.yaml").read_text())
 REQUIRED = ["version", "sources", "dataset", "tolerance", "models", "sources.current.repository",
-            "sources.current.commit", "sources.current.paddle", "dataset.name", "dataset.images",
-            "dataset.annotations", "tolerance.default", *[f"models.1.{f}" for f in (
+            "sources.current.commit", "sources.current.tree", "sources.current.paddle", "dataset.name",
+            "dataset.images", "dataset.annotations", "tolerance.default", *[f"models.1.{f}" for f in (
                 "name", "type", "backbone", "images_per_gpu", "schedule", "config", "weights", "metrics")],
             "models.1.metrics.box_ap"]
 

@@ -80,7 +80,9 @@ def test_sigint_during_verify_stops_the_worker_removes_partial_files_and_exits_1
     run_dir = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "harness", "verify", FASTER, "--zoo", str(make(tmp_path)),
                              "--out", str(run_dir), *QUICK], env={**os.environ, "HARNESS_CACHE": str(cache)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal,
+    # even when pytest itself runs in the background (where shells start jobs with SIGINT ignored)
     assert _wait_for(run_dir / FASTER / "worker.log", proc)
     time.sleep(2)  # the worker is importing paddle / evaluating
     proc.send_signal(signal.SIGINT)
@@ -136,3 +138,112 @@ def test_a_worker_killed_by_a_signal_is_that_models_error(served, tmp_path, sig)
     assert rec["error"]["stage"] == "worker"
     assert f"worker killed by signal {sig.name} without a result" in rec["error"]["message"]
     assert json.loads((run_dir / FASTER / "result.json").read_text())["status"] == "error"
+
+
+# ---- the checkpoint reader, end to end: never an AP for bytes not faithfully loaded -----------------------
+
+
+def _lock(zoo) -> dict:
+    return json.loads(zoo.with_suffix(".lock").read_text())["artifacts"]
+
+
+def _url(zoo, i: int = 0) -> str:
+    return yaml.safe_load(zoo.read_text())["models"][i]["weights"]["url"]
+
+
+def test_a_checkpoint_without_data_is_refused_before_eval(served, tmp_path):
+    """Every key and shape of the model, no bytes: the old reader let numpy build 455 arrays of uninitialised
+    memory and an AP was reported. Now it is a format error: exit 3, no predictions, the entry evicted."""
+    make, _, keys = served
+    zoo, cache = make(tmp_path, "nodata"), tmp_path / "cache"
+    out = harness("verify", FASTER, "--zoo", str(zoo), "--out", str(tmp_path / "run"), "--json", *QUICK, cache=cache)
+    assert out.returncode == 3, out.stderr[-2000:]
+    rec = json.loads(out.stdout)
+    assert rec["error"]["stage"] == "weights" and rec["metrics"] == {} and rec["stats"] == {}
+    assert f"{keys[0]}: array without data" in rec["error"]["message"]
+    assert "the cache entry was removed and its zoo.lock record forgotten" in rec["error"]["message"]
+    assert not (tmp_path / "run" / FASTER / "predictions" / "bbox.json").exists()
+    assert not entry_path(_url(zoo), cache).exists() and _url(zoo) not in _lock(zoo)
+
+
+def test_non_finite_weights_are_a_weights_error_naming_the_tensor(served, tmp_path):
+    make, _, keys = served
+    zoo, cache = make(tmp_path, "nan"), tmp_path / "cache"
+    out = harness("verify", FASTER, "--zoo", str(zoo), "--out", str(tmp_path / "run"), "--json", *QUICK, cache=cache)
+    assert out.returncode == 3, out.stderr[-2000:]
+    rec = json.loads(out.stdout)
+    assert rec["error"]["stage"] == "weights" and rec["metrics"] == {}
+    assert f"1 tensors hold NaN or infinite values: {keys[3]}" in rec["error"]["message"]
+    assert not (tmp_path / "run" / FASTER / "predictions" / "bbox.json").exists()
+    assert entry_path(_url(zoo), cache).exists() and _url(zoo) in _lock(zoo)  # readable bytes: nothing evicted
+
+
+def _verify_and_meddle(zoo, tmp_path, meddle) -> dict:
+    """Run verify; once its worker has started (after the fetch, before it reads the weights: paddle's import
+    alone takes seconds), call `meddle()`. Returns the result record."""
+    cache, run_dir = tmp_path / "cache", tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "verify", FASTER, "--zoo", str(zoo), "--out",
+                             str(run_dir), "--json", *QUICK], env={**os.environ, "HARNESS_CACHE": str(cache)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert _wait_for(run_dir / FASTER / "worker.log", proc)
+    meddle()
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 3, err[-2000:]
+    return json.loads(out)
+
+
+def test_a_checkpoint_that_vanishes_before_loading_is_a_local_fault_and_keeps_its_pin(served, tmp_path):
+    make, _, _ = served
+    zoo = make(tmp_path)
+    entry = entry_path(_url(zoo), tmp_path / "cache")
+    rec = _verify_and_meddle(zoo, tmp_path, entry.unlink)
+    msg = rec["error"]["message"]
+    assert rec["error"]["stage"] == "weights" and "could not read the checkpoint on this machine" in msg
+    assert "FileNotFoundError" in msg and "removed" not in msg and "forgotten" not in msg
+    assert _url(zoo) in _lock(zoo)  # a local fault never costs the pin (the next --locked run still works)
+
+
+def test_a_checkpoint_replaced_after_its_verification_is_refused(served, tmp_path):
+    """Other valid weights put in place of the verified cache entry while the worker starts: the worker hashes
+    what it reads, sees other bytes than those verified, and refuses before eval."""
+    make, _, _ = served
+    zoo = make(tmp_path)
+    entry = entry_path(_url(zoo), tmp_path / "cache")
+    other = served_variant(zoo, "resaved")
+    rec = _verify_and_meddle(zoo, tmp_path, lambda: os.replace(other, entry))
+    msg = rec["error"]["message"]
+    assert rec["error"]["stage"] == "weights" and "the file changed between its verification" in msg
+    assert rec["artifacts"]["weights"]["sha256"] in msg and rec["metrics"] == {}
+    assert not (tmp_path / "run" / FASTER / "predictions" / "bbox.json").exists()
+
+
+def served_variant(zoo, name: str):
+    """A private copy of a served variant file (found through the mirror the zoo's URLs point at)."""
+    import shutil
+    import urllib.request
+
+    url = _url(zoo).rsplit("/models/", 1)[0] + f"/variants/{name}.pdparams"
+    dest = zoo.parent / f"{name}.copy"
+    with urllib.request.urlopen(url) as resp, dest.open("wb") as f:
+        shutil.copyfileobj(resp, f)
+    return dest
+
+
+def test_a_parallel_run_with_urls_differing_only_in_escaping_loads_each_models_own_bytes(served, tmp_path):
+    """`a_b.pdparams` (the Faster weights) and `a%20b.pdparams` (the Mask weights) used to share one cache file:
+    with --gpus 0,1 one model was evaluated with the other's weights while recording its own sha256."""
+    import hashlib
+    import urllib.request
+
+    make, _, _ = served
+    zoo = make(tmp_path, "a_b", "a%20b")
+    names = [m["name"] for m in yaml.safe_load(zoo.read_text())["models"]][:2]
+    out = harness("run", *names, "--zoo", str(zoo), "--out", str(tmp_path / "run"), "--gpus", "0,1",
+                  "--history", str(tmp_path / "h.jsonl"), "--subset", "1", *QUICK, cache=tmp_path / "cache")
+    assert out.returncode == 1, out.stderr[-3000:]  # verdicts (random weights fail), no error
+    for i, name in enumerate(names):
+        with urllib.request.urlopen(_url(zoo, i)) as resp:
+            served_sha = hashlib.sha256(resp.read()).hexdigest()
+        rec = json.loads((tmp_path / "run" / name / "result.json").read_text())
+        assert rec["status"] == "fail" and rec["weight_check"]["ok"], rec.get("error")
+        assert rec["artifacts"]["weights"]["sha256"] == rec["weight_check"]["sha256"] == served_sha

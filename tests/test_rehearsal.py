@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, ppdet_tree
 
 from harness.scoring import STATS
 
@@ -35,7 +35,9 @@ def test_rehearsal_runs_the_whole_pipeline(rehearsal):
     urls = [m["weights"]["url"] for m in zoo["models"]] + [zoo["dataset"]["images"]["url"]]
     assert all(u.startswith("http://127.0.0.1:") for u in urls)
     lock = json.loads((rehearsal.work / "zoo.lock").read_text())["artifacts"]
-    assert set(urls) <= set(lock) and len(lock) == 6
+    assert set(urls) <= set(lock) and len(lock) == 5  # 3 weights, 2 dataset archives
+    src = next(iter(zoo["sources"].values()))
+    assert src["tree"] == ppdet_tree(src["commit"])  # the source is pinned by the content the mirror serves
     report = (rehearsal.run_dir / "report.md").read_text()
     rows = [line for line in report.splitlines() if line.startswith("| Res2Net")]
     assert len(rows) == 3 and all(row.rstrip(" |").endswith("fail") for row in rows)
