@@ -10,7 +10,8 @@ protocol 2). Unpickling runs whatever the file names, and even numpy's own recon
 name, let a file build arrays without data, views over freed buffers or object fields. So this module does
 not unpickle at all: it interprets the small subset of pickle opcodes that paddle's format needs (see
 docs/checkpoint-format.md) and builds nothing but inert records of (shape, dtype, bytes). Arrays are made
-afterwards, with `np.frombuffer(...).copy()`, only from records that pass every check:
+afterwards, with `np.frombuffer` over their own bytes (copied where byte order or layout needs it), only
+from records that pass every check:
 
 - a dtype from `DTYPES` (what paddle.save writes), never object, void, structured or complex;
 - the byte count is exactly prod(shape) x itemsize; every array has its own bytes, used once;
@@ -146,6 +147,18 @@ class _Reader:
         self.sha.update(data)
         return data
 
+    def blob(self, n: int) -> bytearray:
+        """An array's bytes, read into their own (mutable) buffer: an array can then use them as its memory,
+        so reading costs the file's size once, not twice."""
+        if n > self.size - self.pos:
+            raise _Refused(f"claims {n} bytes, only {self.size - self.pos} are left in the file")
+        buf = bytearray(n)
+        if self.f.readinto(buf) != n:
+            raise OSError(f"file ended before byte {self.pos + n} of {self.size} while reading")
+        self.pos += n
+        self.sha.update(buf)
+        return buf
+
     def uint(self, n: int) -> int:
         return int.from_bytes(self.take(n), "little")
 
@@ -248,7 +261,7 @@ def _interpret(r: _Reader, max_ops: int) -> object:
             n = r.uint({b"\x8c": 1, b"X": 4, b"\x8d": 8}[op])
             stack.append(r.take(n).decode("utf-8", "surrogatepass"))
         elif op in (b"C", b"B", b"\x8e"):  # SHORT_BINBYTES, BINBYTES, BINBYTES8
-            stack.append(r.take(r.uint({b"C": 1, b"B": 4, b"\x8e": 8}[op])))
+            stack.append(r.blob(r.uint({b"C": 1, b"B": 4, b"\x8e": 8}[op])))
         elif op == b"K":
             stack.append(r.uint(1))
         elif op == b"M":
@@ -313,7 +326,7 @@ class _Tensor:
     shape: tuple[int, ...]
     dtype: np.dtype
     fortran: bool
-    data: bytes | None
+    data: bytes | bytearray | None
 
 
 def _dtype(stub: object) -> np.dtype:
@@ -351,7 +364,7 @@ def _tensor(stub: object, seen: set[int]) -> _Tensor:
         if len(data.args) != 2 or not isinstance(data.args[0], str) or data.args[1] not in ("latin1", "latin-1"):
             raise _Refused("array data is not latin1-encoded bytes")
         blob, data = data, data.args[0].encode("latin-1")
-    elif type(data) is bytes:
+    elif type(data) in (bytes, bytearray):
         blob = data
     else:
         raise _Refused("array data is not bytes")
@@ -383,8 +396,11 @@ class Checkpoint:
         return {k: t.dtype.name for k, t in self.tensors.items()}
 
     def arrays(self) -> Iterator[tuple[str, np.ndarray]]:
-        """Each tensor as a native-order, C-contiguous array that owns its memory, built once: its bytes are
-        released as it is built, so reading costs about the file size, not twice that."""
+        """Each tensor as a native-order, C-contiguous, writable array with memory of its own, built once.
+
+        A native C-order array uses the buffer its bytes were read into (no copy: no other array can see
+        that buffer, see `_tensor`); anything else (another byte order, Fortran order, protocol 2's latin1
+        text, the shared 0/1-byte objects) is copied. Either way reading costs about the file size."""
         for name, t in self.tensors.items():
             data, t.data = t.data, None
             if data is None:
@@ -392,6 +408,8 @@ class Checkpoint:
             native = t.dtype.newbyteorder("=")
             if not data:
                 arr = np.zeros(t.shape, dtype=native)
+            elif type(data) is bytearray and len(data) > 1 and t.dtype.isnative and not t.fortran:
+                arr = np.frombuffer(data, dtype=native).reshape(t.shape)  # its own bytes become its memory
             else:
                 view = np.frombuffer(data, dtype=t.dtype).reshape(t.shape, order="F" if t.fortran else "C")
                 arr = np.array(view, dtype=native, order="C", copy=True)
