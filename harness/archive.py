@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from harness.errors import ArchiveError, LocalFault, UsageError
+from harness.artifacts import Policy, invalidate, numbers_from_env
+from harness.errors import ArchiveError, LocalFault
 from harness.files import atomic_write_json, read_json, remove_tree
 
 if TYPE_CHECKING:
@@ -52,16 +53,8 @@ class Limits:
     @classmethod
     def from_env(cls) -> Limits:
         """$HARNESS_EXTRACT_MAX_BYTES and $HARNESS_EXTRACT_MAX_RATIO override the defaults."""
-        kw: dict = {}
-        for var, key, cast in (("HARNESS_EXTRACT_MAX_BYTES", "max_bytes", int),
-                               ("HARNESS_EXTRACT_MAX_RATIO", "max_ratio", float)):
-            if (value := os.environ.get(var)) is not None:
-                try:
-                    kw[key] = cast(value)
-                except ValueError:
-                    raise UsageError(f"${var}={value!r}: expected a number", hint=f"unset {var} or fix it") \
-                        from None
-        return cls(**kw)
+        return cls(**numbers_from_env((("HARNESS_EXTRACT_MAX_BYTES", "max_bytes", int),
+                                       ("HARNESS_EXTRACT_MAX_RATIO", "max_ratio", float))))
 
 
 def _refuse(archive: Path, member: str, why: str) -> ArchiveError:
@@ -173,12 +166,17 @@ def extract(archive: Path, dest: Path, *, want: Callable[[str], bool] | None = N
     if intact(dest, tag):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    from filelock import FileLock
+    from filelock import FileLock, Timeout
 
-    with FileLock(dest.parent / f".{dest.name}.lock"):
-        if intact(dest, tag):
-            return dest
-        return _extract(archive, dest, want, check, tag or {}, limits or Limits.from_env())
+    wait = Policy.from_env().lock_wait_s
+    try:
+        with FileLock(dest.parent / f".{dest.name}.lock", timeout=wait):
+            if intact(dest, tag):
+                return dest
+            return _extract(archive, dest, want, check, tag or {}, limits or Limits.from_env())
+    except Timeout:
+        raise LocalFault(f"{dest}: another process has been extracting it for more than {wait:g} s",
+                         hint="let it finish, or stop it; $HARNESS_LOCK_WAIT_S sets how long to wait") from None
 
 
 def unpack(artifact: Artifact, archive: Path, dest: Path, lock: LockFile | None, refetch: str, *,
@@ -186,8 +184,6 @@ def unpack(artifact: Artifact, archive: Path, dest: Path, lock: LockFile | None,
     """`extract` for a fetched artifact: bytes that will not extract (corrupt, hostile, a bomb) leave the cache
     and a pin learned from them is forgotten, so the next fetch can get good bytes without hand-editing
     zoo.lock. A LocalFault (no room) keeps both."""
-    from harness.artifacts import invalidate
-
     try:
         return extract(archive, dest, **kw)
     except ArchiveError as exc:

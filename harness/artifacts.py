@@ -70,17 +70,26 @@ class Policy:
     @classmethod
     def from_env(cls) -> Policy:
         """Defaults, overridden by the environment variables in `ENV` (README: "The artifact cache")."""
-        kw: dict[str, float] = {}
-        for var, key, cast in cls.ENV:
-            if (value := os.environ.get(var)) is not None:
-                try:
-                    kw[key] = cast(value)
-                except ValueError:
-                    raise UsageError(f"${var}={value!r}: expected a number", hint=f"unset {var} or fix it") \
-                        from None
-                if kw[key] < 0 or (key == "attempts" and kw[key] < 1):
-                    raise UsageError(f"${var}={value!r}: must be positive", hint=f"unset {var} or fix it")
+        kw = numbers_from_env(cls.ENV)
+        if kw.get("attempts", 1) < 1:
+            raise UsageError(f"$HARNESS_RETRIES={kw['attempts']}: at least 1", hint="unset HARNESS_RETRIES or fix it")
         return cls(**kw)
+
+
+def numbers_from_env(table) -> dict:
+    """{field: value} for each (variable, field, type) of `table` set in the environment; a value that is not
+    a number, or is negative, is a usage error naming the variable."""
+    kw: dict = {}
+    for var, key, cast in table:
+        if (value := os.environ.get(var)) is None:
+            continue
+        try:
+            kw[key] = cast(value)
+        except ValueError:
+            raise UsageError(f"${var}={value!r}: expected a number", hint=f"unset {var} or fix it") from None
+        if kw[key] < 0:
+            raise UsageError(f"${var}={value!r}: must not be negative", hint=f"unset {var} or fix it")
+    return kw
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,21 @@ REAL_TREES = {CURRENT: "ff075e412edc84600d524fa95d8ca222866e2c30", PREVIOUS: "3f
 FAST = Policy(attempts=4, backoff_s=0.01, max_backoff_s=0.05, connect_timeout_s=5, read_timeout_s=5)
 
 
+def coco_zips(tmp_path: Path, n: int) -> tuple[Path, Path]:
+    """val2017.zip with `n` tiny "images" and an annotations zip listing them (no objects): a COCO layout."""
+    import json
+    import zipfile
+
+    coco = {"info": {}, "images": [{"id": i, "file_name": f"{i}.jpg", "width": 8, "height": 8} for i in range(n)],
+            "annotations": [], "categories": [{"id": 1, "name": "x"}]}
+    with zipfile.ZipFile(tmp_path / "val2017.zip", "w") as zf:
+        for img in coco["images"]:
+            zf.writestr(f"val2017/{img['file_name']}", b"jpeg")
+    with zipfile.ZipFile(tmp_path / "ann.zip", "w") as zf:
+        zf.writestr("annotations/instances_val2017.json", json.dumps(coco))
+    return tmp_path / "val2017.zip", tmp_path / "ann.zip"
+
+
 def namespaced(mount_opts: str, path: Path) -> list[str]:
     """A command prefix running in a user + mount namespace with a tmpfs at `path` (a real ENOSPC / EROFS, no
     root needed); the test is skipped, and says why, where the kernel does not allow user namespaces."""

@@ -6,12 +6,11 @@ import json
 import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CURRENT, PREVIOUS, REPO, ppdet_tree
+from conftest import CURRENT, PREVIOUS, REPO, coco_zips, ppdet_tree
 from loopback import Status
 
 RAW = yaml.safe_load((REPO / "zoo.yaml").read_text())
@@ -34,15 +33,9 @@ def loopback_zoo(server, cache, tmp_path, ppdet_archive) -> Path:
         src["tree"] = ppdet_tree(src["commit"])  # the content of the archive served below
     for commit in (CURRENT, PREVIOUS):  # whichever stack $HARNESS_STACK picks
         server.add(f"/PaddlePaddle/PaddleDetection/archive/{commit}.tar.gz", ppdet_archive(commit))
-    coco = {"info": {}, "images": [{"id": i, "file_name": f"{i}.jpg", "width": 8, "height": 8} for i in range(4)],
-            "annotations": [], "categories": [{"id": 1, "name": "x"}]}
-    with zipfile.ZipFile(tmp_path / "val2017.zip", "w") as zf:
-        for img in coco["images"]:
-            zf.writestr(f"val2017/{img['file_name']}", b"jpeg")
-    with zipfile.ZipFile(tmp_path / "ann.zip", "w") as zf:
-        zf.writestr("annotations/instances_val2017.json", json.dumps(coco))
-    raw["dataset"]["images"] = server.add("/zips/val2017.zip", tmp_path / "val2017.zip")
-    raw["dataset"]["annotations"] = server.add("/annotations/ann.zip", tmp_path / "ann.zip")
+    images, annotations = coco_zips(tmp_path, 4)
+    raw["dataset"]["images"] = server.add("/zips/val2017.zip", images)
+    raw["dataset"]["annotations"] = server.add("/annotations/ann.zip", annotations)
     path = tmp_path / "zoo.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FAST, REPO, namespaced
+from conftest import FAST, REPO, coco_zips, namespaced
 
 from harness import dataset
 from harness.artifacts import entry_path, fetch_artifact
@@ -172,15 +172,9 @@ def test_a_bad_zoo_lock_never_evicts_a_good_entry(server, cache, tmp_path):
 
 @pytest.fixture
 def coco_served(server, tmp_path):
-    coco = {"info": {}, "images": [{"id": i, "file_name": f"{i}.jpg", "width": 8, "height": 8} for i in range(3)],
-            "annotations": [], "categories": [{"id": 1, "name": "x"}]}
-    with zipfile.ZipFile(tmp_path / "val2017.zip", "w") as zf:
-        for img in coco["images"]:
-            zf.writestr(f"val2017/{img['file_name']}", b"jpeg")
-    with zipfile.ZipFile(tmp_path / "ann.zip", "w") as zf:
-        zf.writestr("annotations/instances_val2017.json", json.dumps(coco))
-    return Dataset(name="coco", images=server.add("/val2017.zip", tmp_path / "val2017.zip"),
-                   annotations=server.add("/ann.zip", tmp_path / "ann.zip"))
+    images, annotations = coco_zips(tmp_path, 3)
+    return Dataset(name="coco", images=server.add("/val2017.zip", images),
+                   annotations=server.add("/ann.zip", annotations))
 
 
 def test_a_damaged_annotation_file_is_repaired_by_following_the_hint(coco_served, cache, tmp_path):
