@@ -392,9 +392,6 @@ class Checkpoint:
     def shapes(self) -> dict[str, list[int]]:
         return {k: list(t.shape) for k, t in self.tensors.items()}
 
-    def dtypes(self) -> dict[str, str]:
-        return {k: t.dtype.name for k, t in self.tensors.items()}
-
     def arrays(self) -> Iterator[tuple[str, np.ndarray]]:
         """Each tensor as a native-order, C-contiguous, writable array with memory of its own, built once.
 
