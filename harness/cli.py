@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 from harness import __version__
-from harness.errors import ExitCode, HarnessError
+from harness.errors import ExitCode, HarnessError, UsageError
 
 log = logging.getLogger("harness")
 
@@ -220,6 +220,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
+        "import", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="read PaddleDetection's README model-zoo tables into a zoo file (`--zoo` takes it)",
+        description="Reads the markdown tables of configs/**/README*.md in the pinned PaddleDetection source (or "
+        "--ppdet-root): every row with a .pdparams link, a config present at the pin that evaluates on COCO "
+        "val2017 and a documented COCO val2017 AP becomes a model; every other row is counted with the reason "
+        "it was skipped. Sources, dataset and tolerance come from --zoo.",
+        epilog="examples:\n  harness import ppyoloe --out zoos/ppyoloe.yaml\n"
+        "  harness import configs/rtdetr/README.md configs/solov2/README.md --out zoos/two.yaml\n"
+        "  harness import --all --out zoos/paddledetection.yaml --coverage reports/zoo-coverage.md\n"
+        "  harness list --zoo zoos/ppyoloe.yaml")
+    p.add_argument("sources", nargs="*", metavar="SOURCE",
+                   help="a README path inside the tree (configs/ppyoloe/README.md) or a folder of configs/ (ppyoloe)")
+    p.add_argument("--all", action="store_true", help="every configs/**/README*.md")
+    p.add_argument("--ppdet-root", type=Path, metavar="DIR", help="a PaddleDetection checkout instead of the pin")
+    p.add_argument("--out", type=Path, metavar="FILE", help="the zoo file to write (default: print it)")
+    p.add_argument("--coverage", type=Path, metavar="FILE", help="also write the coverage report (markdown)")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser(
         "rehearse", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
         help="offline rehearsal: the whole pipeline on a random-weight mini-zoo served on 127.0.0.1",
         description="Builds a mini-zoo from the real configs (random-initialised weights, synthetic COCO "
@@ -248,17 +267,18 @@ def cmd_list(args) -> int:
     from harness.artifacts import is_cached
 
     zoo, _ = _zoo(args)
-    rows = [{"name": m.name, "type": m.type, "backbone": m.backbone, "schedule": m.schedule,
-             "box_ap": m.metrics.box_ap, "mask_ap": m.metrics.mask_ap, "cached": is_cached(m.weights.url)}
-            for m in zoo.models]
+    rows = [{"name": m.name, "table": m.table, "box_ap": m.expected.get("box_ap"),
+             "mask_ap": m.expected.get("mask_ap"), "expected": m.expected, "labels": m.labels,
+             "input_size": m.input_size, "cached": is_cached(m.weights.url)} for m in zoo.models]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
         return ExitCode.OK
-    headers = ["model", "type", "backbone", "schd", "box AP", "mask AP", "weights"]
-    table = [[r["name"], r["type"], r["backbone"], r["schedule"], f"{r['box_ap']:.1f}",
-              "-" if r["mask_ap"] is None else f"{r['mask_ap']:.1f}", "cached" if r["cached"] else "-"]
-             for r in rows]
-    print(tabulate(table, headers=headers, tablefmt="github"))
+    headers = ["model", "table", "box AP", "mask AP", "other documented", "weights"]
+    table = [[r["name"], r["table"] or "-", "-" if r["box_ap"] is None else f"{r['box_ap']:.1f}",
+              "-" if r["mask_ap"] is None else f"{r['mask_ap']:.1f}",
+              ", ".join(f"{k} {v:g}" for k, v in r["expected"].items() if k not in ("box_ap", "mask_ap")) or "-",
+              "cached" if r["cached"] else "-"] for r in rows]
+    print(tabulate(table, headers=headers, tablefmt="github", disable_numparse=True))
     return ExitCode.OK
 
 
@@ -428,6 +448,38 @@ def cmd_export(args) -> int:
     zoo, _ = _zoo(args)
     for path in export(zoo, args.out, read(args.run) if args.run else None):
         print(path)
+    return ExitCode.OK
+
+
+def cmd_import(args) -> int:
+    import yaml
+
+    from harness import readme, source
+    from harness.files import atomic_write_bytes
+    from harness.manifest import parse_zoo
+
+    if not args.sources and not args.all:
+        raise UsageError("import: name a README or a folder, or pass --all", hint="e.g. harness import ppyoloe")
+    zoo, _ = _zoo(args)
+    pin = zoo.source(args.stack)[1]
+    tree = source.checkout(args.ppdet_root, pin) if args.ppdet_root else source.prepare(pin)
+    result = readme.read(tree.root, readme.find(tree.root, args.sources, args.all))
+    if not result.entries:
+        raise UsageError(f"no model imported from {', '.join(result.readmes)} ({len(result.skipped)} rows skipped)",
+                         hint="`--coverage FILE` lists every skipped row's reason")
+    doc = readme.zoo_document(zoo.model_dump(exclude_none=True), result)
+    parse_zoo(doc, origin="the imported zoo")  # what is written is a valid zoo file
+    text = (f"# Generated by `harness import` from PaddleDetection {tree.commit or 'checkout'} (git tree {tree.tree}):"
+            f"\n# {len(result.entries)} models from {len(result.readmes)} README files.\n"
+            + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=10_000))
+    if args.out:
+        atomic_write_bytes(args.out, text.encode())
+        log.info("wrote %s: %d models, %d tables; %d rows skipped, %d repeated", args.out, len(result.entries),
+                 len(doc["tables"]), len(result.skipped), result.duplicates)
+    else:
+        print(text, end="")
+    if args.coverage:
+        atomic_write_bytes(args.coverage, readme.coverage(result, tree.commit).encode())
     return ExitCode.OK
 
 

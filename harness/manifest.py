@@ -20,7 +20,6 @@ from harness.errors import ManifestError, UsageError
 
 ZOO_ENV = "HARNESS_ZOO"
 STACK_ENV = "HARNESS_STACK"
-METRICS = ("box_ap", "mask_ap")
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Commit = Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")]
@@ -91,29 +90,69 @@ class Dataset(_Strict):
         return _relative_path(path)
 
 
-class Metrics(_Strict):
-    box_ap: Points
-    mask_ap: Points | None = None
+# The COCO summary statistics in COCOeval's order; a metric is `<box|mask>_<stat>` in AP points (box_ap,
+# mask_ap, box_ap50, ...). scoring.py computes every one of them; a model is judged on those it documents.
+STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+KINDS = {"box": "bbox", "mask": "segm"}  # metric prefix -> COCO iouType
+_METRIC = rf"({'|'.join(KINDS)})_({'|'.join(s.lower() for s in STATS)})"
+Metric = Annotated[str, Field(pattern=rf"^{_METRIC}$")]
+ToleranceKey = Annotated[str, Field(pattern=rf"^(default|{_METRIC})$")]
 
 
-class Tolerance(_Strict):
-    """Allowed |measured - documented| in AP points. Per-metric values override `default`."""
+class Table(_Strict):
+    """A README table the models come from: its columns as written, and what the harness knows of them.
 
-    default: Tol | None = None
-    box_ap: Tol | None = None
-    mask_ap: Tol | None = None
+    The report renders a model in its table's own layout: label columns from the model's labels, metric
+    columns from its expectations (documented) and the measurement, speed columns the README leaves empty
+    with the harness's measured fps (the seed's "Inf time (fps)").
+    """
+
+    readme: str | None = None  # path inside the PaddleDetection tree
+    heading: str | None = None
+    columns: list[str] = Field(min_length=1)
+    metrics: dict[str, Metric] = {}  # column -> metric
+    weights: str | None = None  # the download column
+    config: str | None = None  # the config column
+    fps: list[str] = []  # documented speed columns
+
+
+# The version 1 layout (the seed zoo.yaml before `harness import`): the res2net table's columns and fields.
+V1_TABLE = {"columns": ["Backbone", "Type", "Image/gpu", "Lr schd", "Inf time (fps)", "Box AP", "Mask AP",
+                        "Download", "Configs"],
+            "metrics": {"Box AP": "box_ap", "Mask AP": "mask_ap"}, "weights": "Download", "config": "Configs",
+            "fps": ["Inf time (fps)"]}
+V1_LABELS = {"backbone": "Backbone", "type": "Type", "images_per_gpu": "Image/gpu", "schedule": "Lr schd"}
 
 
 class Model(_Strict):
+    """One model: its config in PaddleDetection, its weights, what its README documents, how it is shown."""
+
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=200)]
-    type: Literal["Faster", "Mask"]
-    backbone: str
-    images_per_gpu: Annotated[int, Field(gt=0)]
-    schedule: Annotated[str, Field(pattern=r"^\d+x$")]
     config: str
     weights: Artifact
-    metrics: Metrics
-    tolerance: Tolerance = Tolerance()
+    expected: dict[Metric, Points] = Field(min_length=1)  # documented COCO val2017 values, judged
+    labels: dict[str, str | int | float] = {}  # the README's other cells, as written (test-dev numbers too)
+    table: str | None = None  # key of the zoo's `tables`
+    input_size: Annotated[int, Field(ge=32, le=4096)] | None = None  # the README documents this size
+    row: str | None = None  # the README row as written
+    tolerance: dict[ToleranceKey, Tol] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_v1(cls, data: Any) -> Any:
+        """Version 1 fields (type, backbone, images_per_gpu, schedule, metrics) as labels and expectations."""
+        if not isinstance(data, dict) or not ({"metrics", *V1_LABELS} & set(data)):
+            return data
+        data = dict(data)
+        labels = {V1_LABELS[k]: data.pop(k) for k in list(data) if k in V1_LABELS}
+        metrics = data.pop("metrics", None)
+        if isinstance(metrics, dict):
+            data["expected"] = {k: v for k, v in metrics.items() if v is not None}
+        elif metrics is not None:
+            data["expected"] = metrics  # let validation name the wrong type
+        data["labels"] = {**labels, **(data.get("labels") or {})}
+        data.setdefault("table", "zoo")
+        return data
 
     @field_validator("config")
     @classmethod
@@ -127,26 +166,27 @@ class Model(_Strict):
             raise ValueError(f"{name!r} is not a model name (it names a directory, not a model)")
         return name
 
-    @model_validator(mode="after")
-    def _metrics_match_type(self) -> Model:
-        if self.type == "Mask" and self.metrics.mask_ap is None:
-            raise ValueError("a Mask model needs metrics.mask_ap")
-        if self.type == "Faster" and self.metrics.mask_ap is not None:
-            raise ValueError("a Faster model has no mask AP: remove metrics.mask_ap")
-        return self
-
     def documented(self) -> dict[str, float]:
         """The metrics this model is judged on, by name."""
-        return {k: v for k, v in self.metrics.model_dump().items() if v is not None}
+        return dict(self.expected)
 
 
 class Zoo(_Strict):
-    version: Literal[1]
+    version: Literal[1, 2]
     notice: str | None = None  # printed by verify and in reports (the rehearsal zoo says its weights are random)
     sources: dict[str, Source] = Field(min_length=1)
     dataset: Dataset
-    tolerance: Tolerance
+    tolerance: dict[ToleranceKey, Tol]
+    tables: dict[str, Table] = {}
     models: list[Model] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _v1_table(cls, data: Any) -> Any:
+        """A version 1 zoo's models are shown in the seed table's layout."""
+        if isinstance(data, dict) and data.get("version") == 1 and "tables" not in data:
+            data = {**data, "tables": {"zoo": V1_TABLE}}
+        return data
 
     @model_validator(mode="after")
     def _unique_and_complete(self) -> Zoo:
@@ -154,8 +194,11 @@ class Zoo(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate model names: {', '.join(dupes)}")
-        if self.tolerance.default is None:
+        if "default" not in self.tolerance:
             raise ValueError("tolerance.default is required (per-metric values may override it)")
+        unknown = sorted({m.table for m in self.models if m.table and m.table not in self.tables})
+        if unknown:
+            raise ValueError(f"models name tables that `tables` does not define: {', '.join(unknown)}")
         return self
 
     def model(self, name: str) -> Model:
@@ -183,10 +226,12 @@ class Zoo(_Strict):
         """Most specific wins: model's metric, model's default, zoo's metric, zoo's default."""
         for tol in (model.tolerance, self.tolerance):
             for key in (metric, "default"):
-                value = getattr(tol, key)
-                if value is not None:
-                    return value
+                if key in tol:
+                    return tol[key]
         raise AssertionError("unreachable: tolerance.default is required")
+
+    def table_of(self, model: Model) -> Table | None:
+        return self.tables.get(model.table) if model.table else None
 
 
 # ---- loading -------------------------------------------------------------------------------------
@@ -262,7 +307,9 @@ def validated(cls: type[M], data: Any, origin: str, hint: str | None = None) -> 
         lines = []
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            lines.append(f"{_loc(loc)}: {_message(err)}{_model_name(loc, data)}")
+            key = bool(loc) and loc[-1] == "[key]"  # a mapping's key is wrong, not its value
+            loc = loc[:-1] if key else loc
+            lines.append(f"{_loc(loc)}: {'key ' if key else ''}{_message(err)}{_model_name(loc, data)}")
         raise ManifestError(f"{origin}: " + "\n".join(lines), hint=hint or f"edit {origin}") from None
     except RecursionError:
         raise ManifestError(f"{origin}: nested too deeply", hint=hint or f"edit {origin}") from None

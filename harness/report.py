@@ -1,14 +1,17 @@
-"""The markdown table: the seed README's columns with the documented values, then what was measured.
+"""The markdown tables: each model in its README table's own layout with the documented values, then what
+was measured.
 
-Rendered from result records alone (tabulate), so `harness report RUN_DIR` re-renders a run anywhere.
+Rendered from result records alone (tabulate), so `harness report RUN_DIR` re-renders a run anywhere. A
+record carries its table's layout (columns, which hold metrics, links and speeds) and the model's labels.
 """
 
 from __future__ import annotations
 
 from tabulate import tabulate
 
-SEED = ["Backbone", "Type", "Image/gpu", "Lr schd", "Inf time (fps)", "Box AP", "Mask AP", "Download", "Configs"]
-MEASURED = ["measured box AP", "measured mask AP", "Δ", "status"]
+from harness.manifest import V1_LABELS, V1_TABLE
+
+SEED = V1_TABLE["columns"]  # the seed README's columns (configs/res2net/README.md)
 
 
 def _num(value: float | None, digits: int = 1) -> str:
@@ -19,23 +22,47 @@ def _metric(rec: dict, name: str) -> dict:
     return (rec.get("metrics") or {}).get(name) or {}
 
 
+def layout(rec: dict) -> tuple[dict, dict]:
+    """(table layout, labels) of a record; records written before layouts existed have the seed's."""
+    t = rec.get("table") or {}
+    if "layout" in t:
+        return t["layout"], t.get("labels") or {}
+    return V1_TABLE, {title: t[key] for key, title in V1_LABELS.items() if key in t}
+
+
+def _short(metric: str) -> str:
+    """`box_ap` -> `box`, `mask_ap` -> `mask`, others as they are (`box_ap50`)."""
+    return metric.removesuffix("_ap")
+
+
+def measured_headers(table: dict) -> list[str]:
+    """`Box AP` -> `measured box AP` (the seed's spelling); `AP val` stays `measured AP val`."""
+    def lower(col: str) -> str:
+        return col[:1].lower() + col[1:] if col[1:2].islower() else col
+    return [f"measured {lower(col)}" for col in table["metrics"]] + ["Δ", "status"]
+
+
 def row(rec: dict) -> list[str]:
-    t = rec.get("table", {})
-    doc = rec.get("documented", {})
+    table, labels = layout(rec)
+    t = rec.get("table") or {}
+    doc = rec.get("documented") or {}
     fps = (rec.get("timing") or {}).get("fps")
-    deltas = []
-    for name, label in (("box_ap", "box"), ("mask_ap", "mask")):
-        d = _metric(rec, name).get("delta")
-        if d is not None:
-            deltas.append(f"{label} {d:+.1f}")
-    return [
-        t.get("backbone", "?"), t.get("type", "?"), str(t.get("images_per_gpu", "?")), t.get("schedule", "?"),
-        _num(fps), _num(doc.get("box_ap")), _num(doc.get("mask_ap")),
-        f"[model]({t['weights_url']})" if t.get("weights_url") else "-",
-        f"[config]({t['config_url']})" if t.get("config_url") else "-",
-        _num(_metric(rec, "box_ap").get("measured"), 2), _num(_metric(rec, "mask_ap").get("measured"), 2),
-        " / ".join(deltas) or "-", rec.get("status", "?"),
-    ]
+    cells = []
+    for col in table["columns"]:
+        if col in table["metrics"]:
+            cells.append(_num(doc.get(table["metrics"][col])))
+        elif col == table.get("weights"):
+            cells.append(f"[model]({t['weights_url']})" if t.get("weights_url") else "-")
+        elif col == table.get("config"):
+            cells.append(f"[config]({t['config_url']})" if t.get("config_url") else "-")
+        elif col in table.get("fps", []) and col not in labels:
+            cells.append(_num(fps))  # a speed the README leaves empty: the harness's measurement
+        else:
+            cells.append(str(labels.get(col, "-")))
+    deltas = [f"{_short(m)} {d:+.1f}" for m in table["metrics"].values()
+              if (d := _metric(rec, m).get("delta")) is not None]
+    measured = [_num(_metric(rec, m).get("measured"), 2) for m in table["metrics"].values()]
+    return cells + measured + [" / ".join(deltas) or "-", rec.get("status", "?")]
 
 
 def notes(records: list[dict]) -> list[str]:
@@ -70,8 +97,19 @@ def notes(records: list[dict]) -> list[str]:
 
 
 def markdown(records: list[dict]) -> str:
-    table = tabulate([row(r) for r in records], headers=SEED + MEASURED, tablefmt="github", disable_numparse=True)
-    lines = [table]
+    """One table per README table the records come from (a single table is printed without a heading)."""
+    groups: dict[str, list[dict]] = {}
+    for rec in records:
+        groups.setdefault((rec.get("table") or {}).get("name") or "zoo", []).append(rec)
+    lines: list[str] = []
+    for name, recs in groups.items():
+        table = layout(recs[0])[0]
+        if len(groups) > 1:
+            lines += [f"### {name}", ""]
+        lines.append(tabulate([row(r) for r in recs], headers=table["columns"] + measured_headers(table),
+                              tablefmt="github", disable_numparse=True))
+        lines.append("")
+    lines.pop()
     if extra := notes(records):
         lines += [""] + [f"- {n}" for n in extra]
     return "\n".join(lines) + "\n"

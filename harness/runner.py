@@ -31,7 +31,7 @@ from harness.lockfile import LockFile
 from harness.manifest import Model, Zoo
 from harness.results import RESULT, model_dir, now, write
 from harness.verdict import ERROR, FAIL
-from harness.verification import Options, interrupt_all, prepare, verify
+from harness.verification import Options, interrupt_all, prepare, table_record, verify
 
 log = logging.getLogger(__name__)
 RUN = "run.json"
@@ -125,8 +125,7 @@ def _error_result(zoo: Zoo, model: Model, run_id: str, stage: str, exc: HarnessE
     return {"model": model.name, "run_id": run_id, "zoo_index": zoo.models.index(model), "status": ERROR,
             "error": {"stage": stage, "message": str(exc), "log_tail": None}, "documented": model.documented(),
             "notice": zoo.notice, "metrics": {}, "stats": {}, "timing": None, "started": now(), "finished": now(),
-            "table": {"backbone": model.backbone, "type": model.type, "images_per_gpu": model.images_per_gpu,
-                      "schedule": model.schedule, "weights_url": model.weights.url, "config": model.config}}
+            "table": table_record(zoo, model, zoo.source()[0])}
 
 
 def run(zoo: Zoo, zoo_path: Path, lock: LockFile, names: list[str] | None, opts: Options, run_dir: Path, *,

@@ -19,10 +19,12 @@ import logging
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from harness.manifest import KINDS, STATS
+
 log = logging.getLogger(__name__)
 
-STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-IOU_TYPES = {"bbox": "bbox", "mask": "segm"}  # ppdet's file name -> COCO iouType
+# ppdet's prediction file name -> COCO iouType (SOLOv2 writes segm.json, the R-CNNs mask.json)
+IOU_TYPES = {"bbox": "bbox", "mask": "segm", "segm": "segm"}
 SCORERS = ("faster-coco-eval", "pycocotools")
 DEFAULT = SCORERS[0]
 
@@ -118,12 +120,12 @@ def score_files(annotations: Path, files: dict[str, str | Path], using: Scorer |
 
 
 def metrics(stats: dict[str, dict[str, float]]) -> dict[str, float]:
-    """The zoo's metrics in AP points: box_ap = bbox AP × 100, mask_ap = segm AP × 100."""
+    """Every metric a zoo can document, in AP points: `<box|mask>_<stat>` = the COCO stat × 100 (box_ap,
+    mask_ap, box_ap50, ...; manifest.STATS)."""
     out = {}
-    if "bbox" in stats:
-        out["box_ap"] = round(stats["bbox"]["AP"] * 100, 4)
-    if "segm" in stats:
-        out["mask_ap"] = round(stats["segm"]["AP"] * 100, 4)
+    for prefix, iou_type in KINDS.items():
+        for stat, value in (stats.get(iou_type) or {}).items():
+            out[f"{prefix}_{stat.lower()}"] = round(value * 100, 4)
     return out
 
 

@@ -211,12 +211,14 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _table(zoo: Zoo, model: Model, inputs: Inputs) -> dict:
-    repo = zoo.sources[inputs.stack].repository.rstrip("/")
-    commit = inputs.tree.commit or zoo.sources[inputs.stack].commit
-    return {"backbone": model.backbone, "type": model.type, "images_per_gpu": model.images_per_gpu,
-            "schedule": model.schedule, "weights_url": model.weights.url, "config": model.config,
-            "config_url": f"{repo}/blob/{commit}/{model.config}"}
+def table_record(zoo: Zoo, model: Model, stack: str, commit: str | None = None) -> dict:
+    """How the report shows the model: its README table's layout, its labels, the links of its row."""
+    source = zoo.sources[stack]
+    commit = commit or source.commit
+    table = zoo.table_of(model)
+    return {"name": model.table, "layout": table.model_dump() if table else None, "labels": model.labels,
+            "weights_url": model.weights.url, "config": model.config, "input_size": model.input_size,
+            "config_url": f"{source.repository.rstrip('/')}/blob/{commit}/{model.config}"}
 
 
 def eval_size(opts: Options) -> list[int] | None:
@@ -265,7 +267,8 @@ def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options
         "model": model.name, "run_id": opts.run_id or run_dir.name, "zoo_index": zoo.models.index(model),
         "status": ERROR, "error": None,
         "notice": zoo.notice, "stack": inputs.stack, "harness": __version__, "started": now(),
-        "documented": model.documented(), "table": _table(zoo, model, inputs),
+        "documented": model.documented(),
+        "table": table_record(zoo, model, inputs.stack, inputs.tree.commit),
         "ppdet": inputs.tree.as_json(), "device": inputs.device,
         "dataset": {"name": zoo.dataset.name, "num_images": inputs.data.num_images, "subset": inputs.data.subset,
                     "annotations": str(inputs.data.annotations), "eval_size": size},

@@ -111,11 +111,11 @@ def test_server_errors_are_retried_by_the_cli(loopback_zoo, server, cache):
 
 def test_bad_manifest_and_unknown_model_exit_2(tmp_path):
     raw = json.loads(json.dumps(RAW))
-    raw["models"][1]["metrics"]["box_ap"] = "forty"
+    raw["models"][1]["expected"]["box_ap"] = "forty"
     bad = tmp_path / "zoo.yaml"
     bad.write_text(yaml.safe_dump(raw))
     out = harness("list", "--zoo", str(bad))
-    assert out.returncode == 2 and "models[1].metrics.box_ap: expected a number" in out.stderr
+    assert out.returncode == 2 and "models[1].expected.box_ap: expected a number" in out.stderr
     out = harness("fetch", "mask_rcnn_res2net50_vd")
     assert out.returncode == 2 and f"did you mean: {NAMES[2]}" in out.stderr
     out = harness("fetch", "--nonsense")

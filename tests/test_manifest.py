@@ -19,17 +19,26 @@ FASTER, MASK_VB, MASK_VD = (m["name"] for m in RAW["models"])
 def test_the_real_zoo_matches_the_seed_table(monkeypatch):
     monkeypatch.delenv("HARNESS_STACK", raising=False)
     zoo, path = load_zoo(REPO / "zoo.yaml")
-    assert path == (REPO / "zoo.yaml").resolve()
-    rows = [(m.name, m.type, m.backbone, m.images_per_gpu, m.schedule, m.documented()) for m in zoo.models]
+    assert path == (REPO / "zoo.yaml").resolve() and zoo.version == 2
+    rows = [(m.name, m.table, m.labels, m.documented()) for m in zoo.models]
+    seed = {"Image/gpu": "2", "Lr schd": "1x"}
     assert rows == [
-        (FASTER, "Faster", "Res2Net50-FPN", 2, "1x", {"box_ap": 40.6}),
-        (MASK_VB, "Mask", "Res2Net50-FPN", 2, "2x", {"box_ap": 42.4, "mask_ap": 38.1}),
-        (MASK_VD, "Mask", "Res2Net50-vd-FPN", 2, "2x", {"box_ap": 42.6, "mask_ap": 38.1}),
+        (FASTER, "res2net", {"Backbone": "Res2Net50-FPN", "Type": "Faster", **seed}, {"box_ap": 40.6}),
+        (MASK_VB, "res2net", {"Backbone": "Res2Net50-FPN", "Type": "Mask", **seed, "Lr schd": "2x"},
+         {"box_ap": 42.4, "mask_ap": 38.1}),
+        (MASK_VD, "res2net", {"Backbone": "Res2Net50-vd-FPN", "Type": "Mask", **seed, "Lr schd": "2x"},
+         {"box_ap": 42.6, "mask_ap": 38.1}),
     ]
+    table = zoo.tables["res2net"]
+    assert table.columns == ["Backbone", "Type", "Image/gpu", "Lr schd", "Inf time (fps)", "Box AP", "Mask AP",
+                             "Download", "Configs"]
+    assert (table.metrics, table.weights, table.config, table.fps) == (
+        {"Box AP": "box_ap", "Mask AP": "mask_ap"}, "Download", "Configs", ["Inf time (fps)"])
     for m in zoo.models:
         assert m.weights.url == f"https://paddledet.bj.bcebos.com/models/{m.name}.pdparams"
         assert m.config == f"configs/res2net/{m.name}.yml"
         assert m.weights.sha256 is None  # unknowable offline: never invented
+        assert m.row and m.row.startswith("| Res2Net50") and m.weights.url in m.row
     stack, src = zoo.source()
     assert (stack, src.commit, src.paddle) == ("current", "666f597fd00d3157e84dd9fb2dd3f40bf9918ebc", "3.3.1")
     assert src.archive_artifact().url == ("https://github.com/PaddlePaddle/PaddleDetection/archive/"
@@ -38,6 +47,30 @@ def test_the_real_zoo_matches_the_seed_table(monkeypatch):
     assert zoo.dataset.images.url.endswith("/zips/val2017.zip")
     assert zoo.tolerance_for(zoo.models[0], "box_ap") == 0.3
     assert zoo.tolerance_for(zoo.models[1], "mask_ap") == 0.5
+
+
+V1 = """
+version: 1
+sources: {current: {repository: https://x, commit: COMMIT, tree: TREE, paddle: 3.3.1}}
+dataset: {name: coco, images: http://x/a.zip, annotations: http://x/b.zip}
+tolerance: {default: 0.3}
+models:
+  - {name: m, type: Mask, backbone: R50-FPN, images_per_gpu: 2, schedule: 2x, config: configs/m.yml,
+     weights: http://x/m.pdparams, metrics: {box_ap: 42.4, mask_ap: 38.1}}
+""".replace("COMMIT", "a" * 40).replace("TREE", "b" * 40)
+
+
+def test_a_version_1_zoo_is_still_read_in_the_seed_layout(tmp_path):
+    (tmp_path / "zoo.yaml").write_text(V1)
+    zoo, _ = load_zoo(tmp_path / "zoo.yaml")
+    m = zoo.models[0]
+    assert m.labels == {"Type": "Mask", "Backbone": "R50-FPN", "Image/gpu": 2, "Lr schd": "2x"}
+    assert m.expected == {"box_ap": 42.4, "mask_ap": 38.1} and m.table == "zoo"
+    assert zoo.tables["zoo"].columns == zoo_tables_of_the_seed()
+
+
+def zoo_tables_of_the_seed() -> list[str]:
+    return load_zoo(REPO / "zoo.yaml")[0].tables["res2net"].columns
 
 
 def test_per_model_tolerance_wins():
@@ -65,24 +98,26 @@ def _set(path: str, value):
 
 
 @pytest.mark.parametrize("edit, expected", [
-    (_set("models.1.metrics.box_ap", "abc"), f"models[1].metrics.box_ap: expected a number (model {MASK_VB})"),
+    (_set("models.1.expected.box_ap", "abc"), f"models[1].expected.box_ap: expected a number (model {MASK_VB})"),
     (_set("models.0.weights", KeyError), f"models[0].weights: required field is missing (model {FASTER})"),
-    (_set("models.2.metrics.box_apx", 1.0), f"models[2].metrics.box_apx: unknown field (check the spelling) "
-                                            f"(model {MASK_VD})"),
-    (_set("models.0.type", "Retina"), "models[0].type: expected 'Faster' or 'Mask'"),
-    (_set("models.0.images_per_gpu", 1.5), "models[0].images_per_gpu: expected an integer"),
+    (_set("models.2.expected.box_apx", 1.0), "models[2].expected.box_apx: key 'box_apx' does not match"),
+    (_set("models.0.expected", {}), "models[0].expected: Dictionary should have at least 1 item"),
+    (_set("models.0.table", "nope"), "models name tables that `tables` does not define: nope"),
+    (_set("models.0.input_size", 8), "models[0].input_size: expected greater than or equal to 32"),
     (_set("models.0.config", "../evil.yml"), "models[0].config: expected a relative path inside the tree"),
-    (_set("models.1.metrics.mask_ap", None), "models[1]: a Mask model needs metrics.mask_ap"),
-    (_set("models.0.metrics.mask_ap", 30.0), "models[0]: a Faster model has no mask AP"),
-    (_set("models.0.metrics.box_ap", 140), "models[0].metrics.box_ap: expected less than or equal to 100"),
-    (_set("models.0.metrics.box_ap", float("nan")), "models[0].metrics.box_ap: expected a finite number"),
+    (_set("models.0.expected.box_ap", 140), "models[0].expected.box_ap: expected less than or equal to 100"),
+    (_set("models.0.expected.box_ap", float("nan")), "models[0].expected.box_ap: expected a finite number"),
+    (_set("models.0.tolerance", {"box_apx": 1}), "models[0].tolerance.box_apx: key 'box_apx' does not match"),
     (_set("tolerance.default", -0.1), "tolerance.default: expected greater than or equal to 0"),
-    (_set("tolerance.default", None), "tolerance.default is required"),
+    (_set("tolerance.default", KeyError), "tolerance.default is required"),
+    (_set("tables.res2net.columns", []), "tables.res2net.columns: List should have at least 1 item"),
+    (_set("tables.res2net.metrics", {"Box AP": "box_mAP"}), "'box_mAP' does not match"),
     (_set("sources.current.commit", "abc123"), "sources.current.commit: 'abc123' does not match"),
+    (_set("sources.current.tree", "abc123"), "sources.current.tree: 'abc123' does not match"),
     (_set("dataset.images", KeyError), "dataset.images: required field is missing"),
     (_set("dataset.images", "ftp://x/val2017.zip"), "dataset.images.url: expected an http://"),
     (_set("models.0.weights", {"url": "http://x/w", "sha256": "00"}), "models[0].weights.sha256: '00' does not"),
-    (_set("version", 2), "version: expected 1"),
+    (_set("version", 3), "version: expected 1 or 2"),
     (_set("models", []), "models: List should have at least 1 item"),
     (lambda raw: raw["models"].append(copy.deepcopy(raw["models"][0])), f"duplicate model names: {FASTER}"),
 ])
@@ -97,13 +132,13 @@ def test_bad_manifest_is_one_line_per_problem_with_the_field_path(edit, expected
 
 def test_several_problems_are_all_reported():
     raw = copy.deepcopy(RAW)
-    raw["models"][0]["metrics"]["box_ap"] = "x"
-    raw["models"][2]["schedule"] = "two"
+    raw["models"][0]["expected"]["box_ap"] = "x"
+    raw["models"][2]["name"] = "a/b"
     with pytest.raises(ManifestError) as err:
         parse_zoo(raw)
     lines = str(err.value).splitlines()
-    assert any(line.endswith(f"models[0].metrics.box_ap: expected a number (model {FASTER})") for line in lines)
-    assert any(line.startswith("models[2].schedule: 'two' does not match") for line in lines)
+    assert any(line.endswith(f"models[0].expected.box_ap: expected a number (model {FASTER})") for line in lines)
+    assert any(line.startswith("models[2].name: 'a/b' does not match") for line in lines)
 
 
 def test_yaml_tags_are_refused_not_executed(tmp_path):

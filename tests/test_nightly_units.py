@@ -89,6 +89,7 @@ def test_model_index_export(tmp_path):
     meta = yaml.safe_load((tmp_path / index["Import"][0]).read_text())
     assert [m["Name"] for m in meta["Models"]] == [m.name for m in ZOO.models]
     assert meta["Models"][1]["Results"][1]["Metrics"] == {"mask AP": 38.1}
+    assert meta["Models"][0]["Metadata"]["Backbone"] == "Res2Net50-FPN"
     assert meta["Models"][0]["Weights"].endswith(".pdparams")
 
 

@@ -67,3 +67,36 @@ def test_a_damaged_result_is_a_clear_error(tmp_path, content):
     out = subprocess.run([sys.executable, "-m", "harness", "report", str(tmp_path / "run")], capture_output=True,
                          text=True)
     assert out.returncode == 2 and "result.json" in out.stderr
+
+
+def _laid_out(model: str, table: str, layout: dict, labels: dict, documented: dict, metrics: dict) -> dict:
+    return {"model": model, "status": "fail", "documented": documented, "metrics": metrics,
+            "table": {"name": table, "layout": layout, "labels": labels, "weights_url": "https://x/w.pdparams",
+                      "config_url": "https://x/c.yml"}}
+
+
+def test_each_table_is_rendered_in_its_own_layout():
+    from harness.manifest import load_zoo
+
+    seed = load_zoo()[0].tables["res2net"].model_dump()
+    rtdetr = {"columns": ["Model", "Input shape", "AP val", "AP val 50", "T4 TensorRT FP16(FPS)", "Pretrained Model",
+                          "config"], "metrics": {"AP val": "box_ap", "AP val 50": "box_ap50"},
+              "weights": "Pretrained Model", "config": "config", "fps": ["T4 TensorRT FP16(FPS)"]}
+    m = {"measured": 0.5, "documented": 46.5, "delta": -46.0, "tolerance": 0.3, "status": "fail"}
+    recs = [_laid_out("faster", "res2net", seed, {"Backbone": "Res2Net50-FPN", "Type": "Faster", "Image/gpu": "2",
+                                                  "Lr schd": "1x"}, {"box_ap": 40.6}, {"box_ap": m}),
+            _laid_out("rtdetr_r18vd_6x_coco", "rtdetr", rtdetr, {"Model": "RT-DETR-R18", "Input shape": "640",
+                                                                 "T4 TensorRT FP16(FPS)": "217"},
+                      {"box_ap": 46.5, "box_ap50": 63.8}, {"box_ap": m})]
+    text = markdown(recs)
+    assert "### res2net" in text and "### rtdetr" in text
+    seed_table, rtdetr_table = text.split("### rtdetr")
+    header = [c.strip() for c in seed_table.split("\n")[2].strip("|").split("|")]
+    assert header == [*SEED, "measured box AP", "measured mask AP", "Δ", "status"]
+    lines = [line for line in rtdetr_table.splitlines() if line.startswith("|")]
+    assert [c.strip() for c in lines[0].strip("|").split("|")] == [
+        *rtdetr["columns"], "measured AP val", "measured AP val 50", "Δ", "status"]
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells[:7] == ["RT-DETR-R18", "640", "46.5", "63.8", "217", "[model](https://x/w.pdparams)",
+                         "[config](https://x/c.yml)"]  # a documented speed stays the README's
+    assert cells[-4:] == ["0.50", "-", "box -46.0", "fail"]  # AP50 documented but not measured here
