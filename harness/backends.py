@@ -112,7 +112,9 @@ def dygraph(model, pre, clsid2catid) -> Pipeline:
             return model(x)
 
     def post(y, item):
-        return _results({k: v.numpy() for k, v in y.items()}, item, clsid2catid)
+        # most outputs are tensors; some families return plain values too (SOLOv2: a paddle Size)
+        return _results({k: v.numpy() if hasattr(v, "numpy") else np.asarray(v) for k, v in y.items()}, item,
+                        clsid2catid)
 
     return Pipeline(to_device, forward, post)
 

@@ -100,7 +100,7 @@ def _common_eval(p: argparse.ArgumentParser, *, many: bool = False) -> None:
                    help="auto: gpu when an NVIDIA device is present (default)")
     p.add_argument("--out", type=Path, metavar="DIR", help="run directory (default: runs/<UTC time>)")
     p.add_argument("--eval-size", type=int, metavar="PX",
-                   help="evaluate at this short side instead of the config's 800 (smoke tests; AP not comparable)")
+                   help="scale the config's eval resize to this short side (smoke tests; AP not comparable)")
     p.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="override the config like ppdet's -o, e.g. -o BBoxPostProcess.nms.score_threshold=0.01")
     p.add_argument("--timeout", type=float, metavar="S", help="kill the model's worker after S seconds")

@@ -30,6 +30,11 @@ def layout(rec: dict) -> tuple[dict, dict]:
     return V1_TABLE, {title: t[key] for key, title in V1_LABELS.items() if key in t}
 
 
+def _size(size: list[int]) -> str:
+    """[320, 533] -> `320x533` (the eval Resize target, h×w)."""
+    return "x".join(str(x) for x in size)
+
+
 def _short(metric: str) -> str:
     """`box_ap` -> `box`, `mask_ap` -> `mask`, others as they are (`box_ap50`)."""
     return metric.removesuffix("_ap")
@@ -74,8 +79,14 @@ def notes(records: list[dict]) -> list[str]:
         if ds.get("subset"):
             out.append(f"{name}: subset of {ds['subset']['n']} images (seed {ds['subset']['seed']}); AP on a "
                        "subset is not comparable with the documented full-val2017 number.")
+        geo = rec.get("geometry") or {}
         if ds.get("eval_size"):
-            out.append(f"{name}: evaluated at {ds['eval_size'][0]} px short side (documented: 800).")
+            own = f" (the config's: {_size(geo['config'])})" if geo.get("config") else ""
+            out.append(f"{name}: evaluated at {_size(ds['eval_size'])}{own}: reduced for a smoke test, the AP is "
+                       "not comparable with the documented one.")
+        elif geo.get("changed_by") == "input_size":
+            out.append(f"{name}: evaluated at the documented input size {_size(geo['eval'])} (the config's: "
+                       f"{_size(geo['config'])}).")
         if rec.get("status") == "error" and rec.get("error"):
             out.append(f"{name}: error in {rec['error'].get('stage', '?')}: "
                        f"{rec['error'].get('message', '').splitlines()[0]}")
@@ -87,7 +98,7 @@ def notes(records: list[dict]) -> list[str]:
             size = timing.get("eval_size") or ds.get("eval_size")
             out.append(f"{name}: Inf time (fps) = {timing['backend']} backend on {timing.get('device')} "
                        f"({timing.get('device_name')}), batch 1, {b['config'].get('precision', 'fp32')}, "
-                       f"{size[0] if size else 800} px, {b['iterations']} timed images "
+                       f"{_size(size) if size else 'the config size'}, {b['iterations']} timed images "
                        f"(p50 {b['latency_ms']['end_to_end']['p50']:.0f} ms end to end; preprocess, model and "
                        "postprocess included)")
     envs = sorted({f"{r.get('device', '?')} ({r.get('device_name', '?')}), paddle {r.get('paddle', '?')}, "

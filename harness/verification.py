@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 # Measured on these machines (docs/stacks.md): 2 cores, 800 px, Faster R-CNN; Mask R-CNN is slower still.
 CPU_SECONDS_PER_IMAGE = 10.8
-DOCUMENTED_SHORT_SIDE, DOCUMENTED_LONG_SIDE = 800, 1333
 LOG_TAIL = 40
 # worker.json error kinds that are the checkpoint's fault (stage `weights`), see worker._weights_error
 WEIGHT_ERRORS = ("checkpoint_unreadable", "checkpoint_local", "weights_mismatch", "weights_values")
@@ -52,7 +51,7 @@ class Options:
     data: Path | None = None
     ppdet_root: Path | None = None
     locked: bool = False
-    eval_size: int | None = None  # short side in px; None = the config's (800)
+    eval_size: int | None = None  # short side in px the config's eval Resize is scaled to; None = the config's
     opts: dict = field(default_factory=dict)  # nested overrides merged into the config (ppdet's -o)
     timeout_s: float | None = None
     stack: str | None = None
@@ -221,23 +220,19 @@ def table_record(zoo: Zoo, model: Model, stack: str, commit: str | None = None) 
             "config_url": f"{source.repository.rstrip('/')}/blob/{commit}/{model.config}"}
 
 
-def eval_size(opts: Options) -> list[int] | None:
-    """[short, long] target of the eval Resize when --eval-size is given (the configs use [800, 1333])."""
-    if not opts.eval_size:
-        return None
-    return [opts.eval_size, round(opts.eval_size * DOCUMENTED_LONG_SIDE / DOCUMENTED_SHORT_SIDE)]
-
-
-def worker_spec(inputs: Inputs, config: Path, weights: Fetched, mdir: Path, opts: Options, size: list[int] | None,
-                *, evaluate: bool) -> dict:
-    """What the worker is asked; it refuses weights whose bytes do not hash to `weights_sha256`."""
+def worker_spec(inputs: Inputs, model: Model, config: Path, weights: Fetched, mdir: Path, opts: Options, *,
+                evaluate: bool) -> dict:
+    """What the worker is asked; it refuses weights whose bytes do not hash to `weights_sha256`, sets the eval
+    geometry from the config (`eval_short`, `input_size`: geometry.py) and checks that the documented
+    `metrics` have predictions."""
     timing = None
     if opts.timing:
         timing = {"backends": list(opts.backends), "method": asdict(opts.method)}
     return {"ppdet_root": str(inputs.tree.root), "config": str(config), "weights": str(weights.path),
             "weights_sha256": weights.sha256,
             "images": str(inputs.data.images), "annotations": str(inputs.data.annotations), "out": str(mdir),
-            "device": inputs.device, "eval_size": size, "opts": opts.opts, "workers": opts.workers,
+            "device": inputs.device, "eval_short": opts.eval_size, "input_size": model.input_size,
+            "metrics": list(model.documented()), "opts": opts.opts, "workers": opts.workers,
             "eval": evaluate, "timing": timing}
 
 
@@ -246,11 +241,11 @@ def bench(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options,
     directory already holds a verify result for the model."""
     mdir = model_dir(run_dir, model.name)
     weights = fetch_artifact(model.weights, lock, locked=opts.locked)
-    spec = worker_spec(inputs, inputs.tree.config(model), weights, mdir, opts, eval_size(opts), evaluate=False)
+    spec = worker_spec(inputs, model, inputs.tree.config(model), weights, mdir, opts, evaluate=False)
     worker = run_worker(spec, mdir, opts, label=model.name)
     if worker.get("status") != "ok":
         raise StageError(worker.get("error") or "worker failed", log_tail=_tail(mdir / "worker.log"))
-    timing = {**worker["timing"], "eval_size": spec["eval_size"], "model": model.name}
+    timing = {**worker["timing"], "eval_size": _reduced(worker.get("geometry")), "model": model.name}
     atomic_write_json(mdir / "timing.json", timing, sort_keys=False)
     result = read_json(mdir / "result.json")
     if isinstance(result, dict) and result.get("model") == model.name:
@@ -259,10 +254,14 @@ def bench(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options,
     return timing
 
 
+def _reduced(geometry: dict | None) -> list[int] | None:
+    """The eval size when --eval-size changed it (the AP is then not comparable), else None."""
+    return geometry["eval"] if geometry and geometry.get("changed_by") == "eval_size" else None
+
+
 def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options, run_dir: Path) -> dict:
     """Verify one model; always returns (and writes) a complete result record."""
     mdir = model_dir(run_dir, model.name)
-    size = eval_size(opts)
     rec: dict = {
         "model": model.name, "run_id": opts.run_id or run_dir.name, "zoo_index": zoo.models.index(model),
         "status": ERROR, "error": None,
@@ -271,7 +270,7 @@ def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options
         "table": table_record(zoo, model, inputs.stack, inputs.tree.commit),
         "ppdet": inputs.tree.as_json(), "device": inputs.device,
         "dataset": {"name": zoo.dataset.name, "num_images": inputs.data.num_images, "subset": inputs.data.subset,
-                    "annotations": str(inputs.data.annotations), "eval_size": size},
+                    "annotations": str(inputs.data.annotations), "eval_size": None},
         "artifacts": {"source_archive_sha256": inputs.tree.archive_sha256, "dataset": inputs.data.sha256},
         "metrics": {}, "stats": {}, "durations": {}, "timing": None,
     }
@@ -284,9 +283,10 @@ def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options
         rec["durations"]["fetch"], clock = round(time.perf_counter() - clock, 3), time.perf_counter()
 
         stage = "worker"
-        spec = worker_spec(inputs, config, weights, mdir, opts, size, evaluate=True)
+        spec = worker_spec(inputs, model, config, weights, mdir, opts, evaluate=True)
         worker = run_worker(spec, mdir, opts, label=model.name)
-        rec.update({k: worker.get(k) for k in ("paddle", "device", "device_name", "architecture")})
+        rec.update({k: worker.get(k) for k in ("paddle", "device", "device_name", "architecture", "geometry")})
+        rec["dataset"]["eval_size"] = _reduced(worker.get("geometry"))
         rec["weight_check"] = worker.get("weight_check")
         rec["durations"]["worker"], clock = round(time.perf_counter() - clock, 3), time.perf_counter()
         rec["durations"]["worker_stages"] = worker.get("durations")
@@ -299,7 +299,7 @@ def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options
             raise StageError(message, log_tail=_tail(mdir / "worker.log"))
         loaded = worker["weight_check"]
         rec["artifacts"]["weights"].update(sha256=loaded["sha256"], size=loaded["size"])  # the bytes evaluated
-        rec["timing"] = {**worker["timing"], "eval_size": size} if worker.get("timing") else None
+        rec["timing"] = {**worker["timing"], "eval_size": rec["dataset"]["eval_size"]} if worker.get("timing") else None
         rec["predictions"] = {k: str(Path(p).relative_to(mdir)) for k, p in worker["predictions"].items()}
         rec["detections"] = worker.get("detections")
 

@@ -76,25 +76,20 @@ def device_name(device: str) -> str:
     return platform.processor() or platform.machine()
 
 
-def _set_resize(reader: dict, size: list[int]) -> None:
-    for t in reader["sample_transforms"]:
-        if "Resize" in t:
-            t["Resize"]["target_size"] = list(size)
-            return
-    raise HarnessError("--eval-size: the config's EvalReader has no Resize transform")
-
-
-def build_model(config: Path, *, device: str = "cpu", overrides: dict | None = None, eval_size=None):
-    """Load a real config plus overrides and build its architecture on `device`; returns (cfg, model)."""
+def build_model(config: Path, *, device: str = "cpu", overrides: dict | None = None, short: int | None = None,
+                square: int | None = None):
+    """Load a real config plus overrides, set its eval geometry (geometry.apply) and build its architecture on
+    `device`; returns (cfg, model, geometry)."""
     import paddle
     from ppdet.core.workspace import create, load_config, merge_config
 
+    from harness import geometry
+
     cfg = load_config(str(config))
     merge_config({"use_gpu": device == "gpu", **(overrides or {})})
-    if eval_size:
-        _set_resize(cfg["EvalReader"], eval_size)
+    geo = geometry.apply(cfg, short=short, square=square)
     paddle.set_device("gpu" if device == "gpu" else "cpu")
-    return cfg, create(cfg.architecture)
+    return cfg, create(cfg.architecture), geo
 
 
 def _calibrate_batchnorm(model, images: list[Path], short_side: int) -> None:
@@ -149,7 +144,7 @@ def init_weights(root: Path, config: Path, out: Path, seed: int = 0, calibrate: 
     import paddle
 
     paddle.seed(seed)
-    _, model = build_model(config)
+    _, model, _ = build_model(config)
     if calibrate:
         _calibrate_batchnorm(model, calibrate, short_side)
     state = model.state_dict()
@@ -216,11 +211,12 @@ def _weights_error(exc: checkpoint.CheckpointError) -> dict:
 def evaluate(spec: dict) -> dict:
     """Evaluate one model with PaddleDetection's own eval loop; predictions go to `<out>/predictions`.
 
-    spec: ppdet_root, config, weights, images, annotations, out, device (cpu|gpu|auto), eval_size
-    ([short, long] or null), opts (nested dict merged into the config, like ppdet's `-o`), workers.
-    Overrides applied to the real config: the dataset paths, batch size 1 (as documented), device,
-    data-loader workers, and `save_prediction_only` so ppdet writes bbox.json/mask.json and leaves
-    scoring to the harness.
+    spec: ppdet_root, config, weights, weights_sha256, images, annotations, out, device (cpu|gpu|auto),
+    eval_short (--eval-size) and input_size (the documented size) for the geometry, metrics (the documented
+    names, which say which predictions must exist), opts (nested dict merged into the config, like ppdet's
+    `-o`), workers. Overrides applied to the real config: the dataset paths, batch size 1 (as documented),
+    device, data-loader workers, and `save_prediction_only` so ppdet writes its prediction files
+    (bbox.json, mask.json or segm.json) and leaves scoring to the harness.
     """
     clock = _Clock()
     out = Path(spec["out"])
@@ -246,13 +242,11 @@ def evaluate(spec: dict) -> dict:
         **spec.get("opts", {}),
     }
     overrides["TestDataset"] = {"dataset_dir": str(root), "anno_path": overrides["EvalDataset"]["anno_path"]}
-    cfg, model = build_model(Path(spec["config"]), device=device, overrides=overrides,
-                             eval_size=spec.get("eval_size"))
-    if spec.get("eval_size"):
-        _set_resize(cfg["TestReader"], spec["eval_size"])  # what the export writes to infer_cfg.yml
+    cfg, model, geo = build_model(Path(spec["config"]), device=device, overrides=overrides,
+                                  short=spec.get("eval_short"), square=spec.get("input_size"))
     clock.mark("build")
     record = {"status": "ok", "paddle": paddle.__version__, "device": device, "device_name": device_name(device),
-              "architecture": cfg.architecture, "overrides": overrides, "eval_size": spec.get("eval_size")}
+              "architecture": cfg.architecture, "overrides": overrides, "geometry": geo}
     try:
         record["weight_check"] = _load_weights(model, Path(spec["weights"]), spec.get("weights_sha256"))
     except checkpoint.CheckpointError as exc:
@@ -272,13 +266,7 @@ def evaluate(spec: dict) -> dict:
         clock.mark("dataloader")
         trainer.evaluate()
         clock.mark("eval")
-        kinds = ["bbox"] + (["mask"] if cfg.architecture == "MaskRCNN" else [])
-        files = {}
-        for kind in kinds:
-            path = preds / f"{kind}.json"
-            if not path.exists():  # ppdet writes nothing when there are no detections: AP 0, not an error
-                path.write_text("[]")
-            files[kind] = str(path)
+        files = prediction_files(preds, spec.get("metrics") or ["box_ap"])
         counts = {k: len(json.loads(Path(p).read_text())) for k, p in files.items()}
         record.update(predictions=files, detections=counts, num_images=total)
     if spec.get("timing"):
@@ -289,12 +277,44 @@ def evaluate(spec: dict) -> dict:
         try:
             record["timing"] = backends.bench(cfg, model, device=device, annotations=annotations, images=images,
                                               out=out, backends=t["backends"], method=Method(**t["method"]))
-        except HarnessError as exc:
-            record["timing"] = {"error": str(exc)}
+        except Exception as exc:  # paddle raises assorted types: a timing failure must not cost the eval's AP
+            import traceback
+
+            traceback.print_exc()
+            record["timing"] = {"error": str(exc) if isinstance(exc, HarnessError) else
+                                f"{type(exc).__name__}: {exc} (traceback in worker.log)"}
             if not spec.get("eval", True):
                 record.update(status="error", error=f"timing: {exc}")
         clock.mark("timing")
     return {**record, "durations": clock.stages}
+
+
+# What ppdet's COCO metric writes with save_prediction_only: bbox.json (boxes), mask.json (R-CNN masks),
+# segm.json (SOLOv2), and which metric prefix each one serves.
+PREDICTION_FILES = {"bbox": "box", "mask": "mask", "segm": "mask"}
+
+
+def prediction_files(preds: Path, metrics: list[str]) -> dict[str, str]:
+    """The prediction files ppdet wrote, checked against what the documented metrics need.
+
+    Nothing written at all is a model that detected nothing: AP 0, not an error (the files the metrics need
+    are written empty). Some predictions written but none for a documented metric (masks of a box-only
+    model, say) is an error naming the metric: it would otherwise be "not measured" or 0 for a wrong reason.
+    """
+    found = {kind: preds / f"{kind}.json" for kind in PREDICTION_FILES if (preds / f"{kind}.json").exists()}
+    needed = {m.split("_", 1)[0] for m in metrics}
+    served = {PREDICTION_FILES[k] for k in found}
+    if not found:
+        for prefix in sorted(needed):
+            kind = "bbox" if prefix == "box" else "mask"
+            (preds / f"{kind}.json").write_text("[]")
+            found[kind] = preds / f"{kind}.json"
+    elif missing := sorted(m for m in metrics if m.split("_", 1)[0] not in served):
+        raise HarnessError(f"the documented {', '.join(missing)} cannot be measured: PaddleDetection wrote "
+                           f"{', '.join(sorted(p.name for p in found.values()))} and no "
+                           f"{'mask' if any(m.startswith('mask') for m in missing) else 'box'} predictions",
+                           hint="check the model's config and `expected:` in the zoo file")
+    return {k: str(p) for k, p in found.items()}
 
 
 def die_with_parent() -> None:

@@ -41,7 +41,7 @@ def test_rehearsal_runs_the_whole_pipeline(rehearsal):
     report = (rehearsal.run_dir / "report.md").read_text()
     rows = [line for line in report.splitlines() if line.startswith("| Res2Net")]
     assert len(rows) == 3 and all(row.rstrip(" |").endswith("fail") for row in rows)
-    assert "REHEARSAL" in report and "evaluated at 320 px" in report
+    assert "REHEARSAL" in report and "evaluated at 320x533 (the config's: 800x1333)" in report
     for name in ("junit.xml", "results.csv", "ap_per_run.png", "ap_vs_fps.png"):
         assert (rehearsal.run_dir / name).stat().st_size > 0
     assert len((rehearsal.work / "history.jsonl").read_text().splitlines()) == 3

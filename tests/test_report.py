@@ -41,9 +41,13 @@ def test_table_has_the_seed_columns_then_what_was_measured():
 
 def test_notes_say_what_makes_numbers_incomparable():
     rec = _record(dataset={"subset": {"n": 50, "seed": 0}, "eval_size": [320, 533]}, notice="REHEARSAL: random",
-                  status="error", error={"stage": "weights", "message": "weights do not fit the model\n  more"})
-    text = markdown([rec])
-    assert "subset of 50 images (seed 0)" in text and "evaluated at 320 px" in text
+                  status="error", error={"stage": "weights", "message": "weights do not fit the model\n  more"},
+                  geometry={"config": [800, 1333], "eval": [320, 533], "changed_by": "eval_size"})
+    sized = _record("m_c", geometry={"config": [608, 608], "eval": [320, 320], "changed_by": "input_size"})
+    text = markdown([rec, sized])
+    assert "subset of 50 images (seed 0)" in text
+    assert "evaluated at 320x533 (the config's: 800x1333): reduced for a smoke test" in text
+    assert "m_c: evaluated at the documented input size 320x320 (the config's: 608x608)." in text
     assert "REHEARSAL: random" in text and "error in weights: weights do not fit the model" in text
 
 

@@ -1,0 +1,77 @@
+"""Eval geometry from the config: the real configs' EvalReader/TestReader, changed only on purpose."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+
+import pytest
+import yaml
+from conftest import CURRENT
+
+from harness import geometry
+from harness.errors import UsageError
+from harness.readme import _Untagged
+
+
+@pytest.fixture(scope="module")
+def reader(ppdet_archive, tmp_path_factory):
+    """`reader(path)` -> the EvalReader/TestReader of a real reader file of the pinned tree (no ppdet needed)."""
+    root = tmp_path_factory.mktemp("ppdet")
+    subprocess.run(["tar", "-xzf", ppdet_archive(CURRENT), "-C", root], check=True)
+    tree = root / f"PaddleDetection-{CURRENT}"
+
+    def load(rel: str) -> dict:
+        return yaml.load((tree / rel).read_text(), Loader=_Untagged)  # a SafeLoader subclass
+
+    return load
+
+
+def test_rcnn_keep_ratio_target_is_scaled_by_its_short_side(reader):
+    cfg = reader("configs/faster_rcnn/_base_/faster_fpn_reader.yml")
+    assert geometry.target(cfg) == [800, 1333]
+    geo = geometry.apply(cfg, short=320)
+    assert geo == {"config": [800, 1333], "eval": [320, 533], "changed_by": "eval_size"}
+    assert geometry.target(cfg) == [320, 533] and geometry.target(cfg, "TestReader") == [320, 533]
+
+
+def test_a_square_model_is_scaled_square_and_its_export_shape_follows(reader):
+    cfg = reader("configs/ppyoloe/_base_/ppyoloe_plus_reader.yml")
+    assert geometry.target(cfg) == [640, 640]
+    geo = geometry.apply(cfg, short=320)
+    assert geo["eval"] == [320, 320] and cfg["TestReader"]["inputs_def"]["image_shape"][-2:] == [320, 320]
+
+
+def test_a_documented_input_size_sets_a_square_target(reader):
+    cfg = reader("configs/ppyolo/_base_/ppyolo_reader.yml")
+    own = geometry.target(cfg)
+    geo = geometry.apply(copy.deepcopy(cfg), square=320)
+    assert geo == {"config": own, "eval": [320, 320], "changed_by": "input_size"}
+
+
+def test_nothing_asked_changes_nothing_and_no_resize_is_a_clear_error(reader):
+    cfg = reader("configs/rtdetr/_base_/rtdetr_reader.yml")
+    before = copy.deepcopy(cfg)
+    assert geometry.apply(cfg) == {"config": [640, 640], "eval": [640, 640], "changed_by": None} and cfg == before
+    with pytest.raises(UsageError, match="has no Resize with a target_size"):
+        geometry.apply({"EvalReader": {"sample_transforms": [{"Decode": {}}]}}, short=320)
+
+
+def test_eval_size_scales_the_documented_size_and_an_equal_size_is_no_change(reader):
+    cfg = reader("configs/ppyolo/_base_/ppyolo_reader.yml")
+    own = geometry.target(cfg)
+    assert geometry.apply(copy.deepcopy(cfg), square=own[0]) == {"config": own, "eval": own, "changed_by": None}
+    geo = geometry.apply(copy.deepcopy(cfg), square=416, short=208)
+    assert geo == {"config": own, "eval": [208, 208], "changed_by": "eval_size"}
+
+
+def test_the_models_own_eval_size_follows(reader):
+    """PP-YOLOE's head and RT-DETR's transformer precompute anchors for the shared top-level `eval_size`."""
+    cfg = {**reader("configs/rtdetr/_base_/rtdetr_reader.yml"), **reader("configs/rtdetr/_base_/rtdetr_r50vd.yml")}
+    assert cfg["eval_size"] == [640, 640]
+    geometry.apply(cfg, short=320)
+    assert cfg["eval_size"] == [320, 320]
+    head = {"eval_size": [640, 640], "other": 1}
+    cfg = {**reader("configs/ppyoloe/_base_/ppyoloe_plus_reader.yml"), "PPYOLOEHead": head}
+    geometry.apply(cfg, short=320)
+    assert head["eval_size"] == [320, 320] and cfg["eval_height"] == 320
