@@ -239,6 +239,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser(
+        "audit", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="offline, without weights: does every model's config exist, stay in the tree and build?",
+        description="For every model of the zoo (or those named): the config exists at the pin, its _BASE_ chain "
+        "stays inside the tree, and the model builds on this environment's paddle (parameter count). Run it "
+        "once per stack, from that stack's environment, and merge the JSON outputs.",
+        epilog="examples:\n  harness audit --zoo zoos/paddledetection.yaml --json audit-current.json\n"
+        "  HARNESS_STACK=previous .venv-previous/bin/harness audit --zoo zoos/paddledetection.yaml "
+        "--json audit-previous.json\n"
+        "  harness audit --merge audit-current.json audit-previous.json --out reports/zoo-audit.md")
+    p.add_argument("models", nargs="*", metavar="MODEL", help="model names (default: the whole zoo)")
+    p.add_argument("--ppdet-root", type=Path, metavar="DIR", help="a PaddleDetection checkout instead of the pin")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the findings as JSON")
+    p.add_argument("--out", type=Path, metavar="FILE", help="write the markdown report (default: print it)")
+    p.add_argument("--merge", type=Path, nargs="+", metavar="JSON", help="render earlier --json outputs instead")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser(
         "rehearse", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
         help="offline rehearsal: the whole pipeline on a random-weight mini-zoo served on 127.0.0.1",
         description="Builds a mini-zoo from the real configs (random-initialised weights, synthetic COCO "
@@ -480,6 +497,36 @@ def cmd_import(args) -> int:
         print(text, end="")
     if args.coverage:
         atomic_write_bytes(args.coverage, readme.coverage(result, tree.commit).encode())
+    return ExitCode.OK
+
+
+def cmd_audit(args) -> int:
+    from harness import audit, source
+    from harness.files import atomic_write_bytes, atomic_write_json
+
+    if args.merge:
+        text = audit.markdown([audit.load(path) for path in args.merge])
+    else:
+        from importlib.metadata import PackageNotFoundError, version
+
+        zoo, _ = _zoo(args)
+        stack, pin = zoo.source(args.stack)
+        tree = source.checkout(args.ppdet_root, pin) if args.ppdet_root else source.prepare(pin)
+        findings = audit.run(zoo, tree, args.models or None)
+        try:
+            paddle = version("paddlepaddle")
+        except PackageNotFoundError:
+            paddle = None
+        data = audit.Audit(stack=stack, paddle=paddle, tree=tree.as_json(), findings=findings)
+        if args.json:
+            atomic_write_json(args.json, data.model_dump(), sort_keys=False)
+        text = audit.markdown([data])
+        failed = sum(f.status != "built" for f in findings)
+        log.info("audit (%s): %d built, %d did not", stack, len(findings) - failed, failed)
+    if args.out:
+        atomic_write_bytes(args.out, text.encode())
+    else:
+        print(text, end="")
     return ExitCode.OK
 
 

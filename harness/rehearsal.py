@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -123,25 +124,34 @@ def _zip_dir(zip_path: Path, root: Path, members: list[Path]) -> None:
     tmp.replace(zip_path)
 
 
-def build_mirror(work: Path, zoo: Zoo, stack: str, *, n_images: int) -> Path:
-    """Create (once) the files the loopback server serves: archive, random weights, synthetic COCO."""
+def build_mirror(work: Path, zoo: Zoo, stack: str, *, n_images: int, archive: Path | None = None,
+                 failed: dict[str, str] | None = None) -> Path:
+    """Create (once) the files the loopback server serves: archive, random weights, synthetic COCO.
+
+    `archive` is the PaddleDetection archive to serve (its content tree is pinned); without it, the one
+    `_archive_of` finds. Callers that import this module from an installed copy pass it: the installed
+    package has no ../shared beside it. With `failed`, a model whose config is missing or does not build is
+    recorded there (name -> why) and served without weights; without it, that is an error."""
     mirror, cache = work / "mirror", work / "cache"
     done = mirror / ".complete.json"
     want = {"stack": stack, "commit": zoo.sources[stack].commit, "images": n_images, "eval_size": EVAL_SIZE,
             "models": [m.name for m in zoo.models], "weights": "random, batch-norm calibrated"}
     if isinstance(made := read_json(done), dict) and made.get("tree") and {k: made.get(k) for k in want} == want:
+        if failed is not None:
+            failed.update(made.get("failed") or {})
         return mirror
     # A new mirror has new random bytes behind the same URLs: drop what pinned or cached the old ones.
     for stale in (mirror, cache):
         remove_tree(stale, inside=work)
     (work / "zoo.lock").unlink(missing_ok=True)
     pin = zoo.sources[stack]
-    archive = mirror / "PaddlePaddle" / "PaddleDetection" / "archive" / f"{pin.commit}.tar.gz"
-    archive.parent.mkdir(parents=True)
-    origin, trimmed = _archive_of(pin.commit, cache)
-    shutil.copyfile(origin, archive)
-    # The real archive must have the real tree; a trimmed fixture has its own (pinned in the mirror's zoo).
-    tree = _content_tree(archive, work / "scratch") if trimmed else pin.tree
+    origin, trimmed = (archive, True) if archive else _archive_of(pin.commit, cache)
+    served = mirror / "PaddlePaddle" / "PaddleDetection" / "archive" / f"{pin.commit}.tar.gz"
+    served.parent.mkdir(parents=True)
+    shutil.copyfile(origin, served)
+    # The real archive must have the real tree; any other (a trimmed fixture) has its own, pinned in the
+    # mirror's zoo. An archive handed in is always hashed: nothing is assumed about it.
+    tree = _content_tree(served, work / "scratch") if trimmed else pin.tree
 
     log.info("rehearsal: building %d synthetic images", n_images)
     staging = work / "staging"
@@ -156,16 +166,26 @@ def build_mirror(work: Path, zoo: Zoo, stack: str, *, n_images: int) -> Path:
     _zip_dir(mirror / "annotations" / "annotations_trainval2017.zip", staging, [ann])
 
     built = source.prepare(Source(repository="local", commit=pin.commit, tree=tree, paddle=pin.paddle,
-                                  archive=Artifact(url=str(archive))), root=cache)
+                                  archive=Artifact(url=str(served))), root=cache)
     for m in zoo.models:
         out = mirror / "models" / f"{m.name}.pdparams"
         log.info("rehearsal: random-initialised weights for %s (building the model from its config)", m.name)
         t0 = time.perf_counter()
+        try:
+            config = built.config(m)
+        except HarnessError as exc:
+            if failed is None:
+                raise
+            failed[m.name] = exc.message.splitlines()[0]
+            continue
         proc = subprocess.run([sys.executable, "-m", "harness.worker", "init-weights", "--ppdet-root",
-                               str(built.root), "--config", str(built.config(m)), "--out", str(out),
+                               str(built.root), "--config", str(config), "--out", str(out),
                                "--short-side", str(EVAL_SIZE), "--calibrate",
                                *map(str, sorted((staging / "val2017").iterdir()))],
                               capture_output=True, text=True)
+        if proc.returncode != 0 and failed is not None:
+            failed[m.name] = f"building the model failed: {_last_error(proc.stderr)}"
+            continue
         if proc.returncode != 0:
             raise HarnessError(f"rehearsal: building {m.name} failed:\n{proc.stderr[-2000:]}",
                                hint="is the paddle stack installed? (scripts/rehearse.sh installs it)")
@@ -174,8 +194,15 @@ def build_mirror(work: Path, zoo: Zoo, stack: str, *, n_images: int) -> Path:
                  info["bytes"] / 1e6, time.perf_counter() - t0)
     remove_tree(cache / "src", inside=cache)  # extracted only to build the models
     remove_tree(staging, inside=work)
-    atomic_write_json(done, {**want, "tree": tree})
+    atomic_write_json(done, {**want, "tree": tree, "failed": failed or {}})
     return mirror
+
+
+def _last_error(stderr: str) -> str:
+    """The exception line of a Python traceback (the last line that names one), for a one-line reason."""
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    named = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception)\b", ln)]
+    return (named or lines or ["no output"])[-1][:300]
 
 
 def mirror_zoo(zoo: Zoo, stack: str, base: str, mirror: Path) -> dict:

@@ -288,6 +288,8 @@ def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options
         rec.update({k: worker.get(k) for k in ("paddle", "device", "device_name", "architecture", "geometry")})
         rec["dataset"]["eval_size"] = _reduced(worker.get("geometry"))
         rec["weight_check"] = worker.get("weight_check")
+        if worker.get("pretrained_not_loaded"):  # construction-time backbone downloads the worker skipped
+            rec["pretrained_not_loaded"] = worker["pretrained_not_loaded"]
         rec["durations"]["worker"], clock = round(time.perf_counter() - clock, 3), time.perf_counter()
         rec["durations"]["worker_stages"] = worker.get("durations")
         if worker.get("status") != "ok":

@@ -48,6 +48,26 @@ def _ppdet(root: Path) -> None:
     sys.path.insert(0, str(root))
 
 
+def _crash_handlers() -> None:
+    """Right after `import paddle`: fatal signals go to Python's faulthandler, not to paddle's glog handler.
+
+    paddle's handler symbolises a C++ stack inside the signal handler (locks, malloc); a SIGSEGV arriving while
+    such a lock is held deadlocks it, and the worker then hangs instead of dying (seen here: a worker stuck
+    in a futex with SIGSEGV blocked, its parent waiting for ever). `paddle.disable_signal_handler()` is
+    paddle's documented way out; faulthandler only uses async-signal-safe calls: it writes the Python
+    traceback to the log, then the default action kills the process, which the parent reports as "killed
+    by signal SIGSEGV". Called before ppdet is imported, so the window with paddle's handler is the import.
+    """
+    import faulthandler
+
+    import paddle
+
+    paddle.disable_signal_handler()
+    for sig in (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT):
+        signal.signal(sig, signal.SIG_DFL)
+    faulthandler.enable(file=sys.stderr, all_threads=True)
+
+
 def _device(requested: str) -> str:
     import paddle
 
@@ -76,20 +96,46 @@ def device_name(device: str) -> str:
     return platform.processor() or platform.machine()
 
 
+def no_pretrained_downloads(global_config: dict) -> dict[str, object]:
+    """Set the `pretrained` argument of every registered module that has one to False; return the modules
+    whose value was a download or a path (name -> what it was), for the record.
+
+    Swin, FocalNet, ConvNeXt and the CAE ViTs load ImageNet weights *while being constructed*: a URL from the
+    config, or (Swin: `pretrained=None`) one from a table in the code. That is a download of bytes no zoo
+    file names, and offline it makes the build fail (the audit found 12 such models). Every parameter is
+    replaced by the checkpoint under the strict weight check anyway, so nothing of them could reach an AP;
+    False (not None, which Swin turns into its default URL) skips the load in every such constructor.
+    """
+    changed: dict[str, object] = {}
+    for name, module in global_config.items():
+        schema = getattr(module, "schema", None)
+        if not isinstance(schema, dict) or "pretrained" not in schema:
+            continue
+        before = module.get("pretrained", getattr(schema["pretrained"], "default", None))
+        module["pretrained"] = False
+        if before not in (None, False, ""):
+            changed[name] = before
+    return changed
+
+
 def build_model(config: Path, *, device: str = "cpu", overrides: dict | None = None, short: int | None = None,
                 square: int | None = None):
     """Load a real config plus overrides, set its eval geometry (geometry.apply) and build its architecture on
-    `device`; returns (cfg, model, geometry)."""
+    `device`, without the construction-time downloads of pretrained backbones (no_pretrained_downloads);
+    returns (cfg, model, geometry, the pretrained loads skipped in the modules the model is built of)."""
     import paddle
-    from ppdet.core.workspace import create, load_config, merge_config
+    from ppdet.core.workspace import create, global_config, load_config, merge_config
 
     from harness import geometry
 
     cfg = load_config(str(config))
     merge_config({"use_gpu": device == "gpu", **(overrides or {})})
+    changed = no_pretrained_downloads(global_config)
     geo = geometry.apply(cfg, short=short, square=square)
     paddle.set_device("gpu" if device == "gpu" else "cpu")
-    return cfg, create(cfg.architecture), geo
+    model = create(cfg.architecture)
+    used = {type(layer).__name__ for layer in model.sublayers(include_self=True)}
+    return cfg, model, geo, {k: v for k, v in changed.items() if k in used}
 
 
 def _calibrate_batchnorm(model, images: list[Path], short_side: int) -> None:
@@ -144,7 +190,7 @@ def init_weights(root: Path, config: Path, out: Path, seed: int = 0, calibrate: 
     import paddle
 
     paddle.seed(seed)
-    _, model, _ = build_model(config)
+    _, model, _, _ = build_model(config)
     if calibrate:
         _calibrate_batchnorm(model, calibrate, short_side)
     state = model.state_dict()
@@ -154,6 +200,41 @@ def init_weights(root: Path, config: Path, out: Path, seed: int = 0, calibrate: 
     tmp.replace(out)
     return {"keys": len(state), "params": int(sum(int(v.numel()) for v in state.values())),
             "bytes": out.stat().st_size, "paddle": paddle.__version__}
+
+
+def build_many(root: Path, configs: list[str]) -> None:
+    """Build each config's model on the CPU (no weights) and print one JSON line per config: the audit.
+
+    ppdet's `load_config` merges into a process-global registry, so between configs the registry is put
+    back as it was after import (each module schema copied; checked equal to a fresh process per model on
+    R-CNN, PP-YOLOE, RT-DETR and SOLOv2 configs). A failure is reported with its exception; the parent
+    confirms it in a fresh process before calling it a failure.
+    """
+    _ppdet(root)
+    import copy
+
+    import paddle
+
+    _crash_handlers()
+    import ppdet.modeling  # noqa: F401  (registers every module)
+    from ppdet.core import workspace
+
+    paddle.set_device("cpu")
+    registry = {k: copy.copy(v) for k, v in workspace.global_config.items()}
+    for config in configs:
+        workspace.global_config.clear()
+        workspace.global_config.update({k: copy.copy(v) for k, v in registry.items()})
+        t0 = time.perf_counter()
+        try:
+            cfg = workspace.load_config(str(root / config))
+            workspace.merge_config({"use_gpu": False})
+            no_pretrained_downloads(workspace.global_config)
+            state = workspace.create(cfg.architecture).state_dict()
+            line = {"config": config, "ok": True, "architecture": cfg.architecture, "keys": len(state),
+                    "params": int(sum(int(v.numel()) for v in state.values()))}
+        except Exception as exc:  # any failure to build is the finding; it is reported, not raised
+            line = {"config": config, "ok": False, "error": f"{type(exc).__name__}: {str(exc).strip()[:400]}"}
+        print(json.dumps({**line, "seconds": round(time.perf_counter() - t0, 2)}), flush=True)
 
 
 class _Clock:
@@ -224,6 +305,8 @@ def evaluate(spec: dict) -> dict:
     preds.mkdir(parents=True, exist_ok=True)
     _ppdet(Path(spec["ppdet_root"]))
     import paddle
+
+    _crash_handlers()
     from ppdet.engine import Trainer
     from ppdet.engine.callbacks import Callback
 
@@ -242,11 +325,13 @@ def evaluate(spec: dict) -> dict:
         **spec.get("opts", {}),
     }
     overrides["TestDataset"] = {"dataset_dir": str(root), "anno_path": overrides["EvalDataset"]["anno_path"]}
-    cfg, model, geo = build_model(Path(spec["config"]), device=device, overrides=overrides,
-                                  short=spec.get("eval_short"), square=spec.get("input_size"))
+    cfg, model, geo, skipped = build_model(Path(spec["config"]), device=device, overrides=overrides,
+                                           short=spec.get("eval_short"), square=spec.get("input_size"))
     clock.mark("build")
     record = {"status": "ok", "paddle": paddle.__version__, "device": device, "device_name": device_name(device),
               "architecture": cfg.architecture, "overrides": overrides, "geometry": geo}
+    if skipped:  # what the config would have downloaded while building (replaced by the checkpoint anyway)
+        record["pretrained_not_loaded"] = skipped
     try:
         record["weight_check"] = _load_weights(model, Path(spec["weights"]), spec.get("weights_sha256"))
     except checkpoint.CheckpointError as exc:
@@ -346,7 +431,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--calibrate", type=Path, nargs="*", default=None, help="images for BatchNorm statistics")
     p.add_argument("--short-side", type=int, default=320)
+    p = sub.add_parser("build", help="build configs (no weights) and print one JSON line each: the audit")
+    p.add_argument("--ppdet-root", type=Path, required=True)
+    p.add_argument("configs", nargs="+", help="config paths inside the tree")
     args = parser.parse_args(argv)
+    if args.command == "build":
+        build_many(args.ppdet_root, args.configs)
+        return 0
     if args.command == "init-weights":
         info = init_weights(args.ppdet_root, args.config, args.out, args.seed, args.calibrate, args.short_side)
         print(json.dumps(info))

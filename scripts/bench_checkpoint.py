@@ -37,7 +37,7 @@ PROBE = textwrap.dedent("""
     if how == "worker":
         from harness import worker
         worker._ppdet(Path(sys.argv[3]))
-        _, model, _ = worker.build_model(Path(sys.argv[4]))
+        _, model, _, _ = worker.build_model(Path(sys.argv[4]))
     elif how == "read":
         from harness import checkpoint
     else:

@@ -50,7 +50,7 @@ def overhead(spec_path: Path, rounds: int, iters: int) -> dict:
     from harness.timing import Method, run
     from harness.worker import _load_weights, build_model
 
-    cfg, model, _ = build_model(Path(spec["config"]), short=spec.get("eval_short"), square=spec.get("input_size"))
+    cfg, model, _, _ = build_model(Path(spec["config"]), short=spec.get("eval_short"), square=spec.get("input_size"))
     _load_weights(model, Path(spec["weights"]))
     from ppdet.data.source.category import get_categories
 

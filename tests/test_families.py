@@ -38,13 +38,15 @@ def families(tmp_path_factory):
     return path
 
 
-def test_every_family_goes_through_the_whole_pipeline(families, tmp_path):
+def test_every_family_goes_through_the_whole_pipeline(families, tmp_path, ppdet_archive):
     from harness.manifest import load_zoo
     from harness.rehearsal import build_mirror, mirror_zoo, serve
 
     zoo, _ = load_zoo(families)
     stack = zoo.source()[0]
-    mirror = build_mirror(tmp_path / "work", zoo, stack, n_images=2)
+    # The archive from conftest: this module imports the installed harness, which has no ../shared beside it.
+    mirror = build_mirror(tmp_path / "work", zoo, stack, n_images=2,
+                          archive=ppdet_archive(zoo.sources[stack].commit))
     with serve(mirror, 0) as base:
         served = tmp_path / "served.yaml"
         served.write_text(yaml.safe_dump(mirror_zoo(zoo, stack, base, mirror), allow_unicode=True))

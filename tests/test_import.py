@@ -114,6 +114,9 @@ def test_harness_import_all_writes_a_zoo_that_list_shows(tree, tmp_path):
     assert run.returncode == 0, run.stderr
     raw = yaml.safe_load(out.read_text())
     assert raw["version"] == 2 and len(raw["models"]) > 200 and "res2net" in raw["tables"]
+    # The committed whole zoo is this output: its sources, dataset and tolerance are zoo.yaml's (real pins).
+    assert raw == yaml.safe_load((REPO / "zoos" / "paddledetection.yaml").read_text())
+    assert raw["sources"] == yaml.safe_load((REPO / "zoo.yaml").read_text())["sources"]
     assert "| README files read |" in cov.read_text() and "config missing at the pin" in cov.read_text()
     listed = subprocess.run([sys.executable, "-m", "harness", "list", "--zoo", str(out), "--json"],
                             capture_output=True, text=True, env=env, timeout=120)
