@@ -359,6 +359,7 @@ def default_run_dir() -> Path:
 
 def cmd_verify(args) -> int:
     from harness import verification as v
+    from harness.inputs import cpu_estimate, prepare
     from harness.report import markdown
 
     zoo, lock = _zoo(args)
@@ -366,9 +367,9 @@ def cmd_verify(args) -> int:
     opts = _options(args, timing=args.timing, backends=("dygraph",))
     if zoo.notice:
         log.warning("%s", zoo.notice)
-    inputs = v.prepare(zoo, lock, opts)
+    inputs = prepare(zoo, lock, opts)
     if inputs.device == "cpu" and opts.subset is None and inputs.data.num_images > 50:
-        log.warning("%s", v.cpu_estimate(inputs.data.num_images))
+        log.warning("%s", cpu_estimate(inputs.data.num_images))
     run_dir = args.out or default_run_dir()
     rec = v.verify(zoo, model, inputs, lock, opts, run_dir)
     if args.json:
@@ -381,25 +382,26 @@ def cmd_verify(args) -> int:
 
 
 def _options(args, *, timing: bool, backends: tuple[str, ...]):
-    from harness import verification as v
+    from harness.inputs import Options, parse_opts
     from harness.timing import Method
 
     method = Method(warmup=args.warmup, min_iters=args.iters, min_seconds=args.min_seconds, sample=args.sample,
                     seed=args.seed)
-    return v.Options(device=args.device, subset=args.subset, seed=args.seed, data=args.data,
+    return Options(device=args.device, subset=args.subset, seed=args.seed, data=args.data,
                      ppdet_root=args.ppdet_root, locked=args.locked, eval_size=args.eval_size,
-                     opts=v.parse_opts(args.opt), timeout_s=args.timeout, stack=args.stack, threads=args.threads,
+                     opts=parse_opts(args.opt), timeout_s=args.timeout, stack=args.stack, threads=args.threads,
                      timing=timing, backends=tuple(args.backends or backends), method=method, scorer=args.scorer)
 
 
 def cmd_bench(args) -> int:
     from harness import verification as v
+    from harness.inputs import prepare
     from harness.report import timing_lines
 
     zoo, lock = _zoo(args)
     model = zoo.model(args.model)
     opts = _options(args, timing=True, backends=("dygraph", "inference"))
-    inputs = v.prepare(zoo, lock, opts)
+    inputs = prepare(zoo, lock, opts)
     run_dir = args.out or default_run_dir()
     timing = v.bench(zoo, model, inputs, lock, opts, run_dir)
     if args.json:

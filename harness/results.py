@@ -2,7 +2,9 @@
 
 A run directory holds one sub-directory per model (`<run>/<model>/result.json`, plus the worker's log,
 spec and predictions). A reader sees either no result or a complete one; `harness report` needs nothing
-but these files.
+but these files. `Result` is the one schema: every writer (verify, the runner's error path, bench,
+rescore) goes through `write_at`, which validates the record against it, and every reader gets records
+validated by it. Code passes the validated records on as plain dicts (`Result.model_dump`).
 """
 
 from __future__ import annotations
@@ -10,12 +12,84 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Literal
 
-from harness.errors import UsageError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harness.errors import HarnessError, UsageError
 from harness.files import atomic_write_json, is_component
 
 SCHEMA = 1
 RESULT = "result.json"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StageFailure(_Strict):
+    """Why a model has no verdict: the pipeline stage that failed, its message, the worker log's tail."""
+
+    stage: str
+    message: str
+    log_tail: str | None = None
+
+
+class Verdict(_Strict):
+    """One documented metric judged (verdict.MetricVerdict as written)."""
+
+    metric: str
+    measured: float | None
+    documented: float
+    tolerance: float
+    delta: float | None
+    status: Literal["pass", "fail", "error"]
+    reason: str
+
+
+class Result(_Strict):
+    """One model's result in one run. Fields after `table` exist once the pipeline got that far."""
+
+    schema_: Literal[1] = Field(SCHEMA, alias="schema")
+    model: str
+    run_id: str
+    zoo_index: int
+    status: Literal["pass", "fail", "error"]
+    error: StageFailure | None = None
+    notice: str | None = None
+    stack: str | None = None
+    harness: str | None = None
+    started: str
+    documented: dict[str, float]
+    table: dict[str, Any]
+    ppdet: dict[str, Any] | None = None
+    device: str | None = None
+    dataset: dict[str, Any] | None = None
+    artifacts: dict[str, Any] | None = None
+    metrics: dict[str, Verdict] = {}
+    stats: dict[str, dict[str, float]] = {}
+    durations: dict[str, Any] = {}
+    timing: dict[str, Any] | None = None
+    paddle: str | None = None
+    device_name: str | None = None
+    architecture: str | None = None
+    geometry: dict[str, Any] | None = None
+    weight_check: dict[str, Any] | None = None
+    pretrained_not_loaded: dict[str, Any] | None = None
+    predictions: dict[str, str] | None = None
+    detections: dict[str, int] | None = None
+    scorer: dict[str, Any] | None = None
+    finished: str | None = None
+    rescored: str | None = None
+
+
+def validated(record: dict, origin: str) -> dict:
+    """`record` checked against `Result`, as the plain dict every reader uses (fields in schema order)."""
+    try:
+        return Result.model_validate(record).model_dump(by_alias=True)
+    except ValidationError as exc:
+        lines = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5]]
+        raise UsageError(f"{origin}: not a result record of schema {SCHEMA}: " + "; ".join(lines)) from None
 
 
 def now() -> str:
@@ -36,8 +110,15 @@ def write(run_dir: Path, record: dict) -> Path:
 
 
 def write_at(path: Path, record: dict) -> Path:
-    """Write a record to exactly `path` (rescore rewrites the file it read, whatever the record's fields say)."""
-    atomic_write_json(path, {"schema": SCHEMA, **record}, sort_keys=False)  # keep the stats in COCO's order
+    """Write a record to exactly `path` (rescore rewrites the file it read, whatever the record's fields say).
+
+    A record that does not fit `Result` is a bug in the harness, never a user's error: it is raised as one
+    (exit 3) rather than written."""
+    try:
+        data = validated({**record, "schema": SCHEMA}, str(path))
+    except UsageError as exc:
+        raise HarnessError(f"internal error, result not written: {exc.message}") from None
+    atomic_write_json(path, data, sort_keys=False)  # keep the stats in COCO's order
     return path
 
 
@@ -53,9 +134,9 @@ def read(run_dirs: list[Path]) -> list[dict]:
                 rec = json.loads(f.read_text())
             except (OSError, ValueError) as exc:
                 raise UsageError(f"{f}: not a readable result: {exc}") from None
-            if not isinstance(rec, dict) or rec.get("schema") != SCHEMA or "model" not in rec:
+            if not isinstance(rec, dict):
                 raise UsageError(f"{f}: not a result record of schema {SCHEMA}")
-            records.append(rec)
+            records.append(validated(rec, str(f)))
     if not records:
         raise UsageError(f"no {RESULT} under {', '.join(map(str, run_dirs))}",
                          hint="run `harness verify MODEL --out DIR` first")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import platform
@@ -27,11 +26,13 @@ from pathlib import Path
 from harness import __version__
 from harness.errors import HarnessError, UsageError
 from harness.files import atomic_write_json, read_json
+from harness.inputs import Options, prepare
+from harness.launcher import interrupt_all
 from harness.lockfile import LockFile
 from harness.manifest import Model, Zoo
-from harness.results import RESULT, model_dir, now, write
+from harness.results import RESULT, model_dir, now, read, write
 from harness.verdict import ERROR, FAIL
-from harness.verification import Options, interrupt_all, prepare, table_record, verify
+from harness.verification import start_record, verify
 
 log = logging.getLogger(__name__)
 RUN = "run.json"
@@ -76,9 +77,12 @@ class Shard:
 
 def complete(run_dir: Path, model: str) -> bool:
     """A result that `--resume` may keep: readable, for this model, finished, with a final status."""
-    rec = read_json(model_dir(run_dir, model) / RESULT)
-    return isinstance(rec, dict) and rec.get("model") == model and bool(rec.get("finished")) \
-        and rec.get("status") in ("pass", "fail", "error")
+    path = model_dir(run_dir, model) / RESULT
+    try:
+        rec = read([path])[0] if path.is_file() else None
+    except UsageError:  # unreadable or not of the schema: evaluated again
+        return False
+    return rec is not None and rec["model"] == model and bool(rec["finished"])
 
 
 def gpu_list(spec: str | None) -> list[str]:
@@ -121,11 +125,10 @@ def environment() -> dict:
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
-def _error_result(zoo: Zoo, model: Model, run_id: str, stage: str, exc: HarnessError) -> dict:
-    return {"model": model.name, "run_id": run_id, "zoo_index": zoo.models.index(model), "status": ERROR,
-            "error": {"stage": stage, "message": str(exc), "log_tail": None}, "documented": model.documented(),
-            "notice": zoo.notice, "metrics": {}, "stats": {}, "timing": None, "started": now(), "finished": now(),
-            "table": table_record(zoo, model, zoo.source()[0])}
+def _error_result(zoo: Zoo, model: Model, run_id: str, stack: str, stage: str, exc: HarnessError) -> dict:
+    """The result of a model that never reached verify (the run's shared preparation failed)."""
+    return {**start_record(zoo, model, run_id, stack), "error": {"stage": stage, "message": str(exc)},
+            "finished": now()}
 
 
 def run(zoo: Zoo, zoo_path: Path, lock: LockFile, names: list[str] | None, opts: Options, run_dir: Path, *,
@@ -158,7 +161,7 @@ def run(zoo: Zoo, zoo_path: Path, lock: LockFile, names: list[str] | None, opts:
         except HarnessError as exc:  # no source or no dataset: every model says so, none is silent
             log.error("preparing the run failed: %s", exc)
             for m in todo:
-                write(run_dir, _error_result(zoo, m, run_id, "prepare", exc))
+                write(run_dir, _error_result(zoo, m, run_id, zoo.source(opts.stack)[0], "prepare", exc))
             todo = []
         if gpus:
             free: queue.Queue[str] = queue.Queue()
@@ -183,7 +186,7 @@ def run(zoo: Zoo, zoo_path: Path, lock: LockFile, names: list[str] | None, opts:
         else:
             for m in todo:
                 _announce(verify(zoo, m, inputs, lock, opts, run_dir), None)
-    records = [json.loads((model_dir(run_dir, m.name) / RESULT).read_text()) for m in selected]
+    records = [read([model_dir(run_dir, m.name) / RESULT])[0] for m in selected]
     meta["finished"] = now()
     meta["counts"] = {s: sum(r["status"] == s for r in records) for s in ("pass", "fail", "error")}
     atomic_write_json(run_dir / RUN, meta, sort_keys=False)

@@ -1,13 +1,14 @@
 """The model side: the only module that imports paddle and ppdet, always in a subprocess of its own.
 
 Why a subprocess per model: ppdet's `load_config` is process-global state, and a crash or an OOM in a
-model must not take the caller (or the other models' results) down. The parent hands over a spec (JSON),
-the worker writes `worker.json` next to its outputs; stdout/stderr are the log, plus `@@progress i n`
-lines the parent turns into a progress bar.
+model must not take the caller (or the other models' results) down. The parent hands over a spec
+(`spec.json`), the worker writes `worker.json` next to its outputs, both as harness/protocol.py defines
+them; stdout/stderr are the log, plus `@@progress i n` lines the parent turns into a progress bar.
 
     python -m harness.worker eval --spec SPEC.json     evaluate one model (see `evaluate`)
     python -m harness.worker init-weights --ppdet-root DIR --config CFG --out W.pdparams [--seed N]
                                           [--calibrate IMG ...] [--short-side PX]
+    python -m harness.worker build --ppdet-root DIR CONFIG...   build each config, one JSON line each (audit)
 
 Exit codes: 0 done, 3 refused with a reason in worker.json (e.g. weights that do not fit), anything
 else is a crash (the parent records the log's tail).
@@ -24,11 +25,9 @@ import sys
 import time
 from pathlib import Path
 
-from harness import checkpoint
+from harness import checkpoint, protocol
 from harness.errors import ExitCode, HarnessError
-from harness.files import atomic_write_json
-
-PROGRESS = "@@progress"
+from harness.protocol import Spec
 
 
 def _ppdet(root: Path) -> None:
@@ -289,21 +288,19 @@ def _weights_error(exc: checkpoint.CheckpointError) -> dict:
             "weight_check": exc.check.as_json() if isinstance(exc, checkpoint.WeightsError) and exc.check else None}
 
 
-def evaluate(spec: dict) -> dict:
+def evaluate(spec: Spec) -> dict:
     """Evaluate one model with PaddleDetection's own eval loop; predictions go to `<out>/predictions`.
 
-    spec: ppdet_root, config, weights, weights_sha256, images, annotations, out, device (cpu|gpu|auto),
-    eval_short (--eval-size) and input_size (the documented size) for the geometry, metrics (the documented
-    names, which say which predictions must exist), opts (nested dict merged into the config, like ppdet's
-    `-o`), workers. Overrides applied to the real config: the dataset paths, batch size 1 (as documented),
+    `spec` (protocol.Spec) says what to evaluate and how; the answer is protocol.WorkerResult's fields.
+    Overrides applied to the real config: the dataset paths, batch size 1 (as documented),
     device, data-loader workers, and `save_prediction_only` so ppdet writes its prediction files
     (bbox.json, mask.json or segm.json) and leaves scoring to the harness.
     """
     clock = _Clock()
-    out = Path(spec["out"])
+    out = Path(spec.out)
     preds = out / "predictions"
     preds.mkdir(parents=True, exist_ok=True)
-    _ppdet(Path(spec["ppdet_root"]))
+    _ppdet(Path(spec.ppdet_root))
     import paddle
 
     _crash_handlers()
@@ -311,64 +308,64 @@ def evaluate(spec: dict) -> dict:
     from ppdet.engine.callbacks import Callback
 
     clock.mark("import")
-    device = _device(spec.get("device", "auto"))
-    images, annotations = Path(spec["images"]), Path(spec["annotations"])
+    device = _device(spec.device)
+    images, annotations = Path(spec.images), Path(spec.annotations)
     root = Path(os.path.commonpath([images, annotations]))
     overrides = {
-        "worker_num": spec.get("workers", 0),
+        "worker_num": spec.workers,
         "save_prediction_only": True,
         "output_eval": str(preds),
-        "weights": spec["weights"],
+        "weights": spec.weights,
         "EvalDataset": {"dataset_dir": str(root), "image_dir": str(images.relative_to(root)),
                         "anno_path": str(annotations.relative_to(root))},
         "EvalReader": {"batch_size": 1},
-        **spec.get("opts", {}),
+        **spec.opts,
     }
     overrides["TestDataset"] = {"dataset_dir": str(root), "anno_path": overrides["EvalDataset"]["anno_path"]}
-    cfg, model, geo, skipped = build_model(Path(spec["config"]), device=device, overrides=overrides,
-                                           short=spec.get("eval_short"), square=spec.get("input_size"))
+    cfg, model, geo, skipped = build_model(Path(spec.config), device=device, overrides=overrides,
+                                           short=spec.eval_short, square=spec.input_size)
     clock.mark("build")
     record = {"status": "ok", "paddle": paddle.__version__, "device": device, "device_name": device_name(device),
               "architecture": cfg.architecture, "overrides": overrides, "geometry": geo}
     if skipped:  # what the config would have downloaded while building (replaced by the checkpoint anyway)
         record["pretrained_not_loaded"] = skipped
     try:
-        record["weight_check"] = _load_weights(model, Path(spec["weights"]), spec.get("weights_sha256"))
+        record["weight_check"] = _load_weights(model, Path(spec.weights), spec.weights_sha256)
     except checkpoint.CheckpointError as exc:
         return {**record, **_weights_error(exc), "durations": clock.stages}
     clock.mark("load_weights")
 
-    if spec.get("eval", True):
+    if spec.eval:
         cfg["model"] = model  # Trainer evaluates this model (already checked and loaded) instead of a new one
         trainer = Trainer(cfg, mode="eval")
         total = len(trainer.dataset)
 
         class Progress(Callback):
             def on_step_end(self, status):
-                print(f"{PROGRESS} {status['step_id'] + 1} {total}", flush=True)
+                print(f"{protocol.PROGRESS} {status['step_id'] + 1} {total}", flush=True)
 
         trainer.register_callbacks([Progress(trainer)])
         clock.mark("dataloader")
         trainer.evaluate()
         clock.mark("eval")
-        files = prediction_files(preds, spec.get("metrics") or ["box_ap"])
+        files = prediction_files(preds, spec.metrics)
         counts = {k: len(json.loads(Path(p).read_text())) for k, p in files.items()}
         record.update(predictions=files, detections=counts, num_images=total)
-    if spec.get("timing"):
+    if spec.timing:
         from harness import backends
         from harness.timing import Method
 
-        t = spec["timing"]
+        t = spec.timing
         try:
             record["timing"] = backends.bench(cfg, model, device=device, annotations=annotations, images=images,
-                                              out=out, backends=t["backends"], method=Method(**t["method"]))
+                                              out=out, backends=t.backends, method=Method(**t.method))
         except Exception as exc:  # paddle raises assorted types: a timing failure must not cost the eval's AP
             import traceback
 
             traceback.print_exc()
             record["timing"] = {"error": str(exc) if isinstance(exc, HarnessError) else
                                 f"{type(exc).__name__}: {exc} (traceback in worker.log)"}
-            if not spec.get("eval", True):
+            if not spec.eval:
                 record.update(status="error", error=f"timing: {exc}")
         clock.mark("timing")
     return {**record, "durations": clock.stages}
@@ -442,12 +439,12 @@ def main(argv: list[str] | None = None) -> int:
         info = init_weights(args.ppdet_root, args.config, args.out, args.seed, args.calibrate, args.short_side)
         print(json.dumps(info))
         return 0
-    spec = json.loads(args.spec.read_text())
+    spec = protocol.read_spec(args.spec)
     try:
         record = evaluate(spec)
     except HarnessError as exc:
         record = {"status": "error", "error": str(exc)}
-    atomic_write_json(Path(spec["out"]) / "worker.json", record, sort_keys=False)
+    protocol.write_answer(Path(spec.out) / protocol.ANSWER, record)
     return ExitCode.OK if record["status"] == "ok" else ExitCode.ERROR
 
 

@@ -27,6 +27,9 @@ MASK = "mask_rcnn_res2net50_vb_26w_4s_fpn_2x_coco"
 FIXTURE_TREES = {CURRENT: "089225dac84804d0e2be6bd369ba968eab73d8c6",
                  PREVIOUS: "5493ba7d67585bd60643610dbcfb7eac62f9a5db"}
 REAL_TREES = {CURRENT: "ff075e412edc84600d524fa95d8ca222866e2c30", PREVIOUS: "3f3f2caf3efd130f3c0470199a54432f6d2aa454"}
+# The fields every result record has from the start (results.Result); tests add what they look at.
+RECORD = {"run_id": "r", "zoo_index": 0, "started": "2026-11-25T00:00:00+00:00", "table": {},
+          "documented": {"box_ap": 40.6}}
 FAST = Policy(attempts=4, backoff_s=0.01, max_backoff_s=0.05, connect_timeout_s=5, read_timeout_s=5)
 
 

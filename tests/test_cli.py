@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CURRENT, PREVIOUS, REPO, coco_zips, ppdet_tree
+from conftest import CURRENT, PREVIOUS, RECORD, REPO, coco_zips, ppdet_tree
 from loopback import Status
 
 RAW = yaml.safe_load((REPO / "zoo.yaml").read_text())
@@ -53,7 +53,7 @@ def test_list_prints_the_zoo_without_importing_paddle(tmp_path, cache):
     heavy = "('paddle', 'ppdet', 'requests', 'pycocotools', 'faster_coco_eval', 'pandas', 'matplotlib')"
     from harness.results import write
 
-    write(tmp_path / "run", {"model": NAMES[0], "status": "fail", "metrics": {}, "documented": {"box_ap": 40.6}})
+    write(tmp_path / "run", {**RECORD, "model": NAMES[0], "status": "fail"})
     for argv in (["list"], ["--help"], ["report", str(tmp_path / "run")]):
         code = (f"import sys\nfrom harness.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
                 f"assert not [m for m in sys.modules if m.split('.')[0] in {heavy}], 'heavy import'")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FAST, REPO, namespaced
+from conftest import FAST, RECORD, REPO, namespaced
 from loopback import Drop, Endless, Gzip, IgnoreIfRange, LieLength, Stall, Trickle
 
 from harness.artifacts import Policy, entry_path, fetch, fetch_artifact
@@ -352,7 +352,7 @@ def test_sigkill_during_result_writes_never_leaves_a_half_written_result(tmp_pat
     from harness.runner import complete
 
     code = ("import sys; from pathlib import Path; from harness.results import write\n"
-            "rec = {'model': 'm', 'status': 'fail', 'finished': 'now', 'blob': 'x' * 2_000_000}\n"
+            f"rec = {{**{RECORD!r}, 'model': 'm', 'status': 'fail', 'finished': 'now', 'notice': 'x' * 2_000_000}}\n"
             "print('ready', flush=True)\n"
             "while True:\n    write(Path(sys.argv[1]), rec)\n")
     for delay in (0.05, 0.11, 0.17, 0.23, 0.31):
@@ -364,7 +364,7 @@ def test_sigkill_during_result_writes_never_leaves_a_half_written_result(tmp_pat
         proc.wait()
         result = run / "m" / "result.json"
         if result.exists():
-            assert json.loads(result.read_text())["blob"] == "x" * 2_000_000
+            assert json.loads(result.read_text())["notice"] == "x" * 2_000_000
             assert complete(run, "m")
         else:
             assert not complete(run, "m")  # --resume would run the model again

@@ -13,13 +13,13 @@ from harness.results import write
 
 
 def _record(model="m_a", status="pass", box=40.5, mask=None, **extra) -> dict:
-    metrics = {"box_ap": {"measured": box, "documented": 40.6, "delta": round(box - 40.6, 6), "tolerance": 0.3,
-                          "status": status}}
+    metrics = {"box_ap": {"metric": "box_ap", "measured": box, "documented": 40.6, "delta": round(box - 40.6, 6),
+                          "tolerance": 0.3, "status": status, "reason": "r"}}
     if mask is not None:
-        metrics["mask_ap"] = {"measured": mask, "documented": 38.1, "delta": round(mask - 38.1, 6), "tolerance": 0.5,
-                              "status": status}
-    return {"model": model, "zoo_index": 0, "status": status, "documented": {"box_ap": 40.6, "mask_ap": 38.1 if mask
-                                                                             is not None else None},
+        metrics["mask_ap"] = {"metric": "mask_ap", "measured": mask, "documented": 38.1,
+                              "delta": round(mask - 38.1, 6), "tolerance": 0.5, "status": status, "reason": "r"}
+    return {"model": model, "run_id": "r1", "started": "2026-11-25T00:00:00+00:00", "zoo_index": 0,
+            "status": status, "documented": {"box_ap": 40.6, **({"mask_ap": 38.1} if mask is not None else {})},
             "metrics": metrics, "device": "gpu", "device_name": "NVIDIA H100", "paddle": "3.3.1",
             "ppdet": {"commit": "666f597f"}, "dataset": {"subset": None, "eval_size": None},
             "table": {"backbone": "Res2Net50-FPN", "type": "Mask" if mask is not None else "Faster",

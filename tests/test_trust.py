@@ -80,8 +80,12 @@ def _scored_run(tmp_path, model_field: str) -> Path:
     (mdir / "predictions").mkdir(parents=True)
     (mdir / "predictions" / "bbox.json").write_text(json.dumps(
         [{"image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 4], "score": 0.9}]))
-    rec = {"schema": 1, "model": model_field, "status": "fail", "predictions": {"bbox": "predictions/bbox.json"},
-           "dataset": {"annotations": str(ann)}, "metrics": {"box_ap": {"documented": 40.6, "tolerance": 0.3}}}
+    verdict = {"metric": "box_ap", "measured": 0.0, "documented": 40.6, "tolerance": 0.3, "delta": -40.6,
+               "status": "fail", "reason": "r"}
+    rec = {"schema": 1, "model": model_field, "run_id": "r", "zoo_index": 0, "started": "2026-11-25T00:00:00+00:00",
+           "table": {}, "documented": {"box_ap": 40.6}, "status": "fail",
+           "predictions": {"bbox": "predictions/bbox.json"}, "dataset": {"annotations": str(ann)},
+           "metrics": {"box_ap": verdict}}
     (mdir / "result.json").write_text(json.dumps(rec))
     return tmp_path / "run"
 
