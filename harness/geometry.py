@@ -8,6 +8,9 @@ Two changes exist, both recorded with the result:
 - a documented `input_size` (the README's number for that size): the target becomes that square size;
 - `--eval-size PX` (smoke tests on a CPU): that target scaled so its short side is PX, whatever its shape
   ([800, 1333] -> [320, 533]; [640, 640] -> [320, 320]); the AP is then not comparable.
+A config whose EvalReader has no Resize evaluates each image at its own size (CenterNet's WarpAffine with
+`keep_res`): there is nothing to scale, so `--eval-size` does not apply (recorded as `unscaled`, and the
+report says so), while a documented `input_size` cannot be set and is refused.
 Both apply to the EvalReader and the TestReader (what export writes to infer_cfg.yml), to the TestReader's
 fixed input shape, so timing and TensorRT shapes follow, and to the eval size the model itself was built
 for (the shared `eval_size` of PP-YOLOE's head and RT-DETR's transformer).
@@ -67,8 +70,11 @@ def apply(cfg: Any, *, short: int | None = None, square: int | None = None) -> d
     if own is None:
         names = [next(iter(t)) for t in (cfg.get("EvalReader") or {}).get("sample_transforms") or []
                  if isinstance(t, dict)]
+        if square is None:  # each image at its own size: a smaller target cannot be set, and none is needed
+            return {"config": None, "eval": None, "changed_by": None,
+                    "unscaled": f"no Resize in the EvalReader ({', '.join(names)}): each image at its own size"}
         raise UsageError(f"the config's EvalReader has no Resize with a target_size (transforms: {names})",
-                         hint="evaluate at the config's own size: drop --eval-size (or the model's input_size)")
+                         hint="the documented input_size cannot be set for this config; remove it from the zoo")
     base = [square, square] if square is not None else own
     new = scaled(base, short) if short is not None else base
     if new == own:

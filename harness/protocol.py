@@ -74,7 +74,7 @@ class WorkerResult(_Strict):
     overrides: dict[str, Any] | None = None
     geometry: dict[str, Any] | None = None
     weight_check: dict[str, Any] | None = None
-    pretrained_not_loaded: dict[str, Any] | None = None
+    pretrained_not_loaded: list[str] | None = None
     predictions: dict[str, str] | None = None
     detections: dict[str, int] | None = None
     num_images: int | None = None

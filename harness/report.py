@@ -84,6 +84,8 @@ def notes(records: list[dict]) -> list[str]:
             own = f" (the config's: {_size(geo['config'])})" if geo.get("config") else ""
             out.append(f"{name}: evaluated at {_size(ds['eval_size'])}{own}: reduced for a smoke test, the AP is "
                        "not comparable with the documented one.")
+        elif geo.get("unscaled"):
+            out.append(f"{name}: --eval-size did not apply ({geo['unscaled']}).")
         elif geo.get("changed_by") == "input_size":
             out.append(f"{name}: evaluated at the documented input size {_size(geo['eval'])} (the config's: "
                        f"{_size(geo['config'])}).")

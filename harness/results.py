@@ -75,7 +75,7 @@ class Result(_Strict):
     architecture: str | None = None
     geometry: dict[str, Any] | None = None
     weight_check: dict[str, Any] | None = None
-    pretrained_not_loaded: dict[str, Any] | None = None
+    pretrained_not_loaded: list[str] | None = None  # URLs the config would have downloaded while building
     predictions: dict[str, str] | None = None
     detections: dict[str, int] | None = None
     scorer: dict[str, Any] | None = None

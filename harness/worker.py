@@ -17,12 +17,14 @@ else is a crash (the parent records the log's tail).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from harness import checkpoint, protocol
@@ -95,46 +97,62 @@ def device_name(device: str) -> str:
     return platform.processor() or platform.machine()
 
 
-def no_pretrained_downloads(global_config: dict) -> dict[str, object]:
-    """Set the `pretrained` argument of every registered module that has one to False; return the modules
-    whose value was a download or a path (name -> what it was), for the record.
+@contextlib.contextmanager
+def no_pretrained_downloads() -> Iterator[list[str]]:
+    """While building a model: every download paddle's `get_weights_path_from_url` would make is recorded
+    and answered with an empty state dict instead; yields the list of URLs.
 
-    Swin, FocalNet, ConvNeXt and the CAE ViTs load ImageNet weights *while being constructed*: a URL from the
-    config, or (Swin: `pretrained=None`) one from a table in the code. That is a download of bytes no zoo
-    file names, and offline it makes the build fail (the audit found 12 such models). Every parameter is
-    replaced by the checkpoint under the strict weight check anyway, so nothing of them could reach an AP;
-    False (not None, which Swin turns into its default URL) skips the load in every such constructor.
+    Swin, FocalNet, ConvNeXt and the CAE ViTs load ImageNet weights *while being constructed*, from a URL in
+    the config or from a table in the code (Swin turns `pretrained: None` into one). That is a download of
+    bytes no zoo file names, and offline it makes the build fail (the audit found 14 such models). Every
+    parameter is then replaced by the checkpoint under the strict weight check, so nothing of those bytes
+    could reach an AP. The modules disagree on what "no pretrained" means (`if pretrained:` in some,
+    `is not None` in others), so the download itself is answered, not the argument changed.
     """
-    changed: dict[str, object] = {}
-    for name, module in global_config.items():
-        schema = getattr(module, "schema", None)
-        if not isinstance(schema, dict) or "pretrained" not in schema:
-            continue
-        before = module.get("pretrained", getattr(schema["pretrained"], "default", None))
-        module["pretrained"] = False
-        if before not in (None, False, ""):
-            changed[name] = before
-    return changed
+    import tempfile
+
+    import paddle
+    import paddle.utils.download as download
+
+    original = download.get_weights_path_from_url
+    asked: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="harness-no-pretrained-") as tmp:
+        empty = str(Path(tmp) / "empty.pdparams")
+        paddle.save({}, empty)
+
+        def answer(url: str, *args, **kwargs) -> str:
+            asked.append(url)
+            return empty
+
+        # ppdet modules that imported the function by name hold their own reference: replace those too
+        holders = [m for name, m in list(sys.modules.items()) if (name == download.__name__ or
+                   name.startswith("ppdet.")) and getattr(m, "get_weights_path_from_url", None) is original]
+        for m in holders:
+            m.get_weights_path_from_url = answer
+        try:
+            yield asked
+        finally:
+            for m in holders:
+                m.get_weights_path_from_url = original
 
 
 def build_model(config: Path, *, device: str = "cpu", overrides: dict | None = None, short: int | None = None,
                 square: int | None = None):
     """Load a real config plus overrides, set its eval geometry (geometry.apply) and build its architecture on
     `device`, without the construction-time downloads of pretrained backbones (no_pretrained_downloads);
-    returns (cfg, model, geometry, the pretrained loads skipped in the modules the model is built of)."""
+    returns (cfg, model, geometry, the URLs of pretrained weights not downloaded)."""
     import paddle
-    from ppdet.core.workspace import create, global_config, load_config, merge_config
+    from ppdet.core.workspace import create, load_config, merge_config
 
     from harness import geometry
 
     cfg = load_config(str(config))
     merge_config({"use_gpu": device == "gpu", **(overrides or {})})
-    changed = no_pretrained_downloads(global_config)
     geo = geometry.apply(cfg, short=short, square=square)
     paddle.set_device("gpu" if device == "gpu" else "cpu")
-    model = create(cfg.architecture)
-    used = {type(layer).__name__ for layer in model.sublayers(include_self=True)}
-    return cfg, model, geo, {k: v for k, v in changed.items() if k in used}
+    with no_pretrained_downloads() as skipped:
+        model = create(cfg.architecture)
+    return cfg, model, geo, skipped
 
 
 def _calibrate_batchnorm(model, images: list[Path], short_side: int) -> None:
@@ -159,6 +177,7 @@ def _calibrate_batchnorm(model, images: list[Path], short_side: int) -> None:
         im = cv2.resize(im, (round(w * scale), round(h * scale)))
         batch.append(((im - mean) / std).transpose(2, 0, 1).astype("float32"))
     shape = np.max([b.shape for b in batch], axis=0)
+    shape[1:] = -(-shape[1:] // 32) * 32  # padded to a stride of 32, as PadBatch does (YOLOX's Focus needs even)
     padded = np.zeros((len(batch), *shape), dtype="float32")
     for i, b in enumerate(batch):
         padded[i, :, : b.shape[1], : b.shape[2]] = b
@@ -227,8 +246,8 @@ def build_many(root: Path, configs: list[str]) -> None:
         try:
             cfg = workspace.load_config(str(root / config))
             workspace.merge_config({"use_gpu": False})
-            no_pretrained_downloads(workspace.global_config)
-            state = workspace.create(cfg.architecture).state_dict()
+            with no_pretrained_downloads():
+                state = workspace.create(cfg.architecture).state_dict()
             line = {"config": config, "ok": True, "architecture": cfg.architecture, "keys": len(state),
                     "params": int(sum(int(v.numel()) for v in state.values()))}
         except Exception as exc:  # any failure to build is the finding; it is reported, not raised
@@ -440,12 +459,42 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(info))
         return 0
     spec = protocol.read_spec(args.spec)
+    _fail_on_thread_errors(Path(spec.out) / protocol.ANSWER)
     try:
         record = evaluate(spec)
     except HarnessError as exc:
         record = {"status": "error", "error": str(exc)}
+    except Exception as exc:  # ppdet or paddle raising inside the model's eval: that model's error, named
+        import traceback
+
+        traceback.print_exc()
+        first = (str(exc).strip().splitlines() or [""])[0][:500]
+        record = {"status": "error", "error": f"PaddleDetection's eval raised {type(exc).__name__}: {first} "
+                                              "(traceback in worker.log)"}
     protocol.write_answer(Path(spec.out) / protocol.ANSWER, record)
     return ExitCode.OK if record["status"] == "ok" else ExitCode.ERROR
+
+
+def _fail_on_thread_errors(answer: Path) -> None:
+    """An exception in a background thread ends the worker with that exception as its answer.
+
+    paddle's DataLoader reads (and runs ppdet's transforms) in a thread; when that thread raises (a transform
+    that fails on an image, say), the thread dies and the main thread waits for a batch that never comes:
+    the worker would hang until a timeout, and the parent could only say "timed out". No thread of an eval
+    may die with an error and leave the eval's result whole, so the first such error is the answer.
+    """
+    import threading
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        threading.__excepthook__(args)  # the traceback, in worker.log
+        first = (str(args.exc_value).strip().splitlines() or [""])[0][:500]
+        where = args.thread.name if args.thread else "a thread"
+        with contextlib.suppress(Exception):
+            protocol.write_answer(answer, {"status": "error", "error": f"PaddleDetection's eval raised "
+                                           f"{args.exc_type.__name__}: {first} in {where} (traceback in worker.log)"})
+        _exit_now(ExitCode.ERROR)
+
+    threading.excepthook = hook
 
 
 def _exit_now(code: int) -> None:

@@ -33,12 +33,19 @@ sys.path.insert(0, str(REPO))
 class Row:
     family: str
     model: str
+    eval_size: int | None
     status: str  # ran | error | not built
     verdict: str | None = None  # the harness's verdict (fail is expected with random weights)
     predictions: list[str] | None = None
     metrics: list[str] | None = None
     seconds: float | None = None  # the worker (import, build, weights, eval) as the result records it
     why: str | None = None
+
+
+def _picks(path: Path) -> dict[str, tuple[str, int | None]]:
+    """family -> (model, its own eval size or None): `Family: model` or `Family: {model: m, eval_size: px}`."""
+    raw = yaml.safe_load(path.read_text())
+    return {family: (v, None) if isinstance(v, str) else (v["model"], v.get("eval_size")) for family, v in raw.items()}
 
 
 def _subzoo(zoo_path: Path, picks: dict[str, str]) -> dict:
@@ -55,7 +62,9 @@ def run(args) -> dict:
     from harness.manifest import parse_zoo
     from harness.rehearsal import build_mirror, mirror_zoo, serve
 
-    picks = yaml.safe_load(args.families.read_text())
+    chosen = _picks(args.families)
+    picks = {family: model for family, (model, _) in chosen.items()}
+    sizes = {model: size or args.eval_size for model, size in chosen.values()}
     raw = _subzoo(args.zoo, picks)
     zoo = parse_zoo(raw)
     stack, pin = zoo.source(args.stack)
@@ -65,23 +74,25 @@ def run(args) -> dict:
     mirror = build_mirror(args.work, zoo, stack, n_images=args.images, failed=failed)
     print(f"mirror built in {time.perf_counter() - t0:.0f} s; not built: {sorted(failed)}", flush=True)
     ok = parse_zoo({**raw, "models": [m for m in raw["models"] if m["name"] not in failed]})
-    run_dir = args.work / "run"
+    runs = {size: args.work / f"run-{size}" for size in sorted(set(sizes.values()))}
     with serve(mirror, 0) as base:
         served = args.work / "served.yaml"
         served.write_text(yaml.safe_dump(mirror_zoo(ok, stack, base, mirror), allow_unicode=True))
         env = {**os.environ, "HARNESS_CACHE": str(args.work / "cache"), "HARNESS_STACK": stack}
-        proc = subprocess.run([sys.executable, "-m", "harness", "run", "--zoo", str(served), "--out", str(run_dir),
-                               "--device", "cpu", "--eval-size", str(args.eval_size), "--no-timing",
-                               "--history", str(args.work / "history.jsonl")], env=env, cwd=REPO)
-    print(f"harness run exited {proc.returncode}", flush=True)
+        for size, run_dir in runs.items():  # one `harness run` per eval size
+            names = [m for m, s in sizes.items() if s == size and m not in failed]
+            proc = subprocess.run([sys.executable, "-m", "harness", "run", "--zoo", str(served), "--out",
+                                   str(run_dir), "--device", "cpu", "--eval-size", str(size), "--no-timing",
+                                   "--history", str(args.work / "history.jsonl"), *names], env=env, cwd=REPO)
+            print(f"harness run at {size} px exited {proc.returncode}", flush=True)
     rows = []
     for family, name in picks.items():
         if name in failed:
-            rows.append(Row(family, name, "not built", why=failed[name]))
+            rows.append(Row(family, name, sizes[name], "not built", why=failed[name]))
             continue
-        rec = json.loads((run_dir / name / "result.json").read_text())
+        rec = json.loads((runs[sizes[name]] / name / "result.json").read_text())
         err = rec.get("error") or {}
-        rows.append(Row(family, name, "error" if rec["status"] == "error" else "ran", rec["status"],
+        rows.append(Row(family, name, sizes[name], "error" if rec["status"] == "error" else "ran", rec["status"],
                         sorted(rec.get("predictions") or {}), sorted(rec.get("metrics") or {}),
                         (rec.get("durations") or {}).get("worker"),
                         f"{err.get('stage')}: {str(err.get('message', '')).splitlines()[0][:300]}" if err else None))
@@ -102,16 +113,18 @@ def markdown(runs: list[dict]) -> str:
     for r in runs:
         ran = sum(row["status"] == "ran" for row in r["rows"])
         lines.append(f"- {r['stack']}: PaddleDetection {r['commit'][:12]}, paddle {r['paddle']}, "
-                     f"{r['images']} images at {r['eval_size']} px: **{ran} of {len(r['rows'])} ran**")
+                     f"{r['images']} images at {r['eval_size']} px unless the row says otherwise: "
+                     f"**{ran} of {len(r['rows'])} ran**")
     stacks = [r["stack"] for r in runs]
     by = {(r["stack"], row["model"]): row for r in runs for row in r["rows"]}
     families = list(dict.fromkeys((row["family"], row["model"]) for r in runs for row in r["rows"]))
-    head = ["family", "model", "predictions"] + [f"{s}: status" for s in stacks] + [f"{s}: s" for s in stacks]
+    head = ["family", "model", "px", "predictions"] + [f"{s}: status" for s in stacks] + [f"{s}: s" for s in stacks]
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for family, model in families:
         rows = [by.get((s, model)) for s in stacks]
         kinds = next((", ".join(x["predictions"]) for x in rows if x and x.get("predictions")), "-")
-        cells = [family, model, kinds, *(x["status"] if x else "-" for x in rows),
+        px = next((str(x["eval_size"]) for x in rows if x and x.get("eval_size")), "-")
+        cells = [family, model, px, kinds, *(x["status"] if x else "-" for x in rows),
                  *(f"{x['seconds']:.0f}" if x and x.get("seconds") else "-" for x in rows)]
         lines.append("| " + " | ".join(cells) + " |")
     why = [(s, row) for r in runs for s in [r["stack"]] for row in r["rows"] if row["status"] != "ran"]

@@ -3,8 +3,8 @@
 Runs on each stack against that stack's PaddleDetection archive, with three configs added to a copy of the
 tree: one whose architecture does not exist (a build failure), one whose `_BASE_` leaves the tree, and one
 that is not there at all. The seed model is built after the broken one in the same process: its parameter
-count must equal a build in a fresh process (ppdet's registry is put back between configs). Swin and the CAE
-ViT download ImageNet weights while being constructed; with every proxy pointing at a closed port (no
+count must equal a build in a fresh process (ppdet's registry is put back between configs). Swin, ConvNeXt and
+the CAE ViT download ImageNet weights while being constructed; with every proxy pointing at a closed port (no
 download can succeed, online or not) they must still build: the harness never loads bytes a zoo does not name.
 """
 
@@ -23,7 +23,8 @@ pytestmark = pytest.mark.stack
 
 STACK = os.environ.get("HARNESS_STACK", "current")
 SEED = f"configs/res2net/{FASTER}.yml"
-DOWNLOADERS = {"swin": "configs/swin/ppyoloe_plus_swin_tiny_36e_coco.yml",
+DOWNLOADERS = {"swin": "configs/swin/ppyoloe_plus_swin_tiny_36e_coco.yml",  # pretrained: None means a URL
+               "convnext": "configs/convnext/ppyoloe_convnext_tiny_36e_coco.yml",  # `is not None` decides
                "cae": "configs/vitdet/cascade_rcnn_vit_base_hrfpn_cae_1x_coco.yml"}
 NO_NETWORK = {k: "http://127.0.0.1:9" for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
 
@@ -85,7 +86,7 @@ def test_audit_builds_each_config_and_names_what_does_not(tree, tmp_path):
     assert (line["params"], line["keys"]) == (seed["params"], seed["keys"])
 
     rows = _rows((tmp_path / "a.md").read_text())
-    assert [rows[2][0], *rows[2][3:]] == [STACK, "3", "1", "2"]  # totals: built, failed, missing
+    assert [rows[2][0], *rows[2][3:]] == [STACK, "4", "1", "2"]  # totals: built, failed, missing
     assert ["broken", STACK, "failed"] in [r[:3] for r in rows] and [FASTER, "FasterRCNN"] in [r[:2] for r in rows]
 
 

@@ -140,6 +140,18 @@ def test_a_worker_killed_by_a_signal_is_that_models_error(served, tmp_path, sig)
     assert json.loads((run_dir / FASTER / "result.json").read_text())["status"] == "error"
 
 
+def test_an_exception_inside_ppdets_eval_is_that_models_named_error_not_a_hang(served, tmp_path):
+    """ppdet's transforms run in paddle's DataLoader thread: when one raises, the thread dies and the eval
+    used to wait for ever for its batch. Now the exception is the worker's answer, named, at once."""
+    make, cache, _ = served
+    out = harness("verify", FASTER, "--zoo", str(make(tmp_path)), "--out", str(tmp_path / "run"), "--json", *QUICK,
+                  "-o", "EvalReader.sample_transforms=[]", cache=cache)
+    assert out.returncode == 3, out.stderr[-2000:]
+    err = json.loads(out.stdout)["error"]
+    assert err["stage"] == "worker" and "PaddleDetection's eval raised KeyError: 'image'" in err["message"]
+    assert "Traceback" in err["log_tail"]
+
+
 # ---- the checkpoint reader, end to end: never an AP for bytes not faithfully loaded -----------------------
 
 

@@ -49,12 +49,21 @@ def test_a_documented_input_size_sets_a_square_target(reader):
     assert geo == {"config": own, "eval": [320, 320], "changed_by": "input_size"}
 
 
-def test_nothing_asked_changes_nothing_and_no_resize_is_a_clear_error(reader):
+def test_nothing_asked_changes_nothing(reader):
     cfg = reader("configs/rtdetr/_base_/rtdetr_reader.yml")
     before = copy.deepcopy(cfg)
     assert geometry.apply(cfg) == {"config": [640, 640], "eval": [640, 640], "changed_by": None} and cfg == before
+
+
+def test_each_image_at_its_own_size_is_left_alone_and_an_input_size_for_it_refused(reader):
+    """CenterNet's EvalReader warps each image at its own resolution (keep_res): --eval-size has nothing to
+    scale and says so; a documented input_size could not be honoured, which is an error."""
+    cfg = reader("configs/centernet/_base_/centernet_reader.yml")
+    before = copy.deepcopy(cfg)
+    geo = geometry.apply(cfg, short=160)
+    assert geo["eval"] is None and geo["changed_by"] is None and "WarpAffine" in geo["unscaled"] and cfg == before
     with pytest.raises(UsageError, match="has no Resize with a target_size"):
-        geometry.apply({"EvalReader": {"sample_transforms": [{"Decode": {}}]}}, short=320)
+        geometry.apply(cfg, square=320)
 
 
 def test_eval_size_scales_the_documented_size_and_an_equal_size_is_no_change(reader):
