@@ -104,3 +104,19 @@ def test_each_table_is_rendered_in_its_own_layout():
     assert cells[:7] == ["RT-DETR-R18", "640", "46.5", "63.8", "217", "[model](https://x/w.pdparams)",
                          "[config](https://x/c.yml)"]  # a documented speed stays the README's
     assert cells[-4:] == ["0.50", "-", "box -46.0", "fail"]  # AP50 documented but not measured here
+
+
+def test_a_record_that_does_not_fit_the_schema_is_refused_by_readers_and_writers(tmp_path):
+    """One schema (results.Result) for every writer and reader: a record missing a field, or carrying one
+    nobody defined, is named at the boundary instead of being half-read."""
+    from harness.errors import HarnessError
+
+    bad = tmp_path / "run" / "m_a"
+    bad.mkdir(parents=True)
+    (bad / "result.json").write_text(json.dumps({"schema": 1, "model": "m_a", "status": "pass"}))
+    out = subprocess.run([sys.executable, "-m", "harness", "report", str(tmp_path / "run")], capture_output=True,
+                         text=True)
+    assert out.returncode == 2 and "not a result record of schema 1" in out.stderr and "run_id" in out.stderr
+    with pytest.raises(HarnessError, match="internal error, result not written: .*surprise"):
+        write(tmp_path / "run2", _record(surprise=1))
+    assert not (tmp_path / "run2" / "m_a" / "result.json").exists()
