@@ -10,7 +10,6 @@ import yaml
 from conftest import CURRENT
 
 from harness import geometry
-from harness.errors import UsageError
 from harness.readme import _Untagged
 
 
@@ -55,15 +54,15 @@ def test_nothing_asked_changes_nothing(reader):
     assert geometry.apply(cfg) == {"config": [640, 640], "eval": [640, 640], "changed_by": None} and cfg == before
 
 
-def test_each_image_at_its_own_size_is_left_alone_and_an_input_size_for_it_refused(reader):
+def test_each_image_at_its_own_size_is_left_alone_and_says_so(reader):
     """CenterNet's EvalReader warps each image at its own resolution (keep_res): --eval-size has nothing to
-    scale and says so; a documented input_size could not be honoured, which is an error."""
+    scale, and the README's "512x512" (its training size) is not an eval size: both say so, nothing changes."""
     cfg = reader("configs/centernet/_base_/centernet_reader.yml")
     before = copy.deepcopy(cfg)
     geo = geometry.apply(cfg, short=160)
     assert geo["eval"] is None and geo["changed_by"] is None and "WarpAffine" in geo["unscaled"] and cfg == before
-    with pytest.raises(UsageError, match="has no Resize with a target_size"):
-        geometry.apply(cfg, square=320)
+    geo = geometry.apply(cfg, square=512)
+    assert "the documented 512x512 is not an eval size" in geo["unscaled"] and cfg == before
 
 
 def test_eval_size_scales_the_documented_size_and_an_equal_size_is_no_change(reader):
