@@ -99,7 +99,7 @@ def run(zoo: Zoo, tree: SourceTree, names: list[str] | None = None, *, timeout_s
             tree.config(m)  # exists, and its _BASE_ chain stays inside the tree
         except HarnessError as exc:
             findings[m.name] = Finding(model=m.name, config=m.config, status="missing",
-                                       error=exc.message.splitlines()[0])
+                                       error=_short(exc.message, tree.root))
             continue
         to_build.append((m.name, m.config))
     from tqdm import tqdm
@@ -119,6 +119,11 @@ def run(zoo: Zoo, tree: SourceTree, names: list[str] | None = None, *, timeout_s
     return [findings[m.name] for m in models]
 
 
+def _short(message: str, root: Path | str) -> str:
+    """The first line of a message, the tree's local path left out (it means nothing in a report)."""
+    return message.splitlines()[0].replace(f" in {root}", " at this pin").replace(str(root), "<tree>")
+
+
 def markdown(runs: list[Audit]) -> str:
     """The audit of one or more stacks as one document: totals per stack, what did not build, every model."""
     stacks = [a.stack for a in runs]
@@ -128,7 +133,10 @@ def markdown(runs: list[Audit]) -> str:
             by_model.setdefault(f.model, {})[a.stack] = f
     lines = ["# Zoo audit: does every imported config build?", "",
              "Offline and without weights: the config exists at the pin, its `_BASE_` chain stays inside the tree, "
-             "and the model builds on the stack's paddle (`harness audit`).", ""]
+             "and the model builds on the stack's paddle (`harness audit`), with no network: backbones that download "
+             "ImageNet weights while being built are answered with an empty state dict (a checkpoint replaces every "
+             "parameter anyway). `missing`: the config is not in that stack's tree (added to PaddleDetection "
+             "after it), or its `_BASE_` chain leaves the tree.", ""]
     totals = []
     for a in runs:
         counts = [sum(f.status == s for f in a.findings) for s in ("built", "failed", "missing")]
@@ -136,8 +144,9 @@ def markdown(runs: list[Audit]) -> str:
         totals.append([a.stack, a.paddle or "?", tree, *counts])
     lines += [_table(totals, ["stack", "paddle", "PaddleDetection", "built", "failed", "missing"]), "",
               "## Models that did not build", ""]
-    bad = [[name, stack, f.status, f.error or ""] for name, fs in by_model.items() for stack, f in fs.items()
-           if f.status != "built"]
+    roots = {a.stack: a.tree.get("root") or "" for a in runs}
+    bad = [[name, stack, f.status, _short(f.error or "", roots[stack])] for name, fs in by_model.items()
+           for stack, f in fs.items() if f.status != "built"]
     lines.append(_table(bad, ["model", "stack", "status", "why"]) if bad else "none")
     rows = []
     for name, fs in by_model.items():
