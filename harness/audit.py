@@ -121,7 +121,8 @@ def run(zoo: Zoo, tree: SourceTree, names: list[str] | None = None, *, timeout_s
 
 def _short(message: str, root: Path | str) -> str:
     """The first line of a message, the tree's local path left out (it means nothing in a report)."""
-    return message.splitlines()[0].replace(f" in {root}", " at this pin").replace(str(root), "<tree>")
+    first = (message.splitlines() or [""])[0]
+    return first.replace(f" in {root}", " at this pin").replace(str(root), "<tree>") if root else first
 
 
 def markdown(runs: list[Audit]) -> str:
