@@ -42,7 +42,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8765
 EVAL_SIZE = 320  # short side of the rehearsal's eval (the configs' 800 costs ~7x more on a CPU)
-TIMING = ["--warmup", "1", "--iters", "5", "--min-seconds", "3"]  # a short fps measurement: it is a rehearsal
+# A short fps measurement (it is a rehearsal: random weights, 320 px on a CPU): 1 warm-up, then at least 3
+# timed iterations and 1 s. A Mask R-CNN forward on random weights takes ~12 s here, so each iteration counts.
+TIMING = ["--warmup", "1", "--iters", "3", "--min-seconds", "1"]
 BANNER = ("REHEARSAL: random-initialised weights on synthetic images, served from 127.0.0.1. "
           "AP ≈ 0 is the expected result; it says nothing about the published checkpoints.")
 

@@ -58,7 +58,7 @@ def test_verify_fills_the_fps_column_with_the_full_timing_record(rehearsal):
         timing = rec["timing"]
         assert timing["backend"] == "dygraph" and timing["fps"] > 0
         _positive_timing(timing["backends"]["dygraph"])
-        assert timing["method"]["min_iters"] == 5 and timing["method"]["warmup"] == 1
+        assert timing["method"]["min_iters"] == 3 and timing["method"]["warmup"] == 1
     report = (rehearsal.run_dir / "report.md").read_text()
     fps_cells = [row.split("|")[5].strip() for row in report.splitlines() if row.startswith("| Res2Net")]
     assert len(fps_cells) == 3 and all(float(c) > 0 for c in fps_cells)

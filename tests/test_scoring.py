@@ -16,6 +16,8 @@ from pycocotools.cocoeval import COCOeval
 
 from harness.scoring import SCORERS, STATS, metrics, score_files, scorer
 
+pytestmark = pytest.mark.numerics  # numpy / pycocotools differ by stack: run on every stack
+
 both = pytest.mark.parametrize("name", SCORERS)
 
 

@@ -7,6 +7,8 @@ import pytest
 
 from harness.timing import TOTAL, Method, Pipeline, Samples, cv, percentiles, run, summarize
 
+pytestmark = pytest.mark.numerics  # numpy / pycocotools differ by stack: run on every stack
+
 
 def test_percentiles_match_numpys_linear_interpolation():
     rng = np.random.default_rng(0)

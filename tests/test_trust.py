@@ -90,6 +90,7 @@ def _scored_run(tmp_path, model_field: str) -> Path:
     return tmp_path / "run"
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("field", ["/tmp/harness-escape-test", "../../escape", ".."])
 def test_rescore_writes_the_file_it_read_whatever_the_record_says(tmp_path, field):
     run = _scored_run(tmp_path, field)
