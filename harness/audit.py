@@ -15,19 +15,19 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from harness.errors import HarnessError, UsageError
 from harness.manifest import Zoo
+from harness.protocol import Strict
 from harness.source import SourceTree
 
 BATCH = 40  # configs per worker process (import costs ~4 s; a build ~1 s)
 
 
-class Finding(BaseModel):
+class Finding(Strict):
     """One model's audit: `missing` (config absent or its `_BASE_` leaves the tree), `failed`, `built`."""
 
-    model_config = ConfigDict(extra="forbid")
     model: str
     config: str
     status: Literal["built", "failed", "missing"]
@@ -38,10 +38,9 @@ class Finding(BaseModel):
     seconds: float | None = None
 
 
-class Audit(BaseModel):
+class Audit(Strict):
     """One stack's audit, as `harness audit --json` writes it and `--merge` reads it back."""
 
-    model_config = ConfigDict(extra="forbid")
     stack: str
     paddle: str | None
     tree: dict

@@ -30,16 +30,24 @@ ERROR_KINDS = {
 WEIGHT_ERRORS = tuple(ERROR_KINDS)
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """A record that crosses a boundary: a field nobody defined is an error, never silently kept or dropped
+    (worker protocol here; results.Result and audit.Audit too)."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class TimingSpec(_Strict):
+def fields(exc: ValidationError, limit: int = 5) -> str:
+    """A validation error as `field.path: message; ...` for one-line error messages."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:limit])
+
+
+class TimingSpec(Strict):
     backends: list[str]
     method: dict[str, Any]  # timing.Method's fields
 
 
-class Spec(_Strict):
+class Spec(Strict):
     """One worker's task. `eval_short` (--eval-size) and `input_size` (the documented size) set the geometry
     from the config's own Resize (geometry.py); `metrics` (the documented names) say which predictions must
     exist; `opts` is merged into the config like ppdet's `-o`; `weights_sha256`: the bytes it must load."""
@@ -61,7 +69,7 @@ class Spec(_Strict):
     timing: TimingSpec | None = None
 
 
-class WorkerResult(_Strict):
+class WorkerResult(Strict):
     """What the worker found. `status` error: `error` says why and `error_kind` (ERROR_KINDS) what to do."""
 
     status: Literal["ok", "error"]
@@ -83,8 +91,7 @@ class WorkerResult(_Strict):
 
 
 def _invalid(what: str, exc: ValidationError) -> HarnessError:
-    fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
-    return HarnessError(f"{what} does not follow the worker protocol (harness/protocol.py): {fields}",
+    return HarnessError(f"{what} does not follow the worker protocol (harness/protocol.py): {fields(exc)}",
                         hint="the harness and its worker must be the same version")
 
 

@@ -14,20 +14,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from harness.errors import HarnessError, UsageError
 from harness.files import atomic_write_json, is_component
+from harness.protocol import Strict, fields
 
 SCHEMA = 1
 RESULT = "result.json"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class StageFailure(_Strict):
+class StageFailure(Strict):
     """Why a model has no verdict: the pipeline stage that failed, its message, the worker log's tail."""
 
     stage: str
@@ -35,7 +32,7 @@ class StageFailure(_Strict):
     log_tail: str | None = None
 
 
-class Verdict(_Strict):
+class Verdict(Strict):
     """One documented metric judged (verdict.MetricVerdict as written)."""
 
     metric: str
@@ -47,7 +44,7 @@ class Verdict(_Strict):
     reason: str
 
 
-class Result(_Strict):
+class Result(Strict):
     """One model's result in one run. Fields after `table` exist once the pipeline got that far."""
 
     schema_: Literal[1] = Field(SCHEMA, alias="schema")
@@ -66,9 +63,9 @@ class Result(_Strict):
     device: str | None = None
     dataset: dict[str, Any] | None = None
     artifacts: dict[str, Any] | None = None
-    metrics: dict[str, Verdict] = {}
-    stats: dict[str, dict[str, float]] = {}
-    durations: dict[str, Any] = {}
+    metrics: dict[str, Verdict] = Field(default_factory=dict)
+    stats: dict[str, dict[str, float]] = Field(default_factory=dict)
+    durations: dict[str, Any] = Field(default_factory=dict)
     timing: dict[str, Any] | None = None
     paddle: str | None = None
     device_name: str | None = None
@@ -88,8 +85,7 @@ def validated(record: dict, origin: str) -> dict:
     try:
         return Result.model_validate(record).model_dump(by_alias=True)
     except ValidationError as exc:
-        lines = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5]]
-        raise UsageError(f"{origin}: not a result record of schema {SCHEMA}: " + "; ".join(lines)) from None
+        raise UsageError(f"{origin}: not a result record of schema {SCHEMA}: {fields(exc)}") from None
 
 
 def now() -> str:
