@@ -18,6 +18,11 @@ def _num(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _fps(value: float | None) -> str:
+    """Three significant digits: a Mask R-CNN on a CPU runs at 0.04 fps, which one decimal would show as 0.0."""
+    return "-" if value is None else f"{value:.3g}"
+
+
 def _metric(rec: dict, name: str) -> dict:
     return (rec.get("metrics") or {}).get(name) or {}
 
@@ -61,7 +66,7 @@ def row(rec: dict) -> list[str]:
         elif col == table.get("config"):
             cells.append(f"[config]({t['config_url']})" if t.get("config_url") else "-")
         elif col in table.get("fps", []) and col not in labels:
-            cells.append(_num(fps))  # a speed the README leaves empty: the harness's measurement
+            cells.append(_fps(fps))  # a speed the README leaves empty: the harness's measurement
         else:
             cells.append(str(labels.get(col, "-")))
     deltas = [f"{_short(m)} {d:+.1f}" for m in table["metrics"].values()
