@@ -104,10 +104,19 @@ def _common_eval(p: argparse.ArgumentParser, *, many: bool = False) -> None:
     p.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="override the config like ppdet's -o, e.g. -o BBoxPostProcess.nms.score_threshold=0.01")
     p.add_argument("--timeout", type=float, metavar="S", help="kill the model's worker after S seconds")
+    p.add_argument("--loader-workers", type=int, metavar="N",
+                   help="data-loader worker processes (default: the config's worker_num on a GPU, 0 on a CPU)")
     p.add_argument("--scorer", choices=["faster-coco-eval", "pycocotools"],
                    help="COCO scorer (default: faster-coco-eval, pycocotools where it is not installed)")
     if not many:
         p.add_argument("--json", action="store_true", help="print the record as JSON")
+
+
+def _parallel(p: argparse.ArgumentParser, *, gpus_help: str) -> None:
+    p.add_argument("--parallel", type=int, metavar="K",
+                   help="evaluate each model as K slices of the images, one worker each, merged and scored once "
+                   "(the same predictions and AP as one worker; default: 1, or the number of --gpus)")
+    p.add_argument("--gpus", metavar="LIST", help=gpus_help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,9 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
         "  harness verify mask_rcnn_res2net50_vd_26w_4s_fpn_2x_coco --subset 50 --out runs/quick\n"
         "  harness verify faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco --data ~/coco --ppdet-root ~/PaddleDetection\n"
         "  harness verify faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco --subset 8 --eval-size 320 "
-        "-o BBoxPostProcess.nms.score_threshold=0.01")
+        "-o BBoxPostProcess.nms.score_threshold=0.01\n"
+        "  harness verify mask_rcnn_res2net50_vd_26w_4s_fpn_2x_coco --gpus all     # one slice of val2017 per GPU\n"
+        "  harness verify faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco --parallel 2 --threads 1 --subset 16")
     _common_eval(p)
     p.add_argument("--no-timing", dest="timing", action="store_false", help="skip the fps measurement")
+    _parallel(p, gpus_help="slice i runs on the i-th GPU (mod their number); --parallel defaults to their "
+              "number: 0,1,2,3 or all")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser(
@@ -181,7 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="keep every model that already has a complete result")
     p.add_argument("--shard", metavar="I/N", help="take shard I of N (1-based; default: $HARNESS_SHARD, "
                    "$HARNESS_SHARD_INDEX or $JOB_COMPLETION_INDEX with $HARNESS_SHARD_TOTAL, else 1/1)")
-    p.add_argument("--gpus", metavar="LIST", help="run one model per GPU at once: 0,1,2,3 or all")
+    p.add_argument("--gpus", metavar="LIST", help="the work queue's GPUs, one unit (model or slice) on each at "
+                   "once: 0,1,2,3 or all")
+    p.add_argument("--parallel", metavar="K|auto", default="1",
+                   help="cut each model into K slices of the images (units of the queue), or `auto`: the planner "
+                   "picks each model's slices from the history (see `harness plan`); default: 1")
     p.add_argument("--run-id", metavar="ID", help="id recorded in every result (shards of one nightly share it)")
     p.add_argument("--history", type=Path, metavar="PATH",
                    help="history store to append to (default: $HARNESS_HISTORY or reports/history.jsonl; "
@@ -254,6 +271,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, metavar="FILE", help="write the markdown report (default: print it)")
     p.add_argument("--merge", type=Path, nargs="+", metavar="JSON", help="render earlier --json outputs instead")
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser(
+        "plan", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="the nightly's schedule for G GPUs: units, makespan, lower bound (no model runs)",
+        description="Estimates each model's work (its last run in the history under the same conditions, else "
+        "its README's fps, else a default), cuts models into slices where that shortens the night, and "
+        "schedules the units longest first onto the GPU free first, as `harness run --gpus ... --parallel auto` "
+        "does. Prints the makespan against the lower bound max(work / G, longest unit) and against one model "
+        "per GPU.",
+        epilog="examples:\n  harness plan --gpus 8\n"
+        "  harness plan --zoo zoos/paddledetection.yaml --gpus 1 8 64 --out reports/plan-nightly.md\n"
+        "  harness plan --gpus 8 --json | jq .plans[0].assignment")
+    p.add_argument("--gpus", type=int, nargs="+", default=[8], metavar="G", help="GPU counts to plan for (8)")
+    p.add_argument("--images", type=int, default=5000, help="images per model (default: val2017's 5000)")
+    p.add_argument("--device", choices=["gpu", "cpu"], default="gpu", help="history entries of this device")
+    p.add_argument("--parallel", default="auto", metavar="K|auto", help="slices per model (default: auto)")
+    p.add_argument("--history", type=Path, metavar="PATH",
+                   help="durations of earlier runs (default: $HARNESS_HISTORY or reports/history.jsonl)")
+    p.add_argument("--json", action="store_true", help="print the plans as JSON")
+    p.add_argument("--out", type=Path, metavar="FILE", help="also write the markdown to FILE")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser(
         "rehearse", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -358,16 +396,18 @@ def default_run_dir() -> Path:
 
 
 def cmd_verify(args) -> int:
+    from harness import slices
     from harness import verification as v
     from harness.inputs import cpu_estimate, prepare
     from harness.report import markdown
 
     zoo, lock = _zoo(args)
     model = zoo.model(args.model)
-    opts = _options(args, timing=args.timing, backends=("dygraph",))
+    opts = _with_parallel(args, _options(args, timing=args.timing, backends=("dygraph",)))
     if zoo.notice:
         log.warning("%s", zoo.notice)
     inputs = prepare(zoo, lock, opts)
+    slices.check(opts.parallel, inputs.data.num_images)
     if inputs.device == "cpu" and opts.subset is None and inputs.data.num_images > 50:
         log.warning("%s", cpu_estimate(inputs.data.num_images))
     run_dir = args.out or default_run_dir()
@@ -390,7 +430,31 @@ def _options(args, *, timing: bool, backends: tuple[str, ...]):
     return Options(device=args.device, subset=args.subset, seed=args.seed, data=args.data,
                      ppdet_root=args.ppdet_root, locked=args.locked, eval_size=args.eval_size,
                      opts=parse_opts(args.opt), timeout_s=args.timeout, stack=args.stack, threads=args.threads,
+                     workers=args.loader_workers,
                      timing=timing, backends=tuple(args.backends or backends), method=method, scorer=args.scorer)
+
+
+def _with_parallel(args, opts):
+    """`--parallel K` and `--gpus`: K slices (default: one per GPU named), slice i on gpus[i mod len]."""
+    from harness.runner import gpu_list
+
+    gpus = tuple(gpu_list(args.gpus))
+    k = args.parallel if args.parallel is not None else max(1, len(gpus))
+    if k < 1:
+        raise UsageError(f"--parallel {k}: must be 1 or more")
+    return dataclasses.replace(opts, parallel=k, gpus=gpus)
+
+
+def _parallel_value(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise UsageError(f"--parallel {text}: expected a number of slices (1 or more) or auto")
+    return k
 
 
 def cmd_bench(args) -> int:
@@ -424,9 +488,11 @@ def cmd_run(args) -> int:
     opts = dataclasses.replace(opts, run_id=args.run_id or run_dir.name)
     if zoo.notice:
         log.warning("%s", zoo.notice)
-    records = runner.run(zoo, args.zoo_path, lock, args.models or None, opts, run_dir, resume=args.resume,
-                         shard=shard, gpus=runner.gpu_list(args.gpus))
+    opts = dataclasses.replace(opts, parallel=_parallel_value(args.parallel))
     hist = None if shard.total > 1 else (args.history or history.default_path())
+    past = history.load(args.history or history.default_path())
+    records = runner.run(zoo, args.zoo_path, lock, args.models or None, opts, run_dir, resume=args.resume,
+                         shard=shard, gpus=runner.gpu_list(args.gpus), history=past)
     out = publish(records, run_dir, history_path=hist)
     print(out["text"], end="")
     print(f"run: {run_dir} (report.md, junit.xml, results.csv" + (", plots; history: " + str(hist) if hist else "")
@@ -438,8 +504,11 @@ def cmd_report(args) -> int:
     from harness.files import atomic_write_bytes
     from harness.report import markdown, publish
     from harness.results import read
+    from harness.runner import shard_disagreement
 
     records = read(args.runs)
+    if warning := shard_disagreement(args.runs):
+        log.warning("%s", warning)
     if args.outputs or args.history:
         text = publish(records, args.outputs or args.runs[0], history_path=args.history)["text"]
     else:
@@ -529,6 +598,30 @@ def cmd_audit(args) -> int:
         atomic_write_bytes(args.out, text.encode())
     else:
         print(text, end="")
+    return ExitCode.OK
+
+
+def cmd_plan(args) -> int:
+    from harness import history, schedule
+    from harness.files import atomic_write_bytes
+
+    zoo, _ = _zoo(args)
+    path = args.zoo_path
+    parallel = _parallel_value(args.parallel)
+    if any(g < 1 for g in args.gpus) or args.images < 1:
+        raise UsageError("plan: --gpus and --images must be 1 or more")
+    past = history.load(args.history or history.default_path())
+    estimates = [schedule.estimate(zoo, m, args.images, past, device=args.device) for m in zoo.models]
+    plans = {g: schedule.plan(estimates, g, parallel=parallel) for g in args.gpus}
+    baseline = {g: schedule.plan(estimates, g, parallel=1) for g in args.gpus}
+    if args.json:
+        print(json.dumps({"zoo": str(path), "images": args.images, "estimates": [vars(e) for e in estimates],
+                          "plans": [p.as_json() for p in plans.values()]}, indent=2))
+    text = schedule.markdown(path.name, estimates, plans, baseline)
+    if not args.json:
+        print(text, end="")
+    if args.out:
+        atomic_write_bytes(args.out, text.encode())
     return ExitCode.OK
 
 

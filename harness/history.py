@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from harness.files import atomic_write_bytes
+from harness.schedule import seconds_of
 
 HISTORY_ENV = "HARNESS_HISTORY"
 FPS_DROP = 0.10  # an fps below 90 % of the last passing run's is a regression
@@ -38,7 +39,7 @@ def entry(rec: dict) -> dict:
             "metrics": {k: {f: v.get(f) for f in ("measured", "documented", "tolerance", "status")}
                         for k, v in (rec.get("metrics") or {}).items()},
             "fps": timing.get("fps"), "ppdet_commit": (rec.get("ppdet") or {}).get("commit"),
-            "paddle": rec.get("paddle")}
+            "paddle": rec.get("paddle"), "seconds": seconds_of(rec)}
 
 
 def load(path: Path) -> list[dict]:

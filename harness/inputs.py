@@ -33,10 +33,12 @@ class Options:
     opts: dict = field(default_factory=dict)  # nested overrides merged into the config (ppdet's -o)
     timeout_s: float | None = None
     stack: str | None = None
-    workers: int = 0
+    workers: int | None = None  # data-loader processes; None: the config's worker_num on a GPU, 0 on a CPU
     progress: bool | None = None
     threads: int | None = None  # CPU threads (OMP_NUM_THREADS; paddle's own default is 1)
     gpu: str | None = None  # CUDA_VISIBLE_DEVICES for the worker (one model per GPU in `harness run --gpus`)
+    gpus: tuple[str, ...] = ()  # `verify --gpus`: slice i of `--parallel` runs on gpus[i mod len]
+    parallel: int | str = 1  # K slices of the images, one worker each (slices.py); `run` also takes "auto"
     run_id: str | None = None  # recorded in every result; shards of one nightly share it
     timing: bool = True
     backends: tuple[str, ...] = ("dygraph",)

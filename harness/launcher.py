@@ -42,8 +42,10 @@ def interrupt_all() -> None:
         _kill_group(proc)
 
 
-def run_worker(spec: Spec, mdir: Path, opts: Options, *, label: str) -> WorkerResult:
-    """Run the worker in its own process group; stream its log; return its answer (protocol.py)."""
+def run_worker(spec: Spec, mdir: Path, opts: Options, *, label: str,
+               cancel: threading.Event | None = None) -> WorkerResult:
+    """Run the worker in its own process group; stream its log; return its answer (protocol.py). Setting
+    `cancel` kills it (another slice of the same model failed: this one's work would be thrown away)."""
     from tqdm import tqdm
 
     mdir.mkdir(parents=True, exist_ok=True)
@@ -69,6 +71,8 @@ def run_worker(spec: Spec, mdir: Path, opts: Options, *, label: str) -> WorkerRe
     timer = threading.Timer(timeout_s, kill) if timeout_s else None
     if timer:
         timer.start()
+    if cancel is not None:
+        threading.Thread(target=_kill_when, args=(cancel, proc), daemon=True).start()
     try:
         quiet = None if opts.progress is None else not opts.progress
         with log_path.open("w") as logf, tqdm(desc=label, unit="img", disable=quiet, file=sys.stderr,
@@ -99,6 +103,13 @@ def run_worker(spec: Spec, mdir: Path, opts: Options, *, label: str) -> WorkerRe
         raise StageError(f"worker {how} without a result (crash or out of memory?)", log_tail=log_tail(log_path),
                          hint=f"see {log_path}")
     return record
+
+
+def _kill_when(cancel: threading.Event, proc: subprocess.Popen) -> None:
+    while proc.poll() is None:
+        if cancel.wait(0.2):
+            _kill_group(proc)
+            return
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

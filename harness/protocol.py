@@ -64,7 +64,7 @@ class Spec(Strict):
     input_size: int | list[int] | None = None
     metrics: list[str] = ["box_ap"]
     opts: dict[str, Any] = {}
-    workers: int = 0
+    workers: int | None = None  # data-loader worker processes; None: the config's own worker_num
     eval: bool = True
     timing: TimingSpec | None = None
 
@@ -86,6 +86,7 @@ class WorkerResult(Strict):
     predictions: dict[str, str] | None = None
     detections: dict[str, int] | None = None
     num_images: int | None = None
+    loader_workers: int | None = None  # the data-loader worker processes the eval used
     timing: dict[str, Any] | None = None
     durations: dict[str, float] | None = None
 

@@ -75,6 +75,8 @@ class Result(Strict):
     pretrained_not_loaded: list[str] | None = None  # URLs the config would have downloaded while building
     predictions: dict[str, str] | None = None
     detections: dict[str, int] | None = None
+    loader_workers: int | None = None  # data-loader worker processes the eval used (GPU: the config's)
+    parallel: dict[str, Any] | None = None  # --parallel K: the slices' units (slice, gpu, threads, images, seconds)
     scorer: dict[str, Any] | None = None
     finished: str | None = None
     rescored: str | None = None

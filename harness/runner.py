@@ -12,27 +12,30 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import platform
 import queue
 import socket
 import subprocess
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from harness import __version__
-from harness.errors import HarnessError, UsageError
+from harness import __version__, schedule
+from harness import verification as v
+from harness.errors import HarnessError, StageError, UsageError
 from harness.files import atomic_write_json, read_json
-from harness.inputs import Options, prepare
+from harness.inputs import Options, prepare, resolve_device
 from harness.launcher import interrupt_all
 from harness.lockfile import LockFile
 from harness.manifest import Model, Zoo
 from harness.results import RESULT, model_dir, now, read, write
 from harness.verdict import ERROR, FAIL
-from harness.verification import start_record, verify
 
 log = logging.getLogger(__name__)
 RUN = "run.json"
@@ -68,8 +71,20 @@ class Shard:
             return cls.parse(f"{int(index) + 1}/{env['HARNESS_SHARD_TOTAL']}")
         return cls()
 
-    def pick(self, models: list[Model]) -> list[Model]:
-        return [m for i, m in enumerate(models) if i % self.total == self.index - 1]
+    def pick(self, models: list[Model], seconds: dict[str, float] | None = None) -> list[Model]:
+        """This shard's models, in zoo order. With `seconds` (each model's estimated work), the models are
+        dealt longest first to the shard with the least work so far (LPT over machines, ties to the lower
+        shard, then zoo order); without, round robin. Every shard must see the same estimates (the same
+        history file and zoo) to agree on the split: run.json records their digest, `harness report` checks."""
+        if not seconds or self.total == 1:
+            return [m for i, m in enumerate(models) if i % self.total == self.index - 1]
+        loads, mine = [0.0] * self.total, set()
+        for i in sorted(range(len(models)), key=lambda i: -seconds[models[i].name]):
+            s = min(range(self.total), key=lambda j: (loads[j], j))
+            loads[s] += seconds[models[i].name]
+            if s == self.index - 1:
+                mine.add(i)
+        return [m for i, m in enumerate(models) if i in mine]
 
     def __str__(self) -> str:
         return f"{self.index}/{self.total}"
@@ -83,6 +98,22 @@ def complete(run_dir: Path, model: str) -> bool:
     except UsageError:  # unreadable or not of the schema: evaluated again
         return False
     return rec is not None and rec["model"] == model and bool(rec["finished"])
+
+
+def shard_disagreement(run_dirs: list[Path]) -> str | None:
+    """Shards of one run that split the zoo from different estimates (another history or zoo) may have
+    skipped or doubled models: say so when merging them."""
+    seen: dict[tuple, set[str]] = {}
+    for d in run_dirs:
+        meta = read_json(d / RUN) if d.is_dir() else None
+        if isinstance(meta, dict) and str(meta.get("shard", "1/1")) != "1/1":
+            key = (meta.get("run_id"), str(meta["shard"]).split("/")[-1])
+            seen.setdefault(key, set()).add(str(meta.get("shard_estimates_sha256")))
+    bad = [f"run {rid} ({n} shards)" for (rid, n), digests in seen.items() if len(digests) > 1]
+    if not bad:
+        return None
+    return (f"{', '.join(bad)}: the shards split the zoo from different estimates (history or zoo file "
+            "differed between machines): models may be missing or doubled; give every shard the same history")
 
 
 def gpu_list(spec: str | None) -> list[str]:
@@ -127,22 +158,31 @@ def environment() -> dict:
 
 def _error_result(zoo: Zoo, model: Model, run_id: str, stack: str, stage: str, exc: HarnessError) -> dict:
     """The result of a model that never reached verify (the run's shared preparation failed)."""
-    return {**start_record(zoo, model, run_id, stack), "error": {"stage": stage, "message": str(exc)},
+    return {**v.start_record(zoo, model, run_id, stack), "error": {"stage": stage, "message": str(exc)},
             "finished": now()}
 
 
 def run(zoo: Zoo, zoo_path: Path, lock: LockFile, names: list[str] | None, opts: Options, run_dir: Path, *,
-        resume: bool = False, shard: Shard = Shard(), gpus: list[str] | None = None) -> list[dict]:
-    """Verify the selected models of this shard into `run_dir`; returns their results in zoo order."""
-    selected = shard.pick(zoo.select(names))
+        resume: bool = False, shard: Shard = Shard(), gpus: list[str] | None = None,
+        history: list[dict] | None = None) -> list[dict]:
+    """Verify the selected models of this shard into `run_dir` through the work queue (`Queue`, planned by
+    schedule.py from `history`); returns their results in zoo order."""
+    chosen = zoo.select(names)
+    device = resolve_device(opts.device)
+    nominal = [schedule.estimate(zoo, m, opts.subset or schedule.NOMINAL_IMAGES, history or [], device=device,
+                                 eval_size=opts.eval_size) for m in chosen]
+    seconds = {e.model: round(e.seconds(), 3) for e in nominal}
+    selected = shard.pick(chosen, seconds)
     run_id = opts.run_id or run_dir.name
-    opts = dataclasses.replace(opts, run_id=run_id, progress=False if gpus else opts.progress)
+    several = bool(gpus) or opts.parallel not in (1, "auto")  # units at once: no progress bars
+    opts = dataclasses.replace(opts, run_id=run_id, progress=False if several else opts.progress)
     run_dir.mkdir(parents=True, exist_ok=True)
     previous = read_json(run_dir / RUN) if resume else None
     meta = {
         "run_id": run_id, "zoo": str(zoo_path), "zoo_sha256": hashlib.sha256(zoo_path.read_bytes()).hexdigest(),
         "harness": __version__, "harness_git_sha": _git_sha(), "environment": environment(),
         "shard": str(shard), "gpus": gpus or None, "models": [m.name for m in selected],
+        "shard_estimates_sha256": hashlib.sha256(json.dumps(seconds, sort_keys=True).encode()).hexdigest(),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()},
         "started": (previous or {}).get("started") or now(), "resumed": [now()] if resume else [],
         "finished": None,
@@ -163,29 +203,12 @@ def run(zoo: Zoo, zoo_path: Path, lock: LockFile, names: list[str] | None, opts:
             for m in todo:
                 write(run_dir, _error_result(zoo, m, run_id, zoo.source(opts.stack)[0], "prepare", exc))
             todo = []
-        if gpus:
-            free: queue.Queue[str] = queue.Queue()
-            for g in gpus:
-                free.put(g)
-
-            def one(m: Model) -> None:
-                gpu = free.get()
-                try:
-                    _announce(verify(zoo, m, inputs, lock, dataclasses.replace(opts, gpu=gpu), run_dir), gpu)
-                finally:
-                    free.put(gpu)
-
-            pool = ThreadPoolExecutor(max_workers=len(gpus))
-            try:
-                list(pool.map(one, todo))
-            except KeyboardInterrupt:
-                interrupt_all()  # the threads' workers die, their partial model directories are removed
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-            pool.shutdown()
-        else:
-            for m in todo:
-                _announce(verify(zoo, m, inputs, lock, opts, run_dir), None)
+        if todo:
+            estimates = [schedule.estimate(zoo, m, inputs.data.num_images, history or [], device=inputs.device,
+                                           eval_size=opts.eval_size) for m in todo]
+            slots = list(gpus) if gpus else [None] * (opts.parallel if opts.parallel != "auto" else 1)
+            the_plan = schedule.plan(estimates, len(slots), parallel=opts.parallel)
+            Queue(zoo, inputs, lock, opts, run_dir, slots, resume).run(todo, the_plan)
     records = [read([model_dir(run_dir, m.name) / RESULT])[0] for m in selected]
     meta["finished"] = now()
     meta["counts"] = {s: sum(r["status"] == s for r in records) for s in ("pass", "fail", "error")}
@@ -193,8 +216,109 @@ def run(zoo: Zoo, zoo_path: Path, lock: LockFile, names: list[str] | None, opts:
     return records
 
 
-def _announce(rec: dict, gpu: str | None) -> None:
-    where = f" (GPU {gpu})" if gpu is not None else ""
+class Queue:
+    """The run's work queue: units (model, slice) in the plan's order (longest first), each taken by the
+    next free slot (a GPU, or a share of the CPU's cores); a model whose last unit finished is merged, scored
+    and judged on a scoring thread while the slots go on with the next units. A failing unit fails its model
+    (its other units are cancelled) and nothing else. With --resume, a unit whose worker already answered ok
+    for the same spec is kept, not run again."""
+
+    def __init__(self, zoo: Zoo, inputs, lock: LockFile, opts: Options, run_dir: Path, slots: list[str | None],
+                 resume: bool) -> None:
+        self.zoo, self.inputs, self.lock, self.opts, self.run_dir = zoo, inputs, lock, opts, run_dir
+        self.slots, self.resume = slots, resume
+        self.free: queue.Queue[str | None] = queue.Queue()
+        for s in slots:
+            self.free.put(s)
+        self.guard = threading.Lock()
+
+    def run(self, models: list[Model], plan: schedule.Plan) -> None:
+        jobs, state = {}, {}
+        for m in models:
+            k = plan.slices.get(m.name, 1)
+            job = v.begin(self.zoo, m, self.inputs, self.lock, dataclasses.replace(self.opts, parallel=k),
+                        self.run_dir)
+            try:
+                v.prepare(job)
+            except HarnessError as exc:
+                v.failed(job, exc)
+                _announce(v.complete(job))
+                continue
+            jobs[m.name] = job
+            kept = {i: u for i in range(k) if self.resume and (u := v.kept_unit(job, i)) is not None}
+            state[m.name] = {"left": k - len(kept), "units": dict(kept), "error": None,
+                             "cancel": threading.Event(), "clock": time.perf_counter()}
+            for i in kept:
+                log.info("%s: unit %d/%d kept (--resume)", m.name, i + 1, k)
+        scoring = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score")
+        self.scored: list = []
+        pool = ThreadPoolExecutor(max_workers=len(self.slots), thread_name_prefix="unit")
+        for name, st in state.items():
+            if st["left"] == 0:
+                self.scored.append(scoring.submit(self._finish, jobs[name], st))
+        units = [u for u in plan.units if u.model in jobs and u.index not in state[u.model]["units"]]
+        try:
+            futures = [pool.submit(self._one, jobs[u.model], state[u.model], u, scoring) for u in units]
+            for f in futures:
+                f.result()
+        except KeyboardInterrupt:
+            interrupt_all()  # the threads' workers die; unfinished units are removed, finished ones kept
+            pool.shutdown(wait=True, cancel_futures=True)
+            scoring.shutdown(wait=True, cancel_futures=True)
+            for job in jobs.values():
+                v.abandon(job)
+            raise
+        pool.shutdown()
+        scoring.shutdown()
+        for f in self.scored:
+            f.result()  # a bug while scoring is raised, not lost in a thread
+
+    def _one(self, job: v.Job, st: dict, unit: schedule.Unit, scoring: ThreadPoolExecutor) -> None:
+        slot = self.free.get()
+        try:
+            if st["cancel"].is_set():
+                answer = None
+            else:
+                try:
+                    answer = v.run_unit(job, unit.index, v.unit_options(job, unit.index, slot), st["cancel"])
+                except HarnessError as exc:
+                    answer = None
+                    with self.guard:
+                        if st["error"] is None and not st["cancel"].is_set():
+                            st["error"] = exc if unit.slices == 1 else _sliced(exc, unit)
+                            st["cancel"].set()
+        finally:
+            self.free.put(slot)
+        with self.guard:
+            if answer is not None:
+                st["units"][unit.index] = answer
+            st["left"] -= 1
+            last = st["left"] == 0
+        if last:
+            self.scored.append(scoring.submit(self._finish, job, st))
+
+    def _finish(self, job: v.Job, st: dict) -> None:
+        try:
+            if st["error"] is not None:
+                raise st["error"]
+            units = [st["units"][i] for i in range(len(st["units"]))]
+            v.finish(job, units, time.perf_counter() - st["clock"])
+        except HarnessError as exc:
+            v.failed(job, exc)
+        _announce(v.complete(job))
+
+
+def _sliced(exc: HarnessError, unit: schedule.Unit) -> HarnessError:
+    if isinstance(exc, StageError):
+        return StageError(f"slice {unit.index + 1}/{unit.slices}: {exc.message}", hint=exc.hint,
+                          log_tail=exc.log_tail, details=exc.details)
+    return exc
+
+
+def _announce(rec: dict) -> None:
+    units = (rec.get("parallel") or {}).get("units") or []
+    gpus = sorted({str(u["gpu"]) for u in units if u.get("gpu") is not None})
+    where = f" (GPU {','.join(gpus)})" if gpus else ""
     detail = rec["error"]["message"].splitlines()[0] if rec.get("error") else \
         "; ".join(v["reason"] for v in rec.get("metrics", {}).values())
     log.info("%s%s: %s — %s", rec["model"], where, rec["status"].upper(), detail)

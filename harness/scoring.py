@@ -16,6 +16,9 @@ import copy
 import io
 import json
 import logging
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -29,10 +32,37 @@ SCORERS = ("faster-coco-eval", "pycocotools")
 DEFAULT = SCORERS[0]
 
 
+_QUIET = threading.Lock()
+_quiet_depth, _stdout = 0, None
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The scorers' chatter to a sink. stdout is one per process, not per thread: `redirect_stdout` in two
+    scoring threads would restore each other's sink for good; a count makes the first in and the last out
+    swap it."""
+    global _quiet_depth, _stdout
+    with _QUIET:
+        if _quiet_depth == 0:
+            _stdout, sys.stdout = sys.stdout, io.StringIO()
+        _quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _QUIET:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                sys.stdout = _stdout
+
+
 class Scorer:
     """One COCO evaluation backend: load ground truth, make a result set, compute the 12 stats."""
 
     name = "pycocotools"
+    # pycocotools' evaluateImg writes its per-area-range state (`_ignore`) into the ground truth's annotation
+    # dicts: two evaluations sharing one parsed ground truth at once corrupt each other's APs/APm/APl (the
+    # tests caught it). faster-coco-eval evaluates in C++ on its own copies.
+    shareable = False
 
     def __init__(self) -> None:
         from pycocotools.coco import COCO
@@ -53,12 +83,12 @@ class Scorer:
     def from_dataset(self, dataset: dict):
         gt = self._coco()
         gt.dataset = {"info": {}, **dataset}  # loadRes copies "info" and raises KeyError without it
-        with contextlib.redirect_stdout(io.StringIO()):
+        with _quiet():
             gt.createIndex()
         return gt
 
     def load(self, annotations: Path):
-        with contextlib.redirect_stdout(io.StringIO()):
+        with _quiet():
             gt = self._coco(str(annotations))
         gt.dataset.setdefault("info", {})
         return gt
@@ -67,11 +97,11 @@ class Scorer:
         if not predictions:  # pycocotools' loadRes cannot take an empty list; no detections scores AP 0
             return self.from_dataset({"images": gt.dataset["images"], "categories": gt.dataset["categories"],
                                       "annotations": []})
-        with contextlib.redirect_stdout(io.StringIO()):
+        with _quiet():
             return gt.loadRes(copy.deepcopy(predictions))  # loadRes writes into the dicts it is given
 
     def stats(self, gt, dt, iou_type: str) -> list[float]:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with _quiet():
             ev = self._eval(gt, dt, iou_type)
             ev.evaluate()
             ev.accumulate()
@@ -81,6 +111,7 @@ class Scorer:
 
 class FasterScorer(Scorer):
     name = "faster-coco-eval"
+    shareable = True
 
     def __init__(self) -> None:
         from faster_coco_eval import COCO, COCOeval_faster
@@ -110,13 +141,26 @@ def score(gt, predictions: list[dict], iou_type: str, using: Scorer | None = Non
     return dict(zip(STATS, using.stats(gt, using.results(gt, predictions), iou_type), strict=True))
 
 
-def score_files(annotations: Path, files: dict[str, str | Path], using: Scorer | None = None
-                ) -> dict[str, dict[str, float]]:
-    """{'bbox': stats, 'segm': stats} from ppdet's bbox.json / mask.json (whichever are given)."""
+def score_files(annotations: Path, files: dict[str, str | Path], using: Scorer | None = None, *,
+                concurrent: bool = True) -> dict[str, dict[str, float]]:
+    """{'bbox': stats, 'segm': stats} from ppdet's bbox.json / mask.json (whichever are given).
+
+    The ground truth is parsed once and shared. With `concurrent` and a scorer whose evaluations may share it
+    (`Scorer.shareable`: faster-coco-eval), each kind is scored in its own thread; its C++ evaluation and the
+    RLE code release the GIL for their heavy parts. What the evaluations write into the shared ground truth
+    is the same for every iou type (the `ignore` flag; segm's polygons turned to RLE, which bbox never reads),
+    as a serial run leaves it. The tests and scripts/bench_scoring.py check the stats equal a serial run's."""
     using = using or scorer()
     gt = using.load(annotations)
-    return {IOU_TYPES[kind]: score(gt, json.loads(Path(path).read_text()), IOU_TYPES[kind], using)
-            for kind, path in files.items()}
+
+    def one(kind: str, path: str | Path) -> dict[str, float]:
+        return score(gt, json.loads(Path(path).read_bytes()), IOU_TYPES[kind], using)
+
+    if not (concurrent and using.shareable) or len(files) < 2:
+        return {IOU_TYPES[kind]: one(kind, path) for kind, path in files.items()}
+    with ThreadPoolExecutor(max_workers=len(files), thread_name_prefix="score") as pool:
+        futures = {IOU_TYPES[kind]: pool.submit(one, kind, path) for kind, path in files.items()}
+        return {iou: f.result() for iou, f in futures.items()}
 
 
 def metrics(stats: dict[str, dict[str, float]]) -> dict[str, float]:

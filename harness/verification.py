@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from harness import __version__
+from harness import __version__, protocol, slices
 from harness.artifacts import Fetched, fetch_artifact, invalidate
 from harness.errors import HarnessError, StageError, UsageError
 from harness.files import atomic_write_json, read_json, remove_tree
@@ -24,9 +24,10 @@ from harness.inputs import Inputs, Options
 from harness.launcher import log_tail, run_worker
 from harness.lockfile import LockFile
 from harness.manifest import Model, Zoo
-from harness.protocol import WEIGHT_ERRORS, Spec, TimingSpec
+from harness.protocol import WEIGHT_ERRORS, Spec, TimingSpec, WorkerResult
 from harness.results import RESULT, model_dir, now, read, write, write_at
 from harness.scoring import metrics, score_files, scorer
+from harness.slices import Slice
 from harness.verdict import ERROR, judge, overall
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,16 @@ def worker_spec(inputs: Inputs, model: Model, config: Path, weights: Fetched, md
                 weights_sha256=weights.sha256, images=str(inputs.data.images),
                 annotations=str(inputs.data.annotations), out=str(mdir), device=inputs.device,
                 eval_short=opts.eval_size, input_size=model.input_size, metrics=list(model.documented()),
-                opts=opts.opts, workers=opts.workers, eval=evaluate, timing=timing)
+                opts=opts.opts, workers=loader_workers(opts.workers, inputs.device), eval=evaluate, timing=timing)
+
+
+def loader_workers(asked: int | None, device: str) -> int | None:
+    """Data-loader worker processes: what `--loader-workers` asked; else, on a GPU, the config's own
+    `worker_num` (None: not overridden), so that decoding and transforms run beside the forward pass as with
+    ppdet's tools/eval.py; on a CPU 0, the loader in the eval's process (its cores are the model's)."""
+    if asked is not None:
+        return asked
+    return None if device == "gpu" else 0
 
 
 def bench(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options, run_dir: Path) -> dict:
@@ -87,9 +97,35 @@ def start_record(zoo: Zoo, model: Model, run_id: str, stack: str, commit: str | 
             "metrics": {}, "stats": {}, "durations": {}, "timing": None}
 
 
-def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options, run_dir: Path) -> dict:
-    """Verify one model; always returns (and writes) a complete result record."""
-    mdir = model_dir(run_dir, model.name)
+@dataclass
+class Job:
+    """One model on its way through the pipeline, between phases: `begin` (fetch the weights, find the
+    config, cut the slices), its units (one worker per slice: `run_unit`), `finish` (merge, score, judge).
+    `verify` runs the phases in a row; the run's work queue interleaves the units of many models."""
+
+    zoo: Zoo
+    model: Model
+    inputs: Inputs
+    lock: LockFile
+    opts: Options
+    run_dir: Path
+    rec: dict
+    stage: str = "fetch"
+    t0: float = field(default_factory=time.perf_counter)
+    weights: Fetched | None = None
+    specs: list[Spec] = field(default_factory=list)
+    slices: list[Slice] | None = None  # None: one worker, in the model's own directory
+
+    @property
+    def mdir(self) -> Path:
+        return model_dir(self.run_dir, self.model.name)
+
+    def unit_dir(self, i: int) -> Path:
+        return self.mdir if self.slices is None else self.mdir / "slices" / str(i + 1)
+
+
+def begin(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options, run_dir: Path) -> Job:
+    """The job with its record started; `prepare` then fetches (its failure is the model's, via `failed`)."""
     rec = start_record(zoo, model, opts.run_id or run_dir.name, inputs.stack, inputs.tree.commit)
     rec.update({
         "ppdet": inputs.tree.as_json(), "device": inputs.device,
@@ -97,58 +133,167 @@ def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options
                     "annotations": str(inputs.data.annotations), "eval_size": None},
         "artifacts": {"source_archive_sha256": inputs.tree.archive_sha256, "dataset": inputs.data.sha256},
     })
-    stage, t0 = "fetch", time.perf_counter()
-    clock = t0
+    return Job(zoo, model, inputs, lock, opts, run_dir, rec)
+
+
+def prepare(job: Job) -> None:
+    """Fetch the weights (verified), find the config, cut the images into `--parallel` slices, write the
+    units' specs: one worker per slice, the first also times the model (timing is measured once)."""
+    clock = time.perf_counter()
+    job.weights = fetch_artifact(job.model.weights, job.lock, locked=job.opts.locked)
+    job.rec["artifacts"]["weights"] = {"url": job.weights.url, "sha256": job.weights.sha256,
+                                       "size": job.weights.size}
+    config = job.inputs.tree.config(job.model)
+    k = job.opts.parallel
+    if k > 1:
+        job.slices = slices.cut(job.inputs.data.annotations, k)
+    for i in range(k):
+        spec = worker_spec(job.inputs, job.model, config, job.weights, job.unit_dir(i), job.opts, evaluate=True)
+        if job.slices is not None:
+            spec = spec.model_copy(update={"annotations": str(job.slices[i].annotations),
+                                           "timing": spec.timing if i == 0 else None})
+        job.specs.append(spec)
+    job.rec["durations"]["fetch"] = round(time.perf_counter() - clock, 3)
+    job.stage = "worker"
+
+
+def unit_options(job: Job, i: int, gpu: str | None) -> Options:
+    """Unit i's worker options: its GPU, and on a CPU its share of the cores (`--threads` is per worker)."""
+    threads = job.opts.threads
+    if job.slices is not None and job.inputs.device == "cpu":
+        threads = slices.threads_per_slice(len(job.slices), threads)
+    return replace(job.opts, gpu=gpu, threads=threads)
+
+
+def run_unit(job: Job, i: int, opts: Options, cancel=None) -> tuple[WorkerResult, dict]:
+    """Run unit i's worker; a worker that answers with an error is raised as the model's StageError."""
+    where, clock = job.unit_dir(i), time.perf_counter()
+    label = job.model.name if job.slices is None else f"{job.model.name} [{job.slices[i].label}]"
+    answer = run_worker(job.specs[i], where, opts, label=label, cancel=cancel)
+    if answer.status != "ok":
+        raise StageError(answer.error or "worker failed", log_tail=log_tail(where / "worker.log"),
+                         details={"answer": answer})
+    return answer, {"slice": job.slices[i].label if job.slices else "1/1", "gpu": opts.gpu,
+                    "threads": opts.threads, "images": answer.num_images,
+                    "seconds": round(time.perf_counter() - clock, 3), "stages": answer.durations}
+
+
+def _absorb(job: Job, answer: WorkerResult) -> None:
+    job.rec.update(answer.model_dump(include={"paddle", "device", "device_name", "architecture", "geometry",
+                                              "weight_check", "pretrained_not_loaded", "loader_workers"},
+                                     exclude_none=True))
+    job.rec["dataset"]["eval_size"] = _reduced(answer.geometry)
+
+
+def finish(job: Job, units: list[tuple[WorkerResult, dict]], worker_seconds: float) -> None:
+    """Every unit answered ok: merge the slices' predictions, score once, judge each documented metric."""
+    answers = [a for a, _ in units]
+    first = answers[0]
+    _absorb(job, first)
+    rec = job.rec
+    rec["durations"]["worker"] = round(worker_seconds, 3)
+    rec["durations"]["worker_stages"] = first.durations
+    for other in answers[1:]:  # same bytes, same model, same geometry in every slice, or nothing is scored
+        if (other.weight_check or {}).get("sha256") != (first.weight_check or {}).get("sha256") or \
+                other.geometry != first.geometry:
+            raise HarnessError("the slices' workers disagree on the weights or the geometry they evaluated",
+                               hint="re-run the model; report this if it happens again")
+    loaded = first.weight_check or {}
+    rec["artifacts"]["weights"].update(sha256=loaded["sha256"], size=loaded["size"])  # the bytes evaluated
+    rec["timing"] = {**first.timing, "eval_size": rec["dataset"]["eval_size"]} if first.timing else None
+    if job.slices is None:
+        predictions, rec["detections"] = first.predictions or {}, first.detections
+    else:
+        predictions = slices.merge(job.slices, [a.predictions or {} for a in answers], job.mdir / "predictions")
+        rec["detections"] = {k: len(json.loads(Path(p).read_bytes())) for k, p in predictions.items()}
+        rec["parallel"] = {"slices": len(job.slices), "units": [u for _, u in units]}
+    rec["predictions"] = {k: str(Path(p).relative_to(job.mdir)) for k, p in predictions.items()}
+
+    job.stage, clock = "score", time.perf_counter()
+    using = scorer(job.opts.scorer)
+    rec["scorer"] = using.describe()
+    rec["stats"] = score_files(job.inputs.data.annotations, predictions, using)
+    measured = metrics(rec["stats"])
+    rec["durations"]["score"] = round(time.perf_counter() - clock, 3)
+
+    job.stage = "verdict"
+    verdicts = [judge(name, measured.get(name), doc, job.zoo.tolerance_for(job.model, name))
+                for name, doc in job.model.documented().items()]
+    rec["metrics"] = {v.metric: v.as_json() for v in verdicts}
+    rec["status"] = overall(verdicts)
+
+
+def failed(job: Job, exc: HarnessError) -> None:
+    """Record why the model has no verdict. A worker's refusal of the weights is the `weights` stage; only a
+    format error evicts the cache entry (and its pin); a local fault keeps both."""
+    answer = (getattr(exc, "details", None) or {}).get("answer")
+    message = str(exc)
+    if isinstance(answer, WorkerResult):
+        _absorb(job, answer)
+        job.rec["durations"]["worker_stages"] = answer.durations
+        if answer.error_kind in WEIGHT_ERRORS:
+            job.stage = "weights"
+        if answer.error_kind == "checkpoint_unreadable":
+            message += "\n  " + invalidate(job.model.weights, job.lock, f"harness fetch {job.model.name}")
+    job.rec["status"] = ERROR
+    job.rec["error"] = {"stage": job.stage, "message": message, "log_tail": getattr(exc, "log_tail", None)}
+
+
+def complete(job: Job) -> dict:
+    """Write the record (a complete result, whatever happened) and return it."""
+    job.rec["durations"]["total"] = round(time.perf_counter() - job.t0, 3)
+    job.rec["finished"] = now()
+    write(job.run_dir, job.rec)
+    return job.rec
+
+
+def kept_unit(job: Job, i: int) -> tuple[WorkerResult, dict] | None:
+    """Unit i's earlier answer, if its worker answered ok for exactly this spec and its predictions are
+    there (`run --resume` keeps it); else None."""
+    where = job.unit_dir(i)
     try:
-        weights = fetch_artifact(model.weights, lock, locked=opts.locked)
-        rec["artifacts"]["weights"] = {"url": weights.url, "sha256": weights.sha256, "size": weights.size}
-        config = inputs.tree.config(model)
-        rec["durations"]["fetch"], clock = round(time.perf_counter() - clock, 3), time.perf_counter()
+        answer = protocol.read_answer(where / protocol.ANSWER)
+        same = protocol.read_spec(where / protocol.SPEC) == job.specs[i]
+    except (HarnessError, OSError):
+        return None
+    if not same or answer is None or answer.status != "ok" or \
+            not all(Path(p).is_file() for p in (answer.predictions or {}).values()):
+        return None
+    return answer, {"slice": job.slices[i].label if job.slices else "1/1", "images": answer.num_images,
+                    "stages": answer.durations, "kept": True}
 
-        stage = "worker"
-        spec = worker_spec(inputs, model, config, weights, mdir, opts, evaluate=True)
-        worker = run_worker(spec, mdir, opts, label=model.name)
-        rec.update(worker.model_dump(include={"paddle", "device", "device_name", "architecture", "geometry",
-                                              "weight_check", "pretrained_not_loaded"}, exclude_none=True))
-        rec["dataset"]["eval_size"] = _reduced(worker.geometry)
-        rec["durations"]["worker"], clock = round(time.perf_counter() - clock, 3), time.perf_counter()
-        rec["durations"]["worker_stages"] = worker.durations
-        if worker.status != "ok":
-            kind = worker.error_kind
-            stage = "weights" if kind in WEIGHT_ERRORS else "worker"
-            message = worker.error or "worker failed"
-            if kind == "checkpoint_unreadable":  # only a format error evicts; a local fault keeps entry and pin
-                message += "\n  " + invalidate(model.weights, lock, f"harness fetch {model.name}")
-            raise StageError(message, log_tail=log_tail(mdir / "worker.log"))
-        loaded, predictions = worker.weight_check or {}, worker.predictions or {}
-        rec["artifacts"]["weights"].update(sha256=loaded["sha256"], size=loaded["size"])  # the bytes evaluated
-        rec["timing"] = {**worker.timing, "eval_size": rec["dataset"]["eval_size"]} if worker.timing else None
-        rec["predictions"] = {k: str(Path(p).relative_to(mdir)) for k, p in predictions.items()}
-        rec["detections"] = worker.detections
 
-        stage = "score"
-        using = scorer(opts.scorer)
-        rec["scorer"] = using.describe()
-        rec["stats"] = score_files(inputs.data.annotations, predictions, using)
-        measured = metrics(rec["stats"])
-        rec["durations"]["score"] = round(time.perf_counter() - clock, 3)
+def abandon(job: Job) -> None:
+    """Interrupted: the workers are already killed. Leave nothing half-done for --resume to trip on: a unit
+    without an ok answer is removed, a finished one is kept (resume runs only what is missing)."""
+    if (job.mdir / RESULT).exists():
+        return
+    for i in range(len(job.specs)):
+        if kept_unit(job, i) is None:
+            remove_tree(job.unit_dir(i), inside=job.run_dir)
+    if job.slices is not None:
+        remove_tree(job.mdir / "predictions", inside=job.run_dir)  # a merge cut short
+    if not job.specs or (job.mdir.is_dir() and not any(job.mdir.iterdir())):
+        remove_tree(job.mdir, inside=job.run_dir)
 
-        stage = "verdict"
-        verdicts = [judge(name, measured.get(name), doc, zoo.tolerance_for(model, name))
-                    for name, doc in model.documented().items()]
-        rec["metrics"] = {v.metric: v.as_json() for v in verdicts}
-        rec["status"] = overall(verdicts)
+
+def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options, run_dir: Path) -> dict:
+    """Verify one model; always returns (and writes) a complete result record. With `--parallel K` its K
+    units run at once, slice i on GPU `gpus[i mod len(gpus)]` (or the run's GPU), or on a share of the cores."""
+    job = begin(zoo, model, inputs, lock, opts, run_dir)
+    gpus = list(opts.gpus) or [opts.gpu]
+    try:
+        prepare(job)
+        clock = time.perf_counter()
+        units = slices.run_all(opts.parallel, lambda i, cancel: run_unit(
+            job, i, unit_options(job, i, gpus[i % len(gpus)]), cancel), what=model.name)
+        finish(job, units, time.perf_counter() - clock)
     except HarnessError as exc:
-        rec["status"] = ERROR
-        rec["error"] = {"stage": stage, "message": str(exc), "log_tail": getattr(exc, "log_tail", None)}
-    except KeyboardInterrupt:  # the worker is already killed; leave nothing half-done for --resume to trip on
-        if not (mdir / RESULT).exists():
-            remove_tree(mdir, inside=run_dir)
+        failed(job, exc)
+    except KeyboardInterrupt:
+        abandon(job)
         raise
-    rec["durations"]["total"] = round(time.perf_counter() - t0, 3)
-    rec["finished"] = now()
-    write(run_dir, rec)
-    return rec
+    return complete(job)
 
 
 def rescore(run_dir: Path, scorer_name: str | None = None) -> list[dict]:

@@ -331,7 +331,6 @@ def evaluate(spec: Spec) -> dict:
     images, annotations = Path(spec.images), Path(spec.annotations)
     root = Path(os.path.commonpath([images, annotations]))
     overrides = {
-        "worker_num": spec.workers,
         "save_prediction_only": True,
         "output_eval": str(preds),
         "weights": spec.weights,
@@ -341,11 +340,14 @@ def evaluate(spec: Spec) -> dict:
         **spec.opts,
     }
     overrides["TestDataset"] = {"dataset_dir": str(root), "anno_path": overrides["EvalDataset"]["anno_path"]}
+    if spec.workers is not None:  # else the config's own worker_num (verification.loader_workers)
+        overrides["worker_num"] = spec.workers
     cfg, model, geo, skipped = build_model(Path(spec.config), device=device, overrides=overrides,
                                            short=spec.eval_short, square=spec.input_size)
     clock.mark("build")
     record = {"status": "ok", "paddle": paddle.__version__, "device": device, "device_name": device_name(device),
-              "architecture": cfg.architecture, "overrides": overrides, "geometry": geo}
+              "architecture": cfg.architecture, "overrides": overrides, "geometry": geo,
+              "loader_workers": int(cfg.get("worker_num") or 0)}
     if skipped:  # what the config would have downloaded while building (replaced by the checkpoint anyway)
         record["pretrained_not_loaded"] = skipped
     try:

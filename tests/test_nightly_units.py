@@ -3,6 +3,7 @@ and the GitHub workflow validated against its schema."""
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,16 @@ def test_shards_cover_every_model_exactly_once(total):
     assert sorted(map(id, picked)) == sorted(map(id, models))
     assert max(len(Shard(i, total).pick(models)) for i in range(1, total + 1)) - \
         min(len(Shard(i, total).pick(models)) for i in range(1, total + 1)) <= 1
+
+
+def test_shards_deal_the_longest_models_first_when_their_work_is_known():
+    models = ZOO.models * 3  # a zoo of 9 (names repeat: the work is per name)
+    seconds = {ZOO.models[0].name: 100.0, ZOO.models[1].name: 300.0, ZOO.models[2].name: 200.0}
+    shards = [Shard(i, 3).pick(models, seconds) for i in (1, 2, 3)]
+    assert sorted(id(m) for s in shards for m in s) == sorted(map(id, models))  # each model exactly once
+    assert [sum(seconds[m.name] for m in s) for s in shards] == [600.0, 600.0, 600.0]  # round robin: 300/900/600
+    assert shards[0] == models[0:3]  # one of each, in zoo order
+    assert Shard(1, 3).pick(models) == models[0::3]  # without estimates: round robin, as before
 
 
 def test_shard_from_the_command_line_and_ci_variables():
@@ -105,3 +116,32 @@ def test_the_nightly_workflow_validates():
     zizmor = shutil.which("zizmor") or f"{sys.prefix}/bin/zizmor"
     out = subprocess.run([zizmor, "--offline", str(wf)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_kubernetes_indexed_job_validates_and_its_shards_cover_the_zoo():
+    k8s = REPO / "deploy" / "k8s"
+    files = sorted(k8s.glob("*.yaml"))
+    exe = shutil.which("kubernetes-validate") or f"{sys.prefix}/bin/kubernetes-validate"
+    out = subprocess.run([exe, "--strict", *map(str, files)], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.count("passed") == 4, out.stdout + out.stderr
+    job = yaml.safe_load((k8s / "nightly-job.yaml").read_text())
+    spec, pod = job["spec"], job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    n = int(env["HARNESS_SHARD_TOTAL"]["value"])
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"] == n
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert "controller-uid" in env["RUN_ID"]["valueFrom"]["fieldRef"]["fieldPath"]  # one run id for all shards
+    # every pod index is one shard (JOB_COMPLETION_INDEX is 0-based); together they cover the zoo once
+    picked = [m for i in range(n) for m in
+              Shard.from_env({"JOB_COMPLETION_INDEX": str(i), "HARNESS_SHARD_TOTAL": str(n)}).pick(ZOO.models * 5)]
+    assert len(picked) == 15 and {m.name for m in picked} == {m.name for m in ZOO.models}
+    # the harness commands in the pods are commands the CLI accepts
+    from harness.cli import build_parser
+
+    for manifest in ("nightly-job.yaml", "merge-job.yaml"):
+        script = yaml.safe_load((k8s / manifest).read_text())["spec"]["template"]["spec"]["containers"][0]["args"][0]
+        for command in script.split("&&"):
+            argv = shlex.split(command.replace("$JOB_COMPLETION_INDEX", "0").replace("$RUN_ID", "r"))
+            assert argv[0] == "harness"
+            build_parser().parse_args(argv[1:])  # exits 2 on an unknown option

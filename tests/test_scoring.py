@@ -70,8 +70,8 @@ def test_ground_truth_as_predictions_scores_one(tmp_path, name):
     assert len(named) == 24 and named["mask_ar100"] == pytest.approx(stats["segm"]["AR100"] * 100)
 
 
-@both
-def test_stats_equal_pycocotools_run_directly(tmp_path, name):
+def _noisy(tmp_path):
+    """Predictions near the ground truth (boxes jittered, some classes wrong) plus one false positive."""
     ann_path, data = _gt(tmp_path)
     rng = random.Random(1)
     images = {img["id"]: img for img in data["images"]}
@@ -85,7 +85,12 @@ def test_stats_equal_pycocotools_run_directly(tmp_path, name):
         bbox.append({"image_id": a["image_id"], "category_id": cat, "bbox": jitter, "score": score})
         segm.append({"image_id": a["image_id"], "category_id": cat, "score": score,
                      "segmentation": _rle(a, images[a["image_id"]])})
-    files = {"bbox": _write(tmp_path, "bbox.json", bbox), "mask": _write(tmp_path, "mask.json", segm)}
+    return ann_path, {"bbox": _write(tmp_path, "bbox.json", bbox), "mask": _write(tmp_path, "mask.json", segm)}
+
+
+@both
+def test_stats_equal_pycocotools_run_directly(tmp_path, name):
+    ann_path, files = _noisy(tmp_path)
     ours = score_files(ann_path, files, scorer(name))
     for kind, iou in (("bbox", "bbox"), ("mask", "segm")):
         with contextlib.redirect_stdout(io.StringIO()):
@@ -131,3 +136,16 @@ def test_without_faster_coco_eval_the_default_is_pycocotools():
             "print(scorer().describe()['name'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "pycocotools" and "not usable here" in out.stderr
+
+
+@both
+def test_bbox_and_segm_scored_at_once_equal_one_after_the_other(tmp_path, name):
+    """One ground truth shared by two concurrent evaluations (faster-coco-eval) must not change a stat;
+    pycocotools keeps per-evaluation state in the ground truth's dicts, so it is scored one after the other."""
+    ann_path, files = _noisy(tmp_path)
+    serial = score_files(ann_path, files, scorer(name), concurrent=False)
+    for _ in range(3):
+        assert score_files(ann_path, files, scorer(name), concurrent=True) == serial
+    alone = {**score_files(ann_path, {"bbox": files["bbox"]}, scorer(name)),
+             **score_files(ann_path, {"mask": files["mask"]}, scorer(name))}
+    assert alone == serial
