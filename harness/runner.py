@@ -1,11 +1,12 @@
-"""`harness run`: the nightly over the zoo (or a shard of it), model by model, nothing lost.
+"""`harness run`: the nightly over the zoo (or a shard of it), unit by unit, nothing lost.
 
-Each model is verified in its own worker subprocess (see verification.py): a crash, an OOM, a segfault or
-a timeout becomes that model's `error` result with its log's tail, and the run goes on. Results are
-written atomically as each model finishes, so a killed run loses at most the model in flight, and
-`--resume` skips every model that already has a complete result. Scale-out uses what CI systems already
-have: `--shard I/N` (or the CI's index variables) takes a deterministic slice of the zoo, `--gpus` runs one
-model per GPU at once; `harness report DIR...` merges the shards.
+Each unit — a model, or one slice of its images (`--parallel`, slices.py) — runs in its own worker subprocess
+(verification.py): a crash, an OOM, a segfault or a timeout becomes that model's `error` result with its
+log's tail, and the run goes on. Results are written atomically as each model finishes, so a killed run loses
+at most the units in flight, and `--resume` skips every model with a complete result and every unit whose
+worker already answered. Scale-out: the work queue (`Queue`) runs the units longest first on the GPUs of
+`--gpus` (or on shares of the CPU), as planned by schedule.py; `--shard I/N` (or the CI's index variables)
+deals the models to machines by estimated work; `harness report DIR...` merges the shards.
 """
 
 from __future__ import annotations
