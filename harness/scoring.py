@@ -16,12 +16,15 @@ import copy
 import io
 import json
 import logging
+import multiprocessing
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from harness.errors import HarnessError
 from harness.manifest import KINDS, STATS
 
 log = logging.getLogger(__name__)
@@ -59,10 +62,6 @@ class Scorer:
     """One COCO evaluation backend: load ground truth, make a result set, compute the 12 stats."""
 
     name = "pycocotools"
-    # pycocotools' evaluateImg writes its per-area-range state (`_ignore`) into the ground truth's annotation
-    # dicts: two evaluations sharing one parsed ground truth at once corrupt each other's APs/APm/APl (the
-    # tests caught it). faster-coco-eval evaluates in C++ on its own copies.
-    shareable = False
 
     def __init__(self) -> None:
         from pycocotools.coco import COCO
@@ -111,7 +110,6 @@ class Scorer:
 
 class FasterScorer(Scorer):
     name = "faster-coco-eval"
-    shareable = True
 
     def __init__(self) -> None:
         from faster_coco_eval import COCO, COCOeval_faster
@@ -145,22 +143,44 @@ def score_files(annotations: Path, files: dict[str, str | Path], using: Scorer |
                 concurrent: bool = True) -> dict[str, dict[str, float]]:
     """{'bbox': stats, 'segm': stats} from ppdet's bbox.json / mask.json (whichever are given).
 
-    The ground truth is parsed once and shared. With `concurrent` and a scorer whose evaluations may share it
-    (`Scorer.shareable`: faster-coco-eval), each kind is scored in its own thread; its C++ evaluation and the
-    RLE code release the GIL for their heavy parts. What the evaluations write into the shared ground truth
-    is the same for every iou type (the `ignore` flag; segm's polygons turned to RLE, which bbox never reads),
-    as a serial run leaves it. The tests and scripts/bench_scoring.py check the stats equal a serial run's."""
+    The ground truth is parsed once. With `concurrent` (and more than one kind), each kind is scored in its
+    own process forked after the parse, so both inherit the parsed ground truth copy-on-write. Not threads:
+    most of the work (loading 500 000 results, building their index) holds the GIL — measured slower than
+    serial — and pycocotools' evaluateImg writes per-area-range state (`_ignore`) into the ground truth's
+    annotation dicts, so two evaluations sharing one object at once change each other's APs/APm/APl (the
+    tests caught it). Each forked child has its own copy. Where fork is unavailable, one after the other.
+    The tests and scripts/bench_scoring_parallel.py check the stats equal a serial run's."""
     using = using or scorer()
     gt = using.load(annotations)
+    if concurrent and len(files) > 1 and "fork" in multiprocessing.get_all_start_methods():
+        return _forked(gt, using, files)
+    return {IOU_TYPES[kind]: score(gt, json.loads(Path(path).read_bytes()), IOU_TYPES[kind], using)
+            for kind, path in files.items()}
 
-    def one(kind: str, path: str | Path) -> dict[str, float]:
-        return score(gt, json.loads(Path(path).read_bytes()), IOU_TYPES[kind], using)
 
-    if not (concurrent and using.shareable) or len(files) < 2:
-        return {IOU_TYPES[kind]: one(kind, path) for kind, path in files.items()}
-    with ThreadPoolExecutor(max_workers=len(files), thread_name_prefix="score") as pool:
-        futures = {IOU_TYPES[kind]: pool.submit(one, kind, path) for kind, path in files.items()}
-        return {iou: f.result() for iou, f in futures.items()}
+_FORK = threading.Lock()
+_GT = None  # the parsed ground truth, inherited by the scoring processes forked while it is set
+
+
+def _forked(gt, using: Scorer, files: dict[str, str | Path]) -> dict[str, dict[str, float]]:
+    global _GT
+    with _FORK:
+        _GT = gt
+        try:
+            with ProcessPoolExecutor(max_workers=len(files), mp_context=multiprocessing.get_context("fork")) as pool:
+                futures = {IOU_TYPES[k]: pool.submit(_score_in_child, k, str(p), using.name) for k, p in files.items()}
+                return {iou: f.result() for iou, f in futures.items()}
+        except BrokenProcessPool as exc:
+            raise HarnessError(f"scoring: a scoring process died ({exc}); out of memory?",
+                               hint="free memory, or score again with `harness rescore RUN_DIR`") from None
+        finally:
+            _GT = None
+
+
+def _score_in_child(kind: str, path: str, scorer_name: str) -> dict[str, float]:
+    global _QUIET, _quiet_depth
+    _QUIET, _quiet_depth = threading.Lock(), 0  # a fork copies a lock another thread may have held: a fresh one
+    return score(_GT, json.loads(Path(path).read_bytes()), IOU_TYPES[kind], scorer(scorer_name))
 
 
 def metrics(stats: dict[str, dict[str, float]]) -> dict[str, float]:

@@ -140,8 +140,9 @@ def test_without_faster_coco_eval_the_default_is_pycocotools():
 
 @both
 def test_bbox_and_segm_scored_at_once_equal_one_after_the_other(tmp_path, name):
-    """One ground truth shared by two concurrent evaluations (faster-coco-eval) must not change a stat;
-    pycocotools keeps per-evaluation state in the ground truth's dicts, so it is scored one after the other."""
+    """bbox and segm in two processes forked after the ground truth's parse (each with its own copy: pycocotools
+    keeps per-evaluation state in the ground truth's dicts, and two threads sharing one object changed
+    APs/APm/APl) must give the stats of one after the other, and of each kind alone."""
     ann_path, files = _noisy(tmp_path)
     serial = score_files(ann_path, files, scorer(name), concurrent=False)
     for _ in range(3):
