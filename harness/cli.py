@@ -503,8 +503,7 @@ def cmd_run(args) -> int:
 def cmd_report(args) -> int:
     from harness.files import atomic_write_bytes
     from harness.report import markdown, publish
-    from harness.results import read
-    from harness.runner import shard_disagreement
+    from harness.results import read, shard_disagreement
 
     records = read(args.runs)
     if warning := shard_disagreement(args.runs):

@@ -17,11 +17,12 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 
 from harness.errors import HarnessError, UsageError
-from harness.files import atomic_write_json, is_component
+from harness.files import atomic_write_json, is_component, read_json
 from harness.protocol import Strict, fields
 
 SCHEMA = 1
 RESULT = "result.json"
+RUN = "run.json"  # a run directory's own record (runner.py)
 
 
 class StageFailure(Strict):
@@ -143,3 +144,19 @@ def read(run_dirs: list[Path]) -> list[dict]:
         if rec["model"] not in latest or (rec.get("finished") or "") > (latest[rec["model"]].get("finished") or ""):
             latest[rec["model"]] = rec
     return sorted(latest.values(), key=lambda r: (r.get("zoo_index", 1 << 30), r["model"]))
+
+
+def shard_disagreement(run_dirs: list[Path]) -> str | None:
+    """Shards of one run that split the zoo from different estimates (another history or zoo) may have
+    skipped or doubled models: say so when merging them."""
+    seen: dict[tuple, set[str]] = {}
+    for d in run_dirs:
+        meta = read_json(d / RUN) if d.is_dir() else None
+        if isinstance(meta, dict) and str(meta.get("shard", "1/1")) != "1/1":
+            key = (meta.get("run_id"), str(meta["shard"]).split("/")[-1])
+            seen.setdefault(key, set()).add(str(meta.get("shard_estimates_sha256")))
+    bad = [f"run {rid} ({n} shards)" for (rid, n), digests in seen.items() if len(digests) > 1]
+    if not bad:
+        return None
+    return (f"{', '.join(bad)}: the shards split the zoo from different estimates (history or zoo file "
+            "differed between machines): models may be missing or doubled; give every shard the same history")

@@ -35,11 +35,10 @@ from harness.inputs import Options, prepare, resolve_device
 from harness.launcher import interrupt_all
 from harness.lockfile import LockFile
 from harness.manifest import Model, Zoo
-from harness.results import RESULT, model_dir, now, read, write
+from harness.results import RESULT, RUN, model_dir, now, read, write
 from harness.verdict import ERROR, FAIL
 
 log = logging.getLogger(__name__)
-RUN = "run.json"
 
 
 @dataclass(frozen=True)
@@ -99,22 +98,6 @@ def complete(run_dir: Path, model: str) -> bool:
     except UsageError:  # unreadable or not of the schema: evaluated again
         return False
     return rec is not None and rec["model"] == model and bool(rec["finished"])
-
-
-def shard_disagreement(run_dirs: list[Path]) -> str | None:
-    """Shards of one run that split the zoo from different estimates (another history or zoo) may have
-    skipped or doubled models: say so when merging them."""
-    seen: dict[tuple, set[str]] = {}
-    for d in run_dirs:
-        meta = read_json(d / RUN) if d.is_dir() else None
-        if isinstance(meta, dict) and str(meta.get("shard", "1/1")) != "1/1":
-            key = (meta.get("run_id"), str(meta["shard"]).split("/")[-1])
-            seen.setdefault(key, set()).add(str(meta.get("shard_estimates_sha256")))
-    bad = [f"run {rid} ({n} shards)" for (rid, n), digests in seen.items() if len(digests) > 1]
-    if not bad:
-        return None
-    return (f"{', '.join(bad)}: the shards split the zoo from different estimates (history or zoo file "
-            "differed between machines): models may be missing or doubled; give every shard the same history")
 
 
 def gpu_list(spec: str | None) -> list[str]:

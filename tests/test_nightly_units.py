@@ -145,3 +145,21 @@ def test_the_kubernetes_indexed_job_validates_and_its_shards_cover_the_zoo():
             argv = shlex.split(command.replace("$JOB_COMPLETION_INDEX", "0").replace("$RUN_ID", "r"))
             assert argv[0] == "harness"
             build_parser().parse_args(argv[1:])  # exits 2 on an unknown option
+
+
+def test_merging_shards_that_split_the_zoo_differently_is_flagged(tmp_path):
+    import json
+
+    from harness.results import RUN, shard_disagreement
+
+    dirs = []
+    for i, digest in enumerate(("aaa", "aaa", "bbb"), start=1):
+        d = tmp_path / f"shard-{i}"
+        d.mkdir()
+        (d / RUN).write_text(json.dumps({"run_id": "n1", "shard": f"{i}/3", "shard_estimates_sha256": digest}))
+        dirs.append(d)
+    assert shard_disagreement(dirs[:2]) is None
+    warning = shard_disagreement(dirs)
+    assert warning and warning.startswith("run n1 (3 shards)") and "missing or doubled" in warning
+    (dirs[2] / RUN).write_text(json.dumps({"run_id": "n2", "shard": "3/3", "shard_estimates_sha256": "bbb"}))
+    assert shard_disagreement(dirs) is None  # another run's shard: nothing to compare
