@@ -231,7 +231,7 @@ class Queue:
             jobs[m.name] = job
             kept = {i: u for i in range(k) if self.resume and (u := v.kept_unit(job, i)) is not None}
             state[m.name] = {"left": k - len(kept), "units": dict(kept), "error": None,
-                             "cancel": threading.Event(), "clock": time.perf_counter()}
+                             "cancel": threading.Event(), "clock": None}
             for i in kept:
                 log.info("%s: unit %d/%d kept (--resume)", m.name, i + 1, k)
         scoring = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score")
@@ -259,6 +259,8 @@ class Queue:
 
     def _one(self, job: v.Job, st: dict, unit: schedule.Unit, scoring: ThreadPoolExecutor) -> None:
         slot = self.free.get()
+        with self.guard:
+            st["clock"] = st["clock"] or time.perf_counter()  # the model's worker phase starts with its first unit
         try:
             if st["cancel"].is_set():
                 answer = None
@@ -286,7 +288,7 @@ class Queue:
             if st["error"] is not None:
                 raise st["error"]
             units = [st["units"][i] for i in range(len(st["units"]))]
-            v.finish(job, units, time.perf_counter() - st["clock"])
+            v.finish(job, units, time.perf_counter() - (st["clock"] or time.perf_counter()))
         except HarnessError as exc:
             v.failed(job, exc)
         _announce(v.complete(job))

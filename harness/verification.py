@@ -99,9 +99,11 @@ def start_record(zoo: Zoo, model: Model, run_id: str, stack: str, commit: str | 
 
 @dataclass
 class Job:
-    """One model on its way through the pipeline, between phases: `begin` (fetch the weights, find the
-    config, cut the slices), its units (one worker per slice: `run_unit`), `finish` (merge, score, judge).
-    `verify` runs the phases in a row; the run's work queue interleaves the units of many models."""
+    """One model on its way through the pipeline, between phases: `begin` (its record), `prepare` (fetch the
+    weights, find the config, cut the slices), its units (one worker per slice: `run_unit`), `finish` (merge,
+    score, judge). `verify` runs the phases in a row; the run's work queue interleaves the units of many
+    models, so there `durations.total` (from `t0`, the job's start) includes the time its units queued;
+    `durations.worker` counts from its first unit's start."""
 
     zoo: Zoo
     model: Model
