@@ -17,7 +17,6 @@ import io
 import json
 import logging
 import multiprocessing
-import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -33,29 +32,6 @@ log = logging.getLogger(__name__)
 IOU_TYPES = {"bbox": "bbox", "mask": "segm", "segm": "segm"}
 SCORERS = ("faster-coco-eval", "pycocotools")
 DEFAULT = SCORERS[0]
-
-
-_QUIET = threading.Lock()
-_quiet_depth, _stdout = 0, None
-
-
-@contextlib.contextmanager
-def _quiet():
-    """The scorers' chatter to a sink. stdout is one per process, not per thread: `redirect_stdout` in two
-    scoring threads would restore each other's sink for good; a count makes the first in and the last out
-    swap it."""
-    global _quiet_depth, _stdout
-    with _QUIET:
-        if _quiet_depth == 0:
-            _stdout, sys.stdout = sys.stdout, io.StringIO()
-        _quiet_depth += 1
-    try:
-        yield
-    finally:
-        with _QUIET:
-            _quiet_depth -= 1
-            if _quiet_depth == 0:
-                sys.stdout = _stdout
 
 
 class Scorer:
@@ -82,12 +58,12 @@ class Scorer:
     def from_dataset(self, dataset: dict):
         gt = self._coco()
         gt.dataset = {"info": {}, **dataset}  # loadRes copies "info" and raises KeyError without it
-        with _quiet():
+        with contextlib.redirect_stdout(io.StringIO()):
             gt.createIndex()
         return gt
 
     def load(self, annotations: Path):
-        with _quiet():
+        with contextlib.redirect_stdout(io.StringIO()):
             gt = self._coco(str(annotations))
         gt.dataset.setdefault("info", {})
         return gt
@@ -96,11 +72,11 @@ class Scorer:
         if not predictions:  # pycocotools' loadRes cannot take an empty list; no detections scores AP 0
             return self.from_dataset({"images": gt.dataset["images"], "categories": gt.dataset["categories"],
                                       "annotations": []})
-        with _quiet():
+        with contextlib.redirect_stdout(io.StringIO()):
             return gt.loadRes(copy.deepcopy(predictions))  # loadRes writes into the dicts it is given
 
     def stats(self, gt, dt, iou_type: str) -> list[float]:
-        with _quiet():
+        with contextlib.redirect_stdout(io.StringIO()):
             ev = self._eval(gt, dt, iou_type)
             ev.evaluate()
             ev.accumulate()
@@ -178,8 +154,6 @@ def _forked(gt, using: Scorer, files: dict[str, str | Path]) -> dict[str, dict[s
 
 
 def _score_in_child(kind: str, path: str, scorer_name: str) -> dict[str, float]:
-    global _QUIET, _quiet_depth
-    _QUIET, _quiet_depth = threading.Lock(), 0  # a fork copies a lock another thread may have held: a fresh one
     return score(_GT, json.loads(Path(path).read_bytes()), IOU_TYPES[kind], scorer(scorer_name))
 
 
