@@ -53,20 +53,27 @@ class Limits:
     @classmethod
     def from_env(cls) -> Limits:
         """$HARNESS_EXTRACT_MAX_BYTES and $HARNESS_EXTRACT_MAX_RATIO override the defaults."""
-        return cls(**numbers_from_env((("HARNESS_EXTRACT_MAX_BYTES", "max_bytes", int),
-                                       ("HARNESS_EXTRACT_MAX_RATIO", "max_ratio", float))))
+        return cls(
+            **numbers_from_env(
+                (("HARNESS_EXTRACT_MAX_BYTES", "max_bytes", int), ("HARNESS_EXTRACT_MAX_RATIO", "max_ratio", float))
+            )
+        )
 
 
 def _refuse(archive: Path, member: str, why: str) -> ArchiveError:
-    return ArchiveError(f"{archive}: refusing to extract: member {member!r} {why}",
-                        hint="the archive is malformed or hostile; fetch it from its origin again")
+    return ArchiveError(
+        f"{archive}: refusing to extract: member {member!r} {why}",
+        hint="the archive is malformed or hostile; fetch it from its origin again",
+    )
 
 
 def _bomb(archive: Path, why: str, limits: Limits) -> ArchiveError:
-    return ArchiveError(f"{archive}: refusing to extract: {why}",
-                        hint=f"a decompression bomb or a broken archive; if it is genuine, raise "
-                        f"$HARNESS_EXTRACT_MAX_BYTES ({limits.max_bytes}) or $HARNESS_EXTRACT_MAX_RATIO "
-                        f"({limits.max_ratio:g})")
+    return ArchiveError(
+        f"{archive}: refusing to extract: {why}",
+        hint=f"a decompression bomb or a broken archive; if it is genuine, raise "
+        f"$HARNESS_EXTRACT_MAX_BYTES ({limits.max_bytes}) or $HARNESS_EXTRACT_MAX_RATIO "
+        f"({limits.max_ratio:g})",
+    )
 
 
 def _inside(name: str) -> bool:
@@ -106,8 +113,12 @@ def _check_zip(archive: Path, infos: list[zipfile.ZipInfo], limits: Limits) -> N
         if stat.S_ISLNK(info.external_attr >> 16):
             raise _refuse(archive, info.filename, "is a symlink (not allowed in zip archives)")
         if info.file_size >= BIG_MEMBER and info.file_size > limits.max_ratio * max(info.compress_size, 1):
-            raise _bomb(archive, f"member {info.filename!r} expands {info.compress_size} bytes to "
-                        f"{info.file_size} (more than {limits.max_ratio:g}:1)", limits)
+            raise _bomb(
+                archive,
+                f"member {info.filename!r} expands {info.compress_size} bytes to "
+                f"{info.file_size} (more than {limits.max_ratio:g}:1)",
+                limits,
+            )
 
 
 def _check_sizes(archive: Path, declared: int, dest: Path, limits: Limits) -> None:
@@ -119,8 +130,10 @@ def _check_sizes(archive: Path, declared: int, dest: Path, limits: Limits) -> No
         raise _bomb(archive, f"{size} bytes would expand to {declared} (more than {limits.max_ratio:g}:1)", limits)
     free = shutil.disk_usage(dest.parent).free
     if declared > free:
-        raise LocalFault(f"{archive}: extracting needs {declared} bytes, {dest.parent} has {free} free",
-                         hint="free disk space, or point $HARNESS_CACHE at a filesystem with room")
+        raise LocalFault(
+            f"{archive}: extracting needs {declared} bytes, {dest.parent} has {free} free",
+            hint="free disk space, or point $HARNESS_CACHE at a filesystem with room",
+        )
 
 
 def _stamp_path(dest: Path) -> Path:
@@ -153,9 +166,15 @@ def intact(dest: Path, tag: dict | None = None) -> bool:
     return True
 
 
-def extract(archive: Path, dest: Path, *, want: Callable[[str], bool] | None = None,
-            check: Callable[[Path], None] | None = None, tag: dict | None = None,
-            limits: Limits | None = None) -> Path:
+def extract(
+    archive: Path,
+    dest: Path,
+    *,
+    want: Callable[[str], bool] | None = None,
+    check: Callable[[Path], None] | None = None,
+    tag: dict | None = None,
+    limits: Limits | None = None,
+) -> Path:
     """Extract `archive` (tar, tar.gz or zip) so that `dest` holds its members, atomically.
 
     `want(name)` selects members (e.g. one annotation file out of a 250 MB zip); the safety checks still
@@ -175,12 +194,22 @@ def extract(archive: Path, dest: Path, *, want: Callable[[str], bool] | None = N
                 return dest
             return _extract(archive, dest, want, check, tag or {}, limits or Limits.from_env())
     except Timeout:
-        raise LocalFault(f"{dest}: another process has been extracting it for more than {wait:g} s",
-                         hint="let it finish, or stop it; $HARNESS_LOCK_WAIT_S sets how long to wait") from None
+        raise LocalFault(
+            f"{dest}: another process has been extracting it for more than {wait:g} s",
+            hint="let it finish, or stop it; $HARNESS_LOCK_WAIT_S sets how long to wait",
+        ) from None
 
 
-def unpack(artifact: Artifact, archive: Path, dest: Path, lock: LockFile | None, refetch: str, *,
-           root: Path | None = None, **kw) -> Path:
+def unpack(
+    artifact: Artifact,
+    archive: Path,
+    dest: Path,
+    lock: LockFile | None,
+    refetch: str,
+    *,
+    root: Path | None = None,
+    **kw,
+) -> Path:
     """`extract` for a fetched artifact: bytes that will not extract (corrupt, hostile, a bomb) leave the cache
     and a pin learned from them is forgotten, so the next fetch can get good bytes without hand-editing
     zoo.lock. A LocalFault (no room) keeps both."""
@@ -190,8 +219,14 @@ def unpack(artifact: Artifact, archive: Path, dest: Path, lock: LockFile | None,
         raise ArchiveError(f"{exc.message}\n  {invalidate(artifact, lock, refetch, root)}", hint=exc.hint) from None
 
 
-def _extract(archive: Path, dest: Path, want: Callable[[str], bool] | None, check: Callable[[Path], None] | None,
-             tag: dict, limits: Limits) -> Path:
+def _extract(
+    archive: Path,
+    dest: Path,
+    want: Callable[[str], bool] | None,
+    check: Callable[[Path], None] | None,
+    tag: dict,
+    limits: Limits,
+) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
     try:
         if zipfile.is_zipfile(archive):
@@ -210,12 +245,15 @@ def _extract(archive: Path, dest: Path, want: Callable[[str], bool] | None, chec
             os.replace(tmp, dest)
     except zipfile.BadZipFile as exc:
         remove_tree(tmp, inside=dest.parent)
-        raise ArchiveError(f"{archive}: cannot extract: {exc}",
-                           hint="fetch it again; the download may be corrupt") from None
+        raise ArchiveError(
+            f"{archive}: cannot extract: {exc}", hint="fetch it again; the download may be corrupt"
+        ) from None
     except OSError as exc:
         remove_tree(tmp, inside=dest.parent)
-        raise LocalFault(f"{archive}: cannot extract into {dest.parent}: {exc}",
-                         hint="check free disk space and permissions of the cache ($HARNESS_CACHE)") from None
+        raise LocalFault(
+            f"{archive}: cannot extract into {dest.parent}: {exc}",
+            hint="check free disk space and permissions of the cache ($HARNESS_CACHE)",
+        ) from None
     except BaseException:
         remove_tree(tmp, inside=dest.parent)
         raise
@@ -242,8 +280,11 @@ def _unzip(archive: Path, tmp: Path, want: Callable[[str], bool] | None, limits:
                     written += len(chunk)
                     budget -= len(chunk)
                     if written > info.file_size or budget < 0:
-                        raise _bomb(archive, f"member {info.filename!r} writes more than the {info.file_size} "
-                                    "bytes it declares", limits)
+                        raise _bomb(
+                            archive,
+                            f"member {info.filename!r} writes more than the {info.file_size} bytes it declares",
+                            limits,
+                        )
                     dst.write(chunk)
 
 
@@ -258,5 +299,6 @@ def _untar(archive: Path, tmp: Path, want: Callable[[str], bool] | None, limits:
     except tarfile.FilterError as exc:
         raise _refuse(archive, exc.tarinfo.name, f"was refused by the data filter: {exc}") from None
     except (tarfile.TarError, EOFError) as exc:
-        raise ArchiveError(f"{archive}: cannot extract: {exc}",
-                           hint="fetch it again; the download may be corrupt") from None
+        raise ArchiveError(
+            f"{archive}: cannot extract: {exc}", hint="fetch it again; the download may be corrupt"
+        ) from None

@@ -62,10 +62,15 @@ class Policy:
     deadline_s: float = 6 * 3600.0
     lock_wait_s: float = 6 * 3600.0
 
-    ENV = (("HARNESS_RETRIES", "attempts", int), ("HARNESS_BACKOFF_S", "backoff_s", float),
-           ("HARNESS_TIMEOUT_S", "read_timeout_s", float), ("HARNESS_SPEED_LIMIT", "speed_limit_bps", float),
-           ("HARNESS_SPEED_TIME_S", "speed_time_s", float), ("HARNESS_DEADLINE_S", "deadline_s", float),
-           ("HARNESS_LOCK_WAIT_S", "lock_wait_s", float))
+    ENV = (
+        ("HARNESS_RETRIES", "attempts", int),
+        ("HARNESS_BACKOFF_S", "backoff_s", float),
+        ("HARNESS_TIMEOUT_S", "read_timeout_s", float),
+        ("HARNESS_SPEED_LIMIT", "speed_limit_bps", float),
+        ("HARNESS_SPEED_TIME_S", "speed_time_s", float),
+        ("HARNESS_DEADLINE_S", "deadline_s", float),
+        ("HARNESS_LOCK_WAIT_S", "lock_wait_s", float),
+    )
 
     @classmethod
     def from_env(cls) -> Policy:
@@ -101,8 +106,13 @@ class Fetched:
     downloaded: bool  # False: served from the cache without touching the network
 
     def as_json(self) -> dict:
-        return {"url": self.url, "path": str(self.path), "sha256": self.sha256, "size": self.size,
-                "downloaded": self.downloaded}
+        return {
+            "url": self.url,
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "size": self.size,
+            "downloaded": self.downloaded,
+        }
 
 
 class _Transient(Exception):
@@ -197,8 +207,10 @@ def _cached(entry: Path, url: str, sha256: str | None, size: int | None, *, reha
 
 def _write_stamp(path: Path, url: str, sha256: str, entry: Path | None = None) -> None:
     st = path.stat()
-    atomic_write_json(_sidecar(entry or path, ".stamp"),
-                      {"url": url, "sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    atomic_write_json(
+        _sidecar(entry or path, ".stamp"),
+        {"url": url, "sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns},
+    )
 
 
 @contextlib.contextmanager
@@ -219,10 +231,18 @@ def _entry_lock(entry: Path, url: str, wait_s: float) -> Iterator[None]:
         except Timeout:
             raise ArtifactError(
                 f"{url}: waited {wait_s:g} s for {holder}, which holds the cache lock {lock.lock_file}",
-                hint="let that process finish, or stop it; $HARNESS_LOCK_WAIT_S sets how long to wait") from None
+                hint="let that process finish, or stop it; $HARNESS_LOCK_WAIT_S sets how long to wait",
+            ) from None
     try:
-        atomic_write_json(owner, {"pid": os.getpid(), "host": socket.gethostname(), "url": url,
-                                  "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        atomic_write_json(
+            owner,
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "url": url,
+                "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        )
         yield
     finally:
         owner.unlink(missing_ok=True)
@@ -253,8 +273,10 @@ def invalidate(artifact: Artifact, lock: LockFile | None, refetch: str, root: Pa
     """
     evict(artifact.url, root)
     forgot = artifact.sha256 is None and lock is not None and lock.forget(artifact.url)
-    return (f"the cache entry was removed{' and its zoo.lock record forgotten' if forgot else ''}; "
-            f"re-fetch with `{refetch}` (if the same bytes come back, the published file itself is broken)")
+    return (
+        f"the cache entry was removed{' and its zoo.lock record forgotten' if forgot else ''}; "
+        f"re-fetch with `{refetch}` (if the same bytes come back, the published file itself is broken)"
+    )
 
 
 def is_cached(url: str, root: Path | None = None) -> bool:
@@ -295,8 +317,15 @@ def fetch(
         ) from None
 
 
-def _fetch_locked(url: str, entry: Path, sha256: str | None, size: int | None, policy: Policy | None,
-                  check: Callable[[Path], None] | None, progress: bool | None) -> Fetched:
+def _fetch_locked(
+    url: str,
+    entry: Path,
+    sha256: str | None,
+    size: int | None,
+    policy: Policy | None,
+    check: Callable[[Path], None] | None,
+    progress: bool | None,
+) -> Fetched:
     entry.parent.mkdir(parents=True, exist_ok=True)
     policy = policy or Policy.from_env()
     with _entry_lock(entry, url, policy.lock_wait_s):
@@ -327,8 +356,9 @@ def fetch_artifact(artifact: Artifact, lock: LockFile | None, *, locked: bool = 
     if lock is not None and (pin.sha256 is None or pin.size is None):
         lock.record(artifact.url, got.sha256, got.size)
         if pin.sha256 is None:
-            log.info("recorded sha256 %s for %s in %s (first verified download)",
-                     got.sha256, artifact.url, lock.path.name)
+            log.info(
+                "recorded sha256 %s for %s in %s (first verified download)", got.sha256, artifact.url, lock.path.name
+            )
     return got
 
 
@@ -356,8 +386,17 @@ def _verify(url: str, part: Path, sha256: str | None, size: int | None) -> str:
 def _bar(name: str, total: int | None, initial: int, progress: bool | None):
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, desc=name, unit="B", unit_scale=True, unit_divisor=1024,
-                disable=None if progress is None else not progress, file=sys.stderr, leave=False)
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=name,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        disable=None if progress is None else not progress,
+        file=sys.stderr,
+        leave=False,
+    )
 
 
 def _copy_local(url: str, src: Path, part: Path, size: int | None, progress: bool | None) -> None:
@@ -370,27 +409,33 @@ def _copy_local(url: str, src: Path, part: Path, size: int | None, progress: boo
             if size is not None and written > size:  # a file that grows while it is copied, or the wrong one
                 fout.close()
                 _discard_part(part)
-                raise IntegrityError(f"{url}: longer than the pinned {size} bytes; nothing was cached",
-                                     hint=_PIN_HINT)
+                raise IntegrityError(f"{url}: longer than the pinned {size} bytes; nothing was cached", hint=_PIN_HINT)
             fout.write(chunk)
             bar.update(len(chunk))
 
 
-def _download(url: str, part: Path, *, sha256: str | None, size: int | None, policy: Policy,
-              progress: bool | None) -> None:
+def _download(
+    url: str, part: Path, *, sha256: str | None, size: int | None, policy: Policy, progress: bool | None
+) -> None:
     import requests
     import urllib3
     from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
     # The body is read from urllib3 directly (see _download_once), so its errors count too.
-    transient = (_Transient, requests.ConnectionError, requests.Timeout,
-                 requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError)
+    transient = (
+        _Transient,
+        requests.ConnectionError,
+        requests.Timeout,
+        requests.exceptions.ChunkedEncodingError,
+        urllib3.exceptions.HTTPError,
+    )
     retrying = Retrying(
         stop=stop_after_attempt(policy.attempts),
         wait=wait_random_exponential(multiplier=policy.backoff_s, max=policy.max_backoff_s),
         retry=retry_if_exception_type(transient),
-        before_sleep=lambda rs: log.warning("%s: %s; retrying (attempt %d of %d)", url,
-                                            rs.outcome.exception(), rs.attempt_number + 1, policy.attempts),
+        before_sleep=lambda rs: log.warning(
+            "%s: %s; retrying (attempt %d of %d)", url, rs.outcome.exception(), rs.attempt_number + 1, policy.attempts
+        ),
         reraise=True,
     )
     job = _Job(url, part, sha256, size, policy, progress, time.monotonic() + policy.deadline_s)
@@ -403,14 +448,18 @@ def _download(url: str, part: Path, *, sha256: str | None, size: int | None, pol
             kept = _keep_or_discard(job)
             raise ArtifactError(
                 f"{url}: download failed after {policy.attempts} attempts: {exc}",
-                hint="check the network and the URL; run the same command again to resume "
-                f"({kept} bytes kept)" if kept else "check the network and the URL, then run the command again",
+                hint=f"check the network and the URL; run the same command again to resume ({kept} bytes kept)"
+                if kept
+                else "check the network and the URL, then run the command again",
             ) from None
         except _Deadline as exc:
             kept = _keep_or_discard(job)
-            raise ArtifactError(f"{url}: {exc}", hint="$HARNESS_DEADLINE_S sets the limit; run the command again "
-                                f"to resume ({kept} bytes kept)" if kept else "$HARNESS_DEADLINE_S sets the limit"
-                                ) from None
+            raise ArtifactError(
+                f"{url}: {exc}",
+                hint=f"$HARNESS_DEADLINE_S sets the limit; run the command again to resume ({kept} bytes kept)"
+                if kept
+                else "$HARNESS_DEADLINE_S sets the limit",
+            ) from None
         except requests.RequestException as exc:  # redirect loops, invalid URLs: retrying will not help
             raise ArtifactError(f"{url}: {exc}", hint="check the URL in zoo.yaml") from None
 
@@ -481,8 +530,7 @@ def _download_once(session, job: _Job) -> None:
         headers["Range"] = f"bytes={offset}-"
         if validator:
             headers["If-Range"] = validator
-    resp = session.get(url, headers=headers, stream=True,
-                       timeout=(policy.connect_timeout_s, policy.read_timeout_s))
+    resp = session.get(url, headers=headers, stream=True, timeout=(policy.connect_timeout_s, policy.read_timeout_s))
     with resp:
         code = resp.status_code
         if code == 416 and offset:
@@ -494,22 +542,26 @@ def _download_once(session, job: _Job) -> None:
         if code >= 500 or code in _RETRY_STATUS:
             raise _Transient(f"HTTP {code} {resp.reason}")
         if code >= 400:
-            raise ArtifactError(f"{url}: HTTP {code} {resp.reason}",
-                                hint="check the URL in zoo.yaml (not retried: the server said no)")
+            raise ArtifactError(
+                f"{url}: HTTP {code} {resp.reason}", hint="check the URL in zoo.yaml (not retried: the server said no)"
+            )
         encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
             raise ArtifactError(
                 f"{url}: the server sent Content-Encoding: {encoding} although the harness asked for identity; "
                 "refusing its bytes (they are not the file's, and hashing them would pin the wrong thing)",
                 hint="download the file another way and point zoo.yaml at it (a path or file:// URL), or fix "
-                "the server")
+                "the server",
+            )
         if code == 206:
             start, total = _content_range(resp.headers.get("Content-Range"))
             if start != offset:
                 raise _restart(job, f"server resumed at byte {start}, asked for {offset}")
             if validator and _validator(resp.headers) != validator:
-                raise _restart(job, f"server resumed another version (validator {_validator(resp.headers)}, "
-                                    f"the part's is {validator})")
+                raise _restart(
+                    job,
+                    f"server resumed another version (validator {_validator(resp.headers)}, the part's is {validator})",
+                )
             if meta.get("total") is not None and total != meta["total"]:
                 raise _restart(job, f"server resumed a file of {total} bytes, the part's has {meta['total']}")
             mode = "ab"
@@ -517,17 +569,22 @@ def _download_once(session, job: _Job) -> None:
             offset, mode = 0, "wb"
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-            atomic_write_json(_sidecar(part, ".meta"), {"url": url, "validator": _validator(resp.headers),
-                                                        "total": total})
+            atomic_write_json(
+                _sidecar(part, ".meta"), {"url": url, "validator": _validator(resp.headers), "total": total}
+            )
         if job.size is not None and total is not None and total != job.size:
             _discard_part(part)
-            raise IntegrityError(f"{url}: the server announces {total} bytes, the pin says {job.size}; "
-                                 "nothing was cached", hint=_PIN_HINT)
+            raise IntegrityError(
+                f"{url}: the server announces {total} bytes, the pin says {job.size}; nothing was cached",
+                hint=_PIN_HINT,
+            )
         _stream(resp, job, mode, offset, total)
 
 
-_PIN_HINT = ("fetch again; if it persists the file on the server changed: check its origin, then update the pin "
-             "in zoo.yaml or zoo.lock")
+_PIN_HINT = (
+    "fetch again; if it persists the file on the server changed: check its origin, then update the pin "
+    "in zoo.yaml or zoo.lock"
+)
 
 
 def _stream(resp, job: _Job, mode: str, offset: int, total: int | None) -> None:
@@ -543,8 +600,11 @@ def _stream(resp, job: _Job, mode: str, offset: int, total: int | None) -> None:
         while chunk := resp.raw.read1(CHUNK if cap is None else max(min(CHUNK, cap - written), 1)):
             if cap is not None and written + len(chunk) > cap:
                 _discard_part(part)
-                raise IntegrityError(f"{job.url}: the server sent more than the {cap} bytes expected; the partial "
-                                     "file was removed and nothing was cached", hint=_PIN_HINT)
+                raise IntegrityError(
+                    f"{job.url}: the server sent more than the {cap} bytes expected; the partial "
+                    "file was removed and nothing was cached",
+                    hint=_PIN_HINT,
+                )
             f.write(chunk)
             written += len(chunk)
             bar.update(len(chunk))
@@ -554,8 +614,10 @@ def _stream(resp, job: _Job, mode: str, offset: int, total: int | None) -> None:
             window_n += len(chunk)
             if now - window_t >= policy.speed_time_s:
                 if window_n < policy.speed_limit_bps * (now - window_t):
-                    raise _Transient(f"transfer slower than {policy.speed_limit_bps:g} bytes/s for "
-                                     f"{policy.speed_time_s:g} s ({window_n} bytes in {now - window_t:.1f} s)")
+                    raise _Transient(
+                        f"transfer slower than {policy.speed_limit_bps:g} bytes/s for "
+                        f"{policy.speed_time_s:g} s ({window_n} bytes in {now - window_t:.1f} s)"
+                    )
                 window_t, window_n = now, 0
     got = part.stat().st_size
     if total is not None and got != total:

@@ -52,8 +52,9 @@ def load(path: Path) -> Audit:
         return Audit.model_validate_json(path.read_bytes())
     except (OSError, ValidationError) as exc:
         first = str(exc).splitlines()
-        raise UsageError(f"{path}: not an audit JSON ({' '.join(first[:3])})",
-                         hint="pass files written by `harness audit --json`") from None
+        raise UsageError(
+            f"{path}: not an audit JSON ({' '.join(first[:3])})", hint="pass files written by `harness audit --json`"
+        ) from None
 
 
 def _build(root: Path, configs: list[str], timeout_s: float, bar=None) -> dict[str, dict]:
@@ -64,8 +65,12 @@ def _build(root: Path, configs: list[str], timeout_s: float, bar=None) -> dict[s
     lines: dict[str, dict] = {}
     # stderr to a file, not a pipe: paddle's warnings can never fill a pipe and block the build
     with tempfile.TemporaryFile("w+") as errors:
-        proc = subprocess.Popen([sys.executable, "-m", "harness.worker", "build", "--ppdet-root", str(root),
-                                 *configs], stdout=subprocess.PIPE, stderr=errors, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.worker", "build", "--ppdet-root", str(root), *configs],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        )
         timer = threading.Timer(timeout_s, proc.kill)
         timer.start()
         try:
@@ -84,8 +89,9 @@ def _build(root: Path, configs: list[str], timeout_s: float, bar=None) -> dict[s
         errors.seek(0)
         last = (errors.read().strip().splitlines() or ["no output"])[-1][:300]
     for config in configs:  # a process that died mid-batch: the rest are reported as such
-        lines.setdefault(config, {"config": config, "ok": False,
-                                  "error": f"the build process exited with {rc}: {last}"})
+        lines.setdefault(
+            config, {"config": config, "ok": False, "error": f"the build process exited with {rc}: {last}"}
+        )
     return lines
 
 
@@ -97,8 +103,9 @@ def run(zoo: Zoo, tree: SourceTree, names: list[str] | None = None, *, timeout_s
         try:
             tree.config(m)  # exists, and its _BASE_ chain stays inside the tree
         except HarnessError as exc:
-            findings[m.name] = Finding(model=m.name, config=m.config, status="missing",
-                                       error=_short(exc.message, tree.root))
+            findings[m.name] = Finding(
+                model=m.name, config=m.config, status="missing", error=_short(exc.message, tree.root)
+            )
             continue
         to_build.append((m.name, m.config))
     from tqdm import tqdm
@@ -107,14 +114,18 @@ def run(zoo: Zoo, tree: SourceTree, names: list[str] | None = None, *, timeout_s
     built: dict[str, dict] = {}
     with tqdm(total=len(configs), desc="audit: building", unit="config", file=sys.stderr, leave=False) as bar:
         for i in range(0, len(configs), BATCH):
-            built.update(_build(tree.root, configs[i:i + BATCH], timeout_s, bar))
+            built.update(_build(tree.root, configs[i : i + BATCH], timeout_s, bar))
     for config, rec in list(built.items()):
         if not rec["ok"]:  # confirm alone, in a fresh process
             built[config] = _build(tree.root, [config], timeout_s)[config]
     for name, config in to_build:
         rec = built[config]
-        findings[name] = Finding(model=name, config=config, status="built" if rec["ok"] else "failed",
-                                 **{k: rec.get(k) for k in ("architecture", "params", "keys", "error", "seconds")})
+        findings[name] = Finding(
+            model=name,
+            config=config,
+            status="built" if rec["ok"] else "failed",
+            **{k: rec.get(k) for k in ("architecture", "params", "keys", "error", "seconds")},
+        )
     return [findings[m.name] for m in models]
 
 
@@ -131,29 +142,47 @@ def markdown(runs: list[Audit]) -> str:
     for a in runs:
         for f in a.findings:
             by_model.setdefault(f.model, {})[a.stack] = f
-    lines = ["# Zoo audit: does every imported config build?", "",
-             "Offline and without weights: the config exists at the pin, its `_BASE_` chain stays inside the tree, "
-             "and the model builds on the stack's paddle (`harness audit`), with no network: backbones that download "
-             "ImageNet weights while being built are answered with an empty state dict (a checkpoint replaces every "
-             "parameter anyway). `missing`: the config is not in that stack's tree (added to PaddleDetection "
-             "after it), or its `_BASE_` chain leaves the tree.", ""]
+    lines = [
+        "# Zoo audit: does every imported config build?",
+        "",
+        "Offline and without weights: the config exists at the pin, its `_BASE_` chain stays inside the tree, "
+        "and the model builds on the stack's paddle (`harness audit`), with no network: backbones that download "
+        "ImageNet weights while being built are answered with an empty state dict (a checkpoint replaces every "
+        "parameter anyway). `missing`: the config is not in that stack's tree (added to PaddleDetection "
+        "after it), or its `_BASE_` chain leaves the tree.",
+        "",
+    ]
     totals = []
     for a in runs:
         counts = [sum(f.status == s for f in a.findings) for s in ("built", "failed", "missing")]
         tree = f"{a.tree.get('commit') or 'checkout'} (tree {(a.tree.get('tree') or '?')[:12]})"
         totals.append([a.stack, a.paddle or "?", tree, *counts])
-    lines += [_table(totals, ["stack", "paddle", "PaddleDetection", "built", "failed", "missing"]), "",
-              "## Models that did not build", ""]
+    lines += [
+        _table(totals, ["stack", "paddle", "PaddleDetection", "built", "failed", "missing"]),
+        "",
+        "## Models that did not build",
+        "",
+    ]
     roots = {a.stack: a.tree.get("root") or "" for a in runs}
-    bad = [[name, stack, f.status, _short(f.error or "", roots[stack])] for name, fs in by_model.items()
-           for stack, f in fs.items() if f.status != "built"]
+    bad = [
+        [name, stack, f.status, _short(f.error or "", roots[stack])]
+        for name, fs in by_model.items()
+        for stack, f in fs.items()
+        if f.status != "built"
+    ]
     lines.append(_table(bad, ["model", "stack", "status", "why"]) if bad else "none")
     rows = []
     for name, fs in by_model.items():
         params = next((f.params for f in fs.values() if f.params), None)
         arch = next((f.architecture for f in fs.values() if f.architecture), None)
-        rows.append([name, arch or "-", f"{params / 1e6:.2f}" if params else "-",
-                     *(fs[s].status if s in fs else "-" for s in stacks)])
+        rows.append(
+            [
+                name,
+                arch or "-",
+                f"{params / 1e6:.2f}" if params else "-",
+                *(fs[s].status if s in fs else "-" for s in stacks),
+            ]
+        )
     lines += ["", "## Every model", "", _table(rows, ["model", "architecture", "params (M)", *stacks])]
     return "\n".join(lines) + "\n"
 

@@ -53,8 +53,11 @@ class Device:
     def peak(self) -> dict:
         if self.kind == "gpu":
             return {"kind": "gpu allocator peak", "mb": round(paddle.device.cuda.max_memory_allocated() / 2**20, 1)}
-        return {"kind": "process RSS peak during the timed loop", "mb": round(self._rss_peak / 2**20, 1),
-                "process_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+        return {
+            "kind": "process RSS peak during the timed loop",
+            "mb": round(self._rss_peak / 2**20, 1),
+            "process_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
 
     @staticmethod
     def _rss() -> int:
@@ -71,8 +74,10 @@ def sample_images(annotations: Path, images: Path, method: Method) -> list[dict]
     data = json.loads(annotations.read_text())
     records = sorted(data["images"], key=lambda r: r["id"])
     chosen = random.Random(method.seed).sample(records, min(method.sample, len(records)))
-    return [{"id": r["id"], "file": str(images / r["file_name"]), "h": r["height"], "w": r["width"]}
-            for r in sorted(chosen, key=lambda r: r["id"])]
+    return [
+        {"id": r["id"], "file": str(images / r["file_name"]), "h": r["height"], "w": r["width"]}
+        for r in sorted(chosen, key=lambda r: r["id"])
+    ]
 
 
 def preprocessor(cfg):
@@ -113,8 +118,9 @@ def dygraph(model, pre, clsid2catid) -> Pipeline:
 
     def post(y, item):
         # most outputs are tensors; some families return plain values too (SOLOv2: a paddle Size)
-        return _results({k: v.numpy() if hasattr(v, "numpy") else np.asarray(v) for k, v in y.items()}, item,
-                        clsid2catid)
+        return _results(
+            {k: v.numpy() if hasattr(v, "numpy") else np.asarray(v) for k, v in y.items()}, item, clsid2catid
+        )
 
     return Pipeline(to_device, forward, post)
 
@@ -139,8 +145,12 @@ def _model_files(d: Path) -> tuple[Path, Path]:
 
 
 def _cpu_attempts() -> list[dict]:
-    return [{"mkldnn": True, "memory_optim": True}, {"mkldnn": True, "memory_optim": False},
-            {"mkldnn": False, "memory_optim": True}, {"mkldnn": False, "memory_optim": False}]
+    return [
+        {"mkldnn": True, "memory_optim": True},
+        {"mkldnn": True, "memory_optim": False},
+        {"mkldnn": False, "memory_optim": True},
+        {"mkldnn": False, "memory_optim": False},
+    ]
 
 
 def predictor(model_dir: Path, backend: str, device: str, n_threads: int, warm: dict) -> tuple[object, dict]:
@@ -156,13 +166,20 @@ def predictor(model_dir: Path, backend: str, device: str, n_threads: int, warm: 
             config.enable_use_gpu(256, 0)
             if backend.startswith("trt"):
                 precision = inference.PrecisionType.Half if backend == "trt-fp16" else inference.PrecisionType.Float32
-                config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=1, min_subgraph_size=3,
-                                              precision_mode=precision, use_static=False, use_calib_mode=False)
+                config.enable_tensorrt_engine(
+                    workspace_size=1 << 30,
+                    max_batch_size=1,
+                    min_subgraph_size=3,
+                    precision_mode=precision,
+                    use_static=False,
+                    use_calib_mode=False,
+                )
                 shape = warm["image"].shape
                 config.set_trt_dynamic_shape_info(
                     {"image": [1, 3, 32, 32], "im_shape": [1, 2], "scale_factor": [1, 2]},
                     {"image": [1, 3, 1344, 1344], "im_shape": [1, 2], "scale_factor": [1, 2]},
-                    {"image": list(shape), "im_shape": [1, 2], "scale_factor": [1, 2]})
+                    {"image": list(shape), "im_shape": [1, 2], "scale_factor": [1, 2]},
+                )
         else:
             config.disable_gpu()
             config.set_cpu_math_library_num_threads(n_threads)
@@ -179,10 +196,15 @@ def predictor(model_dir: Path, backend: str, device: str, n_threads: int, warm: 
         except Exception as exc:  # paddle raises assorted types; each failure is recorded, then the next tried
             failures.append({**attempt, "error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}"})
             continue
-        return pred, {**attempt, "threads": n_threads if device == "cpu" else None, "fallbacks": failures,
-                      "model_files": [prog.name, params.name]}
-    raise HarnessError(f"no paddle.inference configuration ran for {backend} on {device}: "
-                       + "; ".join(f["error"] for f in failures))
+        return pred, {
+            **attempt,
+            "threads": n_threads if device == "cpu" else None,
+            "fallbacks": failures,
+            "model_files": [prog.name, params.name],
+        }
+    raise HarnessError(
+        f"no paddle.inference configuration ran for {backend} on {device}: " + "; ".join(f["error"] for f in failures)
+    )
 
 
 def _feed(pred, batch: dict) -> None:
@@ -216,8 +238,18 @@ def predictions(pipe: Pipeline, items: list[dict]) -> dict[str, list]:
     return out
 
 
-def bench(cfg, model, *, device: str, annotations: Path, images: Path, out: Path, backends: list[str],
-          method: Method, precision: str = "fp32") -> dict:
+def bench(
+    cfg,
+    model,
+    *,
+    device: str,
+    annotations: Path,
+    images: Path,
+    out: Path,
+    backends: list[str],
+    method: Method,
+    precision: str = "fp32",
+) -> dict:
     """Time each backend with `method`; score their predictions on the sample against each other."""
     from ppdet.data.source.category import get_categories
 
@@ -233,8 +265,14 @@ def bench(cfg, model, *, device: str, annotations: Path, images: Path, out: Path
     clsid2catid, _ = get_categories("COCO", str(annotations))
     items = sample_images(annotations, images, method)
     pre = preprocessor(cfg)
-    record: dict = {"method": method.describe(), "sample_ids": [i["id"] for i in items], "backends": {},
-                    "device": device, "device_name": device_name(device), "paddle": paddle.__version__}
+    record: dict = {
+        "method": method.describe(),
+        "sample_ids": [i["id"] for i in items],
+        "backends": {},
+        "device": device,
+        "device_name": device_name(device),
+        "paddle": paddle.__version__,
+    }
     model_dir, export_s = None, None
     preds: dict[str, dict] = {}
     for backend in backends:

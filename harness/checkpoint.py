@@ -45,11 +45,21 @@ PADDLE_META_KEY = "StructuredToParameterName@@"
 SHOW = 5  # names of each kind quoted in a message
 
 # numpy type strings paddle.save writes (bfloat16 is stored as uint16), and their names.
-DTYPES = {"f4": "float32", "f2": "float16", "f8": "float64", "u2": "uint16", "i8": "int64", "i4": "int32",
-          "u1": "uint8", "b1": "bool"}
+DTYPES = {
+    "f4": "float32",
+    "f2": "float16",
+    "f8": "float64",
+    "u2": "uint16",
+    "i8": "int64",
+    "i4": "int32",
+    "u1": "uint8",
+    "b1": "bool",
+}
 MAX_DIMS = 32
-READ_HINT = ("re-fetch the weights (`harness fetch MODEL`); a truncated or corrupt download, or not a .pdparams "
-             "written by paddle.save")
+READ_HINT = (
+    "re-fetch the weights (`harness fetch MODEL`); a truncated or corrupt download, or not a .pdparams "
+    "written by paddle.save"
+)
 
 
 class CheckpointError(HarnessError):
@@ -335,18 +345,28 @@ def _dtype(stub: object) -> np.dtype:
     args, state = stub.args, stub.state
     known = len(args) == 3 and isinstance(args[0], str) and args[0] in DTYPES
     if not known or args[1] not in (False, 0) or args[2] not in (True, 1):
-        raise _Refused(f"dtype {args[0] if args else '?'!r} is not one paddle.save writes "
-                       f"({', '.join(DTYPES.values())})")
-    if not (isinstance(state, tuple) and len(state) == 8 and state[0] == 3 and state[1] in ("<", ">", "|", "=")
-            and state[2:] == (None, None, None, -1, -1, 0)):
+        raise _Refused(
+            f"dtype {args[0] if args else '?'!r} is not one paddle.save writes ({', '.join(DTYPES.values())})"
+        )
+    if not (
+        isinstance(state, tuple)
+        and len(state) == 8
+        and state[0] == 3
+        and state[1] in ("<", ">", "|", "=")
+        and state[2:] == (None, None, None, -1, -1, 0)
+    ):
         raise _Refused(f"dtype {args[0]!r} carries fields, a sub-array or flags (a structured dtype)")
     dt = np.dtype(args[0])
     return dt.newbyteorder(state[1]) if state[1] in "<>" and dt.itemsize > 1 else dt
 
 
 def _tensor(stub: object, seen: set[int]) -> _Tensor:
-    if not isinstance(stub, _Array) or not stub.args or not isinstance(stub.args[0], _Global) \
-            or stub.args[0].kind != "ndarray":
+    if (
+        not isinstance(stub, _Array)
+        or not stub.args
+        or not isinstance(stub.args[0], _Global)
+        or stub.args[0].kind != "ndarray"
+    ):
         raise _Refused("value is not a numpy array")
     if not stub.built:
         raise _Refused("array without data (no state)")
@@ -356,8 +376,9 @@ def _tensor(stub: object, seen: set[int]) -> _Tensor:
     if not (isinstance(state, tuple) and len(state) == 4):
         raise _Refused("array state is not (shape, dtype, fortran, bytes)")
     shape, dtype, fortran, data = state
-    if not (isinstance(shape, tuple) and len(shape) <= MAX_DIMS
-            and all(type(d) is int and 0 <= d < 1 << 48 for d in shape)):
+    if not (
+        isinstance(shape, tuple) and len(shape) <= MAX_DIMS and all(type(d) is int and 0 <= d < 1 << 48 for d in shape)
+    ):
         raise _Refused(f"array shape {shape!r} is not a tuple of sizes")
     dt = _dtype(dtype)
     if isinstance(data, _Latin1):
@@ -428,14 +449,18 @@ def read(path: Path) -> Checkpoint:
                     raise _Refused(f"{extra} bytes follow the end of the pickle")
                 tensors = _tensors(top)
             except _Refused as exc:
-                raise FormatError(f"{path}: not a readable paddle checkpoint: {exc} (at byte {reader.pos})",
-                                  hint=READ_HINT) from None
+                raise FormatError(
+                    f"{path}: not a readable paddle checkpoint: {exc} (at byte {reader.pos})", hint=READ_HINT
+                ) from None
             except (UnicodeDecodeError, struct.error) as exc:
-                raise FormatError(f"{path}: not a readable paddle checkpoint: {exc} (at byte {reader.pos})",
-                                  hint=READ_HINT) from None
+                raise FormatError(
+                    f"{path}: not a readable paddle checkpoint: {exc} (at byte {reader.pos})", hint=READ_HINT
+                ) from None
     except (OSError, MemoryError) as exc:
-        raise LocalError(f"{path}: could not read the checkpoint on this machine: {type(exc).__name__}: {exc}",
-                         hint="check free memory and the disk, then run again (nothing was evicted)") from None
+        raise LocalError(
+            f"{path}: could not read the checkpoint on this machine: {type(exc).__name__}: {exc}",
+            hint="check free memory and the disk, then run again (nothing was evicted)",
+        ) from None
     return Checkpoint(path, reader.sha.hexdigest(), size, tensors)
 
 
@@ -528,12 +553,15 @@ def assign(ckpt: Checkpoint, model_dtypes: dict[str, str], put: Callable[[str, n
     if bad_values:
         problems.append(f"{len(bad_values)} tensors hold NaN or infinite values: {_names(bad_values)}")
     if bad_casts:
-        problems.append(f"{len(bad_casts)} tensors cannot be cast to the model's dtype without changing values: "
-                        f"{_names(bad_casts)}")
+        problems.append(
+            f"{len(bad_casts)} tensors cannot be cast to the model's dtype without changing values: {_names(bad_casts)}"
+        )
     if problems:
-        raise WeightsError(f"{ckpt.path.name}: " + "; ".join(problems),
-                           hint="these weights cannot reproduce the documented AP: check their origin "
-                           "(a diverged training run, or a file saved from another model)")
+        raise WeightsError(
+            f"{ckpt.path.name}: " + "; ".join(problems),
+            hint="these weights cannot reproduce the documented AP: check their origin "
+            "(a diverged training run, or a file saved from another model)",
+        )
     return casts
 
 
@@ -564,8 +592,11 @@ class WeightCheck:
         return "check that the weights belong to this config (zoo.yaml: weights and config)"
 
     def summary(self) -> str:
-        parts = [f"{len(self.missing)} missing", f"{len(self.unexpected)} unexpected",
-                 f"{len(self.mismatched)} mis-shaped"]
+        parts = [
+            f"{len(self.missing)} missing",
+            f"{len(self.unexpected)} unexpected",
+            f"{len(self.mismatched)} mis-shaped",
+        ]
         lines = [f"weights do not fit the model ({', '.join(parts)}; {self.matched} match)"]
         if self.missing:
             lines.append("  missing: " + _names(self.missing))
@@ -577,10 +608,16 @@ class WeightCheck:
         return "\n".join(lines)
 
     def as_json(self) -> dict:
-        return {"ok": self.ok, "matched": self.matched, "missing": len(self.missing),
-                "unexpected": len(self.unexpected), "mismatched": len(self.mismatched),
-                "first_missing": self.missing[:SHOW], "first_unexpected": self.unexpected[:SHOW],
-                "first_mismatched": [list(m) for m in self.mismatched[:SHOW]]}
+        return {
+            "ok": self.ok,
+            "matched": self.matched,
+            "missing": len(self.missing),
+            "unexpected": len(self.unexpected),
+            "mismatched": len(self.mismatched),
+            "first_missing": self.missing[:SHOW],
+            "first_unexpected": self.unexpected[:SHOW],
+            "first_mismatched": [list(m) for m in self.mismatched[:SHOW]],
+        }
 
 
 def _names(names: list[str]) -> str:
@@ -592,7 +629,7 @@ def _common_prefix(longer: list[str], shorter: list[str]) -> str | None:
     for target in shorter:
         if first.endswith("." + target):
             prefix = first[: len(first) - len(target)]
-            if all(k.startswith(prefix) for k in longer) and {k[len(prefix):] for k in longer} == set(shorter):
+            if all(k.startswith(prefix) for k in longer) and {k[len(prefix) :] for k in longer} == set(shorter):
                 return prefix
     return None
 
@@ -602,6 +639,9 @@ def compare(file_shapes: dict[str, list[int]], model_shapes: dict[str, list[int]
     missing = sorted(set(model_shapes) - set(file_shapes))
     unexpected = sorted(set(file_shapes) - set(model_shapes))
     common = sorted(set(model_shapes) & set(file_shapes))
-    mismatched = [(k, list(file_shapes[k]), list(model_shapes[k])) for k in common
-                  if list(file_shapes[k]) != list(model_shapes[k])]
+    mismatched = [
+        (k, list(file_shapes[k]), list(model_shapes[k]))
+        for k in common
+        if list(file_shapes[k]) != list(model_shapes[k])
+    ]
     return WeightCheck(missing, unexpected, mismatched, len(common) - len(mismatched))

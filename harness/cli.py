@@ -43,15 +43,27 @@ def _common(*, sub: bool) -> argparse.ArgumentParser:
     else argparse would overwrite `harness --zoo X list` with the subcommand's default."""
     p = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS if sub else None)
     g = p.add_argument_group("common options")
-    g.add_argument("--zoo", type=Path, metavar="PATH",
-                   help="zoo manifest (default: $HARNESS_ZOO, ./zoo.yaml, else the bundled one)")
-    g.add_argument("--stack", metavar="NAME",
-                   help="PaddleDetection source pin from zoo.yaml's sources (default: $HARNESS_STACK, "
-                   "else the first)")
-    g.add_argument("-v", "--verbose", action="store_true", help="debug logging",
-                   default=argparse.SUPPRESS if sub else False)
-    g.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only",
-                   default=argparse.SUPPRESS if sub else False)
+    g.add_argument(
+        "--zoo",
+        type=Path,
+        metavar="PATH",
+        help="zoo manifest (default: $HARNESS_ZOO, ./zoo.yaml, else the bundled one)",
+    )
+    g.add_argument(
+        "--stack",
+        metavar="NAME",
+        help="PaddleDetection source pin from zoo.yaml's sources (default: $HARNESS_STACK, else the first)",
+    )
+    g.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging", default=argparse.SUPPRESS if sub else False
+    )
+    g.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="warnings and errors only",
+        default=argparse.SUPPRESS if sub else False,
+    )
     return p
 
 
@@ -59,10 +71,12 @@ def _inputs() -> argparse.ArgumentParser:
     """Where a command gets its artifacts from: shared by fetch, verify (and every command that evaluates)."""
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("inputs")
-    g.add_argument("--locked", action="store_true",
-                   help="refuse any artifact without a recorded sha256 (zoo.yaml or zoo.lock)")
-    g.add_argument("--ppdet-root", type=Path, metavar="DIR",
-                   help="use this PaddleDetection checkout instead of the pinned archive")
+    g.add_argument(
+        "--locked", action="store_true", help="refuse any artifact without a recorded sha256 (zoo.yaml or zoo.lock)"
+    )
+    g.add_argument(
+        "--ppdet-root", type=Path, metavar="DIR", help="use this PaddleDetection checkout instead of the pinned archive"
+    )
     g.add_argument("--data", type=Path, metavar="DIR", help="use an existing COCO root instead of fetching")
     g.add_argument("--subset", type=int, metavar="N", help="select N images deterministically")
     g.add_argument("--seed", type=int, default=0, help="seed of the subset sample (default: 0)")
@@ -76,16 +90,28 @@ def _timing(default_backends: str) -> argparse.ArgumentParser:
     d = Method()
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("timing")
-    g.add_argument("--backend", action="append", dest="backends", metavar="NAME",
-                   choices=["dygraph", "inference", "trt-fp32", "trt-fp16"],
-                   help=f"dygraph | inference | trt-fp32 | trt-fp16, repeatable (default: {default_backends})")
+    g.add_argument(
+        "--backend",
+        action="append",
+        dest="backends",
+        metavar="NAME",
+        choices=["dygraph", "inference", "trt-fp32", "trt-fp16"],
+        help=f"dygraph | inference | trt-fp32 | trt-fp16, repeatable (default: {default_backends})",
+    )
     g.add_argument("--warmup", type=int, default=d.warmup, metavar="N", help=f"untimed iterations ({d.warmup})")
-    g.add_argument("--iters", type=int, default=d.min_iters, metavar="M",
-                   help=f"at least M timed iterations ({d.min_iters})")
-    g.add_argument("--min-seconds", type=float, default=d.min_seconds, metavar="T",
-                   help=f"and at least T seconds ({d.min_seconds:g})")
-    g.add_argument("--sample", type=int, default=d.sample, metavar="K",
-                   help=f"distinct images, seeded by --seed ({d.sample})")
+    g.add_argument(
+        "--iters", type=int, default=d.min_iters, metavar="M", help=f"at least M timed iterations ({d.min_iters})"
+    )
+    g.add_argument(
+        "--min-seconds",
+        type=float,
+        default=d.min_seconds,
+        metavar="T",
+        help=f"and at least T seconds ({d.min_seconds:g})",
+    )
+    g.add_argument(
+        "--sample", type=int, default=d.sample, metavar="K", help=f"distinct images, seeded by --seed ({d.sample})"
+    )
     g.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all cores)")
     return p
 
@@ -96,57 +122,96 @@ def _common_eval(p: argparse.ArgumentParser, *, many: bool = False) -> None:
         p.add_argument("models", nargs="*", metavar="MODEL", help="model names (default: the whole zoo)")
     else:
         p.add_argument("model", metavar="MODEL", help="model name (see `harness list`)")
-    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
-                   help="auto: gpu when an NVIDIA device is present (default)")
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "gpu"],
+        default="auto",
+        help="auto: gpu when an NVIDIA device is present (default)",
+    )
     p.add_argument("--out", type=Path, metavar="DIR", help="run directory (default: runs/<UTC time>)")
-    p.add_argument("--eval-size", type=int, metavar="PX",
-                   help="scale the config's eval resize to this short side (smoke tests; AP not comparable)")
-    p.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="override the config like ppdet's -o, e.g. -o BBoxPostProcess.nms.score_threshold=0.01")
+    p.add_argument(
+        "--eval-size",
+        type=int,
+        metavar="PX",
+        help="scale the config's eval resize to this short side (smoke tests; AP not comparable)",
+    )
+    p.add_argument(
+        "-o",
+        "--opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override the config like ppdet's -o, e.g. -o BBoxPostProcess.nms.score_threshold=0.01",
+    )
     p.add_argument("--timeout", type=float, metavar="S", help="kill the model's worker after S seconds")
-    p.add_argument("--loader-workers", type=int, metavar="N",
-                   help="data-loader worker processes (default: the config's worker_num on a GPU, 0 on a CPU)")
-    p.add_argument("--scorer", choices=["faster-coco-eval", "pycocotools"],
-                   help="COCO scorer (default: faster-coco-eval, pycocotools where it is not installed)")
+    p.add_argument(
+        "--loader-workers",
+        type=int,
+        metavar="N",
+        help="data-loader worker processes (default: the config's worker_num on a GPU, 0 on a CPU)",
+    )
+    p.add_argument(
+        "--scorer",
+        choices=["faster-coco-eval", "pycocotools"],
+        help="COCO scorer (default: faster-coco-eval, pycocotools where it is not installed)",
+    )
     if not many:
         p.add_argument("--json", action="store_true", help="print the record as JSON")
 
 
 def _parallel(p: argparse.ArgumentParser, *, gpus_help: str) -> None:
-    p.add_argument("--parallel", type=int, metavar="K",
-                   help="evaluate each model as K slices of the images, one worker each, merged and scored once "
-                   "(the same predictions and AP as one worker; default: 1, or the number of --gpus)")
+    p.add_argument(
+        "--parallel",
+        type=int,
+        metavar="K",
+        help="evaluate each model as K slices of the images, one worker each, merged and scored once "
+        "(the same predictions and AP as one worker; default: 1, or the number of --gpus)",
+    )
     p.add_argument("--gpus", metavar="LIST", help=gpus_help)
 
 
 def build_parser() -> argparse.ArgumentParser:
     common, inputs = _common(sub=True), _inputs()
     parser = argparse.ArgumentParser(
-        prog="harness", description="Reproduce PaddleDetection's Res2Net model zoo: fetch, verify, report.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, parents=[_common(sub=False)])
+        prog="harness",
+        description="Reproduce PaddleDetection's Res2Net model zoo: fetch, verify, report.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_common(sub=False)],
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("list", parents=[common], help="show the zoo with documented AP and cache state",
-                       epilog="example: harness list --json | jq '.[].name'",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "list",
+        parents=[common],
+        help="show the zoo with documented AP and cache state",
+        epilog="example: harness list --json | jq '.[].name'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser(
-        "fetch", parents=[common, inputs], help="download and verify weights, source and dataset into the cache",
+        "fetch",
+        parents=[common, inputs],
+        help="download and verify weights, source and dataset into the cache",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  harness fetch\n  harness fetch faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco --locked\n"
         "  harness fetch --dataset --subset 500 --seed 1\n  harness fetch --ppdet-root ~/PaddleDetection "
-        "--data ~/coco --subset 50")
+        "--data ~/coco --subset 50",
+    )
     p.add_argument("models", nargs="*", metavar="MODEL", help="model names (default: all)")
-    p.add_argument("--dataset", action="store_true",
-                   help="also fetch and check COCO val2017 (implied by --data and --subset)")
+    p.add_argument(
+        "--dataset", action="store_true", help="also fetch and check COCO val2017 (implied by --data and --subset)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_fetch)
 
     p = sub.add_parser(
-        "verify", parents=[common, inputs, _timing("dygraph")], formatter_class=argparse.RawDescriptionHelpFormatter,
+        "verify",
+        parents=[common, inputs, _timing("dygraph")],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="evaluate one model with PaddleDetection and judge its AP against the documented one",
         description="Fetch, check the weights strictly, evaluate with PaddleDetection, score with pycocotools, "
         "judge against the documented AP with the zoo's tolerance, write <out>/<model>/result.json and print "
@@ -158,15 +223,20 @@ def build_parser() -> argparse.ArgumentParser:
         "  harness verify faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco --subset 8 --eval-size 320 "
         "-o BBoxPostProcess.nms.score_threshold=0.01\n"
         "  harness verify mask_rcnn_res2net50_vd_26w_4s_fpn_2x_coco --gpus all     # one slice of val2017 per GPU\n"
-        "  harness verify faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco --parallel 2 --threads 1 --subset 16")
+        "  harness verify faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco --parallel 2 --threads 1 --subset 16",
+    )
     _common_eval(p)
     p.add_argument("--no-timing", dest="timing", action="store_false", help="skip the fps measurement")
-    _parallel(p, gpus_help="slice i runs on the i-th GPU (mod their number); --parallel defaults to their "
-              "number: 0,1,2,3 or all")
+    _parallel(
+        p,
+        gpus_help="slice i runs on the i-th GPU (mod their number); --parallel defaults to their "
+        "number: 0,1,2,3 or all",
+    )
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser(
-        "bench", parents=[common, inputs, _timing("dygraph and inference")],
+        "bench",
+        parents=[common, inputs, _timing("dygraph and inference")],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         help="time inference (fps, latency per stage) without evaluating",
         description="Times the model with the published method (README: 'How fps is measured') on each backend "
@@ -175,12 +245,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  harness bench faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco --device gpu --backend trt-fp16\n"
         "  harness bench faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco --out runs/quick   # fills its fps\n"
-        "  harness bench mask_rcnn_res2net50_vb_26w_4s_fpn_2x_coco --eval-size 320 --iters 20 --min-seconds 5")
+        "  harness bench mask_rcnn_res2net50_vb_26w_4s_fpn_2x_coco --eval-size 320 --iters 20 --min-seconds 5",
+    )
     _common_eval(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(
-        "run", parents=[common, inputs, _timing("dygraph")], formatter_class=argparse.RawDescriptionHelpFormatter,
+        "run",
+        parents=[common, inputs, _timing("dygraph")],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="the nightly: verify every model (or a shard) into one run directory, then publish the reports",
         description="Verifies each selected model in its own worker (a crash, OOM or timeout is that model's "
         "error, the run goes on), writes results as each model finishes, then report.md, junit.xml, "
@@ -189,55 +262,86 @@ def build_parser() -> argparse.ArgumentParser:
         "  harness run --device gpu --gpus all --out runs/nightly --timeout 7200\n"
         "  harness run --out runs/nightly --resume                # after a killed run: finished models kept\n"
         "  harness run --shard 2/3 --run-id $GITHUB_RUN_ID --out runs/shard-2   # one of 3 machines\n"
-        "  harness report runs/shard-* --outputs runs/merged --history reports/history.jsonl")
+        "  harness report runs/shard-* --outputs runs/merged --history reports/history.jsonl",
+    )
     _common_eval(p, many=True)
     p.add_argument("--resume", action="store_true", help="keep every model that already has a complete result")
-    p.add_argument("--shard", metavar="I/N", help="take shard I of N (1-based; default: $HARNESS_SHARD, "
-                   "$HARNESS_SHARD_INDEX or $JOB_COMPLETION_INDEX with $HARNESS_SHARD_TOTAL, else 1/1)")
-    p.add_argument("--gpus", metavar="LIST", help="the work queue's GPUs, one unit (model or slice) on each at "
-                   "once: 0,1,2,3 or all")
-    p.add_argument("--parallel", metavar="K|auto", default="1",
-                   help="cut each model into K slices of the images (units of the queue), or `auto`: the planner "
-                   "picks each model's slices from the history (see `harness plan`); default: 1")
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="take shard I of N (1-based; default: $HARNESS_SHARD, "
+        "$HARNESS_SHARD_INDEX or $JOB_COMPLETION_INDEX with $HARNESS_SHARD_TOTAL, else 1/1)",
+    )
+    p.add_argument(
+        "--gpus",
+        metavar="LIST",
+        help="the work queue's GPUs, one unit (model or slice) on each at once: 0,1,2,3 or all",
+    )
+    p.add_argument(
+        "--parallel",
+        metavar="K|auto",
+        default="1",
+        help="cut each model into K slices of the images (units of the queue), or `auto`: the planner "
+        "picks each model's slices from the history (see `harness plan`); default: 1",
+    )
     p.add_argument("--run-id", metavar="ID", help="id recorded in every result (shards of one nightly share it)")
-    p.add_argument("--history", type=Path, metavar="PATH",
-                   help="history store to append to (default: $HARNESS_HISTORY or reports/history.jsonl; "
-                   "sharded runs append nothing: the merging `harness report` does)")
+    p.add_argument(
+        "--history",
+        type=Path,
+        metavar="PATH",
+        help="history store to append to (default: $HARNESS_HISTORY or reports/history.jsonl; "
+        "sharded runs append nothing: the merging `harness report` does)",
+    )
     p.add_argument("--no-timing", dest="timing", action="store_false", help="skip the fps measurement")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
-        "report", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        "report",
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="render the reports of one or more run directories (shards merge) from their result files",
         epilog="examples:\n  harness report runs/20261125-101500\n  harness report runs/a runs/b --out report.md\n"
-        "  harness report runs/shard-* --outputs runs/merged --history reports/history.jsonl")
+        "  harness report runs/shard-* --outputs runs/merged --history reports/history.jsonl",
+    )
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="directories written by verify or run")
     p.add_argument("--out", type=Path, metavar="FILE", help="also write the markdown table to FILE")
-    p.add_argument("--outputs", type=Path, metavar="DIR",
-                   help="write report.md, junit.xml and results.csv (and with --history: plots) into DIR")
+    p.add_argument(
+        "--outputs",
+        type=Path,
+        metavar="DIR",
+        help="write report.md, junit.xml and results.csv (and with --history: plots) into DIR",
+    )
     p.add_argument("--history", type=Path, metavar="PATH", help="append these results to a history store")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
-        "rescore", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        "rescore",
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="recompute every stat and verdict of a run from its stored predictions (no model is run)",
-        epilog="examples:\n  harness rescore runs/nightly\n  harness rescore runs/nightly --scorer pycocotools")
+        epilog="examples:\n  harness rescore runs/nightly\n  harness rescore runs/nightly --scorer pycocotools",
+    )
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="directories written by verify or run")
     p.add_argument("--scorer", choices=["faster-coco-eval", "pycocotools"], help="default: faster-coco-eval")
     p.set_defaults(func=cmd_rescore)
 
     p = sub.add_parser(
-        "export", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        "export",
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="write the zoo in another format (OpenMMLab model-index), optionally with a run's results",
         epilog="examples:\n  harness export --format model-index --out build/model-index\n"
-        "  harness export --format model-index --out build/mi --run runs/nightly   # adds measured AP and timing")
+        "  harness export --format model-index --out build/mi --run runs/nightly   # adds measured AP and timing",
+    )
     p.add_argument("--format", choices=["model-index"], default="model-index")
     p.add_argument("--out", type=Path, default=Path("model-index"), metavar="DIR", help="default: ./model-index")
     p.add_argument("--run", type=Path, nargs="*", metavar="RUN_DIR", help="results to include")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
-        "import", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        "import",
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="read PaddleDetection's README model-zoo tables into a zoo file (`--zoo` takes it)",
         description="Reads the markdown tables of configs/**/README*.md in the pinned PaddleDetection source (or "
         "--ppdet-root): every row with a .pdparams link, a config present at the pin that evaluates on COCO "
@@ -246,9 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  harness import ppyoloe --out zoos/ppyoloe.yaml\n"
         "  harness import configs/rtdetr/README.md configs/solov2/README.md --out zoos/two.yaml\n"
         "  harness import --all --out zoos/paddledetection.yaml --coverage reports/zoo-coverage.md\n"
-        "  harness list --zoo zoos/ppyoloe.yaml")
-    p.add_argument("sources", nargs="*", metavar="SOURCE",
-                   help="a README path inside the tree (configs/ppyoloe/README.md) or a folder of configs/ (ppyoloe)")
+        "  harness list --zoo zoos/ppyoloe.yaml",
+    )
+    p.add_argument(
+        "sources",
+        nargs="*",
+        metavar="SOURCE",
+        help="a README path inside the tree (configs/ppyoloe/README.md) or a folder of configs/ (ppyoloe)",
+    )
     p.add_argument("--all", action="store_true", help="every configs/**/README*.md")
     p.add_argument("--ppdet-root", type=Path, metavar="DIR", help="a PaddleDetection checkout instead of the pin")
     p.add_argument("--out", type=Path, metavar="FILE", help="the zoo file to write (default: print it)")
@@ -256,7 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser(
-        "audit", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        "audit",
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="offline, without weights: does every model's config exist, stay in the tree and build?",
         description="For every model of the zoo (or those named): the config exists at the pin, its _BASE_ chain "
         "stays inside the tree, and the model builds on this environment's paddle (parameter count). Run it "
@@ -264,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  harness audit --zoo zoos/paddledetection.yaml --json audit-current.json\n"
         "  HARNESS_STACK=previous .venv-previous/bin/harness audit --zoo zoos/paddledetection.yaml "
         "--json audit-previous.json\n"
-        "  harness audit --merge audit-current.json audit-previous.json --out reports/zoo-audit.md")
+        "  harness audit --merge audit-current.json audit-previous.json --out reports/zoo-audit.md",
+    )
     p.add_argument("models", nargs="*", metavar="MODEL", help="model names (default: the whole zoo)")
     p.add_argument("--ppdet-root", type=Path, metavar="DIR", help="a PaddleDetection checkout instead of the pin")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the findings as JSON")
@@ -273,7 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser(
-        "plan", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        "plan",
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="the nightly's schedule for G GPUs: units, makespan, lower bound (no model runs)",
         description="Estimates each model's work (its last run in the history under the same conditions, else "
         "its README's fps, else a default), cuts models into slices where that shortens the night, and "
@@ -282,24 +396,32 @@ def build_parser() -> argparse.ArgumentParser:
         "per GPU.",
         epilog="examples:\n  harness plan --gpus 8\n"
         "  harness plan --zoo zoos/paddledetection.yaml --gpus 1 8 64 --out reports/plan-nightly.md\n"
-        "  harness plan --gpus 8 --json | jq .plans[0].assignment")
+        "  harness plan --gpus 8 --json | jq .plans[0].assignment",
+    )
     p.add_argument("--gpus", type=int, nargs="+", default=[8], metavar="G", help="GPU counts to plan for (8)")
     p.add_argument("--images", type=int, default=5000, help="images per model (default: val2017's 5000)")
     p.add_argument("--device", choices=["gpu", "cpu"], default="gpu", help="history entries of this device")
     p.add_argument("--parallel", default="auto", metavar="K|auto", help="slices per model (default: auto)")
-    p.add_argument("--history", type=Path, metavar="PATH",
-                   help="durations of earlier runs (default: $HARNESS_HISTORY or reports/history.jsonl)")
+    p.add_argument(
+        "--history",
+        type=Path,
+        metavar="PATH",
+        help="durations of earlier runs (default: $HARNESS_HISTORY or reports/history.jsonl)",
+    )
     p.add_argument("--json", action="store_true", help="print the plans as JSON")
     p.add_argument("--out", type=Path, metavar="FILE", help="also write the markdown to FILE")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser(
-        "rehearse", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        "rehearse",
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="offline rehearsal: the whole pipeline on a random-weight mini-zoo served on 127.0.0.1",
         description="Builds a mini-zoo from the real configs (random-initialised weights, synthetic COCO "
         "images, the pinned PaddleDetection archive), serves it on 127.0.0.1 and runs the harness's "
         "commands against it. Random weights: AP ≈ 0 is the expected result.",
-        epilog="examples:\n  harness rehearse\n  harness rehearse --dir /tmp/rehearsal --images 8")
+        epilog="examples:\n  harness rehearse\n  harness rehearse --dir /tmp/rehearsal --images 8",
+    )
     p.add_argument("--dir", type=Path, default=Path("rehearsal"), help="work directory (default: ./rehearsal)")
     p.add_argument("--port", type=int, default=8765, help="loopback port (default: 8765, a free one if taken)")
     p.add_argument("--images", type=int, default=4, help="synthetic images in the mini val set (default: 4)")
@@ -322,17 +444,34 @@ def cmd_list(args) -> int:
     from harness.artifacts import is_cached
 
     zoo, _ = _zoo(args)
-    rows = [{"name": m.name, "table": m.table, "box_ap": m.expected.get("box_ap"),
-             "mask_ap": m.expected.get("mask_ap"), "expected": m.expected, "labels": m.labels,
-             "input_size": m.input_size, "cached": is_cached(m.weights.url)} for m in zoo.models]
+    rows = [
+        {
+            "name": m.name,
+            "table": m.table,
+            "box_ap": m.expected.get("box_ap"),
+            "mask_ap": m.expected.get("mask_ap"),
+            "expected": m.expected,
+            "labels": m.labels,
+            "input_size": m.input_size,
+            "cached": is_cached(m.weights.url),
+        }
+        for m in zoo.models
+    ]
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return ExitCode.OK
     headers = ["model", "table", "box AP", "mask AP", "other documented", "weights"]
-    table = [[r["name"], r["table"] or "-", "-" if r["box_ap"] is None else f"{r['box_ap']:.1f}",
-              "-" if r["mask_ap"] is None else f"{r['mask_ap']:.1f}",
-              ", ".join(f"{k} {v:g}" for k, v in r["expected"].items() if k not in ("box_ap", "mask_ap")) or "-",
-              "cached" if r["cached"] else "-"] for r in rows]
+    table = [
+        [
+            r["name"],
+            r["table"] or "-",
+            "-" if r["box_ap"] is None else f"{r['box_ap']:.1f}",
+            "-" if r["mask_ap"] is None else f"{r['mask_ap']:.1f}",
+            ", ".join(f"{k} {v:g}" for k, v in r["expected"].items() if k not in ("box_ap", "mask_ap")) or "-",
+            "cached" if r["cached"] else "-",
+        ]
+        for r in rows
+    ]
     print(tabulate(table, headers=headers, tablefmt="github", disable_numparse=True))
     return ExitCode.OK
 
@@ -356,21 +495,25 @@ def cmd_fetch(args) -> int:
             log.error("%s %s: %s", kind, name, exc)
 
     def src() -> dict:
-        tree = (source.checkout(args.ppdet_root, pin) if args.ppdet_root
-                else source.prepare(pin))
+        tree = source.checkout(args.ppdet_root, pin) if args.ppdet_root else source.prepare(pin)
         return {"status": tree.origin, "path": str(tree.root), "commit": tree.commit, "tree": tree.tree}
 
     attempt("source", f"PaddleDetection ({stack})", src)
     for m in models:
+
         def weights(m=m) -> dict:
             got = fetch_artifact(m.weights, lock, locked=args.locked)
             return {"status": "downloaded" if got.downloaded else "cached", **got.as_json()}
+
         attempt("weights", m.name, weights)
     if args.dataset or args.subset is not None or args.data:
+
         def data() -> dict:
-            d = dataset.prepare(zoo.dataset, lock, data_dir=args.data, subset=args.subset, seed=args.seed,
-                                locked=args.locked)
+            d = dataset.prepare(
+                zoo.dataset, lock, data_dir=args.data, subset=args.subset, seed=args.seed, locked=args.locked
+            )
             return {"status": "ok", "path": str(d.annotations), **d.as_json()}
+
         attempt("dataset", zoo.dataset.name, data)
 
     if args.json:
@@ -384,8 +527,14 @@ def cmd_fetch(args) -> int:
             if "sha256" in r:
                 return f"{r['size'] / 1e6:.1f} MB  sha256 {r['sha256'][:12]}…  {r['path']}"
             return r["path"]
-        print(tabulate([[r["kind"], r["name"], r["status"], detail(r)] for r in rows],
-                       headers=["artifact", "name", "status", "detail"], tablefmt="simple"))
+
+        print(
+            tabulate(
+                [[r["kind"], r["name"], r["status"], detail(r)] for r in rows],
+                headers=["artifact", "name", "status", "detail"],
+                tablefmt="simple",
+            )
+        )
     return max((f.exit_code for f in failures), default=ExitCode.OK)
 
 
@@ -425,13 +574,27 @@ def _options(args, *, timing: bool, backends: tuple[str, ...]):
     from harness.inputs import Options, parse_opts
     from harness.timing import Method
 
-    method = Method(warmup=args.warmup, min_iters=args.iters, min_seconds=args.min_seconds, sample=args.sample,
-                    seed=args.seed)
-    return Options(device=args.device, subset=args.subset, seed=args.seed, data=args.data,
-                     ppdet_root=args.ppdet_root, locked=args.locked, eval_size=args.eval_size,
-                     opts=parse_opts(args.opt), timeout_s=args.timeout, stack=args.stack, threads=args.threads,
-                     workers=args.loader_workers,
-                     timing=timing, backends=tuple(args.backends or backends), method=method, scorer=args.scorer)
+    method = Method(
+        warmup=args.warmup, min_iters=args.iters, min_seconds=args.min_seconds, sample=args.sample, seed=args.seed
+    )
+    return Options(
+        device=args.device,
+        subset=args.subset,
+        seed=args.seed,
+        data=args.data,
+        ppdet_root=args.ppdet_root,
+        locked=args.locked,
+        eval_size=args.eval_size,
+        opts=parse_opts(args.opt),
+        timeout_s=args.timeout,
+        stack=args.stack,
+        threads=args.threads,
+        workers=args.loader_workers,
+        timing=timing,
+        backends=tuple(args.backends or backends),
+        method=method,
+        scorer=args.scorer,
+    )
 
 
 def _with_parallel(args, opts):
@@ -491,12 +654,23 @@ def cmd_run(args) -> int:
     opts = dataclasses.replace(opts, parallel=_parallel_value(args.parallel))
     hist = None if shard.total > 1 else (args.history or history.default_path())
     past = history.load(args.history or history.default_path())
-    records = runner.run(zoo, args.zoo_path, lock, args.models or None, opts, run_dir, resume=args.resume,
-                         shard=shard, gpus=runner.gpu_list(args.gpus), history=past)
+    records = runner.run(
+        zoo,
+        args.zoo_path,
+        lock,
+        args.models or None,
+        opts,
+        run_dir,
+        resume=args.resume,
+        shard=shard,
+        gpus=runner.gpu_list(args.gpus),
+        history=past,
+    )
     out = publish(records, run_dir, history_path=hist)
     print(out["text"], end="")
-    print(f"run: {run_dir} (report.md, junit.xml, results.csv" + (", plots; history: " + str(hist) if hist else "")
-          + ")")
+    print(
+        f"run: {run_dir} (report.md, junit.xml, results.csv" + (", plots; history: " + str(hist) if hist else "") + ")"
+    )
     return runner.exit_code(records)
 
 
@@ -552,17 +726,27 @@ def cmd_import(args) -> int:
     tree = source.checkout(args.ppdet_root, pin) if args.ppdet_root else source.prepare(pin)
     result = readme.read(tree.root, readme.find(tree.root, args.sources, args.all))
     if not result.entries:
-        raise UsageError(f"no model imported from {', '.join(result.readmes)} ({len(result.skipped)} rows skipped)",
-                         hint="`--coverage FILE` lists every skipped row's reason")
+        raise UsageError(
+            f"no model imported from {', '.join(result.readmes)} ({len(result.skipped)} rows skipped)",
+            hint="`--coverage FILE` lists every skipped row's reason",
+        )
     doc = readme.zoo_document(zoo.model_dump(exclude_none=True), result)
     parse_zoo(doc, origin="the imported zoo")  # what is written is a valid zoo file
-    text = (f"# Generated by `harness import` from PaddleDetection {tree.commit or 'checkout'} (git tree {tree.tree}):"
-            f"\n# {len(result.entries)} models from {len(result.readmes)} README files.\n"
-            + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=10_000))
+    text = (
+        f"# Generated by `harness import` from PaddleDetection {tree.commit or 'checkout'} (git tree {tree.tree}):"
+        f"\n# {len(result.entries)} models from {len(result.readmes)} README files.\n"
+        + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=10_000)
+    )
     if args.out:
         atomic_write_bytes(args.out, text.encode())
-        log.info("wrote %s: %d models, %d tables; %d rows skipped, %d repeated", args.out, len(result.entries),
-                 len(doc["tables"]), len(result.skipped), result.duplicates)
+        log.info(
+            "wrote %s: %d models, %d tables; %d rows skipped, %d repeated",
+            args.out,
+            len(result.entries),
+            len(doc["tables"]),
+            len(result.skipped),
+            result.duplicates,
+        )
     else:
         print(text, end="")
     if args.coverage:
@@ -614,8 +798,17 @@ def cmd_plan(args) -> int:
     plans = {g: schedule.plan(estimates, g, parallel=parallel) for g in args.gpus}
     baseline = {g: schedule.plan(estimates, g, parallel=1) for g in args.gpus}
     if args.json:
-        print(json.dumps({"zoo": str(path), "images": args.images, "estimates": [vars(e) for e in estimates],
-                          "plans": [p.as_json() for p in plans.values()]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "zoo": str(path),
+                    "images": args.images,
+                    "estimates": [vars(e) for e in estimates],
+                    "plans": [p.as_json() for p in plans.values()],
+                },
+                indent=2,
+            )
+        )
     text = schedule.markdown(path.name, estimates, plans, baseline)
     if not args.json:
         print(text, end="")
@@ -655,8 +848,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.exit_code)
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
-        print(f"harness: {'terminated' if terminated else 'interrupted'}: workers stopped, partial outputs "
-              "removed; finished results are kept (`harness run --resume` continues)", file=sys.stderr)
+        print(
+            f"harness: {'terminated' if terminated else 'interrupted'}: workers stopped, partial outputs "
+            "removed; finished results are kept (`harness run --resume` continues)",
+            file=sys.stderr,
+        )
         return 143 if terminated else int(ExitCode.INTERRUPTED)
 
 

@@ -30,8 +30,13 @@ class CocoData:
     sha256: dict[str, str] = field(default_factory=dict)  # archive url -> sha256 when fetched
 
     def as_json(self) -> dict:
-        return {"images": str(self.images), "annotations": str(self.annotations),
-                "num_images": self.num_images, "subset": self.subset, "archives_sha256": self.sha256}
+        return {
+            "images": str(self.images),
+            "annotations": str(self.annotations),
+            "num_images": self.num_images,
+            "subset": self.subset,
+            "archives_sha256": self.sha256,
+        }
 
 
 def _repair_hint(path: Path) -> str:
@@ -46,20 +51,25 @@ def _load(path: Path) -> dict:
     try:
         data = json.loads(path.read_bytes())
     except FileNotFoundError:
-        raise DatasetError(f"annotations not found: {path}",
-                           hint="pass --data with a COCO root, or run `harness fetch --dataset`") from None
+        raise DatasetError(
+            f"annotations not found: {path}", hint="pass --data with a COCO root, or run `harness fetch --dataset`"
+        ) from None
     except (OSError, ValueError, RecursionError) as exc:
         raise DatasetError(f"{path}: not readable COCO json: {exc}", hint=_repair_hint(path)) from None
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "categories")):
-        raise DatasetError(f"{path}: not COCO instances json (needs 'images' and 'categories' lists)",
-                           hint="point annotation_file in zoo.yaml at instances_val2017.json")
+        raise DatasetError(
+            f"{path}: not COCO instances json (needs 'images' and 'categories' lists)",
+            hint="point annotation_file in zoo.yaml at instances_val2017.json",
+        )
     return data
 
 
 def _check_images(images: Path, records: list[dict], annotations: Path) -> None:
     if not images.is_dir():
-        raise DatasetError(f"image directory not found: {images}",
-                           hint="pass --data with a COCO root holding it, or run `harness fetch --dataset`")
+        raise DatasetError(
+            f"image directory not found: {images}",
+            hint="pass --data with a COCO root holding it, or run `harness fetch --dataset`",
+        )
     missing = [r.get("file_name", "?") for r in records if not (images / str(r.get("file_name", ""))).is_file()]
     if missing:
         raise DatasetError(
@@ -77,29 +87,42 @@ def open_root(ds: Dataset, data_dir: Path) -> tuple[Path, Path]:
     return root / ds.image_dir, root / ds.annotation_file
 
 
-def fetch(ds: Dataset, lock: LockFile | None, *, root: Path | None = None, locked: bool = False,
-          **fetch_kw) -> tuple[Path, Path, dict[str, str]]:
+def fetch(
+    ds: Dataset, lock: LockFile | None, *, root: Path | None = None, locked: bool = False, **fetch_kw
+) -> tuple[Path, Path, dict[str, str]]:
     """Fetch both archives and extract what the zoo needs: all images, one annotation file."""
     base = (root or cache_root()) / "extracted"
     imgs = fetch_artifact(ds.images, lock, locked=locked, root=root, **fetch_kw)
     anns = fetch_artifact(ds.annotations, lock, locked=locked, root=root, **fetch_kw)
     refetch = "harness fetch --dataset"
-    img_root = unpack(ds.images, imgs.path, base / imgs.sha256[:16], lock, refetch, root=root,
-                      tag={"archive_sha256": imgs.sha256})
-    ann_root = unpack(ds.annotations, anns.path, base / anns.sha256[:16], lock, refetch, root=root,
-                      want=lambda name: name == ds.annotation_file,
-                      tag={"archive_sha256": anns.sha256, "want": ds.annotation_file})
+    img_root = unpack(
+        ds.images, imgs.path, base / imgs.sha256[:16], lock, refetch, root=root, tag={"archive_sha256": imgs.sha256}
+    )
+    ann_root = unpack(
+        ds.annotations,
+        anns.path,
+        base / anns.sha256[:16],
+        lock,
+        refetch,
+        root=root,
+        want=lambda name: name == ds.annotation_file,
+        tag={"archive_sha256": anns.sha256, "want": ds.annotation_file},
+    )
     if not (ann_root / ds.annotation_file).is_file():
-        raise DatasetError(f"{ds.annotations.url}: archive has no {ds.annotation_file}",
-                           hint="check dataset.annotations and dataset.annotation_file in zoo.yaml")
+        raise DatasetError(
+            f"{ds.annotations.url}: archive has no {ds.annotation_file}",
+            hint="check dataset.annotations and dataset.annotation_file in zoo.yaml",
+        )
     return img_root / ds.image_dir, ann_root / ds.annotation_file, {imgs.url: imgs.sha256, anns.url: anns.sha256}
 
 
 def _subset_path(annotations: Path, n: int, seed: int, root: Path | None) -> Path:
     st = annotations.stat()
     ident = f"{annotations.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()
-    return (root or cache_root()) / "subsets" / f"{annotations.stem}-n{n}-seed{seed}-" \
+    return (
+        (root or cache_root()) / "subsets" / f"{annotations.stem}-n{n}-seed{seed}-"
         f"{hashlib.sha256(ident).hexdigest()[:12]}.json"
+    )
 
 
 def make_subset(data: dict, annotations: Path, n: int, seed: int) -> dict:
@@ -120,8 +143,17 @@ def make_subset(data: dict, annotations: Path, n: int, seed: int) -> dict:
     }
 
 
-def prepare(ds: Dataset, lock: LockFile | None, *, data_dir: Path | None = None, subset: int | None = None,
-            seed: int = 0, root: Path | None = None, locked: bool = False, **fetch_kw) -> CocoData:
+def prepare(
+    ds: Dataset,
+    lock: LockFile | None,
+    *,
+    data_dir: Path | None = None,
+    subset: int | None = None,
+    seed: int = 0,
+    root: Path | None = None,
+    locked: bool = False,
+    **fetch_kw,
+) -> CocoData:
     """The dataset ready for eval: located (or fetched), optionally subset, and checked image by image."""
     shas: dict[str, str] = {}
     if data_dir is not None:
@@ -140,7 +172,9 @@ def prepare(ds: Dataset, lock: LockFile | None, *, data_dir: Path | None = None,
     if subset is not None:
         meta = data["info"]["harness_subset"]
     if not data["images"]:
-        raise DatasetError(f"{annotations}: lists no images: nothing to evaluate",
-                           hint="point annotation_file (or --data) at instances_val2017.json")
+        raise DatasetError(
+            f"{annotations}: lists no images: nothing to evaluate",
+            hint="point annotation_file (or --data) at instances_val2017.json",
+        )
     _check_images(images, data["images"], annotations)
     return CocoData(images, annotations, len(data["images"]), meta, shas)

@@ -70,8 +70,9 @@ class DatasetError(HarnessError):
 class StageError(HarnessError):
     """A model's pipeline stage failed: recorded in its result with the worker log's tail, never raised out."""
 
-    def __init__(self, message: str, *, hint: str | None = None, log_tail: str | None = None,
-                 details: dict | None = None) -> None:
+    def __init__(
+        self, message: str, *, hint: str | None = None, log_tail: str | None = None, details: dict | None = None
+    ) -> None:
         super().__init__(message, hint=hint)
         self.log_tail = log_tail
         self.details = details

@@ -48,8 +48,10 @@ def _shared_sizes(cfg: Any, own: list[int], new: list[int]) -> None:
     """The model's own copies of the eval size: ppdet shares a top-level `eval_size` with heads and
     transformers that precompute anchors or positional embeddings for it (PP-YOLOE, RT-DETR); components may
     also set their own. Each one equal to the old target follows the new one, else the model breaks."""
+
     def same(value: Any) -> bool:
         return isinstance(value, list | tuple) and [int(x) for x in value] == own
+
     if same(cfg.get("eval_size")):
         cfg["eval_size"] = list(new)
     for key, size in (("eval_height", 0), ("eval_width", 1)):
@@ -67,8 +69,9 @@ def apply(cfg: Any, *, short: int | None = None, square: int | None = None) -> d
     if short is None and square is None:
         return {"config": own, "eval": own, "changed_by": None}
     if own is None:  # each image at its own size (no Resize): nothing to scale or to set
-        names = [next(iter(t)) for t in (cfg.get("EvalReader") or {}).get("sample_transforms") or []
-                 if isinstance(t, dict)]
+        names = [
+            next(iter(t)) for t in (cfg.get("EvalReader") or {}).get("sample_transforms") or [] if isinstance(t, dict)
+        ]
         why = f"no Resize in the EvalReader ({', '.join(names)}): each image at its own size"
         if square is not None:
             why += f"; the documented {square}x{square} is not an eval size for this config"

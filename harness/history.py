@@ -26,20 +26,33 @@ def conditions(rec: dict) -> dict:
     ds = rec.get("dataset") or {}
     subset = ds.get("subset") or {}
     timing = rec.get("timing") or {}
-    return {"stack": rec.get("stack"), "device": rec.get("device"),
-            "subset": [subset.get("n"), subset.get("seed")] if subset else None,
-            "eval_size": ds.get("eval_size"), "backend": timing.get("backend")}
+    return {
+        "stack": rec.get("stack"),
+        "device": rec.get("device"),
+        "subset": [subset.get("n"), subset.get("seed")] if subset else None,
+        "eval_size": ds.get("eval_size"),
+        "backend": timing.get("backend"),
+    }
 
 
 def entry(rec: dict) -> dict:
     """What the history keeps of a result."""
     timing = rec.get("timing") or {}
-    return {"run_id": rec.get("run_id"), "finished": rec.get("finished"), "model": rec["model"],
-            "status": rec["status"], "conditions": conditions(rec),
-            "metrics": {k: {f: v.get(f) for f in ("measured", "documented", "tolerance", "status")}
-                        for k, v in (rec.get("metrics") or {}).items()},
-            "fps": timing.get("fps"), "ppdet_commit": (rec.get("ppdet") or {}).get("commit"),
-            "paddle": rec.get("paddle"), "seconds": seconds_of(rec)}
+    return {
+        "run_id": rec.get("run_id"),
+        "finished": rec.get("finished"),
+        "model": rec["model"],
+        "status": rec["status"],
+        "conditions": conditions(rec),
+        "metrics": {
+            k: {f: v.get(f) for f in ("measured", "documented", "tolerance", "status")}
+            for k, v in (rec.get("metrics") or {}).items()
+        },
+        "fps": timing.get("fps"),
+        "ppdet_commit": (rec.get("ppdet") or {}).get("commit"),
+        "paddle": rec.get("paddle"),
+        "seconds": seconds_of(rec),
+    }
 
 
 def load(path: Path) -> list[dict]:
@@ -64,9 +77,15 @@ def regressions(history: list[dict], records: list[dict], fps_drop: float = FPS_
     out = []
     for rec in records:
         cur = entry(rec)
-        earlier = [e for e in history if e["model"] == cur["model"] and e["conditions"] == cur["conditions"]
-                   and e["status"] == "pass" and e["run_id"] != cur["run_id"]
-                   and (e.get("finished") or "") <= (cur.get("finished") or "")]
+        earlier = [
+            e
+            for e in history
+            if e["model"] == cur["model"]
+            and e["conditions"] == cur["conditions"]
+            and e["status"] == "pass"
+            and e["run_id"] != cur["run_id"]
+            and (e.get("finished") or "") <= (cur.get("finished") or "")
+        ]
         if not earlier:
             continue
         base = earlier[-1]
@@ -75,11 +94,15 @@ def regressions(history: list[dict], records: list[dict], fps_drop: float = FPS_
             if was is None or m.get("measured") is None or m.get("tolerance") is None:
                 continue
             if abs(m["measured"] - was) > m["tolerance"] + 1e-9:
-                out.append(f"{cur['model']}: {name} {m['measured']:.2f} vs {was:.2f} in run {base['run_id']} "
-                           f"(last pass; tolerance {m['tolerance']:g})")
+                out.append(
+                    f"{cur['model']}: {name} {m['measured']:.2f} vs {was:.2f} in run {base['run_id']} "
+                    f"(last pass; tolerance {m['tolerance']:g})"
+                )
         if cur["fps"] and base.get("fps") and cur["fps"] < base["fps"] * (1 - fps_drop):
-            out.append(f"{cur['model']}: fps {cur['fps']:.2f} vs {base['fps']:.2f} in run {base['run_id']} "
-                       f"(last pass; more than {fps_drop:.0%} slower)")
+            out.append(
+                f"{cur['model']}: fps {cur['fps']:.2f} vs {base['fps']:.2f} in run {base['run_id']} "
+                f"(last pass; more than {fps_drop:.0%} slower)"
+            )
     return out
 
 

@@ -80,14 +80,17 @@ def resolve_device(requested: str) -> str:
 
 def cpu_estimate(num_images: int) -> str:
     hours = num_images * CPU_SECONDS_PER_IMAGE / 3600
-    return (f"no GPU: {num_images} images on the CPU take about {hours:.1f} h or more (measured "
-            f"{CPU_SECONDS_PER_IMAGE} s/image for Faster R-CNN at 800 px on 2 cores; Mask R-CNN is slower). "
-            "Use --subset N for a sample, or a GPU machine for the full val2017.")
+    return (
+        f"no GPU: {num_images} images on the CPU take about {hours:.1f} h or more (measured "
+        f"{CPU_SECONDS_PER_IMAGE} s/image for Faster R-CNN at 800 px on 2 cores; Mask R-CNN is slower). "
+        "Use --subset N for a sample, or a GPU machine for the full val2017."
+    )
 
 
 def prepare(zoo: Zoo, lock: LockFile, opts: Options) -> Inputs:
     stack, pin = zoo.source(opts.stack)
     tree = source.checkout(opts.ppdet_root, pin) if opts.ppdet_root else source.prepare(pin)
-    data = dataset.prepare(zoo.dataset, lock, data_dir=opts.data, subset=opts.subset, seed=opts.seed,
-                           locked=opts.locked)
+    data = dataset.prepare(
+        zoo.dataset, lock, data_dir=opts.data, subset=opts.subset, seed=opts.seed, locked=opts.locked
+    )
     return Inputs(stack, tree, data, resolve_device(opts.device))

@@ -42,8 +42,9 @@ def interrupt_all() -> None:
         _kill_group(proc)
 
 
-def run_worker(spec: Spec, mdir: Path, opts: Options, *, label: str,
-               cancel: threading.Event | None = None) -> WorkerResult:
+def run_worker(
+    spec: Spec, mdir: Path, opts: Options, *, label: str, cancel: threading.Event | None = None
+) -> WorkerResult:
     """Run the worker in its own process group; stream its log; return its answer (protocol.py). Setting
     `cancel` kills it (another slice of the same model failed: this one's work would be thrown away)."""
     from tqdm import tqdm
@@ -59,8 +60,9 @@ def run_worker(spec: Spec, mdir: Path, opts: Options, *, label: str,
     if opts.gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = opts.gpu
     timeout_s = opts.timeout_s
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
     _RUNNING.add(proc)
     timed_out = threading.Event()
 
@@ -75,8 +77,10 @@ def run_worker(spec: Spec, mdir: Path, opts: Options, *, label: str,
         threading.Thread(target=_kill_when, args=(cancel, proc), daemon=True).start()
     try:
         quiet = None if opts.progress is None else not opts.progress
-        with log_path.open("w") as logf, tqdm(desc=label, unit="img", disable=quiet, file=sys.stderr,
-                                              leave=False) as bar:
+        with (
+            log_path.open("w") as logf,
+            tqdm(desc=label, unit="img", disable=quiet, file=sys.stderr, leave=False) as bar,
+        ):
             for line in proc.stdout:  # type: ignore[union-attr]
                 if line.startswith(protocol.PROGRESS):
                     done, total = (int(x) for x in line.split()[1:3])
@@ -95,13 +99,19 @@ def run_worker(spec: Spec, mdir: Path, opts: Options, *, label: str,
     if _INTERRUPTED.is_set():
         raise Interrupted()
     if timed_out.is_set():
-        raise StageError(f"worker timed out after {timeout_s:g} s and was killed", log_tail=log_tail(log_path),
-                         hint="raise --timeout, or use --subset")
+        raise StageError(
+            f"worker timed out after {timeout_s:g} s and was killed",
+            log_tail=log_tail(log_path),
+            hint="raise --timeout, or use --subset",
+        )
     record = protocol.read_answer(out_path)
     if record is None:
         how = f"killed by signal {signal.Signals(-rc).name}" if rc < 0 else f"exited with code {rc}"
-        raise StageError(f"worker {how} without a result (crash or out of memory?)", log_tail=log_tail(log_path),
-                         hint=f"see {log_path}")
+        raise StageError(
+            f"worker {how} without a result (crash or out of memory?)",
+            log_tail=log_tail(log_path),
+            hint=f"see {log_path}",
+        )
     return record
 
 

@@ -65,8 +65,9 @@ class LockFile:
         try:
             data = json.loads(text)
         except (ValueError, RecursionError) as exc:
-            raise ManifestError(f"{self.path}: not a zoo.lock of format {FORMAT}: {exc or 'nested too deeply'}",
-                                hint=hint) from None
+            raise ManifestError(
+                f"{self.path}: not a zoo.lock of format {FORMAT}: {exc or 'nested too deeply'}", hint=hint
+            ) from None
         lock = validated(_Lock, data, str(self.path), hint)
         return {url: rec.model_dump() for url, rec in lock.artifacts.items()}
 

@@ -117,10 +117,23 @@ class Table(_Strict):
 
 
 # The version 1 layout (the seed zoo.yaml before `harness import`): the res2net table's columns and fields.
-V1_TABLE = {"columns": ["Backbone", "Type", "Image/gpu", "Lr schd", "Inf time (fps)", "Box AP", "Mask AP",
-                        "Download", "Configs"],
-            "metrics": {"Box AP": "box_ap", "Mask AP": "mask_ap"}, "weights": "Download", "config": "Configs",
-            "fps": ["Inf time (fps)"]}
+V1_TABLE = {
+    "columns": [
+        "Backbone",
+        "Type",
+        "Image/gpu",
+        "Lr schd",
+        "Inf time (fps)",
+        "Box AP",
+        "Mask AP",
+        "Download",
+        "Configs",
+    ],
+    "metrics": {"Box AP": "box_ap", "Mask AP": "mask_ap"},
+    "weights": "Download",
+    "config": "Configs",
+    "fps": ["Inf time (fps)"],
+}
 V1_LABELS = {"backbone": "Backbone", "type": "Type", "images_per_gpu": "Image/gpu", "schedule": "Lr schd"}
 
 

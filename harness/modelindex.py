@@ -38,12 +38,24 @@ def _model(m: Model, collection: str, rec: dict | None) -> dict:
     timing = (rec or {}).get("timing") or {}
     if timing.get("fps"):
         b = timing["backends"][timing["backend"]]
-        meta["inference time (ms/im)"] = [{
-            "value": round(b["latency_ms"]["end_to_end"]["p50"], 1), "batch size": 1,
-            "mode": b["config"].get("precision", "fp32").upper(), "backend": timing["backend"],
-            "hardware": timing.get("device_name"), "resolution": list(timing.get("eval_size") or [])}]
-    return {"Name": m.name, "In Collection": collection, "Config": m.config, "Metadata": meta,
-            "Results": results, "Weights": m.weights.url}
+        meta["inference time (ms/im)"] = [
+            {
+                "value": round(b["latency_ms"]["end_to_end"]["p50"], 1),
+                "batch size": 1,
+                "mode": b["config"].get("precision", "fp32").upper(),
+                "backend": timing["backend"],
+                "hardware": timing.get("device_name"),
+                "resolution": list(timing.get("eval_size") or []),
+            }
+        ]
+    return {
+        "Name": m.name,
+        "In Collection": collection,
+        "Config": m.config,
+        "Metadata": meta,
+        "Results": results,
+        "Weights": m.weights.url,
+    }
 
 
 def _slug(name: str) -> str:

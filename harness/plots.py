@@ -27,13 +27,16 @@ def ap_per_run(history: list[dict], path: Path) -> dict[str, list[str]]:
     drawn: dict[str, list[str]] = {}
     for ax, metric, title in ((axes[0], "box_ap", "box AP"), (axes[1], "mask_ap", "mask AP")):
         for i, model in enumerate(_models(history)):
-            points = [(runs.index(e["run_id"]), e["metrics"][metric]) for e in history
-                      if e["model"] == model and metric in e["metrics"] and e["metrics"][metric].get("measured")
-                      is not None]
+            points = [
+                (runs.index(e["run_id"]), e["metrics"][metric])
+                for e in history
+                if e["model"] == model and metric in e["metrics"] and e["metrics"][metric].get("measured") is not None
+            ]
             if not points:
                 continue
-            (line,) = ax.plot([x for x, _ in points], [m["measured"] for _, m in points], marker="o", label=model,
-                              color=f"C{i}")  # a model keeps its colour in every panel
+            (line,) = ax.plot(
+                [x for x, _ in points], [m["measured"] for _, m in points], marker="o", label=model, color=f"C{i}"
+            )  # a model keeps its colour in every panel
             ax.axhline(points[-1][1]["documented"], color=line.get_color(), linestyle="--", linewidth=0.8)
         drawn[metric] = [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
         ax.set_title(f"{title} per run (dashed: documented)")
@@ -52,9 +55,11 @@ def ap_vs_fps(history: list[dict], path: Path) -> list[str]:
     fig, ax = plt.subplots(figsize=(7, 5), constrained_layout=True)
     labels = []
     for i, model in enumerate(_models(history)):
-        pts = [(e["fps"], e["metrics"]["box_ap"]["measured"]) for e in history
-               if e["model"] == model and e.get("fps") and (e["metrics"].get("box_ap") or {}).get("measured")
-               is not None]
+        pts = [
+            (e["fps"], e["metrics"]["box_ap"]["measured"])
+            for e in history
+            if e["model"] == model and e.get("fps") and (e["metrics"].get("box_ap") or {}).get("measured") is not None
+        ]
         if not pts:
             continue
         (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=model, color=f"C{i}")

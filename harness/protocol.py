@@ -92,8 +92,10 @@ class WorkerResult(Strict):
 
 
 def _invalid(what: str, exc: ValidationError) -> HarnessError:
-    return HarnessError(f"{what} does not follow the worker protocol (harness/protocol.py): {fields(exc)}",
-                        hint="the harness and its worker must be the same version")
+    return HarnessError(
+        f"{what} does not follow the worker protocol (harness/protocol.py): {fields(exc)}",
+        hint="the harness and its worker must be the same version",
+    )
 
 
 def write_spec(path: Path, spec: Spec) -> None:

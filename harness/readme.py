@@ -66,8 +66,14 @@ class Entry:
     readme: str = ""  # where the row is (not written to the zoo: `table` names it)
 
     def as_model(self) -> dict:
-        out: dict[str, Any] = {"name": self.name, "table": self.table, "config": self.config,
-                               "weights": self.weights, "labels": self.labels, "expected": self.expected}
+        out: dict[str, Any] = {
+            "name": self.name,
+            "table": self.table,
+            "config": self.config,
+            "weights": self.weights,
+            "labels": self.labels,
+            "expected": self.expected,
+        }
         if self.input_size is not None:
             out["input_size"] = self.input_size
         out["row"] = self.row
@@ -274,8 +280,9 @@ def _other_dataset(table: Table, row: tuple[Cell, ...], cols: list[Column]) -> s
         if m := re.search(pattern, heading.lower()):
             return m.group(0)
     for cell, col in zip(row, cols, strict=False):
-        if normalise(col.title) in ("dataset", "数据集", "检测训练数据集") and (m := re.search(pattern,
-                                                                                         cell.text.lower())):
+        if normalise(col.title) in ("dataset", "数据集", "检测训练数据集") and (
+            m := re.search(pattern, cell.text.lower())
+        ):
             return m.group(0)
     return None
 
@@ -295,8 +302,9 @@ def read(root: Path, readmes: list[str]) -> Imported:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{path}: cannot read: {exc}",
-                             hint="pass a README inside the PaddleDetection tree") from None
+            raise UsageError(
+                f"{path}: cannot read: {exc}", hint="pass a README inside the PaddleDetection tree"
+            ) from None
         out.readmes.append(readme)
         for table in tables(text, readme):
             cols = columns(table.header)
@@ -326,9 +334,14 @@ def read(root: Path, readmes: list[str]) -> Imported:
 def _table_record(table: Table, cols: list[Column]) -> dict:
     """The zoo's `tables:` item (manifest.Table): the layout the report renders the table's models in."""
     first = {role: next((c.title for c in cols if c.role == role), None) for role in ("weights", "config")}
-    return {"readme": table.readme, "heading": table.headings[-1] if table.headings else None,
-            "columns": [c.title for c in cols], "metrics": {c.title: c.metric for c in cols if c.role == "metric"},
-            **first, "fps": [c.title for c in cols if c.role == "fps"]}
+    return {
+        "readme": table.readme,
+        "heading": table.headings[-1] if table.headings else None,
+        "columns": [c.title for c in cols],
+        "metrics": {c.title: c.metric for c in cols if c.role == "metric"},
+        **first,
+        "fps": [c.title for c in cols if c.role == "fps"],
+    }
 
 
 def _same_model(entry: Entry, earlier: list[Entry]) -> Entry | None:
@@ -349,8 +362,9 @@ def _merge(first: Entry, again: Entry) -> list[str]:
         if metric not in first.expected:
             first.expected[metric] = value
         elif first.expected[metric] != value:
-            conflicts.append(f"{first.name}: {metric} {first.expected[metric]} in {first.readme}, {value} in "
-                             f"{again.readme}")
+            conflicts.append(
+                f"{first.name}: {metric} {first.expected[metric]} in {first.readme}, {value} in {again.readme}"
+            )
     return conflicts
 
 
@@ -373,15 +387,18 @@ def _unique(entry: Entry, entries: list[Entry]) -> str:
     return f"{stem}_{n}"
 
 
-def _row(root: Path, table: Table, row: tuple[Cell, ...], line: str, cols: list[Column],
-         anno_file: str) -> Entry | str:
+def _row(root: Path, table: Table, row: tuple[Cell, ...], line: str, cols: list[Column], anno_file: str) -> Entry | str:
     """An entry, or the reason the row is skipped (a maintainer should accept it)."""
     weights = _weights(row, cols)
     if weights is None:
         return "no .pdparams link"
     order = sorted(range(len(row)), key=lambda j: (j >= len(cols) or cols[j].role != "config", j))
-    config_links = [link for j in order for link in row[j].links
-                    if _config_path(link, table.readme) and (j >= len(cols) or cols[j].role != "weights")]
+    config_links = [
+        link
+        for j in order
+        for link in row[j].links
+        if _config_path(link, table.readme) and (j >= len(cols) or cols[j].role != "weights")
+    ]
     config = _config_path(config_links[0], table.readme) if config_links else None
     if config is None:
         return "no config link"
@@ -427,8 +444,10 @@ def find(root: Path, sources: list[str], every: bool) -> list[str]:
         candidates = [src, f"configs/{src}/README.md", f"{src}/README.md"]
         hit = next((c for c in candidates if (root / c).is_file() and c.endswith(".md")), None)
         if hit is None:
-            raise UsageError(f"{src}: no such README in {root}",
-                             hint="pass configs/<family>/README.md or a folder name such as ppyoloe")
+            raise UsageError(
+                f"{src}: no such README in {root}",
+                hint="pass configs/<family>/README.md or a folder name such as ppyoloe",
+            )
         found.append(str(PurePosixPath(hit)))
     return found
 
@@ -436,8 +455,11 @@ def find(root: Path, sources: list[str], every: bool) -> list[str]:
 def coverage(result: Imported, commit: str | None) -> str:
     """The coverage report: READMEs, rows, models imported, rows skipped by reason."""
     reasons = Counter(re.sub(r" \(the (table names|config evaluates on) .*\)$", "", r) for _, _, r in result.skipped)
-    detail = Counter(r.removeprefix("not COCO val2017 (").removesuffix(")") for _, _, r in result.skipped
-                     if r.startswith("not COCO val2017"))
+    detail = Counter(
+        r.removeprefix("not COCO val2017 (").removesuffix(")")
+        for _, _, r in result.skipped
+        if r.startswith("not COCO val2017")
+    )
     families = Counter(e.table.split(":")[0] for e in result.entries)
     lines = [
         "# PaddleDetection model-zoo tables: import coverage",
@@ -455,8 +477,16 @@ def coverage(result: Imported, commit: str | None) -> str:
         f"| rows repeating an imported model (README_cn, a second table) | {result.duplicates} |",
         f"| rows skipped | {len(result.skipped)} |",
         "",
-        *(["## A model documented twice with different values (the first is kept)", "",
-           *[f"- {c}" for c in result.conflicts], ""] if result.conflicts else []),
+        *(
+            [
+                "## A model documented twice with different values (the first is kept)",
+                "",
+                *[f"- {c}" for c in result.conflicts],
+                "",
+            ]
+            if result.conflicts
+            else []
+        ),
         "## Rows skipped, by reason",
         "",
         "| reason | rows |",
@@ -482,6 +512,9 @@ def coverage(result: Imported, commit: str | None) -> str:
 def zoo_document(base: dict, result: Imported) -> dict:
     """A whole zoo file: `base`'s sources, dataset and tolerance with the imported tables and models."""
     used = {e.table for e in result.entries}
-    return {"version": 2, **{k: base[k] for k in ("sources", "dataset", "tolerance") if k in base},
-            "tables": {k: v for k, v in result.tables.items() if k in used},
-            "models": [e.as_model() for e in result.entries]}
+    return {
+        "version": 2,
+        **{k: base[k] for k in ("sources", "dataset", "tolerance") if k in base},
+        "tables": {k: v for k, v in result.tables.items() if k in used},
+        "models": [e.as_model() for e in result.entries],
+    }

@@ -45,8 +45,10 @@ EVAL_SIZE = 320  # short side of the rehearsal's eval (the configs' 800 costs ~7
 # A short fps measurement (it is a rehearsal: random weights, 320 px on a CPU): 1 warm-up, then at least 3
 # timed iterations and 1 s. A Mask R-CNN forward on random weights takes ~12 s here, so each iteration counts.
 TIMING = ["--warmup", "1", "--iters", "3", "--min-seconds", "1"]
-BANNER = ("REHEARSAL: random-initialised weights on synthetic images, served from 127.0.0.1. "
-          "AP ≈ 0 is the expected result; it says nothing about the published checkpoints.")
+BANNER = (
+    "REHEARSAL: random-initialised weights on synthetic images, served from 127.0.0.1. "
+    "AP ≈ 0 is the expected result; it says nothing about the published checkpoints."
+)
 
 # The 80 COCO categories (ids as in instances_val2017.json): the configs predict 80 classes, and ppdet
 # maps class index -> category id through the annotation file, so a synthetic set must carry all 80.
@@ -104,18 +106,31 @@ def synthetic_coco(out: Path, n_images: int, *, size: tuple[int, int] = (320, 24
             x0, y0 = pts.min(0)
             x1, y1 = pts.max(0)
             area = 0.5 * abs(float(np.dot(pts[:, 0], np.roll(pts[:, 1], 1)) - np.dot(pts[:, 1], np.roll(pts[:, 0], 1))))
-            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": rng.choice(COCO_IDS[:20]),
-                         "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)], "area": round(area, 2),
-                         "iscrowd": 0, "segmentation": [pts.flatten().tolist()]})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": image_id,
+                    "category_id": rng.choice(COCO_IDS[:20]),
+                    "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                    "area": round(area, 2),
+                    "iscrowd": 0,
+                    "segmentation": [pts.flatten().tolist()],
+                }
+            )
         name = f"{image_id:012d}.jpg"
         ok, jpg = cv2.imencode(".jpg", canvas[:, :, ::-1].copy())
         assert ok
         (out / "val2017" / name).write_bytes(jpg.tobytes())
         images.append({"id": image_id, "file_name": name, "width": w, "height": h})
-    return {"info": {"description": "harness rehearsal: synthetic COCO-format set", "version": "1"},
-            "licenses": [], "images": images, "annotations": anns,
-            "categories": [{"id": c, "name": n, "supercategory": "thing"} for c, n in zip(COCO_IDS, COCO_NAMES,
-                                                                                         strict=True)]}
+    return {
+        "info": {"description": "harness rehearsal: synthetic COCO-format set", "version": "1"},
+        "licenses": [],
+        "images": images,
+        "annotations": anns,
+        "categories": [
+            {"id": c, "name": n, "supercategory": "thing"} for c, n in zip(COCO_IDS, COCO_NAMES, strict=True)
+        ],
+    }
 
 
 def _zip_dir(zip_path: Path, root: Path, members: list[Path]) -> None:
@@ -126,8 +141,15 @@ def _zip_dir(zip_path: Path, root: Path, members: list[Path]) -> None:
     tmp.replace(zip_path)
 
 
-def build_mirror(work: Path, zoo: Zoo, stack: str, *, n_images: int, archive: Path | None = None,
-                 failed: dict[str, str] | None = None) -> Path:
+def build_mirror(
+    work: Path,
+    zoo: Zoo,
+    stack: str,
+    *,
+    n_images: int,
+    archive: Path | None = None,
+    failed: dict[str, str] | None = None,
+) -> Path:
     """Create (once) the files the loopback server serves: archive, random weights, synthetic COCO.
 
     `archive` is the PaddleDetection archive to serve (its content tree is pinned); without it, the one
@@ -136,8 +158,14 @@ def build_mirror(work: Path, zoo: Zoo, stack: str, *, n_images: int, archive: Pa
     recorded there (name -> why) and served without weights; without it, that is an error."""
     mirror, cache = work / "mirror", work / "cache"
     done = mirror / ".complete.json"
-    want = {"stack": stack, "commit": zoo.sources[stack].commit, "images": n_images, "eval_size": EVAL_SIZE,
-            "models": [m.name for m in zoo.models], "weights": "random, batch-norm calibrated"}
+    want = {
+        "stack": stack,
+        "commit": zoo.sources[stack].commit,
+        "images": n_images,
+        "eval_size": EVAL_SIZE,
+        "models": [m.name for m in zoo.models],
+        "weights": "random, batch-norm calibrated",
+    }
     if isinstance(made := read_json(done), dict) and made.get("tree") and {k: made.get(k) for k in want} == want:
         if failed is not None:
             failed.update(made.get("failed") or {})
@@ -167,8 +195,10 @@ def build_mirror(work: Path, zoo: Zoo, stack: str, *, n_images: int, archive: Pa
     _zip_dir(mirror / "zips" / "val2017.zip", staging, sorted((staging / "val2017").iterdir()))
     _zip_dir(mirror / "annotations" / "annotations_trainval2017.zip", staging, [ann])
 
-    built = source.prepare(Source(repository="local", commit=pin.commit, tree=tree, paddle=pin.paddle,
-                                  archive=Artifact(url=str(served))), root=cache)
+    built = source.prepare(
+        Source(repository="local", commit=pin.commit, tree=tree, paddle=pin.paddle, archive=Artifact(url=str(served))),
+        root=cache,
+    )
     for m in zoo.models:
         out = mirror / "models" / f"{m.name}.pdparams"
         log.info("rehearsal: random-initialised weights for %s (building the model from its config)", m.name)
@@ -180,20 +210,42 @@ def build_mirror(work: Path, zoo: Zoo, stack: str, *, n_images: int, archive: Pa
                 raise
             failed[m.name] = exc.message.splitlines()[0]
             continue
-        proc = subprocess.run([sys.executable, "-m", "harness.worker", "init-weights", "--ppdet-root",
-                               str(built.root), "--config", str(config), "--out", str(out),
-                               "--short-side", str(EVAL_SIZE), "--calibrate",
-                               *map(str, sorted((staging / "val2017").iterdir()))],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "harness.worker",
+                "init-weights",
+                "--ppdet-root",
+                str(built.root),
+                "--config",
+                str(config),
+                "--out",
+                str(out),
+                "--short-side",
+                str(EVAL_SIZE),
+                "--calibrate",
+                *map(str, sorted((staging / "val2017").iterdir())),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0 and failed is not None:
             failed[m.name] = f"building the model failed: {_last_error(proc.stderr)}"
             continue
         if proc.returncode != 0:
-            raise HarnessError(f"rehearsal: building {m.name} failed:\n{proc.stderr[-2000:]}",
-                               hint="is the paddle stack installed? (scripts/rehearse.sh installs it)")
+            raise HarnessError(
+                f"rehearsal: building {m.name} failed:\n{proc.stderr[-2000:]}",
+                hint="is the paddle stack installed? (scripts/rehearse.sh installs it)",
+            )
         info = json.loads(proc.stdout.strip().splitlines()[-1])
-        log.info("rehearsal:   %d keys, %d params, %.1f MB in %.1f s", info["keys"], info["params"],
-                 info["bytes"] / 1e6, time.perf_counter() - t0)
+        log.info(
+            "rehearsal:   %d keys, %d params, %.1f MB in %.1f s",
+            info["keys"],
+            info["params"],
+            info["bytes"] / 1e6,
+            time.perf_counter() - t0,
+        )
     remove_tree(cache / "src", inside=cache)  # extracted only to build the models
     remove_tree(staging, inside=work)
     atomic_write_json(done, {**want, "tree": tree, "failed": failed or {}})
@@ -256,14 +308,17 @@ def _claim(work: Path) -> None:
     that holds anything it did not make, so `--dir ~` can never delete a user's files."""
     ours = (work / MARKER).exists() or (work / "mirror" / ".complete.json").exists()
     if work.exists() and any(work.iterdir()) and not ours:
-        raise UsageError(f"--dir {work}: not empty and not a rehearsal directory",
-                         hint="pass a new or empty directory (the rehearsal owns everything under it)")
+        raise UsageError(
+            f"--dir {work}: not empty and not a rehearsal directory",
+            hint="pass a new or empty directory (the rehearsal owns everything under it)",
+        )
     work.mkdir(parents=True, exist_ok=True)
     (work / MARKER).write_text("made by `harness rehearse`; everything here may be deleted and rebuilt\n")
 
 
-def rehearse(work: Path, *, zoo_path: Path | None = None, stack: str | None = None, port: int = DEFAULT_PORT,
-             n_images: int = 4) -> int:
+def rehearse(
+    work: Path, *, zoo_path: Path | None = None, stack: str | None = None, port: int = DEFAULT_PORT, n_images: int = 4
+) -> int:
     """Build the mini-zoo, serve it, and run the user's commands against it.
 
     Returns 0 when every step ran through: fetches succeeded and every model got a verdict. A verdict of
@@ -281,22 +336,40 @@ def rehearse(work: Path, *, zoo_path: Path | None = None, stack: str | None = No
     run_dir = work / "runs" / time.strftime("%Y%m%d-%H%M%S")
     with serve(mirror, port) as base:
         zoo_file = work / "zoo.yaml"
-        text = f"# Generated by `harness rehearse` from the real zoo.yaml: every URL points at {base}.\n" \
-               + yaml.safe_dump(mirror_zoo(zoo, stack, base, mirror), sort_keys=False, allow_unicode=True)
+        text = (
+            f"# Generated by `harness rehearse` from the real zoo.yaml: every URL points at {base}.\n"
+            + yaml.safe_dump(mirror_zoo(zoo, stack, base, mirror), sort_keys=False, allow_unicode=True)
+        )
         atomic_write_bytes(zoo_file, text.encode())
         z = ["--zoo", str(zoo_file)]
-        run_opts = ["--locked", "--device", "cpu", "--eval-size", str(EVAL_SIZE), "--out", str(run_dir), *TIMING,
-                    "--sample", str(n_images)]
+        run_opts = [
+            "--locked",
+            "--device",
+            "cpu",
+            "--eval-size",
+            str(EVAL_SIZE),
+            "--out",
+            str(run_dir),
+            *TIMING,
+            "--sample",
+            str(n_images),
+        ]
         steps = [
             ("cold cache: download, verify, record zoo.lock", ["fetch", *z, "--dataset"]),
             ("warm cache: no download, no re-hash", ["fetch", *z, "--dataset", "--locked"]),
             ("the zoo", ["list", *z]),
-            (f"one model: evaluate with PaddleDetection, score, judge, time ({EVAL_SIZE} px)",
-             ["verify", zoo.models[0].name, *z, *run_opts]),
-            ("the nightly over the zoo; --resume keeps the model verified above",
-             ["run", *z, *run_opts, "--resume", "--history", str(work / "history.jsonl")]),
-            ("the table again, from the result files alone", ["report", str(run_dir), "--out",
-                                                                str(run_dir / "table.md")]),
+            (
+                f"one model: evaluate with PaddleDetection, score, judge, time ({EVAL_SIZE} px)",
+                ["verify", zoo.models[0].name, *z, *run_opts],
+            ),
+            (
+                "the nightly over the zoo; --resume keeps the model verified above",
+                ["run", *z, *run_opts, "--resume", "--history", str(work / "history.jsonl")],
+            ),
+            (
+                "the table again, from the result files alone",
+                ["report", str(run_dir), "--out", str(run_dir / "table.md")],
+            ),
         ]
         worst = 0
         for title, argv in steps:
@@ -307,6 +380,8 @@ def rehearse(work: Path, *, zoo_path: Path | None = None, stack: str | None = No
             print(f"-- exit {code}, {time.perf_counter() - t0:.1f} s", flush=True)
             if code >= 2:
                 worst = max(worst, code)
-    print(f"\n== {BANNER}\n== rehearsal files: {work} (zoo.yaml, zoo.lock, mirror/, cache/, runs/, history.jsonl)\n"
-          f"== report: {run_dir / 'report.md'}\n== {'OK' if worst == 0 else 'FAILED'}: exit {worst}")
+    print(
+        f"\n== {BANNER}\n== rehearsal files: {work} (zoo.yaml, zoo.lock, mirror/, cache/, runs/, history.jsonl)\n"
+        f"== report: {run_dir / 'report.md'}\n== {'OK' if worst == 0 else 'FAILED'}: exit {worst}"
+    )
     return worst

@@ -47,8 +47,10 @@ def _short(metric: str) -> str:
 
 def measured_headers(table: dict) -> list[str]:
     """`Box AP` -> `measured box AP` (the seed's spelling); `AP val` stays `measured AP val`."""
+
     def lower(col: str) -> str:
         return col[:1].lower() + col[1:] if col[1:2].islower() else col
+
     return [f"measured {lower(col)}" for col in table["metrics"]] + ["Δ", "status"]
 
 
@@ -69,8 +71,9 @@ def row(rec: dict) -> list[str]:
             cells.append(_fps(fps))  # a speed the README leaves empty: the harness's measurement
         else:
             cells.append(str(labels.get(col, "-")))
-    deltas = [f"{_short(m)} {d:+.1f}" for m in table["metrics"].values()
-              if (d := _metric(rec, m).get("delta")) is not None]
+    deltas = [
+        f"{_short(m)} {d:+.1f}" for m in table["metrics"].values() if (d := _metric(rec, m).get("delta")) is not None
+    ]
     measured = [_num(_metric(rec, m).get("measured"), 2) for m in table["metrics"].values()]
     return cells + measured + [" / ".join(deltas) or "-", rec.get("status", "?")]
 
@@ -82,34 +85,48 @@ def notes(records: list[dict]) -> list[str]:
         name = rec["model"]
         ds = rec.get("dataset") or {}
         if ds.get("subset"):
-            out.append(f"{name}: subset of {ds['subset']['n']} images (seed {ds['subset']['seed']}); AP on a "
-                       "subset is not comparable with the documented full-val2017 number.")
+            out.append(
+                f"{name}: subset of {ds['subset']['n']} images (seed {ds['subset']['seed']}); AP on a "
+                "subset is not comparable with the documented full-val2017 number."
+            )
         geo = rec.get("geometry") or {}
         if ds.get("eval_size"):
             own = f" (the config's: {_size(geo['config'])})" if geo.get("config") else ""
-            out.append(f"{name}: evaluated at {_size(ds['eval_size'])}{own}: reduced for a smoke test, the AP is "
-                       "not comparable with the documented one.")
+            out.append(
+                f"{name}: evaluated at {_size(ds['eval_size'])}{own}: reduced for a smoke test, the AP is "
+                "not comparable with the documented one."
+            )
         elif geo.get("unscaled"):
             out.append(f"{name}: --eval-size did not apply ({geo['unscaled']}).")
         elif geo.get("changed_by") == "input_size":
-            out.append(f"{name}: evaluated at the documented input size {_size(geo['eval'])} (the config's: "
-                       f"{_size(geo['config'])}).")
+            out.append(
+                f"{name}: evaluated at the documented input size {_size(geo['eval'])} (the config's: "
+                f"{_size(geo['config'])})."
+            )
         if rec.get("status") == "error" and rec.get("error"):
-            out.append(f"{name}: error in {rec['error'].get('stage', '?')}: "
-                       f"{rec['error'].get('message', '').splitlines()[0]}")
+            out.append(
+                f"{name}: error in {rec['error'].get('stage', '?')}: {rec['error'].get('message', '').splitlines()[0]}"
+            )
         timing = rec.get("timing") or {}
         if timing.get("error"):
             out.append(f"{name}: timing failed: {timing['error'].splitlines()[0]}")
         elif timing.get("backend"):
             b = timing["backends"][timing["backend"]]
             size = timing.get("eval_size") or ds.get("eval_size")
-            out.append(f"{name}: Inf time (fps) = {timing['backend']} backend on {timing.get('device')} "
-                       f"({timing.get('device_name')}), batch 1, {b['config'].get('precision', 'fp32')}, "
-                       f"{_size(size) if size else 'the config size'}, {b['iterations']} timed images "
-                       f"(p50 {b['latency_ms']['end_to_end']['p50']:.0f} ms end to end; preprocess, model and "
-                       "postprocess included)")
-    envs = sorted({f"{r.get('device', '?')} ({r.get('device_name', '?')}), paddle {r.get('paddle', '?')}, "
-                   f"PaddleDetection {(r.get('ppdet') or {}).get('commit') or '?'}" for r in records})
+            out.append(
+                f"{name}: Inf time (fps) = {timing['backend']} backend on {timing.get('device')} "
+                f"({timing.get('device_name')}), batch 1, {b['config'].get('precision', 'fp32')}, "
+                f"{_size(size) if size else 'the config size'}, {b['iterations']} timed images "
+                f"(p50 {b['latency_ms']['end_to_end']['p50']:.0f} ms end to end; preprocess, model and "
+                "postprocess included)"
+            )
+    envs = sorted(
+        {
+            f"{r.get('device', '?')} ({r.get('device_name', '?')}), paddle {r.get('paddle', '?')}, "
+            f"PaddleDetection {(r.get('ppdet') or {}).get('commit') or '?'}"
+            for r in records
+        }
+    )
     out += [f"measured on {e}" for e in envs]
     return out
 
@@ -124,8 +141,14 @@ def markdown(records: list[dict]) -> str:
         table = layout(recs[0])[0]
         if len(groups) > 1:
             lines += [f"### {name}", ""]
-        lines.append(tabulate([row(r) for r in recs], headers=table["columns"] + measured_headers(table),
-                              tablefmt="github", disable_numparse=True))
+        lines.append(
+            tabulate(
+                [row(r) for r in recs],
+                headers=table["columns"] + measured_headers(table),
+                tablefmt="github",
+                disable_numparse=True,
+            )
+        )
         lines.append("")
     lines.pop()
     if extra := notes(records):
@@ -135,26 +158,43 @@ def markdown(records: list[dict]) -> str:
 
 def timing_lines(timing: dict) -> list[str]:
     """A timing record for people: fps and latency percentiles per stage and backend, memory, fallbacks."""
-    lines = [f"device: {timing.get('device')} ({timing.get('device_name')}), paddle {timing.get('paddle')}, "
-             f"{len(timing.get('sample_ids', []))} distinct images, eval size {timing.get('eval_size') or 'config'}"]
+    lines = [
+        f"device: {timing.get('device')} ({timing.get('device_name')}), paddle {timing.get('paddle')}, "
+        f"{len(timing.get('sample_ids', []))} distinct images, eval size {timing.get('eval_size') or 'config'}"
+    ]
     rows = []
     for name, b in timing.get("backends", {}).items():
         for stage, lat in b["latency_ms"].items():
-            rows.append([name, stage, f"{lat['p50']:.1f}", f"{lat['p90']:.1f}", f"{lat['p99']:.1f}",
-                         f"{lat['mean']:.1f}", f"{b['fps']:.2f}" if stage == "end_to_end" else "",
-                         f"{b['peak_memory']['mb']:.0f}" if stage == "end_to_end" else ""])
+            rows.append(
+                [
+                    name,
+                    stage,
+                    f"{lat['p50']:.1f}",
+                    f"{lat['p90']:.1f}",
+                    f"{lat['p99']:.1f}",
+                    f"{lat['mean']:.1f}",
+                    f"{b['fps']:.2f}" if stage == "end_to_end" else "",
+                    f"{b['peak_memory']['mb']:.0f}" if stage == "end_to_end" else "",
+                ]
+            )
         for f in b["config"].get("fallbacks") or []:
-            lines.append(f"{name}: fell back from {({k: v for k, v in f.items() if k != 'error'})}: {f['error']}")
-    table = tabulate(rows, headers=["backend", "stage", "p50 ms", "p90 ms", "p99 ms", "mean ms", "fps", "peak MB"],
-                     tablefmt="github", disable_numparse=True)
+            lines.append(f"{name}: fell back from { ({k: v for k, v in f.items() if k != 'error'}) }: {f['error']}")
+    table = tabulate(
+        rows,
+        headers=["backend", "stage", "p50 ms", "p90 ms", "p99 ms", "mean ms", "fps", "peak MB"],
+        tablefmt="github",
+        disable_numparse=True,
+    )
     lines.insert(1, table)
     fid = timing.get("fidelity")
     if fid:
         for name, f in fid.items():
             if isinstance(f, dict) and "box_match_rate" in f:
                 deltas = ", ".join(f"{m} Δ {v['delta']:+.2f}" for m, v in f.items() if isinstance(v, dict))
-                lines.append(f"deploy fidelity ({name} vs dygraph, {fid['images']} images): {deltas}, "
-                             f"boxes reproduced {f['box_match_rate']:.1%}")
+                lines.append(
+                    f"deploy fidelity ({name} vs dygraph, {fid['images']} images): {deltas}, "
+                    f"boxes reproduced {f['box_match_rate']:.1%}"
+                )
     return lines
 
 
@@ -190,12 +230,21 @@ def rows(records: list[dict]) -> list[dict]:
     for rec in records:
         timing = rec.get("timing") or {}
         ds = rec.get("dataset") or {}
-        row = {"run_id": rec.get("run_id"), "model": rec["model"], "status": rec["status"],
-               "fps": timing.get("fps"), "fps_backend": timing.get("backend"), "device": rec.get("device"),
-               "device_name": rec.get("device_name"), "paddle": rec.get("paddle"),
-               "ppdet_commit": (rec.get("ppdet") or {}).get("commit"), "num_images": ds.get("num_images"),
-               "subset": (ds.get("subset") or {}).get("n"), "eval_size": (ds.get("eval_size") or [None])[0],
-               "error": ((rec.get("error") or {}).get("message") or "").split("\n")[0] or None}
+        row = {
+            "run_id": rec.get("run_id"),
+            "model": rec["model"],
+            "status": rec["status"],
+            "fps": timing.get("fps"),
+            "fps_backend": timing.get("backend"),
+            "device": rec.get("device"),
+            "device_name": rec.get("device_name"),
+            "paddle": rec.get("paddle"),
+            "ppdet_commit": (rec.get("ppdet") or {}).get("commit"),
+            "num_images": ds.get("num_images"),
+            "subset": (ds.get("subset") or {}).get("n"),
+            "eval_size": (ds.get("eval_size") or [None])[0],
+            "error": ((rec.get("error") or {}).get("message") or "").split("\n")[0] or None,
+        }
         for name in ("box_ap", "mask_ap"):
             m = (rec.get("metrics") or {}).get(name) or {}
             for field in ("measured", "documented", "delta", "tolerance", "status"):
@@ -219,7 +268,7 @@ def history_markdown(history: list[dict], records: list[dict], regressions: list
     table = []
     for rec in records:
         runs = recent(history, rec["model"], last)
-        for name in (rec.get("documented") or {}):
+        for name in rec.get("documented") or {}:
             cells = []
             for e in runs:
                 m = e["metrics"].get(name) or {}
@@ -227,8 +276,9 @@ def history_markdown(history: list[dict], records: list[dict], regressions: list
                 fps = f", {e['fps']:.2f} fps" if e.get("fps") else ""
                 cells.append(f"{e['run_id']}: {value} {e['status']}{fps}")
             table.append([rec["model"], name, "<br>".join(cells) or "-"])
-    lines.append(tabulate(table, headers=["model", "metric", "runs (oldest first)"], tablefmt="github",
-                          disable_numparse=True))
+    lines.append(
+        tabulate(table, headers=["model", "metric", "runs (oldest first)"], tablefmt="github", disable_numparse=True)
+    )
     return "\n".join(lines) + "\n"
 
 

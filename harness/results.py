@@ -99,8 +99,10 @@ def model_dir(run_dir: Path, model: str) -> Path:
     """`<run>/<model>`; a name that is not one plain path component (`..`, `a/b`, absolute) is refused, so no
     record can make the harness write or delete outside its run directory."""
     if not isinstance(model, str) or not is_component(model):
-        raise UsageError(f"model name {model!r} is not a plain file name",
-                         hint="model names are single path components: letters, digits, '_', '-', '.'")
+        raise UsageError(
+            f"model name {model!r} is not a plain file name",
+            hint="model names are single path components: letters, digits, '_', '-', '.'",
+        )
     return run_dir / model
 
 
@@ -137,8 +139,9 @@ def read(run_dirs: list[Path]) -> list[dict]:
                 raise UsageError(f"{f}: not a result record of schema {SCHEMA}")
             records.append(validated(rec, str(f)))
     if not records:
-        raise UsageError(f"no {RESULT} under {', '.join(map(str, run_dirs))}",
-                         hint="run `harness verify MODEL --out DIR` first")
+        raise UsageError(
+            f"no {RESULT} under {', '.join(map(str, run_dirs))}", hint="run `harness verify MODEL --out DIR` first"
+        )
     latest: dict[str, dict] = {}
     for rec in records:  # merging shards: one result per model; a model found twice keeps its newest result
         if rec["model"] not in latest or (rec.get("finished") or "") > (latest[rec["model"]].get("finished") or ""):
@@ -158,5 +161,7 @@ def shard_disagreement(run_dirs: list[Path]) -> str | None:
     bad = [f"run {rid} ({n} shards)" for (rid, n), digests in seen.items() if len(digests) > 1]
     if not bad:
         return None
-    return (f"{', '.join(bad)}: the shards split the zoo from different estimates (history or zoo file "
-            "differed between machines): models may be missing or doubled; give every shard the same history")
+    return (
+        f"{', '.join(bad)}: the shards split the zoo from different estimates (history or zoo file "
+        "differed between machines): models may be missing or doubled; give every shard the same history"
+    )

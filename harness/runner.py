@@ -135,26 +135,48 @@ def _paddle_version() -> str | None:
 
 
 def environment() -> dict:
-    return {"host": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "paddle": _paddle_version(),
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    return {
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "paddle": _paddle_version(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
 
 
 def _error_result(zoo: Zoo, model: Model, run_id: str, stack: str, stage: str, exc: HarnessError) -> dict:
     """The result of a model that never reached verify (the run's shared preparation failed)."""
-    return {**v.start_record(zoo, model, run_id, stack), "error": {"stage": stage, "message": str(exc)},
-            "finished": now()}
+    return {
+        **v.start_record(zoo, model, run_id, stack),
+        "error": {"stage": stage, "message": str(exc)},
+        "finished": now(),
+    }
 
 
-def run(zoo: Zoo, zoo_path: Path, lock: LockFile, names: list[str] | None, opts: Options, run_dir: Path, *,
-        resume: bool = False, shard: Shard = Shard(), gpus: list[str] | None = None,
-        history: list[dict] | None = None) -> list[dict]:
+def run(
+    zoo: Zoo,
+    zoo_path: Path,
+    lock: LockFile,
+    names: list[str] | None,
+    opts: Options,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    shard: Shard = Shard(),
+    gpus: list[str] | None = None,
+    history: list[dict] | None = None,
+) -> list[dict]:
     """Verify the selected models of this shard into `run_dir` through the work queue (`Queue`, planned by
     schedule.py from `history`); returns their results in zoo order."""
     chosen = zoo.select(names)
     device = resolve_device(opts.device)
-    nominal = [schedule.estimate(zoo, m, opts.subset or schedule.NOMINAL_IMAGES, history or [], device=device,
-                                 eval_size=opts.eval_size) for m in chosen]
+    nominal = [
+        schedule.estimate(
+            zoo, m, opts.subset or schedule.NOMINAL_IMAGES, history or [], device=device, eval_size=opts.eval_size
+        )
+        for m in chosen
+    ]
     seconds = {e.model: round(e.seconds(), 3) for e in nominal}
     selected = shard.pick(chosen, seconds)
     run_id = opts.run_id or run_dir.name
@@ -163,12 +185,19 @@ def run(zoo: Zoo, zoo_path: Path, lock: LockFile, names: list[str] | None, opts:
     run_dir.mkdir(parents=True, exist_ok=True)
     previous = read_json(run_dir / RUN) if resume else None
     meta = {
-        "run_id": run_id, "zoo": str(zoo_path), "zoo_sha256": hashlib.sha256(zoo_path.read_bytes()).hexdigest(),
-        "harness": __version__, "harness_git_sha": _git_sha(), "environment": environment(),
-        "shard": str(shard), "gpus": gpus or None, "models": [m.name for m in selected],
+        "run_id": run_id,
+        "zoo": str(zoo_path),
+        "zoo_sha256": hashlib.sha256(zoo_path.read_bytes()).hexdigest(),
+        "harness": __version__,
+        "harness_git_sha": _git_sha(),
+        "environment": environment(),
+        "shard": str(shard),
+        "gpus": gpus or None,
+        "models": [m.name for m in selected],
         "shard_estimates_sha256": hashlib.sha256(json.dumps(seconds, sort_keys=True).encode()).hexdigest(),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()},
-        "started": (previous or {}).get("started") or now(), "resumed": [now()] if resume else [],
+        "started": (previous or {}).get("started") or now(),
+        "resumed": [now()] if resume else [],
         "finished": None,
     }
     if previous:
@@ -188,8 +217,12 @@ def run(zoo: Zoo, zoo_path: Path, lock: LockFile, names: list[str] | None, opts:
                 write(run_dir, _error_result(zoo, m, run_id, zoo.source(opts.stack)[0], "prepare", exc))
             todo = []
         if todo:
-            estimates = [schedule.estimate(zoo, m, inputs.data.num_images, history or [], device=inputs.device,
-                                           eval_size=opts.eval_size) for m in todo]
+            estimates = [
+                schedule.estimate(
+                    zoo, m, inputs.data.num_images, history or [], device=inputs.device, eval_size=opts.eval_size
+                )
+                for m in todo
+            ]
             slots = list(gpus) if gpus else [None] * (opts.parallel if opts.parallel != "auto" else 1)
             the_plan = schedule.plan(estimates, len(slots), parallel=opts.parallel)
             Queue(zoo, inputs, lock, opts, run_dir, slots, resume).run(todo, the_plan)
@@ -207,8 +240,9 @@ class Queue:
     (its other units are cancelled) and nothing else. With --resume, a unit whose worker already answered ok
     for the same spec is kept, not run again."""
 
-    def __init__(self, zoo: Zoo, inputs, lock: LockFile, opts: Options, run_dir: Path, slots: list[str | None],
-                 resume: bool) -> None:
+    def __init__(
+        self, zoo: Zoo, inputs, lock: LockFile, opts: Options, run_dir: Path, slots: list[str | None], resume: bool
+    ) -> None:
         self.zoo, self.inputs, self.lock, self.opts, self.run_dir = zoo, inputs, lock, opts, run_dir
         self.slots, self.resume = slots, resume
         self.free: queue.Queue[str | None] = queue.Queue()
@@ -220,8 +254,7 @@ class Queue:
         jobs, state = {}, {}
         for m in models:
             k = plan.slices.get(m.name, 1)
-            job = v.begin(self.zoo, m, self.inputs, self.lock, dataclasses.replace(self.opts, parallel=k),
-                        self.run_dir)
+            job = v.begin(self.zoo, m, self.inputs, self.lock, dataclasses.replace(self.opts, parallel=k), self.run_dir)
             try:
                 v.prepare(job)
             except HarnessError as exc:
@@ -230,8 +263,13 @@ class Queue:
                 continue
             jobs[m.name] = job
             kept = {i: u for i in range(k) if self.resume and (u := v.kept_unit(job, i)) is not None}
-            state[m.name] = {"left": k - len(kept), "units": dict(kept), "error": None,
-                             "cancel": threading.Event(), "clock": None}
+            state[m.name] = {
+                "left": k - len(kept),
+                "units": dict(kept),
+                "error": None,
+                "cancel": threading.Event(),
+                "clock": None,
+            }
             for i in kept:
                 log.info("%s: unit %d/%d kept (--resume)", m.name, i + 1, k)
         scoring = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score")
@@ -296,8 +334,12 @@ class Queue:
 
 def _sliced(exc: HarnessError, unit: schedule.Unit) -> HarnessError:
     if isinstance(exc, StageError):
-        return StageError(f"slice {unit.index + 1}/{unit.slices}: {exc.message}", hint=exc.hint,
-                          log_tail=exc.log_tail, details=exc.details)
+        return StageError(
+            f"slice {unit.index + 1}/{unit.slices}: {exc.message}",
+            hint=exc.hint,
+            log_tail=exc.log_tail,
+            details=exc.details,
+        )
     return exc
 
 
@@ -305,8 +347,11 @@ def _announce(rec: dict) -> None:
     units = (rec.get("parallel") or {}).get("units") or []
     gpus = sorted({str(u["gpu"]) for u in units if u.get("gpu") is not None})
     where = f" (GPU {','.join(gpus)})" if gpus else ""
-    detail = rec["error"]["message"].splitlines()[0] if rec.get("error") else \
-        "; ".join(v["reason"] for v in rec.get("metrics", {}).values())
+    detail = (
+        rec["error"]["message"].splitlines()[0]
+        if rec.get("error")
+        else "; ".join(v["reason"] for v in rec.get("metrics", {}).values())
+    )
     log.info("%s%s: %s — %s", rec["model"], where, rec["status"].upper(), detail)
 
 

@@ -75,14 +75,18 @@ class Plan:
     @property
     def lower_bound(self) -> float:
         """No schedule of these units on these workers can finish sooner."""
-        return max(sum(u.seconds for u in self.units) / self.workers, max((u.seconds for u in self.units),
-                                                                          default=0.0))
+        return max(sum(u.seconds for u in self.units) / self.workers, max((u.seconds for u in self.units), default=0.0))
 
     def as_json(self) -> dict:
-        return {"workers": self.workers, "makespan_s": round(self.makespan, 1),
-                "lower_bound_s": round(self.lower_bound, 1), "units": len(self.units), "slices": self.slices,
-                "assignment": [[u.label for u in w] for w in self.assignment],
-                "loads_s": [round(x, 1) for x in self.loads]}
+        return {
+            "workers": self.workers,
+            "makespan_s": round(self.makespan, 1),
+            "lower_bound_s": round(self.lower_bound, 1),
+            "units": len(self.units),
+            "slices": self.slices,
+            "assignment": [[u.label for u in w] for w in self.assignment],
+            "loads_s": [round(x, 1) for x in self.loads],
+        }
 
 
 def lpt(units: list[Unit], workers: int) -> Plan:
@@ -100,8 +104,11 @@ def lpt(units: list[Unit], workers: int) -> Plan:
 
 
 def cut(estimates: list[Estimate], slices: dict[str, int]) -> list[Unit]:
-    return [Unit(e.model, i, slices[e.model], e.seconds(slices[e.model], i))
-            for e in estimates for i in range(slices[e.model])]
+    return [
+        Unit(e.model, i, slices[e.model], e.seconds(slices[e.model], i))
+        for e in estimates
+        for i in range(slices[e.model])
+    ]
 
 
 def plan(estimates: list[Estimate], workers: int, *, parallel: int | str = "auto") -> Plan:
@@ -136,38 +143,43 @@ def _planned(estimates: list[Estimate], workers: int, slices: dict[str, int]) ->
 def documented_fps(zoo: Zoo, model: Model) -> float | None:
     """The first speed the README documents for the model (its table's `fps` columns), as a number."""
     table = zoo.table_of(model)
-    for col in (table.fps if table else []):
+    for col in table.fps if table else []:
         m = re.search(r"\d+(?:\.\d+)?", str(model.labels.get(col, "")))
         if m and float(m.group()) > 0:
             return float(m.group())
     return None
 
 
-def from_history(entries: list[dict], model: str, *, device: str | None = None,
-                 eval_size: int | None = None) -> dict | None:
+def from_history(
+    entries: list[dict], model: str, *, device: str | None = None, eval_size: int | None = None
+) -> dict | None:
     """The last history entry of the model that recorded its worker's seconds on this kind of device at this
     eval size (a CPU smoke run at 320 px says nothing about a GPU nightly at full size)."""
     for e in reversed(entries):
         cond = e.get("conditions") or {}
-        same = (device is None or cond.get("device") == device) and \
-            (cond.get("eval_size") is None) == (eval_size is None)
+        same = (device is None or cond.get("device") == device) and (cond.get("eval_size") is None) == (
+            eval_size is None
+        )
         if e.get("model") == model and same and (e.get("seconds") or {}).get("images"):
             return e
     return None
 
 
-def estimate(zoo: Zoo, model: Model, images: int, history: list[dict], *, device: str | None = None,
-             eval_size: int | None = None) -> Estimate:
+def estimate(
+    zoo: Zoo, model: Model, images: int, history: list[dict], *, device: str | None = None, eval_size: int | None = None
+) -> Estimate:
     """The model's work on `images` images: its history under the same conditions, else its README's fps,
     else the defaults above."""
     if (e := from_history(history, model.name, device=device, eval_size=eval_size)) is not None:
         s = e["seconds"]
         per_image = s["eval"] / s["images"]
-        return Estimate(model.name, s["startup"], per_image * images, s.get("timing") or 0.0, images,
-                        f"history {e.get('run_id')}")
+        return Estimate(
+            model.name, s["startup"], per_image * images, s.get("timing") or 0.0, images, f"history {e.get('run_id')}"
+        )
     if (fps := documented_fps(zoo, model)) is not None:
-        return Estimate(model.name, STARTUP_S, images / fps * EVAL_SLOWDOWN, _timing_s(fps), images,
-                        f"documented fps {fps:g}")
+        return Estimate(
+            model.name, STARTUP_S, images / fps * EVAL_SLOWDOWN, _timing_s(fps), images, f"documented fps {fps:g}"
+        )
     return Estimate(model.name, STARTUP_S, images / DEFAULT_FPS, TIMING_S, images, "default")
 
 
@@ -185,14 +197,20 @@ def markdown(zoo_name: str, estimates: list[Estimate], plans: dict[int, Plan], b
         key = e.source.split(" ")[0] if not e.source.startswith("documented") else "documented fps"
         sources[key] = sources.get(key, 0) + 1
     work = sum(e.seconds() for e in estimates)
-    lines = [f"### {zoo_name}: {len(estimates)} models, {work / 3600:.2f} GPU-hours of work unsliced",
-             "", "estimates: " + ", ".join(f"{n} from {k}" for k, n in sorted(sources.items())), "",
-             "| GPUs | units | makespan | lower bound | makespan / bound | one model per GPU | its / bound |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"### {zoo_name}: {len(estimates)} models, {work / 3600:.2f} GPU-hours of work unsliced",
+        "",
+        "estimates: " + ", ".join(f"{n} from {k}" for k, n in sorted(sources.items())),
+        "",
+        "| GPUs | units | makespan | lower bound | makespan / bound | one model per GPU | its / bound |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for g, p in plans.items():
         b = baseline[g]
-        lines.append(f"| {g} | {len(p.units)} | {_hms(p.makespan)} | {_hms(p.lower_bound)} | "
-                     f"{p.makespan / p.lower_bound:.3f} | {_hms(b.makespan)} | {b.makespan / p.lower_bound:.2f} |")
+        lines.append(
+            f"| {g} | {len(p.units)} | {_hms(p.makespan)} | {_hms(p.lower_bound)} | "
+            f"{p.makespan / p.lower_bound:.3f} | {_hms(b.makespan)} | {b.makespan / p.lower_bound:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -205,11 +223,16 @@ def seconds_of(rec: dict) -> dict | None:
     """What the history keeps of a result for the planner: one worker's start-up, the eval seconds summed
     over its slices, the images, the timing (None when the model never got through its worker)."""
     stages = (rec.get("durations") or {}).get("worker_stages") or {}
-    units = (rec.get("parallel") or {}).get("units") or [{"stages": stages,
-                                                           "images": (rec.get("dataset") or {}).get("num_images")}]
+    units = (rec.get("parallel") or {}).get("units") or [
+        {"stages": stages, "images": (rec.get("dataset") or {}).get("num_images")}
+    ]
     if "eval" not in stages or not all(u.get("stages") and u.get("images") for u in units):
         return None
     startup = sum(stages.get(k, 0.0) for k in ("import", "build", "load_weights", "dataloader"))
-    return {"startup": round(startup, 3), "eval": round(sum(u["stages"].get("eval", 0.0) for u in units), 3),
-            "images": sum(u["images"] for u in units), "timing": stages.get("timing", 0.0),
-            "device": rec.get("device")}
+    return {
+        "startup": round(startup, 3),
+        "eval": round(sum(u["stages"].get("eval", 0.0) for u in units), 3),
+        "images": sum(u["images"] for u in units),
+        "timing": stages.get("timing", 0.0),
+        "device": rec.get("device"),
+    }

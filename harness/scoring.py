@@ -70,8 +70,9 @@ class Scorer:
 
     def results(self, gt, predictions: list[dict]):
         if not predictions:  # pycocotools' loadRes cannot take an empty list; no detections scores AP 0
-            return self.from_dataset({"images": gt.dataset["images"], "categories": gt.dataset["categories"],
-                                      "annotations": []})
+            return self.from_dataset(
+                {"images": gt.dataset["images"], "categories": gt.dataset["categories"], "annotations": []}
+            )
         with contextlib.redirect_stdout(io.StringIO()):
             return gt.loadRes(copy.deepcopy(predictions))  # loadRes writes into the dicts it is given
 
@@ -115,8 +116,9 @@ def score(gt, predictions: list[dict], iou_type: str, using: Scorer | None = Non
     return dict(zip(STATS, using.stats(gt, using.results(gt, predictions), iou_type), strict=True))
 
 
-def score_files(annotations: Path, files: dict[str, str | Path], using: Scorer | None = None, *,
-                concurrent: bool = True) -> dict[str, dict[str, float]]:
+def score_files(
+    annotations: Path, files: dict[str, str | Path], using: Scorer | None = None, *, concurrent: bool = True
+) -> dict[str, dict[str, float]]:
     """{'bbox': stats, 'segm': stats} from ppdet's bbox.json / mask.json (whichever are given).
 
     The ground truth is parsed once. With `concurrent` (and more than one kind), each kind is scored in its
@@ -130,8 +132,10 @@ def score_files(annotations: Path, files: dict[str, str | Path], using: Scorer |
     gt = using.load(annotations)
     if concurrent and len(files) > 1 and "fork" in multiprocessing.get_all_start_methods():
         return _forked(gt, using, files)
-    return {IOU_TYPES[kind]: score(gt, json.loads(Path(path).read_bytes()), IOU_TYPES[kind], using)
-            for kind, path in files.items()}
+    return {
+        IOU_TYPES[kind]: score(gt, json.loads(Path(path).read_bytes()), IOU_TYPES[kind], using)
+        for kind, path in files.items()
+    }
 
 
 _FORK = threading.Lock()
@@ -147,8 +151,10 @@ def _forked(gt, using: Scorer, files: dict[str, str | Path]) -> dict[str, dict[s
                 futures = {IOU_TYPES[k]: pool.submit(_score_in_child, k, str(p), using.name) for k, p in files.items()}
                 return {iou: f.result() for iou, f in futures.items()}
         except BrokenProcessPool as exc:
-            raise HarnessError(f"scoring: a scoring process died ({exc}); out of memory?",
-                               hint="free memory, or score again with `harness rescore RUN_DIR`") from None
+            raise HarnessError(
+                f"scoring: a scoring process died ({exc}); out of memory?",
+                hint="free memory, or score again with `harness rescore RUN_DIR`",
+            ) from None
         finally:
             _GT = None
 
@@ -170,10 +176,14 @@ def metrics(stats: dict[str, dict[str, float]]) -> dict[str, float]:
 def restrict(gt, image_ids: list[int], using: Scorer | None = None):
     """The ground truth of `image_ids` only, as its own COCO object."""
     keep = set(image_ids)
-    return (using or scorer()).from_dataset({
-        "info": gt.dataset.get("info", {}), "categories": gt.dataset["categories"],
-        "images": [i for i in gt.dataset["images"] if i["id"] in keep],
-        "annotations": [a for a in gt.dataset.get("annotations", []) if a["image_id"] in keep]})
+    return (using or scorer()).from_dataset(
+        {
+            "info": gt.dataset.get("info", {}),
+            "categories": gt.dataset["categories"],
+            "images": [i for i in gt.dataset["images"] if i["id"] in keep],
+            "annotations": [a for a in gt.dataset.get("annotations", []) if a["image_id"] in keep],
+        }
+    )
 
 
 def match_rate(reference: list[dict], candidate: list[dict], *, iou: float = 0.9, min_score: float = 0.05) -> float:
@@ -212,7 +222,11 @@ def fidelity(annotations: Path, image_ids: list[int], predictions: dict[str, dic
         if name == "dygraph":
             continue
         mine = aps(p)
-        out[name] = {**{m: {"ap": mine.get(m), "delta": None if mine.get(m) is None else round(mine[m] - v, 4)}
-                        for m, v in ref.items()},
-                     "box_match_rate": match_rate(predictions["dygraph"]["bbox"], p["bbox"])}
+        out[name] = {
+            **{
+                m: {"ap": mine.get(m), "delta": None if mine.get(m) is None else round(mine[m] - v, 4)}
+                for m, v in ref.items()
+            },
+            "box_match_rate": match_rate(predictions["dygraph"]["bbox"], p["bbox"]),
+        }
     return out

@@ -46,16 +46,22 @@ class Slice:
 
 def _part(data: dict, meta: dict) -> dict:
     keep = set(meta["image_ids"])
-    return {"info": {**(data.get("info") or {}), KEY: meta}, "licenses": data.get("licenses", []),
-            "categories": data["categories"], "images": [i for i in data["images"] if i["id"] in keep],
-            "annotations": [a for a in data.get("annotations", []) if a.get("image_id") in keep]}
+    return {
+        "info": {**(data.get("info") or {}), KEY: meta},
+        "licenses": data.get("licenses", []),
+        "categories": data["categories"],
+        "images": [i for i in data["images"] if i["id"] in keep],
+        "annotations": [a for a in data.get("annotations", []) if a.get("image_id") in keep],
+    }
 
 
 def check(k: int, num_images: int) -> None:
     """Refuse a `--parallel` that cannot be cut before anything runs (a usage error, exit 2)."""
     if not 1 <= k <= num_images:
-        raise UsageError(f"--parallel {k}: must be between 1 and the {num_images} images to evaluate",
-                         hint="use fewer slices than images")
+        raise UsageError(
+            f"--parallel {k}: must be between 1 and the {num_images} images to evaluate",
+            hint="use fewer slices than images",
+        )
 
 
 def cut(annotations: Path, k: int, root: Path | None = None) -> list[Slice]:
@@ -73,8 +79,11 @@ def cut(annotations: Path, k: int, root: Path | None = None) -> list[Slice]:
         meta = {"index": i, "total": k, "source": str(annotations), "source_sha256": sha, "image_ids": ids[i::k]}
         path = folder / f"{i + 1}of{k}.json"
         have = read_json(path)
-        if not (isinstance(have, dict) and (have.get("info") or {}).get(KEY) == meta
-                and sorted(img["id"] for img in have.get("images", [])) == meta["image_ids"]):
+        if not (
+            isinstance(have, dict)
+            and (have.get("info") or {}).get(KEY) == meta
+            and sorted(img["id"] for img in have.get("images", [])) == meta["image_ids"]
+        ):
             atomic_write_json(path, _part(data, meta), sort_keys=False)
         out.append(Slice(i, k, path, tuple(meta["image_ids"])))
     return out
@@ -94,8 +103,10 @@ def merge(slices: list[Slice], predictions: list[dict[str, str]], out: Path) -> 
         for kind, path in files.items():
             dets = json.loads(Path(path).read_bytes())
             if stray := sorted({d.get("image_id") for d in dets} - own, key=str)[:3]:
-                raise HarnessError(f"slice {s.label} wrote predictions for images outside it ({stray})",
-                                   hint="the slice's annotation file and its predictions disagree: re-run")
+                raise HarnessError(
+                    f"slice {s.label} wrote predictions for images outside it ({stray})",
+                    hint="the slice's annotation file and its predictions disagree: re-run",
+                )
             merged.setdefault(kind, []).extend(dets)
     served = {IOU_TYPES[k] for k, dets in merged.items() if dets}
     out.mkdir(parents=True, exist_ok=True)
@@ -145,7 +156,8 @@ def run_all(k: int, one, *, what: str) -> list:
     if failures:
         i, exc = failures[0]
         if isinstance(exc, StageError):
-            raise StageError(f"slice {i + 1}/{k}: {exc.message}", hint=exc.hint, log_tail=exc.log_tail,
-                             details=exc.details) from exc
+            raise StageError(
+                f"slice {i + 1}/{k}: {exc.message}", hint=exc.hint, log_tail=exc.log_tail, details=exc.details
+            ) from exc
         raise exc
     return [f.result() for f in futures]

@@ -41,14 +41,22 @@ class SourceTree:
         """The model's real config file in this tree, its `_BASE_` chain checked to stay inside the tree."""
         path = self.root / model.config
         if not path.is_file():
-            raise UsageError(f"{model.name}: config {model.config} not found in {self.root}",
-                             hint="check `config:` in zoo.yaml, or the PaddleDetection commit")
+            raise UsageError(
+                f"{model.name}: config {model.config} not found in {self.root}",
+                hint="check `config:` in zoo.yaml, or the PaddleDetection commit",
+            )
         base_chain(path, self.root)
         return path
 
     def as_json(self) -> dict:
-        return {"root": str(self.root), "commit": self.commit, "origin": self.origin,
-                "archive_sha256": self.archive_sha256, "tree": self.tree, "dirty": self.dirty}
+        return {
+            "root": str(self.root),
+            "commit": self.commit,
+            "origin": self.origin,
+            "archive_sha256": self.archive_sha256,
+            "tree": self.tree,
+            "dirty": self.dirty,
+        }
 
 
 def _blob_id(path: Path, size: int) -> bytes:
@@ -73,8 +81,11 @@ def tree_id(root: Path, skip: frozenset[str] = frozenset()) -> str | None:
             name, st = os.fsencode(e.name), e.stat(follow_symlinks=False)
             if stat.S_ISLNK(st.st_mode):
                 target = os.fsencode(os.readlink(e.path))
-                tree.add(name, 0o120000, hashlib.sha1(b"blob %d\0" % len(target) + target,
-                                                      usedforsecurity=False).hexdigest().encode())
+                tree.add(
+                    name,
+                    0o120000,
+                    hashlib.sha1(b"blob %d\0" % len(target) + target, usedforsecurity=False).hexdigest().encode(),
+                )
             elif stat.S_ISDIR(st.st_mode):
                 if sub := tree_id(Path(e.path), skip):
                     tree.add(name, 0o040000, sub.encode())
@@ -115,10 +126,13 @@ def base_chain(config: Path, root: Path) -> list[Path]:
                     f"{path.relative_to(root) if path.is_relative_to(root) else path}: _BASE_ {base!r} points "
                     f"outside the PaddleDetection tree ({target})",
                     hint="configs may only include files of the same PaddleDetection tree; check the tree "
-                    "(--ppdet-root) or the archive it came from")
+                    "(--ppdet-root) or the archive it came from",
+                )
             if not target.is_file():
-                raise UsageError(f"{path}: _BASE_ {base!r} not found ({target})",
-                                 hint="the PaddleDetection tree is incomplete; fetch the pinned source again")
+                raise UsageError(
+                    f"{path}: _BASE_ {base!r} not found ({target})",
+                    hint="the PaddleDetection tree is incomplete; fetch the pinned source again",
+                )
             todo.append(target)
     return seen
 
@@ -145,10 +159,14 @@ def _tree_check(url: str, pin: Source):
                 f"{url}: its files have git tree {found}, zoo.yaml pins tree {pin.tree} (commit {pin.commit}); "
                 "nothing was extracted or imported",
                 hint="the archive is not the pinned source (a tar's commit comment proves nothing): fetch it from "
-                "its origin, or correct `tree:` in zoo.yaml with `git rev-parse <commit>^{tree}`")
+                "its origin, or correct `tree:` in zoo.yaml with `git rev-parse <commit>^{tree}`",
+            )
         if not _looks_like_ppdet(inner):
-            raise ArchiveError(f"{url}: the archive holds no PaddleDetection tree (ppdet/, configs/)",
-                               hint="point the source's archive at a PaddleDetection archive")
+            raise ArchiveError(
+                f"{url}: the archive holds no PaddleDetection tree (ppdet/, configs/)",
+                hint="point the source's archive at a PaddleDetection archive",
+            )
+
     return check
 
 
@@ -165,8 +183,10 @@ def checkout(root: Path, pin: Source) -> SourceTree:
     with a warning when they differ from the pin (git's for a git checkout, else computed from the files)."""
     root = root.expanduser().resolve()
     if not _looks_like_ppdet(root):
-        raise UsageError(f"--ppdet-root {root}: not a PaddleDetection tree (no ppdet/__init__.py or configs/)",
-                         hint="pass the directory that holds ppdet/ and configs/")
+        raise UsageError(
+            f"--ppdet-root {root}: not a PaddleDetection tree (no ppdet/__init__.py or configs/)",
+            hint="pass the directory that holds ppdet/ and configs/",
+        )
     commit = tree = dirty = None
     if (root / ".git").exists():
         commit = _git(root, "rev-parse", "HEAD") or None
@@ -177,9 +197,15 @@ def checkout(root: Path, pin: Source) -> SourceTree:
         log.info("hashing the files of %s (git tree id; not a git checkout)", root)
         tree = tree_id(root, skip=frozenset({".git", "__pycache__"}))
     if tree != pin.tree or dirty:
-        log.warning("PaddleDetection at %s is commit %s (tree %s%s), the zoo pins %s (tree %s): results record the "
-                    "former", root, commit or "unknown", tree, ", with uncommitted changes" if dirty else "",
-                    pin.commit, pin.tree)
+        log.warning(
+            "PaddleDetection at %s is commit %s (tree %s%s), the zoo pins %s (tree %s): results record the former",
+            root,
+            commit or "unknown",
+            tree,
+            ", with uncommitted changes" if dirty else "",
+            pin.commit,
+            pin.tree,
+        )
     return SourceTree(root, commit, "checkout", tree=tree, dirty=dirty)
 
 
@@ -190,6 +216,14 @@ def prepare(pin: Source, *, root: Path | None = None, **fetch_kw) -> SourceTree:
     artifact = pin.archive_artifact()
     got = fetch(artifact.url, sha256=artifact.sha256, size=artifact.size, root=root, **fetch_kw)
     dest = (root or cache_root()) / "src" / "PaddleDetection" / pin.tree
-    unpack(artifact, got.path, dest, None, "harness fetch", root=root, check=_tree_check(artifact.url, pin),
-           tag={"archive_sha256": got.sha256, "tree": pin.tree})
+    unpack(
+        artifact,
+        got.path,
+        dest,
+        None,
+        "harness fetch",
+        root=root,
+        check=_tree_check(artifact.url, pin),
+        tag={"archive_sha256": got.sha256, "tree": pin.tree},
+    )
     return SourceTree(top(dest), pin.commit, "archive", got.sha256, tree=pin.tree)

@@ -35,12 +35,18 @@ class Method:
     batch_size: int = 1
 
     def describe(self) -> dict:
-        return {**asdict(self), "clock": "time.perf_counter", "order": "sample cycled in order",
-                "sync": "device synchronised before every clock read (no-op on CPU)",
-                "stages": {"preprocess": "read + decode + ppdet eval transforms + pad + copy to device",
-                           "model": "forward pass incl. NMS (and mask paste)",
-                           "postprocess": "copy results to host + ppdet get_infer_results"},
-                "fps": "timed images / sum of end-to-end times"}
+        return {
+            **asdict(self),
+            "clock": "time.perf_counter",
+            "order": "sample cycled in order",
+            "sync": "device synchronised before every clock read (no-op on CPU)",
+            "stages": {
+                "preprocess": "read + decode + ppdet eval transforms + pad + copy to device",
+                "model": "forward pass incl. NMS (and mask paste)",
+                "postprocess": "copy results to host + ppdet get_infer_results",
+            },
+            "fps": "timed images / sum of end-to-end times",
+        }
 
 
 @dataclass
@@ -59,8 +65,15 @@ class Samples:
     seconds: float = 0.0  # wall time of the timed part
 
 
-def run(items: Sequence, pipe: Pipeline, method: Method, *, sync: Callable[[], None],
-        clock: Callable[[], float] = time.perf_counter, between: Callable[[], None] | None = None) -> Samples:
+def run(
+    items: Sequence,
+    pipe: Pipeline,
+    method: Method,
+    *,
+    sync: Callable[[], None],
+    clock: Callable[[], float] = time.perf_counter,
+    between: Callable[[], None] | None = None,
+) -> Samples:
     """Time `pipe` over `items` following `method`. `between()` runs after each iteration, off the clock
     (e.g. to sample memory)."""
     if not items:
@@ -99,17 +112,28 @@ def percentiles(values: Sequence[float]) -> dict[str, float]:
         v = values[0]
         return {"mean": v, "p50": v, "p90": v, "p99": v, "min": v, "max": v}
     q = statistics.quantiles(values, n=100, method="inclusive")
-    return {"mean": statistics.fmean(values), "p50": q[49], "p90": q[89], "p99": q[98],
-            "min": min(values), "max": max(values)}
+    return {
+        "mean": statistics.fmean(values),
+        "p50": q[49],
+        "p90": q[89],
+        "p99": q[98],
+        "min": min(values),
+        "max": max(values),
+    }
 
 
 def summarize(samples: Samples) -> dict:
     """Latency per stage and end to end, in milliseconds, and fps."""
-    latency = {stage: {k: round(v * 1000, 3) for k, v in percentiles(ds).items()}
-               for stage, ds in samples.durations.items()}
+    latency = {
+        stage: {k: round(v * 1000, 3) for k, v in percentiles(ds).items()} for stage, ds in samples.durations.items()
+    }
     total = sum(samples.durations[TOTAL])
-    return {"iterations": samples.iterations, "seconds": round(samples.seconds, 3),
-            "fps": round(samples.iterations / total, 4) if total > 0 else None, "latency_ms": latency}
+    return {
+        "iterations": samples.iterations,
+        "seconds": round(samples.seconds, 3),
+        "fps": round(samples.iterations / total, 4) if total > 0 else None,
+        "latency_ms": latency,
+    }
 
 
 def cv(values: Sequence[float]) -> float:

@@ -38,22 +38,41 @@ def table_record(zoo: Zoo, model: Model, stack: str, commit: str | None = None) 
     source = zoo.sources[stack]
     commit = commit or source.commit
     table = zoo.table_of(model)
-    return {"name": model.table, "layout": table.model_dump() if table else None, "labels": model.labels,
-            "weights_url": model.weights.url, "config": model.config, "input_size": model.input_size,
-            "config_url": f"{source.repository.rstrip('/')}/blob/{commit}/{model.config}"}
+    return {
+        "name": model.table,
+        "layout": table.model_dump() if table else None,
+        "labels": model.labels,
+        "weights_url": model.weights.url,
+        "config": model.config,
+        "input_size": model.input_size,
+        "config_url": f"{source.repository.rstrip('/')}/blob/{commit}/{model.config}",
+    }
 
 
-def worker_spec(inputs: Inputs, model: Model, config: Path, weights: Fetched, mdir: Path, opts: Options, *,
-                evaluate: bool) -> Spec:
+def worker_spec(
+    inputs: Inputs, model: Model, config: Path, weights: Fetched, mdir: Path, opts: Options, *, evaluate: bool
+) -> Spec:
     """What the worker is asked; it refuses weights whose bytes do not hash to `weights_sha256`, sets the eval
     geometry from the config (`eval_short`, `input_size`: geometry.py) and checks that the documented
     `metrics` have predictions."""
     timing = TimingSpec(backends=list(opts.backends), method=asdict(opts.method)) if opts.timing else None
-    return Spec(ppdet_root=str(inputs.tree.root), config=str(config), weights=str(weights.path),
-                weights_sha256=weights.sha256, images=str(inputs.data.images),
-                annotations=str(inputs.data.annotations), out=str(mdir), device=inputs.device,
-                eval_short=opts.eval_size, input_size=model.input_size, metrics=list(model.documented()),
-                opts=opts.opts, workers=loader_workers(opts.workers, inputs.device), eval=evaluate, timing=timing)
+    return Spec(
+        ppdet_root=str(inputs.tree.root),
+        config=str(config),
+        weights=str(weights.path),
+        weights_sha256=weights.sha256,
+        images=str(inputs.data.images),
+        annotations=str(inputs.data.annotations),
+        out=str(mdir),
+        device=inputs.device,
+        eval_short=opts.eval_size,
+        input_size=model.input_size,
+        metrics=list(model.documented()),
+        opts=opts.opts,
+        workers=loader_workers(opts.workers, inputs.device),
+        eval=evaluate,
+        timing=timing,
+    )
 
 
 def loader_workers(asked: int | None, device: str) -> int | None:
@@ -91,10 +110,23 @@ def _reduced(geometry: dict | None) -> list[int] | None:
 def start_record(zoo: Zoo, model: Model, run_id: str, stack: str, commit: str | None = None) -> dict:
     """The fields every result has from the start (results.Result), status `error` until a verdict: verify
     fills in the rest as the pipeline goes; the runner's error path writes it with the failure."""
-    return {"model": model.name, "run_id": run_id, "zoo_index": zoo.models.index(model), "status": ERROR,
-            "error": None, "notice": zoo.notice, "stack": stack, "harness": __version__, "started": now(),
-            "documented": model.documented(), "table": table_record(zoo, model, stack, commit),
-            "metrics": {}, "stats": {}, "durations": {}, "timing": None}
+    return {
+        "model": model.name,
+        "run_id": run_id,
+        "zoo_index": zoo.models.index(model),
+        "status": ERROR,
+        "error": None,
+        "notice": zoo.notice,
+        "stack": stack,
+        "harness": __version__,
+        "started": now(),
+        "documented": model.documented(),
+        "table": table_record(zoo, model, stack, commit),
+        "metrics": {},
+        "stats": {},
+        "durations": {},
+        "timing": None,
+    }
 
 
 @dataclass
@@ -129,12 +161,20 @@ class Job:
 def begin(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options, run_dir: Path) -> Job:
     """The job with its record started; `prepare` then fetches (its failure is the model's, via `failed`)."""
     rec = start_record(zoo, model, opts.run_id or run_dir.name, inputs.stack, inputs.tree.commit)
-    rec.update({
-        "ppdet": inputs.tree.as_json(), "device": inputs.device,
-        "dataset": {"name": zoo.dataset.name, "num_images": inputs.data.num_images, "subset": inputs.data.subset,
-                    "annotations": str(inputs.data.annotations), "eval_size": None},
-        "artifacts": {"source_archive_sha256": inputs.tree.archive_sha256, "dataset": inputs.data.sha256},
-    })
+    rec.update(
+        {
+            "ppdet": inputs.tree.as_json(),
+            "device": inputs.device,
+            "dataset": {
+                "name": zoo.dataset.name,
+                "num_images": inputs.data.num_images,
+                "subset": inputs.data.subset,
+                "annotations": str(inputs.data.annotations),
+                "eval_size": None,
+            },
+            "artifacts": {"source_archive_sha256": inputs.tree.archive_sha256, "dataset": inputs.data.sha256},
+        }
+    )
     return Job(zoo, model, inputs, lock, opts, run_dir, rec)
 
 
@@ -143,8 +183,7 @@ def prepare(job: Job) -> None:
     units' specs: one worker per slice, the first also times the model (timing is measured once)."""
     clock = time.perf_counter()
     job.weights = fetch_artifact(job.model.weights, job.lock, locked=job.opts.locked)
-    job.rec["artifacts"]["weights"] = {"url": job.weights.url, "sha256": job.weights.sha256,
-                                       "size": job.weights.size}
+    job.rec["artifacts"]["weights"] = {"url": job.weights.url, "sha256": job.weights.sha256, "size": job.weights.size}
     config = job.inputs.tree.config(job.model)
     k = job.opts.parallel
     if k > 1:
@@ -152,8 +191,9 @@ def prepare(job: Job) -> None:
     for i in range(k):
         spec = worker_spec(job.inputs, job.model, config, job.weights, job.unit_dir(i), job.opts, evaluate=True)
         if job.slices is not None:
-            spec = spec.model_copy(update={"annotations": str(job.slices[i].annotations),
-                                           "timing": spec.timing if i == 0 else None})
+            spec = spec.model_copy(
+                update={"annotations": str(job.slices[i].annotations), "timing": spec.timing if i == 0 else None}
+            )
         job.specs.append(spec)
     job.rec["durations"]["fetch"] = round(time.perf_counter() - clock, 3)
     job.stage = "worker"
@@ -173,17 +213,35 @@ def run_unit(job: Job, i: int, opts: Options, cancel=None) -> tuple[WorkerResult
     label = job.model.name if job.slices is None else f"{job.model.name} [{job.slices[i].label}]"
     answer = run_worker(job.specs[i], where, opts, label=label, cancel=cancel)
     if answer.status != "ok":
-        raise StageError(answer.error or "worker failed", log_tail=log_tail(where / "worker.log"),
-                         details={"answer": answer})
-    return answer, {"slice": job.slices[i].label if job.slices else "1/1", "gpu": opts.gpu,
-                    "threads": opts.threads, "images": answer.num_images,
-                    "seconds": round(time.perf_counter() - clock, 3), "stages": answer.durations}
+        raise StageError(
+            answer.error or "worker failed", log_tail=log_tail(where / "worker.log"), details={"answer": answer}
+        )
+    return answer, {
+        "slice": job.slices[i].label if job.slices else "1/1",
+        "gpu": opts.gpu,
+        "threads": opts.threads,
+        "images": answer.num_images,
+        "seconds": round(time.perf_counter() - clock, 3),
+        "stages": answer.durations,
+    }
 
 
 def _absorb(job: Job, answer: WorkerResult) -> None:
-    job.rec.update(answer.model_dump(include={"paddle", "device", "device_name", "architecture", "geometry",
-                                              "weight_check", "pretrained_not_loaded", "loader_workers"},
-                                     exclude_none=True))
+    job.rec.update(
+        answer.model_dump(
+            include={
+                "paddle",
+                "device",
+                "device_name",
+                "architecture",
+                "geometry",
+                "weight_check",
+                "pretrained_not_loaded",
+                "loader_workers",
+            },
+            exclude_none=True,
+        )
+    )
     job.rec["dataset"]["eval_size"] = _reduced(answer.geometry)
 
 
@@ -196,10 +254,13 @@ def finish(job: Job, units: list[tuple[WorkerResult, dict]], worker_seconds: flo
     rec["durations"]["worker"] = round(worker_seconds, 3)
     rec["durations"]["worker_stages"] = first.durations
     for other in answers[1:]:  # same bytes, same model, same geometry in every slice, or nothing is scored
-        if (other.weight_check or {}).get("sha256") != (first.weight_check or {}).get("sha256") or \
-                other.geometry != first.geometry:
-            raise HarnessError("the slices' workers disagree on the weights or the geometry they evaluated",
-                               hint="re-run the model; report this if it happens again")
+        if (other.weight_check or {}).get("sha256") != (first.weight_check or {}).get(
+            "sha256"
+        ) or other.geometry != first.geometry:
+            raise HarnessError(
+                "the slices' workers disagree on the weights or the geometry they evaluated",
+                hint="re-run the model; report this if it happens again",
+            )
     loaded = first.weight_check or {}
     rec["artifacts"]["weights"].update(sha256=loaded["sha256"], size=loaded["size"])  # the bytes evaluated
     rec["timing"] = {**first.timing, "eval_size": rec["dataset"]["eval_size"]} if first.timing else None
@@ -219,8 +280,10 @@ def finish(job: Job, units: list[tuple[WorkerResult, dict]], worker_seconds: flo
     rec["durations"]["score"] = round(time.perf_counter() - clock, 3)
 
     job.stage = "verdict"
-    verdicts = [judge(name, measured.get(name), doc, job.zoo.tolerance_for(job.model, name))
-                for name, doc in job.model.documented().items()]
+    verdicts = [
+        judge(name, measured.get(name), doc, job.zoo.tolerance_for(job.model, name))
+        for name, doc in job.model.documented().items()
+    ]
     rec["metrics"] = {v.metric: v.as_json() for v in verdicts}
     rec["status"] = overall(verdicts)
 
@@ -258,11 +321,19 @@ def kept_unit(job: Job, i: int) -> tuple[WorkerResult, dict] | None:
         same = protocol.read_spec(where / protocol.SPEC) == job.specs[i]
     except (HarnessError, OSError):
         return None
-    if not same or answer is None or answer.status != "ok" or \
-            not all(Path(p).is_file() for p in (answer.predictions or {}).values()):
+    if (
+        not same
+        or answer is None
+        or answer.status != "ok"
+        or not all(Path(p).is_file() for p in (answer.predictions or {}).values())
+    ):
         return None
-    return answer, {"slice": job.slices[i].label if job.slices else "1/1", "images": answer.num_images,
-                    "stages": answer.durations, "kept": True}
+    return answer, {
+        "slice": job.slices[i].label if job.slices else "1/1",
+        "images": answer.num_images,
+        "stages": answer.durations,
+        "kept": True,
+    }
 
 
 def abandon(job: Job) -> None:
@@ -287,8 +358,11 @@ def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options
     try:
         prepare(job)
         clock = time.perf_counter()
-        units = slices.run_all(opts.parallel, lambda i, cancel: run_unit(
-            job, i, unit_options(job, i, gpus[i % len(gpus)]), cancel), what=model.name)
+        units = slices.run_all(
+            opts.parallel,
+            lambda i, cancel: run_unit(job, i, unit_options(job, i, gpus[i % len(gpus)]), cancel),
+            what=model.name,
+        )
         finish(job, units, time.perf_counter() - clock)
     except HarnessError as exc:
         failed(job, exc)
@@ -309,12 +383,15 @@ def rescore(run_dir: Path, scorer_name: str | None = None) -> list[dict]:
             files = {k: path.parent / rel for k, rel in rec["predictions"].items()}
             annotations = Path(rec["dataset"]["annotations"])
             if not annotations.is_file():
-                raise UsageError(f"{path}: its annotations {annotations} are gone",
-                                 hint="rescore on the machine (and cache) that ran it, or re-run the model")
+                raise UsageError(
+                    f"{path}: its annotations {annotations} are gone",
+                    hint="rescore on the machine (and cache) that ran it, or re-run the model",
+                )
             rec["stats"] = score_files(annotations, files, using)
             measured = metrics(rec["stats"])
-            verdicts = [judge(name, measured.get(name), m["documented"], m["tolerance"])
-                        for name, m in rec["metrics"].items()]
+            verdicts = [
+                judge(name, measured.get(name), m["documented"], m["tolerance"]) for name, m in rec["metrics"].items()
+            ]
             rec["metrics"] = {v.metric: v.as_json() for v in verdicts}
             rec["status"] = overall(verdicts)
             rec["scorer"] = using.describe()

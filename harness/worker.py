@@ -79,7 +79,8 @@ def _device(requested: str) -> str:
         raise HarnessError(
             f"--device gpu: this paddle ({paddle.__version__}) "
             + ("has no CUDA support" if not paddle.device.is_compiled_with_cuda() else "sees no GPU"),
-            hint="install paddle's GPU build (README: 'Verifying the real zoo'), or use --device cpu")
+            hint="install paddle's GPU build (README: 'Verifying the real zoo'), or use --device cpu",
+        )
     return requested
 
 
@@ -125,8 +126,12 @@ def no_pretrained_downloads() -> Iterator[list[str]]:
             return empty
 
         # ppdet modules that imported the function by name hold their own reference: replace those too
-        holders = [m for name, m in list(sys.modules.items()) if (name == download.__name__ or
-                   name.startswith("ppdet.")) and getattr(m, "get_weights_path_from_url", None) is original]
+        holders = [
+            m
+            for name, m in list(sys.modules.items())
+            if (name == download.__name__ or name.startswith("ppdet."))
+            and getattr(m, "get_weights_path_from_url", None) is original
+        ]
         for m in holders:
             m.get_weights_path_from_url = answer
         try:
@@ -136,8 +141,14 @@ def no_pretrained_downloads() -> Iterator[list[str]]:
                 m.get_weights_path_from_url = original
 
 
-def build_model(config: Path, *, device: str = "cpu", overrides: dict | None = None, short: int | None = None,
-                square: int | None = None):
+def build_model(
+    config: Path,
+    *,
+    device: str = "cpu",
+    overrides: dict | None = None,
+    short: int | None = None,
+    square: int | None = None,
+):
     """Load a real config plus overrides, set its eval geometry (geometry.apply) and build its architecture on
     `device`, without the construction-time downloads of pretrained backbones (no_pretrained_downloads);
     returns (cfg, model, geometry, the URLs of pretrained weights not downloaded)."""
@@ -196,8 +207,9 @@ def _calibrate_batchnorm(model, images: list[Path], short_side: int) -> None:
         h.remove()
 
 
-def init_weights(root: Path, config: Path, out: Path, seed: int = 0, calibrate: list[Path] | None = None,
-                 short_side: int = 320) -> dict:
+def init_weights(
+    root: Path, config: Path, out: Path, seed: int = 0, calibrate: list[Path] | None = None, short_side: int = 320
+) -> dict:
     """Save the randomly initialised state dict of a config's model as a `.pdparams` (rehearsal zoo).
 
     Saved with `paddle.save`, the same call ppdet's checkpoint code uses, so the file has the format,
@@ -216,8 +228,12 @@ def init_weights(root: Path, config: Path, out: Path, seed: int = 0, calibrate: 
     tmp = out.with_name(out.name + ".tmp")
     paddle.save(state, str(tmp))
     tmp.replace(out)
-    return {"keys": len(state), "params": int(sum(int(v.numel()) for v in state.values())),
-            "bytes": out.stat().st_size, "paddle": paddle.__version__}
+    return {
+        "keys": len(state),
+        "params": int(sum(int(v.numel()) for v in state.values())),
+        "bytes": out.stat().st_size,
+        "paddle": paddle.__version__,
+    }
 
 
 def build_many(root: Path, configs: list[str]) -> None:
@@ -248,8 +264,13 @@ def build_many(root: Path, configs: list[str]) -> None:
             workspace.merge_config({"use_gpu": False})
             with no_pretrained_downloads():
                 state = workspace.create(cfg.architecture).state_dict()
-            line = {"config": config, "ok": True, "architecture": cfg.architecture, "keys": len(state),
-                    "params": int(sum(int(v.numel()) for v in state.values()))}
+            line = {
+                "config": config,
+                "ok": True,
+                "architecture": cfg.architecture,
+                "keys": len(state),
+                "params": int(sum(int(v.numel()) for v in state.values())),
+            }
         except Exception as exc:  # any failure to build is the finding; it is reported, not raised
             line = {"config": config, "ok": False, "error": f"{type(exc).__name__}: {str(exc).strip()[:400]}"}
         print(json.dumps({**line, "seconds": round(time.perf_counter() - t0, 2)}), flush=True)
@@ -285,13 +306,15 @@ def _load_weights(model, weights: Path, expected_sha256: str | None) -> dict:
         raise checkpoint.WeightsError(
             f"{weights}: the file changed between its verification (sha256 {expected_sha256}) and its loading "
             f"(sha256 {ckpt.sha256}); nothing was evaluated",
-            hint="something replaced the cache entry while the harness ran: run again (it is verified anew)")
+            hint="something replaced the cache entry while the harness ran: run again (it is verified anew)",
+        )
     params = model.state_dict()
     check = checkpoint.compare(ckpt.shapes(), {k: list(v.shape) for k, v in params.items()})
     if not check.ok:
         raise checkpoint.WeightsError(f"{weights.name}: {check.summary()}", hint=check.hint(), check=check)
-    casts = checkpoint.assign(ckpt, {k: _dtype_name(v.dtype) for k, v in params.items()},
-                              lambda name, arr: params[name].set_value(arr))
+    casts = checkpoint.assign(
+        ckpt, {k: _dtype_name(v.dtype) for k, v in params.items()}, lambda name, arr: params[name].set_value(arr)
+    )
     return {**check.as_json(), "dtype_casts": casts, "sha256": ckpt.sha256, "size": ckpt.size}
 
 
@@ -303,8 +326,12 @@ def _weights_error(exc: checkpoint.CheckpointError) -> dict:
         kind = "checkpoint_local"  # this machine failed to read it: keep the entry and its pin
     else:
         kind = "weights_mismatch" if exc.check else "weights_values"
-    return {"status": "error", "error": str(exc), "error_kind": kind,
-            "weight_check": exc.check.as_json() if isinstance(exc, checkpoint.WeightsError) and exc.check else None}
+    return {
+        "status": "error",
+        "error": str(exc),
+        "error_kind": kind,
+        "weight_check": exc.check.as_json() if isinstance(exc, checkpoint.WeightsError) and exc.check else None,
+    }
 
 
 def evaluate(spec: Spec) -> dict:
@@ -334,20 +361,31 @@ def evaluate(spec: Spec) -> dict:
         "save_prediction_only": True,
         "output_eval": str(preds),
         "weights": spec.weights,
-        "EvalDataset": {"dataset_dir": str(root), "image_dir": str(images.relative_to(root)),
-                        "anno_path": str(annotations.relative_to(root))},
+        "EvalDataset": {
+            "dataset_dir": str(root),
+            "image_dir": str(images.relative_to(root)),
+            "anno_path": str(annotations.relative_to(root)),
+        },
         "EvalReader": {"batch_size": 1},
         **spec.opts,
     }
     overrides["TestDataset"] = {"dataset_dir": str(root), "anno_path": overrides["EvalDataset"]["anno_path"]}
     if spec.workers is not None:  # else the config's own worker_num (verification.loader_workers)
         overrides["worker_num"] = spec.workers
-    cfg, model, geo, skipped = build_model(Path(spec.config), device=device, overrides=overrides,
-                                           short=spec.eval_short, square=spec.input_size)
+    cfg, model, geo, skipped = build_model(
+        Path(spec.config), device=device, overrides=overrides, short=spec.eval_short, square=spec.input_size
+    )
     clock.mark("build")
-    record = {"status": "ok", "paddle": paddle.__version__, "device": device, "device_name": device_name(device),
-              "architecture": cfg.architecture, "overrides": overrides, "geometry": geo,
-              "loader_workers": int(cfg.get("worker_num") or 0)}
+    record = {
+        "status": "ok",
+        "paddle": paddle.__version__,
+        "device": device,
+        "device_name": device_name(device),
+        "architecture": cfg.architecture,
+        "overrides": overrides,
+        "geometry": geo,
+        "loader_workers": int(cfg.get("worker_num") or 0),
+    }
     if skipped:  # what the config would have downloaded while building (replaced by the checkpoint anyway)
         record["pretrained_not_loaded"] = skipped
     try:
@@ -378,14 +416,25 @@ def evaluate(spec: Spec) -> dict:
 
         t = spec.timing
         try:
-            record["timing"] = backends.bench(cfg, model, device=device, annotations=annotations, images=images,
-                                              out=out, backends=t.backends, method=Method(**t.method))
+            record["timing"] = backends.bench(
+                cfg,
+                model,
+                device=device,
+                annotations=annotations,
+                images=images,
+                out=out,
+                backends=t.backends,
+                method=Method(**t.method),
+            )
         except Exception as exc:  # paddle raises assorted types: a timing failure must not cost the eval's AP
             import traceback
 
             traceback.print_exc()
-            record["timing"] = {"error": str(exc) if isinstance(exc, HarnessError) else
-                                f"{type(exc).__name__}: {exc} (traceback in worker.log)"}
+            record["timing"] = {
+                "error": str(exc)
+                if isinstance(exc, HarnessError)
+                else f"{type(exc).__name__}: {exc} (traceback in worker.log)"
+            }
             if not spec.eval:
                 record.update(status="error", error=f"timing: {exc}")
         clock.mark("timing")
@@ -413,10 +462,12 @@ def prediction_files(preds: Path, metrics: list[str]) -> dict[str, str]:
             (preds / f"{kind}.json").write_text("[]")
             found[kind] = preds / f"{kind}.json"
     elif missing := sorted(m for m in metrics if m.split("_", 1)[0] not in served):
-        raise HarnessError(f"the documented {', '.join(missing)} cannot be measured: PaddleDetection wrote "
-                           f"{', '.join(sorted(p.name for p in found.values()))} and no "
-                           f"{'mask' if any(m.startswith('mask') for m in missing) else 'box'} predictions",
-                           hint="check the model's config and `expected:` in the zoo file")
+        raise HarnessError(
+            f"the documented {', '.join(missing)} cannot be measured: PaddleDetection wrote "
+            f"{', '.join(sorted(p.name for p in found.values()))} and no "
+            f"{'mask' if any(m.startswith('mask') for m in missing) else 'box'} predictions",
+            hint="check the model's config and `expected:` in the zoo file",
+        )
     return {k: str(p) for k, p in found.items()}
 
 
@@ -471,8 +522,10 @@ def main(argv: list[str] | None = None) -> int:
 
         traceback.print_exc()
         first = (str(exc).strip().splitlines() or [""])[0][:500]
-        record = {"status": "error", "error": f"PaddleDetection's eval raised {type(exc).__name__}: {first} "
-                                              "(traceback in worker.log)"}
+        record = {
+            "status": "error",
+            "error": f"PaddleDetection's eval raised {type(exc).__name__}: {first} (traceback in worker.log)",
+        }
     protocol.write_answer(Path(spec.out) / protocol.ANSWER, record)
     return ExitCode.OK if record["status"] == "ok" else ExitCode.ERROR
 
@@ -492,8 +545,14 @@ def _fail_on_thread_errors(answer: Path) -> None:
         first = (str(args.exc_value).strip().splitlines() or [""])[0][:500]
         where = args.thread.name if args.thread else "a thread"
         with contextlib.suppress(Exception):
-            protocol.write_answer(answer, {"status": "error", "error": f"PaddleDetection's eval raised "
-                                           f"{args.exc_type.__name__}: {first} in {where} (traceback in worker.log)"})
+            protocol.write_answer(
+                answer,
+                {
+                    "status": "error",
+                    "error": f"PaddleDetection's eval raised "
+                    f"{args.exc_type.__name__}: {first} in {where} (traceback in worker.log)",
+                },
+            )
         _exit_now(ExitCode.ERROR)
 
     threading.excepthook = hook

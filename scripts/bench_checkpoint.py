@@ -59,8 +59,9 @@ PROBE = textwrap.dedent("""
 
 
 def probe(how: str, weights: Path, *extra: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", PROBE, how, str(weights), *extra], capture_output=True, text=True,
-                         check=True, cwd=REPO)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, how, str(weights), *extra], capture_output=True, text=True, check=True, cwd=REPO
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -83,28 +84,32 @@ def main() -> None:
             extra = (spec["ppdet_root"], spec["config"]) if how == "worker" else ()
             m = probe(how, weights, *extra)
             over = m["peak"] - m["base"]
-            rows.append(f"| {name} | {size / 1e6:.1f} | {how} | {m['base'] / 1e6:.0f} | {m['peak'] / 1e6:.0f} | "
-                        f"{over / 1e6:.0f} | **{over / size:.2f}** | {m['seconds']:.2f} |")
+            rows.append(
+                f"| {name} | {size / 1e6:.1f} | {how} | {m['base'] / 1e6:.0f} | {m['peak'] / 1e6:.0f} | "
+                f"{over / 1e6:.0f} | **{over / size:.2f}** | {m['seconds']:.2f} |"
+            )
             print(rows[-1], file=sys.stderr)
-    text = "\n".join([
-        "# Checkpoint reading: peak memory and time",
-        "",
-        "`scripts/bench_checkpoint.py` on the rehearsal's checkpoints (the real configs' models, random values, "
-        "saved by paddle.save). Each row is a fresh process; *base* is its RSS just before reading (for "
-        "`worker`: with the model built from its config), *peak* its lifetime maximum RSS.",
-        "",
-        f"Machine: {platform.processor() or platform.machine()}, {platform.python_version()}, "
-        f"stack `{Path(sys.executable).parent.parent.name}`.",
-        "",
-        "| model | file MB | how | base MB | peak MB | peak − base MB | ÷ file size | seconds |",
-        "|---|---|---|---|---|---|---|---|",
-        *rows,
-        "",
-        "Target: peak − base ≤ ~1.2 × the file size (issue #10). `read` keeps every array (the reader's worst "
-        "case); `worker` hands each array to the model as soon as it is built, so its peak is about one file's "
-        "worth of bytes plus one tensor. `pickle.load` is the unsafe reference.",
-        "",
-    ])
+    text = "\n".join(
+        [
+            "# Checkpoint reading: peak memory and time",
+            "",
+            "`scripts/bench_checkpoint.py` on the rehearsal's checkpoints (the real configs' models, random values, "
+            "saved by paddle.save). Each row is a fresh process; *base* is its RSS just before reading (for "
+            "`worker`: with the model built from its config), *peak* its lifetime maximum RSS.",
+            "",
+            f"Machine: {platform.processor() or platform.machine()}, {platform.python_version()}, "
+            f"stack `{Path(sys.executable).parent.parent.name}`.",
+            "",
+            "| model | file MB | how | base MB | peak MB | peak − base MB | ÷ file size | seconds |",
+            "|---|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            "Target: peak − base ≤ ~1.2 × the file size (issue #10). `read` keeps every array (the reader's worst "
+            "case); `worker` hands each array to the model as soon as it is built, so its peak is about one file's "
+            "worth of bytes plus one tensor. `pickle.load` is the unsafe reference.",
+            "",
+        ]
+    )
     args.out.write_text(text)
     print(f"wrote {args.out}", file=sys.stderr)
 

@@ -68,12 +68,16 @@ def main() -> None:
     reports = [wall([*harness, "report", str(runs[-1])], env) for _ in range(args.runs)] if runs else []
     helps = [wall([*harness, "--help"], env) for _ in range(args.runs)]
     bare = [wall([sys.executable, "-c", "pass"], env) for _ in range(args.runs)]
-    fetches = [wall([*harness, "fetch", "--zoo", str(zoo), "--dataset", "--locked", "--json"], env)
-               for _ in range(args.runs)]
+    fetches = [
+        wall([*harness, "fetch", "--zoo", str(zoo), "--dataset", "--locked", "--json"], env) for _ in range(args.runs)
+    ]
     inproc = [in_process_warm_fetch(zoo) for _ in range(args.runs)]
     n_art = inproc[0][1]
-    sizes = sum(p.stat().st_size for p in (args.rehearsal / "cache" / "downloads").rglob("*")
-                if p.is_file() and p.suffix not in (".stamp", ".lock"))
+    sizes = sum(
+        p.stat().st_size
+        for p in (args.rehearsal / "cache" / "downloads").rglob("*")
+        if p.is_file() and p.suffix not in (".stamp", ".lock")
+    )
 
     med = statistics.median
     rows = [
@@ -82,8 +86,11 @@ def main() -> None:
         ("`harness --help`", med(helps), "≤ 0.5 s"),
         ("bare `python -c pass` (interpreter floor)", med(bare), "—"),
         ("`harness fetch --dataset --locked` warm, whole command", med(fetches), "—"),
-        (f"warm `fetch_artifact` × {n_art} artifacts ({sizes / 1e6:.0f} MB cached), in process",
-         med(t for t, _ in inproc), "≤ 0.2 s"),
+        (
+            f"warm `fetch_artifact` × {n_art} artifacts ({sizes / 1e6:.0f} MB cached), in process",
+            med(t for t, _ in inproc),
+            "≤ 0.2 s",
+        ),
     ]
     text = [
         "# CLI start-up and warm-cache fetch",

@@ -33,8 +33,11 @@ SIZE = [320, 533]
 def ensure_rehearsal(work: Path, images: int) -> dict:
     specs = sorted(work.glob(f"runs/*/{FASTER}/spec.json"))
     if not specs:
-        subprocess.run([sys.executable, "-m", "harness", "rehearse", "--dir", str(work), "--images", str(images),
-                        "--port", "0"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "harness", "rehearse", "--dir", str(work), "--images", str(images), "--port", "0"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         specs = sorted(work.glob(f"runs/*/{FASTER}/spec.json"))
     return json.loads(specs[-1].read_text())
 
@@ -44,12 +47,28 @@ def overlay(spec: dict, path: Path) -> Path:
     images, annotations = Path(spec["images"]), Path(spec["annotations"])
     root = Path(os.path.commonpath([images, annotations]))
     norm = {"is_scale": True, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
-    cfg = {"_BASE_": [spec["config"]], "use_gpu": False, "worker_num": 0, "weights": spec["weights"],
-           "EvalDataset": {"name": "COCODataSet", "dataset_dir": str(root), "allow_empty": True,
-                           "image_dir": str(images.relative_to(root)), "anno_path": str(annotations.relative_to(root))},
-           "EvalReader": {"batch_size": 1, "sample_transforms": [
-               {"Decode": {}}, {"Resize": {"interp": 2, "target_size": SIZE, "keep_ratio": True}},
-               {"NormalizeImage": norm}, {"Permute": {}}]}}
+    cfg = {
+        "_BASE_": [spec["config"]],
+        "use_gpu": False,
+        "worker_num": 0,
+        "weights": spec["weights"],
+        "EvalDataset": {
+            "name": "COCODataSet",
+            "dataset_dir": str(root),
+            "allow_empty": True,
+            "image_dir": str(images.relative_to(root)),
+            "anno_path": str(annotations.relative_to(root)),
+        },
+        "EvalReader": {
+            "batch_size": 1,
+            "sample_transforms": [
+                {"Decode": {}},
+                {"Resize": {"interp": 2, "target_size": SIZE, "keep_ratio": True}},
+                {"NormalizeImage": norm},
+                {"Permute": {}},
+            ],
+        },
+    }
     path.write_text(yaml.safe_dump(cfg))
     return path
 
@@ -80,8 +99,24 @@ def main() -> None:
     breakdown = None
     for i in range(args.pairs):
         run = tmp / f"run-{i}"
-        harness = [sys.executable, "-m", "harness", "verify", FASTER, "--zoo", str(args.rehearsal / "zoo.yaml"),
-                   "--locked", "--no-timing", "--device", "cpu", "--eval-size", str(SIZE[0]), "--out", str(run), "-q"]
+        harness = [
+            sys.executable,
+            "-m",
+            "harness",
+            "verify",
+            FASTER,
+            "--zoo",
+            str(args.rehearsal / "zoo.yaml"),
+            "--locked",
+            "--no-timing",
+            "--device",
+            "cpu",
+            "--eval-size",
+            str(SIZE[0]),
+            "--out",
+            str(run),
+            "-q",
+        ]
         pair = [("harness", harness, None), ("ppdet", ppdet, Path(spec["ppdet_root"]))]
         if i % 2:
             pair.reverse()  # alternate the order: neither gets the warmer page cache every time
@@ -89,8 +124,11 @@ def main() -> None:
         ours.append(times["harness"])
         theirs.append(times["ppdet"])
         ratios.append(times["harness"] / times["ppdet"])
-        print(f"pair {i + 1}: harness {times['harness']:.2f} s, tools/eval.py {times['ppdet']:.2f} s, "
-              f"ratio {ratios[-1]:.3f}", flush=True)
+        print(
+            f"pair {i + 1}: harness {times['harness']:.2f} s, tools/eval.py {times['ppdet']:.2f} s, "
+            f"ratio {ratios[-1]:.3f}",
+            flush=True,
+        )
         breakdown = json.loads((run / FASTER / "result.json").read_text())["durations"]
     med = statistics.median(ratios)
     stages = breakdown.get("worker_stages") or {}
@@ -105,14 +143,18 @@ def main() -> None:
         "",
         "| pair | harness verify --no-timing | tools/eval.py | ratio |",
         "|---|---|---|---|",
-        *[f"| {i + 1} | {a:.2f} s | {b:.2f} s | {r:.3f} |" for i, (a, b, r) in enumerate(zip(ours, theirs, ratios,
-                                                                                              strict=True))],
+        *[
+            f"| {i + 1} | {a:.2f} s | {b:.2f} s | {r:.3f} |"
+            for i, (a, b, r) in enumerate(zip(ours, theirs, ratios, strict=True))
+        ],
         "",
         f"Median ratio: **{med:.3f}** (target ≤ 1.02).",
         "",
         "Where the harness's time went in the last run (seconds): "
         + ", ".join(f"{k} {v}" for k, v in breakdown.items() if k != "worker_stages")
-        + "; inside the worker: " + ", ".join(f"{k} {v}" for k, v in stages.items()) + ".",
+        + "; inside the worker: "
+        + ", ".join(f"{k} {v}" for k, v in stages.items())
+        + ".",
         "",
     ]
     args.out.write_text("\n".join(text))

@@ -31,21 +31,48 @@ from harness.rehearsal import build_mirror, mirror_zoo, serve
 
 REPO = Path(__file__).resolve().parents[1]
 FASTER = "faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco"
-MODES = {"parallel 1, threads 2": ["--parallel", "1", "--threads", "2"],
-         "parallel 2, threads 1": ["--parallel", "2", "--threads", "1"]}
+MODES = {
+    "parallel 1, threads 2": ["--parallel", "1", "--threads", "2"],
+    "parallel 2, threads 1": ["--parallel", "2", "--threads", "1"],
+}
 
 
 def one(zoo: Path, out: Path, cache: Path, opts: list[str]) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "harness", "verify", FASTER, "--zoo", str(zoo), "--out", str(out),
-                           "--device", "cpu", "--eval-size", "320", "--no-timing", "--json", "-q", *opts],
-                          capture_output=True, text=True, env={**os.environ, "HARNESS_CACHE": str(cache)})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "verify",
+            FASTER,
+            "--zoo",
+            str(zoo),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--eval-size",
+            "320",
+            "--no-timing",
+            "--json",
+            "-q",
+            *opts,
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HARNESS_CACHE": str(cache)},
+    )
     if proc.returncode not in (0, 1):
         sys.exit(f"verify {' '.join(opts)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     rec = json.loads(proc.stdout)
     units = (rec.get("parallel") or {}).get("units") or [{"stages": rec["durations"]["worker_stages"]}]
     preds = {k: json.loads((out / FASTER / p).read_text()) for k, p in rec["predictions"].items()}
-    return {"worker": rec["durations"]["worker"], "eval": max(u["stages"]["eval"] for u in units),
-            "stats": rec["stats"], "preds": preds}
+    return {
+        "worker": rec["durations"]["worker"],
+        "eval": max(u["stages"]["eval"] for u in units),
+        "stats": rec["stats"],
+        "preds": preds,
+    }
 
 
 def compare(a: dict, b: dict) -> str:
@@ -79,11 +106,14 @@ def main() -> None:
         served.write_text(yaml.safe_dump(mirror_zoo(zoo, stack, base, mirror), allow_unicode=True))
         one(served, args.work / "warm", cache, MODES["parallel 1, threads 2"])  # fetch + page cache, untimed
         for i in range(args.pairs):
-            for mode in (list(MODES) if i % 2 == 0 else list(reversed(MODES))):
+            for mode in list(MODES) if i % 2 == 0 else list(reversed(MODES)):
                 out = args.work / f"run-{i}-{list(MODES).index(mode)}"
                 runs[mode].append(one(served, out, cache, MODES[mode]))
-                print(f"pair {i + 1}, {mode}: worker {runs[mode][-1]['worker']:.1f} s, "
-                      f"eval {runs[mode][-1]['eval']:.1f} s", flush=True)
+                print(
+                    f"pair {i + 1}, {mode}: worker {runs[mode][-1]['worker']:.1f} s, "
+                    f"eval {runs[mode][-1]['eval']:.1f} s",
+                    flush=True,
+                )
     single, sliced = (runs[m] for m in MODES)
     ratio_w = statistics.median(a["worker"] / b["worker"] for a, b in zip(single, sliced, strict=True))
     ratio_e = statistics.median(a["eval"] / b["eval"] for a, b in zip(single, sliced, strict=True))
@@ -99,8 +129,11 @@ def main() -> None:
         "",
         "| pair | mode | worker phase | eval (slowest slice) |",
         "|---|---|---|---|",
-        *(f"| {i + 1} | {m} | {runs[m][i]['worker']:.1f} s | {runs[m][i]['eval']:.1f} s |"
-          for i in range(args.pairs) for m in MODES),
+        *(
+            f"| {i + 1} | {m} | {runs[m][i]['worker']:.1f} s | {runs[m][i]['eval']:.1f} s |"
+            for i in range(args.pairs)
+            for m in MODES
+        ),
         "",
         f"Median speed-up of `--parallel 2 --threads 1`: worker phase **{ratio_w:.2f}×**, eval alone "
         f"**{ratio_e:.2f}×** (target ≥ 1.3×).",

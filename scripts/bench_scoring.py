@@ -48,8 +48,17 @@ def make(n_images: int, seed: int = 0) -> tuple[dict, list[dict], list[dict]]:
             poly = polygon(rng, cx, cy, rx, ry)
             rle = mask_utils.merge(mask_utils.frPyObjects([poly], H, W))
             x, y, w, h = mask_utils.toBbox(rle).tolist()
-            anns.append({"id": len(anns) + 1, "image_id": img_id, "category_id": cat, "segmentation": [poly],
-                         "area": float(mask_utils.area(rle)), "bbox": [x, y, w, h], "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": img_id,
+                    "category_id": cat,
+                    "segmentation": [poly],
+                    "area": float(mask_utils.area(rle)),
+                    "bbox": [x, y, w, h],
+                    "iscrowd": 0,
+                }
+            )
         for k in range(100):
             if k < len(objects) * 2:  # near misses and hits of the real objects
                 cat, cx, cy, rx, ry = objects[k % len(objects)]
@@ -64,10 +73,20 @@ def make(n_images: int, seed: int = 0) -> tuple[dict, list[dict], list[dict]]:
             score = round(rng.random(), 5)
             x, y, w, h = mask_utils.toBbox(rle).tolist()
             bbox.append({"image_id": img_id, "category_id": cat, "bbox": [x, y, w, h], "score": score})
-            segm.append({"image_id": img_id, "category_id": cat, "score": score,
-                         "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}})
-    gt = {"info": {"description": "synthetic val2017-sized set"}, "images": images, "annotations": anns,
-          "categories": [{"id": c, "name": f"c{c}"} for c in range(1, 81)]}
+            segm.append(
+                {
+                    "image_id": img_id,
+                    "category_id": cat,
+                    "score": score,
+                    "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
+                }
+            )
+    gt = {
+        "info": {"description": "synthetic val2017-sized set"},
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": c, "name": f"c{c}"} for c in range(1, 81)],
+    }
     return gt, bbox, segm
 
 
@@ -98,8 +117,10 @@ def main() -> None:
         fb.write_text(json.dumps(bbox))
         fs.write_text(json.dumps(segm))
         files = {"bbox": fb, "mask": fs}
-        print(f"made {args.images} images, {len(gt['annotations'])} objects, {len(bbox)} detections in {made:.0f} s",
-              flush=True)
+        print(
+            f"made {args.images} images, {len(gt['annotations'])} objects, {len(bbox)} detections in {made:.0f} s",
+            flush=True,
+        )
         t_ref, s_ref = run("pycocotools", ann, files)
         print(f"pycocotools: {t_ref:.1f} s", flush=True)
         t_new, s_new = run("faster-coco-eval", ann, files)

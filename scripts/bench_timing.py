@@ -30,9 +30,34 @@ def repeatability(args, zoo: Path, env: dict) -> list[dict]:
     runs = []
     for i in range(args.runs):
         out = Path(args.tmp) / f"bench-{i}"
-        cmd = [sys.executable, "-m", "harness", "bench", FASTER, "--zoo", str(zoo), "--locked", "--device", "cpu",
-               "--backend", "dygraph", "--eval-size", str(args.size), "--warmup", "3", "--iters", str(args.iters),
-               "--min-seconds", str(args.min_seconds), "--sample", "4", "--out", str(out), "--json", "-q"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "harness",
+            "bench",
+            FASTER,
+            "--zoo",
+            str(zoo),
+            "--locked",
+            "--device",
+            "cpu",
+            "--backend",
+            "dygraph",
+            "--eval-size",
+            str(args.size),
+            "--warmup",
+            "3",
+            "--iters",
+            str(args.iters),
+            "--min-seconds",
+            str(args.min_seconds),
+            "--sample",
+            "4",
+            "--out",
+            str(out),
+            "--json",
+            "-q",
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             sys.exit(f"harness bench failed:\n{proc.stderr[-3000:]}")

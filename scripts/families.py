@@ -82,9 +82,28 @@ def run(args) -> dict:
         env = {**os.environ, "HARNESS_CACHE": str(args.work / "cache"), "HARNESS_STACK": stack}
         for size, run_dir in runs.items():  # one `harness run` per eval size
             names = [m for m, s in sizes.items() if s == size and m not in failed]
-            proc = subprocess.run([sys.executable, "-m", "harness", "run", "--zoo", str(served), "--out",
-                                   str(run_dir), "--device", "cpu", "--eval-size", str(size), "--no-timing",
-                                   "--history", str(args.work / "history.jsonl"), *names], env=env, cwd=REPO)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "harness",
+                    "run",
+                    "--zoo",
+                    str(served),
+                    "--out",
+                    str(run_dir),
+                    "--device",
+                    "cpu",
+                    "--eval-size",
+                    str(size),
+                    "--no-timing",
+                    "--history",
+                    str(args.work / "history.jsonl"),
+                    *names,
+                ],
+                env=env,
+                cwd=REPO,
+            )
             print(f"harness run at {size} px exited {proc.returncode}", flush=True)
     rows = []
     for family, name in picks.items():
@@ -93,20 +112,38 @@ def run(args) -> dict:
             continue
         rec = json.loads((runs[sizes[name]] / name / "result.json").read_text())
         err = rec.get("error") or {}
-        rows.append(Row(family, name, sizes[name], "error" if rec["status"] == "error" else "ran", rec["status"],
-                        sorted(rec.get("predictions") or {}), sorted(rec.get("metrics") or {}),
-                        (rec.get("durations") or {}).get("worker"),
-                        f"{err.get('stage')}: {str(err.get('message', '')).splitlines()[0][:300]}" if err else None))
+        rows.append(
+            Row(
+                family,
+                name,
+                sizes[name],
+                "error" if rec["status"] == "error" else "ran",
+                rec["status"],
+                sorted(rec.get("predictions") or {}),
+                sorted(rec.get("metrics") or {}),
+                (rec.get("durations") or {}).get("worker"),
+                f"{err.get('stage')}: {str(err.get('message', '')).splitlines()[0][:300]}" if err else None,
+            )
+        )
     import paddle  # the version that ran (the same environment as the runs above)
 
-    return {"stack": stack, "commit": pin.commit, "paddle": paddle.__version__, "eval_size": args.eval_size,
-            "images": args.images, "rows": [asdict(r) for r in rows]}
+    return {
+        "stack": stack,
+        "commit": pin.commit,
+        "paddle": paddle.__version__,
+        "eval_size": args.eval_size,
+        "images": args.images,
+        "rows": [asdict(r) for r in rows],
+    }
 
 
 def _why(row: dict) -> str:
     """The reason, without local paths: a config absent from a stack's tree says so."""
-    return re.sub(r" not found in /\S+", " not in this stack's tree (added to PaddleDetection later)",
-                  (row.get("why") or "").replace("|", "/"))
+    return re.sub(
+        r" not found in /\S+",
+        " not in this stack's tree (added to PaddleDetection later)",
+        (row.get("why") or "").replace("|", "/"),
+    )
 
 
 def _status(row: dict) -> str:
@@ -114,18 +151,24 @@ def _status(row: dict) -> str:
 
 
 def markdown(runs: list[dict]) -> str:
-    lines = ["# Every family through the real pipeline (CPU, random weights)", "",
-             "`scripts/families.py`: one model per architecture family of the COCO tables "
-             "(scripts/families.yaml), random-initialised weights built from its real config, served on "
-             "127.0.0.1 with synthetic COCO images, then `harness run`: download and verify, strict weight check, "
-             "PaddleDetection's eval, scoring of every prediction kind, verdict, report. AP ≈ 0 with random "
-             "weights, so the verdict `fail` is the expected outcome: **ran** means the family went through every "
-             "stage. Seconds: the worker (import, build, weights, eval) on this project's 2-core CPU machine.", ""]
+    lines = [
+        "# Every family through the real pipeline (CPU, random weights)",
+        "",
+        "`scripts/families.py`: one model per architecture family of the COCO tables "
+        "(scripts/families.yaml), random-initialised weights built from its real config, served on "
+        "127.0.0.1 with synthetic COCO images, then `harness run`: download and verify, strict weight check, "
+        "PaddleDetection's eval, scoring of every prediction kind, verdict, report. AP ≈ 0 with random "
+        "weights, so the verdict `fail` is the expected outcome: **ran** means the family went through every "
+        "stage. Seconds: the worker (import, build, weights, eval) on this project's 2-core CPU machine.",
+        "",
+    ]
     for r in runs:
         ran = sum(row["status"] == "ran" for row in r["rows"])
-        lines.append(f"- {r['stack']}: PaddleDetection {r['commit'][:12]}, paddle {r['paddle']}, "
-                     f"{r['images']} images at {r['eval_size']} px unless the row says otherwise: "
-                     f"**{ran} of {len(r['rows'])} ran**")
+        lines.append(
+            f"- {r['stack']}: PaddleDetection {r['commit'][:12]}, paddle {r['paddle']}, "
+            f"{r['images']} images at {r['eval_size']} px unless the row says otherwise: "
+            f"**{ran} of {len(r['rows'])} ran**"
+        )
     stacks = [r["stack"] for r in runs]
     by = {(r["stack"], row["model"]): row for r in runs for row in r["rows"]}
     families = list(dict.fromkeys((row["family"], row["model"]) for r in runs for row in r["rows"]))
@@ -135,8 +178,14 @@ def markdown(runs: list[dict]) -> str:
         rows = [by.get((s, model)) for s in stacks]
         kinds = next((", ".join(x["predictions"]) for x in rows if x and x.get("predictions")), "-")
         px = next((str(x["eval_size"]) for x in rows if x and x.get("eval_size")), "-")
-        cells = [family, model, px, kinds, *(_status(x) if x else "-" for x in rows),
-                 *(f"{x['seconds']:.0f}" if x and x.get("seconds") else "-" for x in rows)]
+        cells = [
+            family,
+            model,
+            px,
+            kinds,
+            *(_status(x) if x else "-" for x in rows),
+            *(f"{x['seconds']:.0f}" if x and x.get("seconds") else "-" for x in rows),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     why = [(s, row) for r in runs for s in [r["stack"]] for row in r["rows"] if row["status"] != "ran"]
     lines += ["", "## Why a family did not run", ""]

@@ -53,10 +53,17 @@ def main() -> None:
         text.append(schedule.markdown(str(path.relative_to(REPO)), estimates, plans, baseline))
         if path == ZOOS[0]:
             p = plans[8]
-            text += ["Seed zoo on 8 GPUs, unit by unit (seconds):", "",
-                     "| GPU | units, in order | load |", "|---:|---|---:|",
-                     *(f"| {i} | {', '.join(f'{u.label} ({u.seconds:.0f})' for u in w)} | {load:.0f} |"
-                       for i, (w, load) in enumerate(zip(p.assignment, p.loads, strict=True))), ""]
+            text += [
+                "Seed zoo on 8 GPUs, unit by unit (seconds):",
+                "",
+                "| GPU | units, in order | load |",
+                "|---:|---|---:|",
+                *(
+                    f"| {i} | {', '.join(f'{u.label} ({u.seconds:.0f})' for u in w)} | {load:.0f} |"
+                    for i, (w, load) in enumerate(zip(p.assignment, p.loads, strict=True))
+                ),
+                "",
+            ]
     args.out.write_text("\n".join(text))
     print("\n".join(text))
 

@@ -24,12 +24,19 @@ FASTER = "faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco"
 MASK = "mask_rcnn_res2net50_vb_26w_4s_fpn_2x_coco"
 # git tree ids of the trimmed fixtures' content (../shared/fixtures/README.md); the real archives have the
 # trees zoo.yaml pins. Tests pin whichever archive `ppdet_archive` hands out.
-FIXTURE_TREES = {CURRENT: "089225dac84804d0e2be6bd369ba968eab73d8c6",
-                 PREVIOUS: "5493ba7d67585bd60643610dbcfb7eac62f9a5db"}
+FIXTURE_TREES = {
+    CURRENT: "089225dac84804d0e2be6bd369ba968eab73d8c6",
+    PREVIOUS: "5493ba7d67585bd60643610dbcfb7eac62f9a5db",
+}
 REAL_TREES = {CURRENT: "ff075e412edc84600d524fa95d8ca222866e2c30", PREVIOUS: "3f3f2caf3efd130f3c0470199a54432f6d2aa454"}
 # The fields every result record has from the start (results.Result); tests add what they look at.
-RECORD = {"run_id": "r", "zoo_index": 0, "started": "2026-11-25T00:00:00+00:00", "table": {},
-          "documented": {"box_ap": 40.6}}
+RECORD = {
+    "run_id": "r",
+    "zoo_index": 0,
+    "started": "2026-11-25T00:00:00+00:00",
+    "table": {},
+    "documented": {"box_ap": 40.6},
+}
 FAST = Policy(attempts=4, backoff_s=0.01, max_backoff_s=0.05, connect_timeout_s=5, read_timeout_s=5)
 
 
@@ -38,8 +45,12 @@ def coco_zips(tmp_path: Path, n: int) -> tuple[Path, Path]:
     import json
     import zipfile
 
-    coco = {"info": {}, "images": [{"id": i, "file_name": f"{i}.jpg", "width": 8, "height": 8} for i in range(n)],
-            "annotations": [], "categories": [{"id": 1, "name": "x"}]}
+    coco = {
+        "info": {},
+        "images": [{"id": i, "file_name": f"{i}.jpg", "width": 8, "height": 8} for i in range(n)],
+        "annotations": [],
+        "categories": [{"id": 1, "name": "x"}],
+    }
     with zipfile.ZipFile(tmp_path / "val2017.zip", "w") as zf:
         for img in coco["images"]:
             zf.writestr(f"val2017/{img['file_name']}", b"jpeg")
@@ -52,8 +63,13 @@ def namespaced(mount_opts: str, path: Path) -> list[str]:
     """A command prefix running in a user + mount namespace with a tmpfs at `path` (a real ENOSPC / EROFS, no
     root needed); the test is skipped, and says why, where the kernel does not allow user namespaces."""
     path.mkdir(parents=True, exist_ok=True)
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o {mount_opts} none {path}"],
-                           capture_output=True) if shutil.which("unshare") else None
+    probe = (
+        subprocess.run(
+            ["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o {mount_opts} none {path}"], capture_output=True
+        )
+        if shutil.which("unshare")
+        else None
+    )
     if probe is None or probe.returncode != 0:
         pytest.skip(f"needs user namespaces (unshare -rm) to mount a tmpfs with -o {mount_opts}")
     return ["unshare", "-rm", "sh", "-c", f'mount -t tmpfs -o {mount_opts} none {path} && exec "$@"', "ns"]
@@ -114,8 +130,12 @@ def rehearsal(tmp_path_factory):
     from types import SimpleNamespace
 
     work = tmp_path_factory.mktemp("rehearsal")
-    out = subprocess.run([sys.executable, "-m", "harness", "rehearse", "--dir", str(work), "--port", "0",
-                          "--images", "3"], capture_output=True, text=True, timeout=1200)
+    out = subprocess.run(
+        [sys.executable, "-m", "harness", "rehearse", "--dir", str(work), "--port", "0", "--images", "3"],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     runs = sorted((work / "runs").iterdir()) if (work / "runs").exists() else []
     return SimpleNamespace(work=work, out=out, run_dir=runs[-1] if runs else None)
 
@@ -162,6 +182,7 @@ def served(rehearsal, tmp_path_factory):
     zoo, _ = load_zoo(REPO / "zoo.yaml")
     stack, _ = zoo.source()
     with serve(mirror, 0) as base:
+
         def make(tmp_path, weights: str | None = None, *more: str):
             """zoo.yaml of the mirror; `weights` (and `more`, for the next models) name variants."""
             raw = mirror_zoo(zoo, stack, base, mirror)
@@ -171,4 +192,5 @@ def served(rehearsal, tmp_path_factory):
             path = tmp_path / "zoo.yaml"
             path.write_text(yaml.safe_dump(raw, allow_unicode=True))
             return path
+
         yield make, cache, keys

@@ -104,8 +104,7 @@ class Loopback:
         handler = type("Handler", (_Handler,), {"server_state": self})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def base(self) -> str:
@@ -171,8 +170,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._misbehave(rec, fault, body, etag)
         start = 0
         m = re.fullmatch(r"bytes=(\d+)-", rec.range or "")
-        honour = m and not isinstance(fault, IgnoreRange) and (
-            rec.if_range in (None, etag) or isinstance(fault, IgnoreIfRange))
+        honour = (
+            m
+            and not isinstance(fault, IgnoreRange)
+            and (rec.if_range in (None, etag) or isinstance(fault, IgnoreIfRange))
+        )
         if honour:
             start = int(m.group(1))
             if start >= len(body):

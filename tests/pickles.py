@@ -55,15 +55,21 @@ def tup(*items: bytes) -> bytes:
 
 def dtype(typestr: str = "f4", order: str = "<", state: bytes | None = None) -> bytes:
     """numpy.dtype(typestr, False, True) with BUILD (3, order, None, None, None, -1, -1, 0), or another state."""
-    st = state if state is not None else tup(integer(3), text(order), NONE, NONE, NONE, integer(-1), integer(-1),
-                                             integer(0))
+    st = (
+        state
+        if state is not None
+        else tup(integer(3), text(order), NONE, NONE, NONE, integer(-1), integer(-1), integer(0))
+    )
     return glob("numpy", "dtype") + tup(text(typestr), NEWFALSE, NEWTRUE) + REDUCE + st + BUILD
 
 
 def reconstruct() -> bytes:
     """_reconstruct(ndarray, (0,), b'b'): an empty array object, before its BUILD."""
-    return glob("numpy.core.multiarray", "_reconstruct") + tup(glob("numpy", "ndarray"), integer(0) + TUPLE1,
-                                                                blob(b"b")) + REDUCE
+    return (
+        glob("numpy.core.multiarray", "_reconstruct")
+        + tup(glob("numpy", "ndarray"), integer(0) + TUPLE1, blob(b"b"))
+        + REDUCE
+    )
 
 
 def array_state(shape: tuple[int, ...], dt: bytes, data: bytes, fortran: bool = False) -> bytes:

@@ -47,14 +47,17 @@ def test_a_good_tar_extracts_with_inner_symlinks(tmp_path):
     assert (dest / "top" / "link").is_symlink() and (dest / "top" / "link").read_bytes() == b"a"
 
 
-@pytest.mark.parametrize("member, why", [
-    (("file", "../evil.txt", b"x"), "absolute path or '..'"),
-    (("file", "top/../../evil.txt", b"x"), "absolute path or '..'"),
-    (("file", "/etc/evil.txt", b"x"), "absolute path or '..'"),
-    (("sym", "top/escape", "../../etc/passwd"), "symlink leaving the tree"),
-    (("sym", "top/abs", "/etc/passwd"), "symlink leaving the tree"),
-    (("hard", "top/hard", "../outside"), "hard link leaving the tree"),
-])
+@pytest.mark.parametrize(
+    "member, why",
+    [
+        (("file", "../evil.txt", b"x"), "absolute path or '..'"),
+        (("file", "top/../../evil.txt", b"x"), "absolute path or '..'"),
+        (("file", "/etc/evil.txt", b"x"), "absolute path or '..'"),
+        (("sym", "top/escape", "../../etc/passwd"), "symlink leaving the tree"),
+        (("sym", "top/abs", "/etc/passwd"), "symlink leaving the tree"),
+        (("hard", "top/hard", "../outside"), "hard link leaving the tree"),
+    ],
+)
 def test_hostile_tar_members_refuse_the_whole_archive(tmp_path, member, why):
     archive = _tar(tmp_path / "bad.tar.gz", [*GOOD, member])
     dest = tmp_path / "out"
@@ -97,8 +100,6 @@ def test_corrupt_archive_is_an_error_not_a_partial_tree(tmp_path):
     with pytest.raises(ArchiveError, match=r"cannot extract|not a readable"):
         extract(cut, tmp_path / "out")
     assert _nothing_left(tmp_path / "out")
-
-
 
 
 # ---- decompression bombs ---------------------------------------------------------------------------------

@@ -213,8 +213,10 @@ def test_two_processes_fetching_one_file_download_it_once(server, cache):
         "import sys; from pathlib import Path; from harness.artifacts import fetch; "
         f"g = fetch({url!r}, root=Path({str(cache)!r})); print(g.sha256, g.downloaded)"
     )
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     results = sorted(o.split() for o, _ in outs)

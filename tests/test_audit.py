@@ -23,9 +23,11 @@ pytestmark = pytest.mark.stack
 
 STACK = os.environ.get("HARNESS_STACK", "current")
 SEED = f"configs/res2net/{FASTER}.yml"
-DOWNLOADERS = {"swin": "configs/swin/ppyoloe_plus_swin_tiny_36e_coco.yml",  # pretrained: None means a URL
-               "convnext": "configs/convnext/ppyoloe_convnext_tiny_36e_coco.yml",  # `is not None` decides
-               "cae": "configs/vitdet/cascade_rcnn_vit_base_hrfpn_cae_1x_coco.yml"}
+DOWNLOADERS = {
+    "swin": "configs/swin/ppyoloe_plus_swin_tiny_36e_coco.yml",  # pretrained: None means a URL
+    "convnext": "configs/convnext/ppyoloe_convnext_tiny_36e_coco.yml",  # `is not None` decides
+    "cae": "configs/vitdet/cascade_rcnn_vit_base_hrfpn_cae_1x_coco.yml",
+}
 NO_NETWORK = {k: "http://127.0.0.1:9" for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
 
 
@@ -43,31 +45,58 @@ def tree(ppdet_archive, tmp_path_factory):
 
 
 def harness(*args: str, tmp_path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "HARNESS_CACHE": str(tmp_path / "cache"), "HARNESS_STACK": STACK,
-                               **NO_NETWORK, "NO_PROXY": "", "no_proxy": ""})
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={
+            **os.environ,
+            "HARNESS_CACHE": str(tmp_path / "cache"),
+            "HARNESS_STACK": STACK,
+            **NO_NETWORK,
+            "NO_PROXY": "",
+            "no_proxy": "",
+        },
+    )
 
 
 def _rows(markdown: str) -> list[list[str]]:
-    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in markdown.splitlines()
-            if line.startswith("|")]
+    return [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in markdown.splitlines()
+        if line.startswith("|")
+    ]
 
 
 def _zoo(tmp_path) -> str:
     raw = yaml.safe_load((REPO / "zoo.yaml").read_text())
     seed = next(m for m in raw["models"] if m["name"] == FASTER)
-    raw["models"] = [{**seed, "name": "broken", "config": "configs/audit_test/broken.yml"}, seed,
-                     {**seed, "name": "escape", "config": "configs/audit_test/escape.yml"},
-                     {**seed, "name": "gone", "config": "configs/audit_test/gone.yml"},
-                     *({**seed, "name": n, "config": c} for n, c in DOWNLOADERS.items())]
+    raw["models"] = [
+        {**seed, "name": "broken", "config": "configs/audit_test/broken.yml"},
+        seed,
+        {**seed, "name": "escape", "config": "configs/audit_test/escape.yml"},
+        {**seed, "name": "gone", "config": "configs/audit_test/gone.yml"},
+        *({**seed, "name": n, "config": c} for n, c in DOWNLOADERS.items()),
+    ]
     path = tmp_path / "zoo.yaml"
     path.write_text(yaml.safe_dump(raw, allow_unicode=True))
     return str(path)
 
 
 def test_audit_builds_each_config_and_names_what_does_not(tree, tmp_path):
-    out = harness("audit", "--zoo", _zoo(tmp_path), "--ppdet-root", str(tree), "--json", str(tmp_path / "a.json"),
-                  "--out", str(tmp_path / "a.md"), tmp_path=tmp_path)
+    out = harness(
+        "audit",
+        "--zoo",
+        _zoo(tmp_path),
+        "--ppdet-root",
+        str(tree),
+        "--json",
+        str(tmp_path / "a.json"),
+        "--out",
+        str(tmp_path / "a.md"),
+        tmp_path=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     data = json.loads((tmp_path / "a.json").read_text())
     found = {f["model"]: f for f in data["findings"]}
@@ -80,8 +109,12 @@ def test_audit_builds_each_config_and_names_what_does_not(tree, tmp_path):
     assert {found[n]["status"] for n in DOWNLOADERS} == {"built"}, [found[n]["error"] for n in DOWNLOADERS]
 
     # built after a failed config in the same process, yet the same model as in a process of its own
-    alone = subprocess.run([sys.executable, "-m", "harness.worker", "build", "--ppdet-root", str(tree), SEED],
-                           capture_output=True, text=True, timeout=300)
+    alone = subprocess.run(
+        [sys.executable, "-m", "harness.worker", "build", "--ppdet-root", str(tree), SEED],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     line = json.loads(alone.stdout.strip().splitlines()[-1])
     assert (line["params"], line["keys"]) == (seed["params"], seed["keys"])
 
@@ -93,8 +126,18 @@ def test_audit_builds_each_config_and_names_what_does_not(tree, tmp_path):
 def test_audit_merge_puts_stacks_side_by_side_and_refuses_what_is_not_an_audit(tmp_path):
     def run(stack: str, status: str) -> str:
         path = tmp_path / f"{stack}.json"
-        path.write_text(json.dumps({"stack": stack, "paddle": "x", "tree": {"commit": "c", "tree": "t"}, "findings": [
-            {"model": "m", "config": "c.yml", "status": status, "architecture": "A", "params": 2_000_000}]}))
+        path.write_text(
+            json.dumps(
+                {
+                    "stack": stack,
+                    "paddle": "x",
+                    "tree": {"commit": "c", "tree": "t"},
+                    "findings": [
+                        {"model": "m", "config": "c.yml", "status": status, "architecture": "A", "params": 2_000_000}
+                    ],
+                }
+            )
+        )
         return str(path)
 
     out = harness("audit", "--merge", run("current", "built"), run("previous", "failed"), tmp_path=tmp_path)

@@ -46,7 +46,7 @@ def _file(tmp_path, data: bytes, name: str = "w.pdparams"):
 
 def _separate(arrays: list[np.ndarray]) -> bool:
     """No two arrays can see each other's memory (a write to one never changes another)."""
-    return not any(np.may_share_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1:])
+    return not any(np.may_share_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1 :])
 
 
 # ---- keys and shapes --------------------------------------------------------------------------------
@@ -82,10 +82,18 @@ def test_one_changed_shape_is_named_with_both_shapes():
 # ---- what paddle.save writes is read exactly --------------------------------------------------------
 
 
-STATE = {"a": np.arange(6, dtype="float32").reshape(2, 3), "b": np.array([True]), "c": np.array([True]),
-         "d": np.zeros((0, 3), "float32"), "e": np.arange(4, dtype=">i8"), "f": np.asfortranarray(np.ones((2, 3))),
-         "g": np.array([1.5, -2], dtype="float16"), "h": np.arange(3, dtype="uint8"), "i": np.arange(2, dtype="i4"),
-         "j": np.array([16256], dtype="uint16")}
+STATE = {
+    "a": np.arange(6, dtype="float32").reshape(2, 3),
+    "b": np.array([True]),
+    "c": np.array([True]),
+    "d": np.zeros((0, 3), "float32"),
+    "e": np.arange(4, dtype=">i8"),
+    "f": np.asfortranarray(np.ones((2, 3))),
+    "g": np.array([1.5, -2], dtype="float16"),
+    "h": np.arange(3, dtype="uint8"),
+    "i": np.arange(2, dtype="i4"),
+    "j": np.array([16256], dtype="uint16"),
+}
 
 
 @pytest.mark.parametrize("protocol", [2, 3, 4])
@@ -129,29 +137,84 @@ ATTACKS = {
     # _reconstruct with the model's shape and no state at all: an array of uninitialised memory
     "no data": (P.state_dict(("a", P.reconstruct())), "array without data"),
     # a second __setstate__ on a built array (the use-after-free: a view kept over the first buffer)
-    "state set twice": (P.state_dict(("a", P.array((6,), F4) + P.MEMOIZE),
-                                     ("b", P.get(0) + P.array_state((6,), P.dtype(), P.blob(F4)) + P.BUILD)),
-                        "array state set twice"),
+    "state set twice": (
+        P.state_dict(
+            ("a", P.array((6,), F4) + P.MEMOIZE), ("b", P.get(0) + P.array_state((6,), P.dtype(), P.blob(F4)) + P.BUILD)
+        ),
+        "array state set twice",
+    ),
     # one memoised bytes object behind many big-endian arrays: 16 MB of file, GBs of arrays
-    "shared data": (P.state_dict(("a", P.reconstruct() + P.array_state((6,), P.dtype("f4", ">"), P.blob(F4)
-                                                                         + P.put(900)) + P.BUILD),
-                                 ("b", P.reconstruct() + P.array_state((6,), P.dtype("f4", ">"), P.get(900))
-                                  + P.BUILD)),
-                    "array data used by more than one array"),
+    "shared data": (
+        P.state_dict(
+            ("a", P.reconstruct() + P.array_state((6,), P.dtype("f4", ">"), P.blob(F4) + P.put(900)) + P.BUILD),
+            ("b", P.reconstruct() + P.array_state((6,), P.dtype("f4", ">"), P.get(900)) + P.BUILD),
+        ),
+        "array data used by more than one array",
+    ),
     # a structured dtype hiding an object field (pointers read from file bytes)
-    "object field": (P.state_dict(("a", P.reconstruct() + P.array_state(
-        (1,), P.dtype("V8", "|", P.tup(P.integer(3), P.text("|"), P.NONE, P.tup(P.text("p")),
-                                        P.text("fields"), P.integer(8), P.integer(1), P.integer(0))),
-        P.blob(b"\0" * 8)) + P.BUILD)), "'V8' is not one paddle.save writes"),
-    "fields in a plain dtype": (P.state_dict(("a", P.reconstruct() + P.array_state(
-        (1,), P.dtype("f4", "<", P.tup(P.integer(3), P.text("<"), P.NONE, P.tup(P.text("p")), P.text("x"),
-                                       P.integer(-1), P.integer(-1), P.integer(0))), P.blob(b"\0" * 4)) + P.BUILD)),
-        "carries fields, a sub-array or flags"),
+    "object field": (
+        P.state_dict(
+            (
+                "a",
+                P.reconstruct()
+                + P.array_state(
+                    (1,),
+                    P.dtype(
+                        "V8",
+                        "|",
+                        P.tup(
+                            P.integer(3),
+                            P.text("|"),
+                            P.NONE,
+                            P.tup(P.text("p")),
+                            P.text("fields"),
+                            P.integer(8),
+                            P.integer(1),
+                            P.integer(0),
+                        ),
+                    ),
+                    P.blob(b"\0" * 8),
+                )
+                + P.BUILD,
+            )
+        ),
+        "'V8' is not one paddle.save writes",
+    ),
+    "fields in a plain dtype": (
+        P.state_dict(
+            (
+                "a",
+                P.reconstruct()
+                + P.array_state(
+                    (1,),
+                    P.dtype(
+                        "f4",
+                        "<",
+                        P.tup(
+                            P.integer(3),
+                            P.text("<"),
+                            P.NONE,
+                            P.tup(P.text("p")),
+                            P.text("x"),
+                            P.integer(-1),
+                            P.integer(-1),
+                            P.integer(0),
+                        ),
+                    ),
+                    P.blob(b"\0" * 4),
+                )
+                + P.BUILD,
+            )
+        ),
+        "carries fields, a sub-array or flags",
+    ),
     "object dtype": (P.state_dict(("a", P.array((1,), b"\0" * 8, "O", "|"))), "'O' is not one paddle.save writes"),
     "complex64": (P.state_dict(("a", P.array((1,), b"\0" * 8, "c8"))), "'c8' is not one paddle.save writes"),
     # one opcode claiming 2^63 bytes (an OverflowError, a worker crash, before)
-    "2^63 bytes": (P.state_dict(("a", P.reconstruct() + P.array_state((6,), P.dtype(), P.blob(b"", 1 << 63))
-                                 + P.BUILD)), "claims 9223372036854775808 bytes, only"),
+    "2^63 bytes": (
+        P.state_dict(("a", P.reconstruct() + P.array_state((6,), P.dtype(), P.blob(b"", 1 << 63)) + P.BUILD)),
+        "claims 9223372036854775808 bytes, only",
+    ),
     "2^40 bytes": (P.PROTO4 + P.blob(b"", 1 << 40) + P.STOP, "claims 1099511627776 bytes"),
     "too few bytes": (P.state_dict(("a", P.array((7,), F4))), "needs 28 bytes, has 24"),
     "too many bytes": (P.state_dict(("a", P.array((5,), F4))), "needs 20 bytes, has 24"),
@@ -184,8 +247,10 @@ def test_a_shared_blob_costs_nothing_before_it_is_refused(tmp_path):
     by the file), not after numpy built 300 copies."""
     big = b"\0" * (16 << 20)
     first = P.reconstruct() + P.array_state((4 << 20,), P.dtype("f4", ">"), P.blob(big) + P.put(900)) + P.BUILD
-    more = [(f"k{i}", P.reconstruct() + P.array_state((4 << 20,), P.dtype("f4", ">"), P.get(900)) + P.BUILD)
-            for i in range(300)]
+    more = [
+        (f"k{i}", P.reconstruct() + P.array_state((4 << 20,), P.dtype("f4", ">"), P.get(900)) + P.BUILD)
+        for i in range(300)
+    ]
     with pytest.raises(FormatError, match="used by more than one array"):
         read(_file(tmp_path, P.state_dict(("k", first), *more)))
 
@@ -210,15 +275,21 @@ def test_non_finite_values_are_named_and_nothing_is_evaluated(tmp_path, bad):
 
 
 def test_exact_casts_are_made_and_recorded_and_lossy_ones_refused(tmp_path):
-    ok = {"half": np.array([0.5, 1024], "float16"), "ints": np.array([1, -7], "int32"), "bits": np.array([16256],
-                                                                                                          "uint16")}
+    ok = {
+        "half": np.array([0.5, 1024], "float16"),
+        "ints": np.array([1, -7], "int32"),
+        "bits": np.array([16256], "uint16"),
+    }
     casts, got = _assign(tmp_path, ok, {"half": "float32", "ints": "int64", "bits": "bfloat16"})
     assert casts == {"half": "float16 -> float32", "ints": "int32 -> int64", "bits": "uint16 -> bfloat16"}
     assert got["half"].dtype == np.float32 and got["half"].tolist() == [0.5, 1024]
     assert got["bits"].dtype == np.uint16  # paddle's bfloat16 storage, handed over as bits
     lossy = {"double": np.array([0.1], "float64"), "big": np.array([2**40], "int64"), "frac": np.array([1.5], "f4")}
-    with pytest.raises(WeightsError, match=r"3 tensors cannot be cast .*double \(float64 values that float32 "
-                                           r"cannot hold exactly\), big \(int64 .*int32.*\), frac"):
+    with pytest.raises(
+        WeightsError,
+        match=r"3 tensors cannot be cast .*double \(float64 values that float32 "
+        r"cannot hold exactly\), big \(int64 .*int32.*\), frac",
+    ):
         _assign(tmp_path, lossy, {"double": "float32", "big": "int32", "frac": "int64"})
 
 
@@ -265,13 +336,45 @@ def test_load_state_drops_paddles_metadata(tmp_path):
 # ---- property: random opcode streams over the allowed globals -----------------------------------------
 
 
-FRAGMENTS = [P.MARK, P.TUPLE, P.TUPLE1, P.TUPLE3, P.EMPTY_DICT, P.SETITEMS, b"s", b"]", b"a", b"e", P.REDUCE,
-             P.BUILD, P.MEMOIZE, b"0", b"1", P.NONE, P.NEWTRUE, P.NEWFALSE, P.glob("numpy", "ndarray"),
-             P.glob("numpy", "dtype"), P.glob("numpy.core.multiarray", "_reconstruct"),
-             P.glob("collections", "OrderedDict"), P.glob("_codecs", "encode"), P.text("f4"), P.text("<"),
-             P.text("latin1"), P.text("a"), P.text("b"), P.reconstruct(), P.dtype(), P.dtype("u1", "|"),
-             P.array((2, 3), F4), P.array((6,), F4, "f4", ">"), P.array_state((6,), P.dtype(), P.blob(F4)),
-             P.array_state((3,), P.dtype(), P.blob(F4)), P.tup(P.integer(6)), P.tup(P.integer(2), P.integer(3))]
+FRAGMENTS = [
+    P.MARK,
+    P.TUPLE,
+    P.TUPLE1,
+    P.TUPLE3,
+    P.EMPTY_DICT,
+    P.SETITEMS,
+    b"s",
+    b"]",
+    b"a",
+    b"e",
+    P.REDUCE,
+    P.BUILD,
+    P.MEMOIZE,
+    b"0",
+    b"1",
+    P.NONE,
+    P.NEWTRUE,
+    P.NEWFALSE,
+    P.glob("numpy", "ndarray"),
+    P.glob("numpy", "dtype"),
+    P.glob("numpy.core.multiarray", "_reconstruct"),
+    P.glob("collections", "OrderedDict"),
+    P.glob("_codecs", "encode"),
+    P.text("f4"),
+    P.text("<"),
+    P.text("latin1"),
+    P.text("a"),
+    P.text("b"),
+    P.reconstruct(),
+    P.dtype(),
+    P.dtype("u1", "|"),
+    P.array((2, 3), F4),
+    P.array((6,), F4, "f4", ">"),
+    P.array_state((6,), P.dtype(), P.blob(F4)),
+    P.array_state((3,), P.dtype(), P.blob(F4)),
+    P.tup(P.integer(6)),
+    P.tup(P.integer(2), P.integer(3)),
+]
 TOKENS = st.one_of(
     st.sampled_from(FRAGMENTS),
     st.integers(-(2**31), 2**31 - 1).map(P.integer),
@@ -282,11 +385,10 @@ TOKENS = st.one_of(
 )
 
 
-@settings(max_examples=400, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=st.lists(TOKENS, max_size=40), wrap=st.booleans())
 def test_random_opcode_streams_never_crash_and_never_yield_unverified_arrays(tmp_path, body, wrap):
-    data = (P.state_dict(("k", b"".join(body))) if wrap else P.PROTO4 + b"".join(body) + P.STOP)
+    data = P.state_dict(("k", b"".join(body))) if wrap else P.PROTO4 + b"".join(body) + P.STOP
     path = _file(tmp_path, data, "fuzz.pdparams")
     try:
         ckpt = read(path)

@@ -18,8 +18,14 @@ NAMES = [m["name"] for m in RAW["models"]]
 
 
 def harness(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 @pytest.fixture
@@ -49,14 +55,19 @@ def test_list_prints_the_zoo_without_importing_paddle(tmp_path, cache):
         assert doc in " ".join(line.split())
     rows = json.loads(harness("list", "--json", cwd=tmp_path).stdout)
     assert [(r["name"], r["box_ap"], r["mask_ap"], r["cached"]) for r in rows] == [
-        (NAMES[0], 40.6, None, False), (NAMES[1], 42.4, 38.1, False), (NAMES[2], 42.6, 38.1, False)]
+        (NAMES[0], 40.6, None, False),
+        (NAMES[1], 42.4, 38.1, False),
+        (NAMES[2], 42.6, 38.1, False),
+    ]
     heavy = "('paddle', 'ppdet', 'requests', 'pycocotools', 'faster_coco_eval', 'pandas', 'matplotlib')"
     from harness.results import write
 
     write(tmp_path / "run", {**RECORD, "model": NAMES[0], "status": "fail"})
     for argv in (["list"], ["--help"], ["report", str(tmp_path / "run")]):
-        code = (f"import sys\nfrom harness.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
-                f"assert not [m for m in sys.modules if m.split('.')[0] in {heavy}], 'heavy import'")
+        code = (
+            f"import sys\nfrom harness.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+            f"assert not [m for m in sys.modules if m.split('.')[0] in {heavy}], 'heavy import'"
+        )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
         assert out.returncode == 0, (argv, out.stderr[-1000:])
 

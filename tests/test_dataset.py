@@ -19,10 +19,25 @@ N = 7
 
 def _coco(n: int = N) -> dict:
     images = [{"id": 100 + i, "file_name": f"{100 + i:012d}.jpg", "width": 64, "height": 48} for i in range(n)]
-    anns = [{"id": i + 1, "image_id": 100 + i, "category_id": 1, "bbox": [1, 2, 10, 10], "area": 100,
-             "iscrowd": 0, "segmentation": [[1, 2, 11, 2, 11, 12]]} for i in range(n)]
-    return {"info": {"description": "synthetic"}, "licenses": [], "images": images, "annotations": anns,
-            "categories": [{"id": 1, "name": "thing", "supercategory": "thing"}]}
+    anns = [
+        {
+            "id": i + 1,
+            "image_id": 100 + i,
+            "category_id": 1,
+            "bbox": [1, 2, 10, 10],
+            "area": 100,
+            "iscrowd": 0,
+            "segmentation": [[1, 2, 11, 2, 11, 12]],
+        }
+        for i in range(n)
+    ]
+    return {
+        "info": {"description": "synthetic"},
+        "licenses": [],
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": 1, "name": "thing", "supercategory": "thing"}],
+    }
 
 
 def _zips(tmp_path: Path, coco: dict) -> tuple[Path, Path]:
@@ -39,8 +54,11 @@ def _zips(tmp_path: Path, coco: dict) -> tuple[Path, Path]:
 @pytest.fixture
 def served(server, tmp_path):
     images, annotations = _zips(tmp_path, _coco())
-    return Dataset(name="coco-val2017", images=server.add("/zips/val2017.zip", images),
-                   annotations=server.add("/annotations/annotations_trainval2017.zip", annotations))
+    return Dataset(
+        name="coco-val2017",
+        images=server.add("/zips/val2017.zip", images),
+        annotations=server.add("/annotations/annotations_trainval2017.zip", annotations),
+    )
 
 
 def test_fetch_extracts_images_and_only_the_val_annotations(served, cache, tmp_path):
@@ -64,8 +82,9 @@ def test_subset_is_deterministic_and_self_consistent(served, cache):
     assert ids == a.subset["image_ids"] == sorted(ids)
     assert {x["image_id"] for x in ann["annotations"]} == set(ids) and len(ann["annotations"]) == 3
     assert "info" in ann and ann["categories"] == _coco()["categories"]
-    others = {tuple(dataset.prepare(served, None, subset=3, seed=s, policy=FAST).subset["image_ids"])
-              for s in range(1, 6)}
+    others = {
+        tuple(dataset.prepare(served, None, subset=3, seed=s, policy=FAST).subset["image_ids"]) for s in range(1, 6)
+    }
     assert len(others | {tuple(ids)}) > 1  # the seed matters
 
 

@@ -18,12 +18,20 @@ import pytest
 import yaml
 from conftest import REPO
 
-pytestmark = [pytest.mark.stack,
-              pytest.mark.skipif(os.environ.get("HARNESS_STACK", "current") != "current",
-                                 reason="family end-to-end runs on the default stack only (CI time)")]
+pytestmark = [
+    pytest.mark.stack,
+    pytest.mark.skipif(
+        os.environ.get("HARNESS_STACK", "current") != "current",
+        reason="family end-to-end runs on the default stack only (CI time)",
+    ),
+]
 
-FAMILIES = {"cascade_mask_rcnn_r50_fpn_1x_coco": {"bbox", "mask"}, "ppyoloe_plus_crn_s_80e_coco": {"bbox"},
-            "rtdetr_r18vd_6x_coco": {"bbox"}, "solov2_r50_fpn_1x_coco": {"segm"}}
+FAMILIES = {
+    "cascade_mask_rcnn_r50_fpn_1x_coco": {"bbox", "mask"},
+    "ppyoloe_plus_crn_s_80e_coco": {"bbox"},
+    "rtdetr_r18vd_6x_coco": {"bbox"},
+    "solov2_r50_fpn_1x_coco": {"segm"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -45,22 +53,41 @@ def test_every_family_goes_through_the_whole_pipeline(families, tmp_path, ppdet_
     zoo, _ = load_zoo(families)
     stack = zoo.source()[0]
     # The archive from conftest: this module imports the installed harness, which has no ../shared beside it.
-    mirror = build_mirror(tmp_path / "work", zoo, stack, n_images=2,
-                          archive=ppdet_archive(zoo.sources[stack].commit))
+    mirror = build_mirror(tmp_path / "work", zoo, stack, n_images=2, archive=ppdet_archive(zoo.sources[stack].commit))
     with serve(mirror, 0) as base:
         served = tmp_path / "served.yaml"
         served.write_text(yaml.safe_dump(mirror_zoo(zoo, stack, base, mirror), allow_unicode=True))
-        run = subprocess.run([sys.executable, "-m", "harness", "run", "--zoo", str(served), "--out",
-                              str(tmp_path / "run"), "--device", "cpu", "--eval-size", "160", "--no-timing",
-                              "--history", str(tmp_path / "h.jsonl")], capture_output=True, text=True,
-                             timeout=1200, env={**os.environ, "HARNESS_CACHE": str(tmp_path / "cache")})
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "harness",
+                "run",
+                "--zoo",
+                str(served),
+                "--out",
+                str(tmp_path / "run"),
+                "--device",
+                "cpu",
+                "--eval-size",
+                "160",
+                "--no-timing",
+                "--history",
+                str(tmp_path / "h.jsonl"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=1200,
+            env={**os.environ, "HARNESS_CACHE": str(tmp_path / "cache")},
+        )
     assert run.returncode == 1, run.stderr[-3000:]  # random weights: every verdict fails, nothing errors
     for name, kinds in FAMILIES.items():
         rec = json.loads((tmp_path / "run" / name / "result.json").read_text())
         assert rec["status"] == "fail" and rec["weight_check"]["ok"], (name, rec.get("error"))
         assert set(rec["predictions"]) == kinds, name
         assert set(rec["metrics"]) == set(rec["documented"]) and all(
-            m["measured"] is not None for m in rec["metrics"].values()), name
+            m["measured"] is not None for m in rec["metrics"].values()
+        ), name
         assert rec["geometry"]["eval"][0] == 160 and rec["dataset"]["eval_size"] == rec["geometry"]["eval"]
     square = json.loads((tmp_path / "run" / "rtdetr_r18vd_6x_coco" / "result.json").read_text())["geometry"]
     assert square == {"config": [640, 640], "eval": [160, 160], "changed_by": "eval_size"}

@@ -53,7 +53,8 @@ def test_content_length_that_claims_more_than_is_sent(server, cache, pinned):
     assert got.sha256 == SHA  # the resume asked for the rest and learned the true size (416, */size)
     # A 416 carries no validator: only a known sha256 may accept the part as the whole file; else start again.
     assert [(r.status, r.range) for r in server.gets(PATH)] == [(200, None), (416, f"bytes={len(BODY)}-")] + (
-        [] if pinned else [(200, None)])
+        [] if pinned else [(200, None)]
+    )
 
 
 def test_content_length_that_claims_less_is_caught_by_the_pin(server, cache):
@@ -93,10 +94,14 @@ def test_a_redirect_loop_is_one_clear_error_not_a_retry_storm(server, cache):
 def test_four_processes_fetching_one_file_download_it_once(server, cache):
     url = server.add(PATH, BODY)
     server.rate[PATH] = 1_000_000
-    code = ("import sys; from pathlib import Path; from harness.artifacts import fetch; "
-            f"g = fetch({url!r}, root=Path({str(cache)!r})); print(g.sha256)")
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(4)]
+    code = (
+        "import sys; from pathlib import Path; from harness.artifacts import fetch; "
+        f"g = fetch({url!r}, root=Path({str(cache)!r})); print(g.sha256)"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
     outs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, outs
     assert {o.strip() for o, _ in outs} == {SHA} and len(server.gets(PATH)) == 1
@@ -170,8 +175,10 @@ def test_a_lock_waiter_gives_up_in_time_and_names_the_holder(server, cache):
     url = server.add(PATH, BODY)
     entry = entry_path(url, cache)
     entry.parent.mkdir(parents=True)
-    code = ("import sys, time; from pathlib import Path; from harness.artifacts import _entry_lock\n"
-            f"with _entry_lock(Path({str(entry)!r}), {url!r}, 1):\n    print('held', flush=True)\n    time.sleep(60)")
+    code = (
+        "import sys, time; from pathlib import Path; from harness.artifacts import _entry_lock\n"
+        f"with _entry_lock(Path({str(entry)!r}), {url!r}, 1):\n    print('held', flush=True)\n    time.sleep(60)"
+    )
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"  # readiness, not a sleep
@@ -213,9 +220,14 @@ def _cli_fetch(server, tmp_path, cache: Path, *, preexec=None, wrap: list[str] |
     zoo.write_text(yaml.safe_dump(raw))
     cmd = [sys.executable, "-m", "harness", "fetch", name, "--zoo", str(zoo)]
     shell = " ".join(f"'{c}'" for c in cmd) + f"; echo rc=$?; find {cache} -type f | sort"
-    proc = subprocess.run([*(wrap or []), "sh", "-c", shell] if wrap else cmd, capture_output=True, text=True,
-                          preexec_fn=preexec, timeout=120,
-                          env={**os.environ, "HARNESS_CACHE": str(cache), "HARNESS_RETRIES": "1"})
+    proc = subprocess.run(
+        [*(wrap or []), "sh", "-c", shell] if wrap else cmd,
+        capture_output=True,
+        text=True,
+        preexec_fn=preexec,
+        timeout=120,
+        env={**os.environ, "HARNESS_CACHE": str(cache), "HARNESS_RETRIES": "1"},
+    )
     return proc
 
 
@@ -275,10 +287,22 @@ def test_a_cache_path_that_is_a_file_is_a_clear_error(server, tmp_path):
 # ---- manifests ----------------------------------------------------------------------------------------
 
 RAW = yaml.safe_load((REPO / "zoo.yaml").read_text())
-REQUIRED = ["version", "sources", "dataset", "tolerance", "models", "sources.current.repository",
-            "sources.current.commit", "sources.current.tree", "sources.current.paddle", "dataset.name",
-            "dataset.images", "dataset.annotations", "tolerance.default", *[f"models.1.{f}" for f in (
-                "name", "config", "weights", "expected")]]
+REQUIRED = [
+    "version",
+    "sources",
+    "dataset",
+    "tolerance",
+    "models",
+    "sources.current.repository",
+    "sources.current.commit",
+    "sources.current.tree",
+    "sources.current.paddle",
+    "dataset.name",
+    "dataset.images",
+    "dataset.annotations",
+    "tolerance.default",
+    *[f"models.1.{f}" for f in ("name", "config", "weights", "expected")],
+]
 
 
 def _loc(path: str) -> str:
@@ -304,15 +328,18 @@ def test_every_required_field_missing_in_turn_is_named(field):
     assert err.value.exit_code == ExitCode.USAGE
 
 
-@pytest.mark.parametrize("path, value, expected", [
-    ("models", {"a": 1}, "models: expected a list"),
-    ("sources", ["x"], "sources: expected a mapping"),
-    ("models.0.input_size", "two", "models[0].input_size: expected an integer"),
-    ("models.0.expected", 40.6, "models[0].expected: expected a mapping"),
-    ("models.0.labels", ["a"], "models[0].labels: expected a mapping"),
-    ("models.0.tolerance.box_ap", -1, "models[0].tolerance.box_ap: expected greater than or equal to 0"),
-    ("dataset.images", 7, "dataset.images: expected a mapping"),
-])
+@pytest.mark.parametrize(
+    "path, value, expected",
+    [
+        ("models", {"a": 1}, "models: expected a list"),
+        ("sources", ["x"], "sources: expected a mapping"),
+        ("models.0.input_size", "two", "models[0].input_size: expected an integer"),
+        ("models.0.expected", 40.6, "models[0].expected: expected a mapping"),
+        ("models.0.labels", ["a"], "models[0].labels: expected a mapping"),
+        ("models.0.tolerance.box_ap", -1, "models[0].tolerance.box_ap: expected greater than or equal to 0"),
+        ("dataset.images", 7, "dataset.images: expected a mapping"),
+    ],
+)
 def test_wrong_types_are_named(path, value, expected):
     raw = copy.deepcopy(RAW)
     *parents, last = path.split(".")
@@ -334,8 +361,9 @@ def test_annotations_listing_no_images_are_refused(tmp_path):
     root = tmp_path / "coco"
     (root / "val2017").mkdir(parents=True)
     (root / "annotations").mkdir()
-    (root / "annotations" / "instances_val2017.json").write_text(json.dumps(
-        {"info": {}, "images": [], "annotations": [], "categories": [{"id": 1, "name": "x"}]}))
+    (root / "annotations" / "instances_val2017.json").write_text(
+        json.dumps({"info": {}, "images": [], "annotations": [], "categories": [{"id": 1, "name": "x"}]})
+    )
     ds = Dataset(name="coco", images="http://unused.invalid/a.zip", annotations="http://unused.invalid/b.zip")
     with pytest.raises(DatasetError, match="lists no images"):
         dataset.prepare(ds, None, data_dir=root)
@@ -351,10 +379,12 @@ def test_sigkill_during_result_writes_never_leaves_a_half_written_result(tmp_pat
 
     from harness.runner import complete
 
-    code = ("import sys; from pathlib import Path; from harness.results import write\n"
-            f"rec = {{**{RECORD!r}, 'model': 'm', 'status': 'fail', 'finished': 'now', 'notice': 'x' * 2_000_000}}\n"
-            "print('ready', flush=True)\n"
-            "while True:\n    write(Path(sys.argv[1]), rec)\n")
+    code = (
+        "import sys; from pathlib import Path; from harness.results import write\n"
+        f"rec = {{**{RECORD!r}, 'model': 'm', 'status': 'fail', 'finished': 'now', 'notice': 'x' * 2_000_000}}\n"
+        "print('ready', flush=True)\n"
+        "while True:\n    write(Path(sys.argv[1]), rec)\n"
+    )
     for delay in (0.05, 0.11, 0.17, 0.23, 0.31):
         run = tmp_path / f"run-{delay}"
         proc = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True)

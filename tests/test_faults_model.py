@@ -22,8 +22,14 @@ QUICK = ["--device", "cpu", "--eval-size", "320", "--no-timing"]
 
 
 def harness(*args, cache, **kw):
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "HARNESS_CACHE": str(cache)}, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "HARNESS_CACHE": str(cache)},
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("damage", ["cut-at-100", "corrupt", "random-bytes"])
@@ -34,8 +40,7 @@ def test_a_corrupt_checkpoint_is_refused_and_leaves_the_cache(served, tmp_path, 
     zoo = make(tmp_path, damage)
     url = yaml.safe_load(zoo.read_text())["models"][0]["weights"]["url"]
     cache = tmp_path / "cache"
-    out = harness("verify", FASTER, "--zoo", str(zoo), "--out", str(tmp_path / "run"), "--json", *QUICK,
-                  cache=cache)
+    out = harness("verify", FASTER, "--zoo", str(zoo), "--out", str(tmp_path / "run"), "--json", *QUICK, cache=cache)
     assert out.returncode == 3, out.stderr[-2000:]
     rec = json.loads(out.stdout)
     assert rec["status"] == "error" and rec["error"]["stage"] == "weights" and rec["metrics"] == {}
@@ -55,8 +60,19 @@ def test_a_config_whose_base_leaves_the_tree_is_refused(served, tmp_path, ppdet_
     (tmp_path / "outside.yml").write_text("use_gpu: true\n")
     config = tree / "configs" / "res2net" / f"{FASTER}.yml"
     config.write_text(config.read_text().replace("_BASE_: [\n", f"_BASE_: [\n  '{base}',\n", 1))
-    out = harness("verify", FASTER, "--zoo", str(make(tmp_path)), "--ppdet-root", str(tree), "--out",
-                  str(tmp_path / "run"), "--json", *QUICK, cache=cache)
+    out = harness(
+        "verify",
+        FASTER,
+        "--zoo",
+        str(make(tmp_path)),
+        "--ppdet-root",
+        str(tree),
+        "--out",
+        str(tmp_path / "run"),
+        "--json",
+        *QUICK,
+        cache=cache,
+    )
     assert out.returncode == 3
     rec = json.loads(out.stdout)
     assert rec["error"]["stage"] == "fetch"
@@ -78,10 +94,25 @@ def _workers_of(run_dir) -> list[str]:
 def test_sigint_during_verify_stops_the_worker_removes_partial_files_and_exits_130(served, tmp_path):
     make, cache, _ = served
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "verify", FASTER, "--zoo", str(make(tmp_path)),
-                             "--out", str(run_dir), *QUICK], env={**os.environ, "HARNESS_CACHE": str(cache)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal,
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "verify",
+            FASTER,
+            "--zoo",
+            str(make(tmp_path)),
+            "--out",
+            str(run_dir),
+            *QUICK,
+        ],
+        env={**os.environ, "HARNESS_CACHE": str(cache)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # as from a terminal,
     # even when pytest itself runs in the background (where shells start jobs with SIGINT ignored)
     assert _wait_for(run_dir / FASTER / "worker.log", proc)
     time.sleep(2)  # the worker is importing paddle / evaluating
@@ -99,10 +130,26 @@ def test_sigterm_stops_a_parallel_run_and_resume_finishes_it(served, tmp_path):
     make, cache, _ = served
     run_dir, zoo = tmp_path / "run", make(tmp_path)
     names = [m["name"] for m in yaml.safe_load(zoo.read_text())["models"]]
-    cmd = [sys.executable, "-m", "harness", "run", "--zoo", str(zoo), "--out", str(run_dir), "--gpus", "0,1",
-           "--history", str(tmp_path / "h.jsonl"), "--subset", "1", *QUICK]
-    proc = subprocess.Popen(cmd, env={**os.environ, "HARNESS_CACHE": str(cache)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness",
+        "run",
+        "--zoo",
+        str(zoo),
+        "--out",
+        str(run_dir),
+        "--gpus",
+        "0,1",
+        "--history",
+        str(tmp_path / "h.jsonl"),
+        "--subset",
+        "1",
+        *QUICK,
+    ]
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, "HARNESS_CACHE": str(cache)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     assert _wait_for(run_dir / names[0] / "worker.log", proc)
     assert _wait_for(run_dir / names[1] / "worker.log", proc)
     time.sleep(1)
@@ -115,8 +162,9 @@ def test_sigterm_stops_a_parallel_run_and_resume_finishes_it(served, tmp_path):
     assert not (run_dir / names[0]).exists() and not (run_dir / names[1]).exists()
     spec = json.loads((run_dir / "run.json").read_text())
     assert spec["finished"] is None and spec["gpus"] == ["0", "1"]
-    again = subprocess.run([*cmd, "--resume"], env={**os.environ, "HARNESS_CACHE": str(cache)},
-                           capture_output=True, text=True, timeout=900)
+    again = subprocess.run(
+        [*cmd, "--resume"], env={**os.environ, "HARNESS_CACHE": str(cache)}, capture_output=True, text=True, timeout=900
+    )
     assert again.returncode == 1, again.stderr[-2000:]
     assert all(json.loads((run_dir / n / "result.json").read_text())["status"] == "fail" for n in names)
 
@@ -125,9 +173,25 @@ def test_sigterm_stops_a_parallel_run_and_resume_finishes_it(served, tmp_path):
 def test_a_worker_killed_by_a_signal_is_that_models_error(served, tmp_path, sig):
     make, cache, _ = served
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "verify", FASTER, "--zoo", str(make(tmp_path)),
-                             "--out", str(run_dir), "--json", *QUICK], env={**os.environ, "HARNESS_CACHE": str(cache)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "verify",
+            FASTER,
+            "--zoo",
+            str(make(tmp_path)),
+            "--out",
+            str(run_dir),
+            "--json",
+            *QUICK,
+        ],
+        env={**os.environ, "HARNESS_CACHE": str(cache)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert _wait_for(run_dir / FASTER / "worker.log", proc)
     time.sleep(1)
     for pid in _workers_of(run_dir):
@@ -144,8 +208,19 @@ def test_an_exception_inside_ppdets_eval_is_that_models_named_error_not_a_hang(s
     """ppdet's transforms run in paddle's DataLoader thread: when one raises, the thread dies and the eval
     used to wait for ever for its batch. Now the exception is the worker's answer, named, at once."""
     make, cache, _ = served
-    out = harness("verify", FASTER, "--zoo", str(make(tmp_path)), "--out", str(tmp_path / "run"), "--json", *QUICK,
-                  "-o", "EvalReader.sample_transforms=[]", cache=cache)
+    out = harness(
+        "verify",
+        FASTER,
+        "--zoo",
+        str(make(tmp_path)),
+        "--out",
+        str(tmp_path / "run"),
+        "--json",
+        *QUICK,
+        "-o",
+        "EvalReader.sample_transforms=[]",
+        cache=cache,
+    )
     assert out.returncode == 3, out.stderr[-2000:]
     err = json.loads(out.stdout)["error"]
     assert err["stage"] == "worker" and "PaddleDetection's eval raised KeyError: 'image'" in err["message"]
@@ -194,9 +269,13 @@ def _verify_and_meddle(zoo, tmp_path, meddle) -> dict:
     """Run verify; once its worker has started (after the fetch, before it reads the weights: paddle's import
     alone takes seconds), call `meddle()`. Returns the result record."""
     cache, run_dir = tmp_path / "cache", tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "verify", FASTER, "--zoo", str(zoo), "--out",
-                             str(run_dir), "--json", *QUICK], env={**os.environ, "HARNESS_CACHE": str(cache)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "verify", FASTER, "--zoo", str(zoo), "--out", str(run_dir), "--json", *QUICK],
+        env={**os.environ, "HARNESS_CACHE": str(cache)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert _wait_for(run_dir / FASTER / "worker.log", proc)
     meddle()
     out, err = proc.communicate(timeout=600)
@@ -250,8 +329,22 @@ def test_a_parallel_run_with_urls_differing_only_in_escaping_loads_each_models_o
     make, _, _ = served
     zoo = make(tmp_path, "a_b", "a%20b")
     names = [m["name"] for m in yaml.safe_load(zoo.read_text())["models"]][:2]
-    out = harness("run", *names, "--zoo", str(zoo), "--out", str(tmp_path / "run"), "--gpus", "0,1",
-                  "--history", str(tmp_path / "h.jsonl"), "--subset", "1", *QUICK, cache=tmp_path / "cache")
+    out = harness(
+        "run",
+        *names,
+        "--zoo",
+        str(zoo),
+        "--out",
+        str(tmp_path / "run"),
+        "--gpus",
+        "0,1",
+        "--history",
+        str(tmp_path / "h.jsonl"),
+        "--subset",
+        "1",
+        *QUICK,
+        cache=tmp_path / "cache",
+    )
     assert out.returncode == 1, out.stderr[-3000:]  # verdicts (random weights fail), no error
     for i, name in enumerate(names):
         with urllib.request.urlopen(_url(zoo, i)) as resp:

@@ -65,8 +65,12 @@ def test_val_and_test_dev_side_by_side_and_one_checkpoint_at_four_sizes(everythi
     models = _by_name(everything)
     e = models["ppyolo_r50vd_dcn_1x_coco"]
     sizes = {m.name: m.input_size for m in everything.entries if m.weights == e.weights}
-    assert sizes == {"ppyolo_r50vd_dcn_1x_coco": 608, "ppyolo_r50vd_dcn_1x_coco_512": 512,
-                     "ppyolo_r50vd_dcn_1x_coco_416": 416, "ppyolo_r50vd_dcn_1x_coco_320": 320}
+    assert sizes == {
+        "ppyolo_r50vd_dcn_1x_coco": 608,
+        "ppyolo_r50vd_dcn_1x_coco_512": 512,
+        "ppyolo_r50vd_dcn_1x_coco_416": 416,
+        "ppyolo_r50vd_dcn_1x_coco_320": 320,
+    }
     assert e.expected == {"box_ap": 44.8}  # Box AP val: judged
     assert e.labels["Box AP test"] == "45.2"  # Box AP test: test-dev has no public annotations, kept as a label
     # the slim README links PP-YOLOv2's weights with PP-YOLO's config: imported as written, under its own name
@@ -109,8 +113,25 @@ def test_names_are_unique_and_plain_and_every_row_is_accounted_for(everything):
 def test_harness_import_all_writes_a_zoo_that_list_shows(tree, tmp_path):
     out, cov = tmp_path / "all.yaml", tmp_path / "coverage.md"
     env = {**os.environ, "HARNESS_CACHE": str(tmp_path / "cache")}
-    run = subprocess.run([sys.executable, "-m", "harness", "import", "--all", "--ppdet-root", str(tree), "--out",
-                          str(out), "--coverage", str(cov)], capture_output=True, text=True, env=env, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "import",
+            "--all",
+            "--ppdet-root",
+            str(tree),
+            "--out",
+            str(out),
+            "--coverage",
+            str(cov),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     raw = yaml.safe_load(out.read_text())
     assert raw["version"] == 2 and len(raw["models"]) > 200 and "res2net" in raw["tables"]
@@ -118,9 +139,19 @@ def test_harness_import_all_writes_a_zoo_that_list_shows(tree, tmp_path):
     assert raw == yaml.safe_load((REPO / "zoos" / "paddledetection.yaml").read_text())
     assert raw["sources"] == yaml.safe_load((REPO / "zoo.yaml").read_text())["sources"]
     assert "| README files read |" in cov.read_text() and "config missing at the pin" in cov.read_text()
-    listed = subprocess.run([sys.executable, "-m", "harness", "list", "--zoo", str(out), "--json"],
-                            capture_output=True, text=True, env=env, timeout=120)
+    listed = subprocess.run(
+        [sys.executable, "-m", "harness", "list", "--zoo", str(out), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert listed.returncode == 0 and len(json.loads(listed.stdout)) == len(raw["models"])
-    unknown = subprocess.run([sys.executable, "-m", "harness", "import", "nope", "--ppdet-root", str(tree)],
-                             capture_output=True, text=True, env=env, timeout=120)
+    unknown = subprocess.run(
+        [sys.executable, "-m", "harness", "import", "nope", "--ppdet-root", str(tree)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert unknown.returncode == 2 and "nope: no such README" in unknown.stderr

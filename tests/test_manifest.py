@@ -24,16 +24,37 @@ def test_the_real_zoo_matches_the_seed_table(monkeypatch):
     seed = {"Image/gpu": "2", "Lr schd": "1x"}
     assert rows == [
         (FASTER, "res2net", {"Backbone": "Res2Net50-FPN", "Type": "Faster", **seed}, {"box_ap": 40.6}),
-        (MASK_VB, "res2net", {"Backbone": "Res2Net50-FPN", "Type": "Mask", **seed, "Lr schd": "2x"},
-         {"box_ap": 42.4, "mask_ap": 38.1}),
-        (MASK_VD, "res2net", {"Backbone": "Res2Net50-vd-FPN", "Type": "Mask", **seed, "Lr schd": "2x"},
-         {"box_ap": 42.6, "mask_ap": 38.1}),
+        (
+            MASK_VB,
+            "res2net",
+            {"Backbone": "Res2Net50-FPN", "Type": "Mask", **seed, "Lr schd": "2x"},
+            {"box_ap": 42.4, "mask_ap": 38.1},
+        ),
+        (
+            MASK_VD,
+            "res2net",
+            {"Backbone": "Res2Net50-vd-FPN", "Type": "Mask", **seed, "Lr schd": "2x"},
+            {"box_ap": 42.6, "mask_ap": 38.1},
+        ),
     ]
     table = zoo.tables["res2net"]
-    assert table.columns == ["Backbone", "Type", "Image/gpu", "Lr schd", "Inf time (fps)", "Box AP", "Mask AP",
-                             "Download", "Configs"]
+    assert table.columns == [
+        "Backbone",
+        "Type",
+        "Image/gpu",
+        "Lr schd",
+        "Inf time (fps)",
+        "Box AP",
+        "Mask AP",
+        "Download",
+        "Configs",
+    ]
     assert (table.metrics, table.weights, table.config, table.fps) == (
-        {"Box AP": "box_ap", "Mask AP": "mask_ap"}, "Download", "Configs", ["Inf time (fps)"])
+        {"Box AP": "box_ap", "Mask AP": "mask_ap"},
+        "Download",
+        "Configs",
+        ["Inf time (fps)"],
+    )
     for m in zoo.models:
         assert m.weights.url == f"https://paddledet.bj.bcebos.com/models/{m.name}.pdparams"
         assert m.config == f"configs/res2net/{m.name}.yml"
@@ -41,8 +62,9 @@ def test_the_real_zoo_matches_the_seed_table(monkeypatch):
         assert m.row and m.row.startswith("| Res2Net50") and m.weights.url in m.row
     stack, src = zoo.source()
     assert (stack, src.commit, src.paddle) == ("current", "666f597fd00d3157e84dd9fb2dd3f40bf9918ebc", "3.3.1")
-    assert src.archive_artifact().url == ("https://github.com/PaddlePaddle/PaddleDetection/archive/"
-                                          "666f597fd00d3157e84dd9fb2dd3f40bf9918ebc.tar.gz")
+    assert src.archive_artifact().url == (
+        "https://github.com/PaddlePaddle/PaddleDetection/archive/666f597fd00d3157e84dd9fb2dd3f40bf9918ebc.tar.gz"
+    )
     assert zoo.source("previous")[1].commit == "7d6dc4079379b7827351c511f76e23ccea4910fd"
     assert zoo.dataset.images.url.endswith("/zips/val2017.zip")
     assert zoo.tolerance_for(zoo.models[0], "box_ap") == 0.3
@@ -94,33 +116,37 @@ def _set(path: str, value):
             del node[last]
         else:
             node[last] = value
+
     return edit
 
 
-@pytest.mark.parametrize("edit, expected", [
-    (_set("models.1.expected.box_ap", "abc"), f"models[1].expected.box_ap: expected a number (model {MASK_VB})"),
-    (_set("models.0.weights", KeyError), f"models[0].weights: required field is missing (model {FASTER})"),
-    (_set("models.2.expected.box_apx", 1.0), "models[2].expected.box_apx: key 'box_apx' does not match"),
-    (_set("models.0.expected", {}), "models[0].expected: Dictionary should have at least 1 item"),
-    (_set("models.0.table", "nope"), "models name tables that `tables` does not define: nope"),
-    (_set("models.0.input_size", 8), "models[0].input_size: expected greater than or equal to 32"),
-    (_set("models.0.config", "../evil.yml"), "models[0].config: expected a relative path inside the tree"),
-    (_set("models.0.expected.box_ap", 140), "models[0].expected.box_ap: expected less than or equal to 100"),
-    (_set("models.0.expected.box_ap", float("nan")), "models[0].expected.box_ap: expected a finite number"),
-    (_set("models.0.tolerance", {"box_apx": 1}), "models[0].tolerance.box_apx: key 'box_apx' does not match"),
-    (_set("tolerance.default", -0.1), "tolerance.default: expected greater than or equal to 0"),
-    (_set("tolerance.default", KeyError), "tolerance.default is required"),
-    (_set("tables.res2net.columns", []), "tables.res2net.columns: List should have at least 1 item"),
-    (_set("tables.res2net.metrics", {"Box AP": "box_mAP"}), "'box_mAP' does not match"),
-    (_set("sources.current.commit", "abc123"), "sources.current.commit: 'abc123' does not match"),
-    (_set("sources.current.tree", "abc123"), "sources.current.tree: 'abc123' does not match"),
-    (_set("dataset.images", KeyError), "dataset.images: required field is missing"),
-    (_set("dataset.images", "ftp://x/val2017.zip"), "dataset.images.url: expected an http://"),
-    (_set("models.0.weights", {"url": "http://x/w", "sha256": "00"}), "models[0].weights.sha256: '00' does not"),
-    (_set("version", 3), "version: expected 1 or 2"),
-    (_set("models", []), "models: List should have at least 1 item"),
-    (lambda raw: raw["models"].append(copy.deepcopy(raw["models"][0])), f"duplicate model names: {FASTER}"),
-])
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (_set("models.1.expected.box_ap", "abc"), f"models[1].expected.box_ap: expected a number (model {MASK_VB})"),
+        (_set("models.0.weights", KeyError), f"models[0].weights: required field is missing (model {FASTER})"),
+        (_set("models.2.expected.box_apx", 1.0), "models[2].expected.box_apx: key 'box_apx' does not match"),
+        (_set("models.0.expected", {}), "models[0].expected: Dictionary should have at least 1 item"),
+        (_set("models.0.table", "nope"), "models name tables that `tables` does not define: nope"),
+        (_set("models.0.input_size", 8), "models[0].input_size: expected greater than or equal to 32"),
+        (_set("models.0.config", "../evil.yml"), "models[0].config: expected a relative path inside the tree"),
+        (_set("models.0.expected.box_ap", 140), "models[0].expected.box_ap: expected less than or equal to 100"),
+        (_set("models.0.expected.box_ap", float("nan")), "models[0].expected.box_ap: expected a finite number"),
+        (_set("models.0.tolerance", {"box_apx": 1}), "models[0].tolerance.box_apx: key 'box_apx' does not match"),
+        (_set("tolerance.default", -0.1), "tolerance.default: expected greater than or equal to 0"),
+        (_set("tolerance.default", KeyError), "tolerance.default is required"),
+        (_set("tables.res2net.columns", []), "tables.res2net.columns: List should have at least 1 item"),
+        (_set("tables.res2net.metrics", {"Box AP": "box_mAP"}), "'box_mAP' does not match"),
+        (_set("sources.current.commit", "abc123"), "sources.current.commit: 'abc123' does not match"),
+        (_set("sources.current.tree", "abc123"), "sources.current.tree: 'abc123' does not match"),
+        (_set("dataset.images", KeyError), "dataset.images: required field is missing"),
+        (_set("dataset.images", "ftp://x/val2017.zip"), "dataset.images.url: expected an http://"),
+        (_set("models.0.weights", {"url": "http://x/w", "sha256": "00"}), "models[0].weights.sha256: '00' does not"),
+        (_set("version", 3), "version: expected 1 or 2"),
+        (_set("models", []), "models: List should have at least 1 item"),
+        (lambda raw: raw["models"].append(copy.deepcopy(raw["models"][0])), f"duplicate model names: {FASTER}"),
+    ],
+)
 def test_bad_manifest_is_one_line_per_problem_with_the_field_path(edit, expected):
     raw = copy.deepcopy(RAW)
     edit(raw)
@@ -158,11 +184,14 @@ def test_unreadable_and_non_mapping_files(tmp_path):
         load_zoo(tmp_path / "list.yaml")
 
 
-@pytest.mark.parametrize("name, suggestion", [
-    ("faster_rcnn_res2net50", FASTER),
-    ("mask_rcnn_res2net50_vd", MASK_VD),
-    ("mask_rcnn_res2net50_vb_26w_4s_fpn_1x_coco", MASK_VB),
-])
+@pytest.mark.parametrize(
+    "name, suggestion",
+    [
+        ("faster_rcnn_res2net50", FASTER),
+        ("mask_rcnn_res2net50_vd", MASK_VD),
+        ("mask_rcnn_res2net50_vb_26w_4s_fpn_1x_coco", MASK_VB),
+    ],
+)
 def test_unknown_model_suggests_the_closest(name, suggestion):
     zoo = parse_zoo(RAW)
     with pytest.raises(UsageError) as err:

@@ -27,8 +27,11 @@ def test_shards_cover_every_model_exactly_once(total):
     models = ZOO.models * 3  # a zoo of 9
     picked = [m for i in range(1, total + 1) for m in Shard(i, total).pick(models)]
     assert sorted(map(id, picked)) == sorted(map(id, models))
-    assert max(len(Shard(i, total).pick(models)) for i in range(1, total + 1)) - \
-        min(len(Shard(i, total).pick(models)) for i in range(1, total + 1)) <= 1
+    assert (
+        max(len(Shard(i, total).pick(models)) for i in range(1, total + 1))
+        - min(len(Shard(i, total).pick(models)) for i in range(1, total + 1))
+        <= 1
+    )
 
 
 def test_shards_deal_the_longest_models_first_when_their_work_is_known():
@@ -53,11 +56,27 @@ def test_shard_from_the_command_line_and_ci_variables():
 
 
 def _rec(run_id, finished, model="m", status="pass", box=40.6, fps=10.0, device="gpu"):
-    return {"run_id": run_id, "finished": finished, "model": model, "status": status, "device": device,
-            "stack": "current", "dataset": {"subset": None, "eval_size": None},
-            "metrics": {"box_ap": {"measured": box, "documented": 40.6, "tolerance": 0.3, "delta": box - 40.6,
-                                   "status": status, "reason": f"measured {box:.2f} vs documented 40.6 ± 0.3"}},
-            "timing": {"fps": fps, "backend": "inference"}, "documented": {"box_ap": 40.6}}
+    return {
+        "run_id": run_id,
+        "finished": finished,
+        "model": model,
+        "status": status,
+        "device": device,
+        "stack": "current",
+        "dataset": {"subset": None, "eval_size": None},
+        "metrics": {
+            "box_ap": {
+                "measured": box,
+                "documented": 40.6,
+                "tolerance": 0.3,
+                "delta": box - 40.6,
+                "status": status,
+                "reason": f"measured {box:.2f} vs documented 40.6 ± 0.3",
+            }
+        },
+        "timing": {"fps": fps, "backend": "inference"},
+        "documented": {"box_ap": 40.6},
+    }
 
 
 def test_history_flags_regressions_against_the_last_passing_run(tmp_path):
@@ -81,9 +100,15 @@ def test_history_flags_regressions_against_the_last_passing_run(tmp_path):
 def test_junit_has_one_case_per_model_and_metric_with_the_reason(tmp_path):
     from junitparser import Error, Failure, JUnitXml
 
-    recs = [_rec("r", "t", model="a"), _rec("r", "t", model="b", status="fail", box=40.1),
-            {**_rec("r", "t", model="c", status="error"), "metrics": {},
-             "error": {"stage": "weights", "message": "weights do not fit the model\n  missing: x"}}]
+    recs = [
+        _rec("r", "t", model="a"),
+        _rec("r", "t", model="b", status="fail", box=40.1),
+        {
+            **_rec("r", "t", model="c", status="error"),
+            "metrics": {},
+            "error": {"stage": "weights", "message": "weights do not fit the model\n  missing: x"},
+        },
+    ]
     junit(recs, tmp_path / "junit.xml")
     suite = next(iter(JUnitXml.fromfile(str(tmp_path / "junit.xml"))))
     assert (suite.tests, suite.failures, suite.errors) == (3, 1, 1)
@@ -107,8 +132,7 @@ def test_model_index_export(tmp_path):
 def test_the_nightly_workflow_validates():
     wf = REPO / ".github" / "workflows" / "nightly.yml"
     exe = shutil.which("check-jsonschema") or f"{sys.prefix}/bin/check-jsonschema"
-    out = subprocess.run([exe, "--builtin-schema", "vendor.github-workflows", str(wf)], capture_output=True,
-                         text=True)
+    out = subprocess.run([exe, "--builtin-schema", "vendor.github-workflows", str(wf)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     raw = yaml.safe_load(wf.read_text())
     assert raw[True]["schedule"] and "self-hosted" in raw["jobs"]["shard"]["runs-on"]
@@ -133,8 +157,11 @@ def test_the_kubernetes_indexed_job_validates_and_its_shards_cover_the_zoo():
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert "controller-uid" in env["RUN_ID"]["valueFrom"]["fieldRef"]["fieldPath"]  # one run id for all shards
     # every pod index is one shard (JOB_COMPLETION_INDEX is 0-based); together they cover the zoo once
-    picked = [m for i in range(n) for m in
-              Shard.from_env({"JOB_COMPLETION_INDEX": str(i), "HARNESS_SHARD_TOTAL": str(n)}).pick(ZOO.models * 5)]
+    picked = [
+        m
+        for i in range(n)
+        for m in Shard.from_env({"JOB_COMPLETION_INDEX": str(i), "HARNESS_SHARD_TOTAL": str(n)}).pick(ZOO.models * 5)
+    ]
     assert len(picked) == 15 and {m.name for m in picked} == {m.name for m in ZOO.models}
     # the harness commands in the pods are commands the CLI accepts
     from harness.cli import build_parser

@@ -21,9 +21,13 @@ QUICK = ["--device", "cpu", "--eval-size", "320", "--no-timing", "--threads", "1
 
 
 def verify(zoo, out, *extra, cache):
-    proc = subprocess.run([sys.executable, "-m", "harness", "verify", MASK, "--zoo", str(zoo), "--out", str(out),
-                           *QUICK, *extra], capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "HARNESS_CACHE": str(cache)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "verify", MASK, "--zoo", str(zoo), "--out", str(out), *QUICK, *extra],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "HARNESS_CACHE": str(cache)},
+    )
     return proc, (json.loads(proc.stdout) if proc.stdout.startswith("{") else None)
 
 
@@ -79,8 +83,10 @@ def test_more_slices_than_images_is_a_usage_error(served, tmp_path):
     assert proc.returncode == 2 and "--parallel 4: must be between 1 and the 3 images to evaluate" in proc.stderr
 
 
-@pytest.mark.skipif(os.environ.get("HARNESS_STACK", "current") != "current",
-                    reason="the run's work queue is the harness's own logic: the default stack only (CI time)")
+@pytest.mark.skipif(
+    os.environ.get("HARNESS_STACK", "current") != "current",
+    reason="the run's work queue is the harness's own logic: the default stack only (CI time)",
+)
 def test_the_run_queue_fails_only_the_broken_model_and_resumes_per_unit(served, tmp_path):
     """`harness run --parallel 2`: four units (two models × two slices) over two CPU slots. The Mask model's
     checkpoint is truncated: its slices fail, it is an error, nothing of it is scored; the Faster model is
@@ -88,11 +94,28 @@ def test_the_run_queue_fails_only_the_broken_model_and_resumes_per_unit(served, 
     gone): `--resume` keeps the finished slice as it is and runs only the missing one."""
     make, cache, _ = served
     zoo, run = make(tmp_path, None, "corrupt"), tmp_path / "run"
-    cmd = ["run", "--zoo", str(zoo), "--out", str(run), FASTER, MASK, "--device", "cpu", "--eval-size", "320",
-           "--no-timing", "--parallel", "2", "--history", str(tmp_path / "h.jsonl")]
+    cmd = [
+        "run",
+        "--zoo",
+        str(zoo),
+        "--out",
+        str(run),
+        FASTER,
+        MASK,
+        "--device",
+        "cpu",
+        "--eval-size",
+        "320",
+        "--no-timing",
+        "--parallel",
+        "2",
+        "--history",
+        str(tmp_path / "h.jsonl"),
+    ]
     env = {**os.environ, "HARNESS_CACHE": str(cache)}
-    first = subprocess.run([sys.executable, "-m", "harness", *cmd], capture_output=True, text=True, timeout=900,
-                           env=env)
+    first = subprocess.run(
+        [sys.executable, "-m", "harness", *cmd], capture_output=True, text=True, timeout=900, env=env
+    )
     assert first.returncode == 3, first.stderr[-3000:]
     broken = json.loads((run / MASK / "result.json").read_text())
     assert broken["status"] == "error" and broken["error"]["stage"] == "weights"
@@ -106,8 +129,9 @@ def test_the_run_queue_fails_only_the_broken_model_and_resumes_per_unit(served, 
     before = kept.read_bytes(), kept.stat().st_mtime_ns
     (run / FASTER / "result.json").unlink()
     shutil.rmtree(run / FASTER / "slices" / "2")
-    again = subprocess.run([sys.executable, "-m", "harness", *cmd, "--resume"], capture_output=True, text=True,
-                           timeout=900, env=env)
+    again = subprocess.run(
+        [sys.executable, "-m", "harness", *cmd, "--resume"], capture_output=True, text=True, timeout=900, env=env
+    )
     assert again.returncode == 3, again.stderr[-3000:]
     assert (kept.read_bytes(), kept.stat().st_mtime_ns) == before  # the finished slice was not run again
     assert f"{FASTER}: unit 1/2 kept (--resume)" in again.stderr

@@ -14,12 +14,15 @@ def _wrote(tmp_path, *names: str):
     return tmp_path
 
 
-@pytest.mark.parametrize("wrote, metrics, found", [
-    (["bbox.json"], ["box_ap"], ["bbox"]),
-    (["bbox.json", "mask.json"], ["box_ap", "mask_ap"], ["bbox", "mask"]),  # any R-CNN with masks (Cascade too)
-    (["segm.json"], ["mask_ap"], ["segm"]),  # SOLOv2
-    (["bbox.json", "mask.json"], ["box_ap"], ["bbox", "mask"]),  # masks nobody documented are still scored
-])
+@pytest.mark.parametrize(
+    "wrote, metrics, found",
+    [
+        (["bbox.json"], ["box_ap"], ["bbox"]),
+        (["bbox.json", "mask.json"], ["box_ap", "mask_ap"], ["bbox", "mask"]),  # any R-CNN with masks (Cascade too)
+        (["segm.json"], ["mask_ap"], ["segm"]),  # SOLOv2
+        (["bbox.json", "mask.json"], ["box_ap"], ["bbox", "mask"]),  # masks nobody documented are still scored
+    ],
+)
 def test_the_files_ppdet_wrote_are_the_predictions(tmp_path, wrote, metrics, found):
     assert sorted(prediction_files(_wrote(tmp_path, *wrote), metrics)) == found
 
@@ -30,6 +33,9 @@ def test_nothing_written_is_zero_detections_for_every_documented_kind(tmp_path):
 
 
 def test_a_documented_metric_without_its_predictions_is_an_error_naming_it(tmp_path):
-    with pytest.raises(HarnessError, match=r"the documented mask_ap cannot be measured: PaddleDetection wrote "
-                                           r"bbox.json and no mask predictions"):
+    with pytest.raises(
+        HarnessError,
+        match=r"the documented mask_ap cannot be measured: PaddleDetection wrote "
+        r"bbox.json and no mask predictions",
+    ):
         prediction_files(_wrote(tmp_path, "bbox.json"), ["box_ap", "mask_ap"])

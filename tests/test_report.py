@@ -13,36 +13,90 @@ from harness.results import write
 
 
 def _record(model="m_a", status="pass", box=40.5, mask=None, **extra) -> dict:
-    metrics = {"box_ap": {"metric": "box_ap", "measured": box, "documented": 40.6, "delta": round(box - 40.6, 6),
-                          "tolerance": 0.3, "status": status, "reason": "r"}}
+    metrics = {
+        "box_ap": {
+            "metric": "box_ap",
+            "measured": box,
+            "documented": 40.6,
+            "delta": round(box - 40.6, 6),
+            "tolerance": 0.3,
+            "status": status,
+            "reason": "r",
+        }
+    }
     if mask is not None:
-        metrics["mask_ap"] = {"metric": "mask_ap", "measured": mask, "documented": 38.1,
-                              "delta": round(mask - 38.1, 6), "tolerance": 0.5, "status": status, "reason": "r"}
-    return {"model": model, "run_id": "r1", "started": "2026-11-25T00:00:00+00:00", "zoo_index": 0,
-            "status": status, "documented": {"box_ap": 40.6, **({"mask_ap": 38.1} if mask is not None else {})},
-            "metrics": metrics, "device": "gpu", "device_name": "NVIDIA H100", "paddle": "3.3.1",
-            "ppdet": {"commit": "666f597f"}, "dataset": {"subset": None, "eval_size": None},
-            "table": {"backbone": "Res2Net50-FPN", "type": "Mask" if mask is not None else "Faster",
-                      "images_per_gpu": 2, "schedule": "1x", "weights_url": "https://x/w.pdparams",
-                      "config_url": "https://x/c.yml"}, **extra}
+        metrics["mask_ap"] = {
+            "metric": "mask_ap",
+            "measured": mask,
+            "documented": 38.1,
+            "delta": round(mask - 38.1, 6),
+            "tolerance": 0.5,
+            "status": status,
+            "reason": "r",
+        }
+    return {
+        "model": model,
+        "run_id": "r1",
+        "started": "2026-11-25T00:00:00+00:00",
+        "zoo_index": 0,
+        "status": status,
+        "documented": {"box_ap": 40.6, **({"mask_ap": 38.1} if mask is not None else {})},
+        "metrics": metrics,
+        "device": "gpu",
+        "device_name": "NVIDIA H100",
+        "paddle": "3.3.1",
+        "ppdet": {"commit": "666f597f"},
+        "dataset": {"subset": None, "eval_size": None},
+        "table": {
+            "backbone": "Res2Net50-FPN",
+            "type": "Mask" if mask is not None else "Faster",
+            "images_per_gpu": 2,
+            "schedule": "1x",
+            "weights_url": "https://x/w.pdparams",
+            "config_url": "https://x/c.yml",
+        },
+        **extra,
+    }
 
 
 def test_table_has_the_seed_columns_then_what_was_measured():
     text = markdown([_record(), _record("m_b", "fail", 41.2, 37.0, zoo_index=1)])
     header, _, first, second = text.splitlines()[:4]
-    assert [c.strip() for c in header.strip("|").split("|")] == [*SEED, "measured box AP", "measured mask AP", "Δ",
-                                                                 "status"]
+    assert [c.strip() for c in header.strip("|").split("|")] == [
+        *SEED,
+        "measured box AP",
+        "measured mask AP",
+        "Δ",
+        "status",
+    ]
     cells = [c.strip() for c in first.strip("|").split("|")]
-    assert cells == ["Res2Net50-FPN", "Faster", "2", "1x", "-", "40.6", "-", "[model](https://x/w.pdparams)",
-                     "[config](https://x/c.yml)", "40.50", "-", "box -0.1", "pass"]
+    assert cells == [
+        "Res2Net50-FPN",
+        "Faster",
+        "2",
+        "1x",
+        "-",
+        "40.6",
+        "-",
+        "[model](https://x/w.pdparams)",
+        "[config](https://x/c.yml)",
+        "40.50",
+        "-",
+        "box -0.1",
+        "pass",
+    ]
     assert second.split("|")[-3].strip() == "box +0.6 / mask -1.1" and second.split("|")[-2].strip() == "fail"
     assert "measured on gpu (NVIDIA H100), paddle 3.3.1, PaddleDetection 666f597f" in text
 
 
 def test_notes_say_what_makes_numbers_incomparable():
-    rec = _record(dataset={"subset": {"n": 50, "seed": 0}, "eval_size": [320, 533]}, notice="REHEARSAL: random",
-                  status="error", error={"stage": "weights", "message": "weights do not fit the model\n  more"},
-                  geometry={"config": [800, 1333], "eval": [320, 533], "changed_by": "eval_size"})
+    rec = _record(
+        dataset={"subset": {"n": 50, "seed": 0}, "eval_size": [320, 533]},
+        notice="REHEARSAL: random",
+        status="error",
+        error={"stage": "weights", "message": "weights do not fit the model\n  more"},
+        geometry={"config": [800, 1333], "eval": [320, 533], "changed_by": "eval_size"},
+    )
     sized = _record("m_c", geometry={"config": [608, 608], "eval": [320, 320], "changed_by": "input_size"})
     text = markdown([rec, sized])
     assert "subset of 50 images (seed 0)" in text
@@ -54,13 +108,17 @@ def test_notes_say_what_makes_numbers_incomparable():
 def test_report_command_reads_results_and_refuses_empty_dirs(tmp_path):
     write(tmp_path / "run", _record())
     write(tmp_path / "run", _record("m_b", zoo_index=1))
-    out = subprocess.run([sys.executable, "-m", "harness", "report", str(tmp_path / "run"), "--out",
-                          str(tmp_path / "r.md")], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "harness", "report", str(tmp_path / "run"), "--out", str(tmp_path / "r.md")],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0 and out.stdout == (tmp_path / "r.md").read_text()
     assert out.stdout.count("| Res2Net50-FPN") == 2
     (tmp_path / "empty").mkdir()
-    out = subprocess.run([sys.executable, "-m", "harness", "report", str(tmp_path / "empty")], capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "harness", "report", str(tmp_path / "empty")], capture_output=True, text=True
+    )
     assert out.returncode == 2 and "no result.json" in out.stderr
 
 
@@ -68,30 +126,66 @@ def test_report_command_reads_results_and_refuses_empty_dirs(tmp_path):
 def test_a_damaged_result_is_a_clear_error(tmp_path, content):
     (tmp_path / "run" / "m").mkdir(parents=True)
     (tmp_path / "run" / "m" / "result.json").write_text(content)
-    out = subprocess.run([sys.executable, "-m", "harness", "report", str(tmp_path / "run")], capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "harness", "report", str(tmp_path / "run")], capture_output=True, text=True
+    )
     assert out.returncode == 2 and "result.json" in out.stderr
 
 
 def _laid_out(model: str, table: str, layout: dict, labels: dict, documented: dict, metrics: dict) -> dict:
-    return {"model": model, "status": "fail", "documented": documented, "metrics": metrics,
-            "table": {"name": table, "layout": layout, "labels": labels, "weights_url": "https://x/w.pdparams",
-                      "config_url": "https://x/c.yml"}}
+    return {
+        "model": model,
+        "status": "fail",
+        "documented": documented,
+        "metrics": metrics,
+        "table": {
+            "name": table,
+            "layout": layout,
+            "labels": labels,
+            "weights_url": "https://x/w.pdparams",
+            "config_url": "https://x/c.yml",
+        },
+    }
 
 
 def test_each_table_is_rendered_in_its_own_layout():
     from harness.manifest import load_zoo
 
     seed = load_zoo()[0].tables["res2net"].model_dump()
-    rtdetr = {"columns": ["Model", "Input shape", "AP val", "AP val 50", "T4 TensorRT FP16(FPS)", "Pretrained Model",
-                          "config"], "metrics": {"AP val": "box_ap", "AP val 50": "box_ap50"},
-              "weights": "Pretrained Model", "config": "config", "fps": ["T4 TensorRT FP16(FPS)"]}
+    rtdetr = {
+        "columns": [
+            "Model",
+            "Input shape",
+            "AP val",
+            "AP val 50",
+            "T4 TensorRT FP16(FPS)",
+            "Pretrained Model",
+            "config",
+        ],
+        "metrics": {"AP val": "box_ap", "AP val 50": "box_ap50"},
+        "weights": "Pretrained Model",
+        "config": "config",
+        "fps": ["T4 TensorRT FP16(FPS)"],
+    }
     m = {"measured": 0.5, "documented": 46.5, "delta": -46.0, "tolerance": 0.3, "status": "fail"}
-    recs = [_laid_out("faster", "res2net", seed, {"Backbone": "Res2Net50-FPN", "Type": "Faster", "Image/gpu": "2",
-                                                  "Lr schd": "1x"}, {"box_ap": 40.6}, {"box_ap": m}),
-            _laid_out("rtdetr_r18vd_6x_coco", "rtdetr", rtdetr, {"Model": "RT-DETR-R18", "Input shape": "640",
-                                                                 "T4 TensorRT FP16(FPS)": "217"},
-                      {"box_ap": 46.5, "box_ap50": 63.8}, {"box_ap": m})]
+    recs = [
+        _laid_out(
+            "faster",
+            "res2net",
+            seed,
+            {"Backbone": "Res2Net50-FPN", "Type": "Faster", "Image/gpu": "2", "Lr schd": "1x"},
+            {"box_ap": 40.6},
+            {"box_ap": m},
+        ),
+        _laid_out(
+            "rtdetr_r18vd_6x_coco",
+            "rtdetr",
+            rtdetr,
+            {"Model": "RT-DETR-R18", "Input shape": "640", "T4 TensorRT FP16(FPS)": "217"},
+            {"box_ap": 46.5, "box_ap50": 63.8},
+            {"box_ap": m},
+        ),
+    ]
     text = markdown(recs)
     assert "### res2net" in text and "### rtdetr" in text
     seed_table, rtdetr_table = text.split("### rtdetr")
@@ -99,10 +193,22 @@ def test_each_table_is_rendered_in_its_own_layout():
     assert header == [*SEED, "measured box AP", "measured mask AP", "Δ", "status"]
     lines = [line for line in rtdetr_table.splitlines() if line.startswith("|")]
     assert [c.strip() for c in lines[0].strip("|").split("|")] == [
-        *rtdetr["columns"], "measured AP val", "measured AP val 50", "Δ", "status"]
+        *rtdetr["columns"],
+        "measured AP val",
+        "measured AP val 50",
+        "Δ",
+        "status",
+    ]
     cells = [c.strip() for c in lines[2].strip("|").split("|")]
-    assert cells[:7] == ["RT-DETR-R18", "640", "46.5", "63.8", "217", "[model](https://x/w.pdparams)",
-                         "[config](https://x/c.yml)"]  # a documented speed stays the README's
+    assert cells[:7] == [
+        "RT-DETR-R18",
+        "640",
+        "46.5",
+        "63.8",
+        "217",
+        "[model](https://x/w.pdparams)",
+        "[config](https://x/c.yml)",
+    ]  # a documented speed stays the README's
     assert cells[-4:] == ["0.50", "-", "box -46.0", "fail"]  # AP50 documented but not measured here
 
 
@@ -114,8 +220,9 @@ def test_a_record_that_does_not_fit_the_schema_is_refused_by_readers_and_writers
     bad = tmp_path / "run" / "m_a"
     bad.mkdir(parents=True)
     (bad / "result.json").write_text(json.dumps({"schema": 1, "model": "m_a", "status": "pass"}))
-    out = subprocess.run([sys.executable, "-m", "harness", "report", str(tmp_path / "run")], capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "harness", "report", str(tmp_path / "run")], capture_output=True, text=True
+    )
     assert out.returncode == 2 and "not a result record of schema 1" in out.stderr and "run_id" in out.stderr
     with pytest.raises(HarnessError, match=r"internal error, result not written: .*surprise"):
         write(tmp_path / "run2", _record(surprise=1))

@@ -23,8 +23,14 @@ QUICK = ["--device", "cpu", "--eval-size", "320", "--subset", "1", "--no-timing"
 
 
 def harness(*args, cache, env=None, **kw):
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "HARNESS_CACHE": str(cache), **(env or {})}, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "HARNESS_CACHE": str(cache), **(env or {})},
+        **kw,
+    )
 
 
 def result(run_dir, name):
@@ -37,10 +43,22 @@ def full_run(served, tmp_path_factory):
     make, cache, _ = served
     tmp = tmp_path_factory.mktemp("killed")
     zoo, run_dir = make(tmp), tmp / "run"
-    cmd = [sys.executable, "-m", "harness", "run", "--zoo", str(zoo), "--out", str(run_dir),
-           "--history", str(tmp / "history.jsonl"), *QUICK]
-    proc = subprocess.Popen(cmd, env={**os.environ, "HARNESS_CACHE": str(cache)}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness",
+        "run",
+        "--zoo",
+        str(zoo),
+        "--out",
+        str(run_dir),
+        "--history",
+        str(tmp / "history.jsonl"),
+        *QUICK,
+    ]
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, "HARNESS_CACHE": str(cache)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     first = run_dir / NAMES[0] / "result.json"
     deadline = time.time() + 600
     while not first.exists() and proc.poll() is None and time.time() < deadline:
@@ -52,10 +70,28 @@ def full_run(served, tmp_path_factory):
     time.sleep(1.0)
     orphans = subprocess.run(["pgrep", "-f", f"{run_dir}/"], capture_output=True, text=True).stdout.split()
     before = first.read_bytes(), first.stat().st_mtime_ns
-    resumed = harness("run", "--zoo", str(zoo), "--out", str(run_dir), "--resume", "--history",
-                      str(tmp / "history.jsonl"), *QUICK, cache=cache)
-    return {"dir": run_dir, "tmp": tmp, "zoo": zoo, "cache": cache, "killed_at": killed_at, "orphans": orphans,
-            "first_before": before, "resumed": resumed}
+    resumed = harness(
+        "run",
+        "--zoo",
+        str(zoo),
+        "--out",
+        str(run_dir),
+        "--resume",
+        "--history",
+        str(tmp / "history.jsonl"),
+        *QUICK,
+        cache=cache,
+    )
+    return {
+        "dir": run_dir,
+        "tmp": tmp,
+        "zoo": zoo,
+        "cache": cache,
+        "killed_at": killed_at,
+        "orphans": orphans,
+        "first_before": before,
+        "resumed": resumed,
+    }
 
 
 def test_sigkill_then_resume_gives_every_model_exactly_one_complete_result(full_run):
@@ -97,8 +133,18 @@ def test_a_corrupt_checkpoint_is_that_models_error_and_the_others_finish(served,
     raw = zoo.read_text().replace(f"/models/{NAMES[1]}.pdparams", "/variants/corrupt.pdparams")
     zoo.write_text(raw)  # the second model's weights: a truncated file (made by the `served` fixture)
     summary = tmp_path / "summary.md"
-    out = harness("run", "--zoo", str(zoo), "--out", str(tmp_path / "run"), "--history", str(tmp_path / "h.jsonl"),
-                  *QUICK, cache=cache, env={"GITHUB_STEP_SUMMARY": str(summary)})
+    out = harness(
+        "run",
+        "--zoo",
+        str(zoo),
+        "--out",
+        str(tmp_path / "run"),
+        "--history",
+        str(tmp_path / "h.jsonl"),
+        *QUICK,
+        cache=cache,
+        env={"GITHUB_STEP_SUMMARY": str(summary)},
+    )
     assert out.returncode == 3, out.stderr[-2000:]
     broken = result(tmp_path / "run", NAMES[1])
     assert broken["status"] == "error" and "not a readable paddle checkpoint" in broken["error"]["message"]
@@ -113,8 +159,9 @@ def test_a_corrupt_checkpoint_is_that_models_error_and_the_others_finish(served,
 def test_shards_merge_into_the_unsharded_report(full_run):
     zoo, cache, tmp = full_run["zoo"], full_run["cache"], full_run["tmp"]
     for i in (1, 2):
-        out = harness("run", "--zoo", str(zoo), "--out", str(tmp / f"shard-{i}"), "--shard", f"{i}/2", *QUICK,
-                      cache=cache)
+        out = harness(
+            "run", "--zoo", str(zoo), "--out", str(tmp / f"shard-{i}"), "--shard", f"{i}/2", *QUICK, cache=cache
+        )
         assert out.returncode == 1, out.stderr[-2000:]
     assert sorted(p.name for p in (tmp / "shard-1").iterdir() if p.is_dir()) == [NAMES[0], NAMES[2]]
     assert not (tmp / "shard-1" / "history.jsonl").exists()

@@ -15,15 +15,18 @@ def units(*seconds: float) -> list[Unit]:
     return [Unit(f"m{i}", 0, 1, s) for i, s in enumerate(seconds)]
 
 
-@pytest.mark.parametrize("seconds, workers, assignment, makespan", [
-    # longest first, each onto the worker free first (ties: the lower worker id)
-    ((7, 5, 4, 3, 3, 2), 2, [["m0", "m3", "m5"], ["m1", "m2", "m4"]], 12),
-    ((1, 1, 1, 1), 4, [["m0"], ["m1"], ["m2"], ["m3"]], 1),
-    ((3, 9, 1), 1, [["m1", "m0", "m2"]], 13),
-    ((5,), 3, [["m0"], [], []], 5),
-    # LPT's classic worst case (m=2): 3,3,2,2,2 gives 7 where 6 is optimal; the lower bound says 6
-    ((3, 3, 2, 2, 2), 2, [["m0", "m2", "m4"], ["m1", "m3"]], 7),
-])
+@pytest.mark.parametrize(
+    "seconds, workers, assignment, makespan",
+    [
+        # longest first, each onto the worker free first (ties: the lower worker id)
+        ((7, 5, 4, 3, 3, 2), 2, [["m0", "m3", "m5"], ["m1", "m2", "m4"]], 12),
+        ((1, 1, 1, 1), 4, [["m0"], ["m1"], ["m2"], ["m3"]], 1),
+        ((3, 9, 1), 1, [["m1", "m0", "m2"]], 13),
+        ((5,), 3, [["m0"], [], []], 5),
+        # LPT's classic worst case (m=2): 3,3,2,2,2 gives 7 where 6 is optimal; the lower bound says 6
+        ((3, 3, 2, 2, 2), 2, [["m0", "m2", "m4"], ["m1", "m3"]], 7),
+    ],
+)
 def test_lpt_assigns_longest_first_to_the_first_free_worker(seconds, workers, assignment, makespan):
     plan = schedule.lpt(units(*seconds), workers)
     assert [[u.model for u in w] for w in plan.assignment] == assignment
@@ -32,8 +35,11 @@ def test_lpt_assigns_longest_first_to_the_first_free_worker(seconds, workers, as
     assert [u.seconds for u in plan.units] == sorted(seconds, reverse=True)  # the queue's dispatch order
 
 
-SEED = [Estimate("faster", 30, 600, 60, 5000, "t"), Estimate("mask_vb", 30, 900, 60, 5000, "t"),
-        Estimate("mask_vd", 30, 900, 60, 5000, "t")]
+SEED = [
+    Estimate("faster", 30, 600, 60, 5000, "t"),
+    Estimate("mask_vb", 30, 900, 60, 5000, "t"),
+    Estimate("mask_vd", 30, 900, 60, 5000, "t"),
+]
 
 
 def test_slicing_brings_the_seed_zoo_on_8_gpus_close_to_its_bound():
@@ -47,8 +53,7 @@ def test_slicing_brings_the_seed_zoo_on_8_gpus_close_to_its_bound():
 
 
 def test_a_fixed_parallel_cuts_every_model_the_same_and_never_below_one_image():
-    plan = schedule.plan([Estimate("big", 10, 100, 0, 1000, "t"), Estimate("tiny", 10, 1, 0, 2, "t")], 4,
-                         parallel=3)
+    plan = schedule.plan([Estimate("big", 10, 100, 0, 1000, "t"), Estimate("tiny", 10, 1, 0, 2, "t")], 4, parallel=3)
     assert plan.slices == {"big": 3, "tiny": 2}
     big = sorted(u.seconds for u in plan.units if u.model == "big")
     assert big == pytest.approx([10 + 100 * 333 / 1000, 10 + 100 * 333 / 1000, 10 + 100 * 334 / 1000])
@@ -59,17 +64,23 @@ def test_one_worker_is_never_sliced():
 
 
 def _entry(model, device="gpu", eval_size=None, run_id="r1", **seconds):
-    return {"model": model, "run_id": run_id, "conditions": {"device": device, "eval_size": eval_size},
-            "seconds": {"startup": 20.0, "eval": 50.0, "images": 100, "timing": 30.0, **seconds}}
+    return {
+        "model": model,
+        "run_id": run_id,
+        "conditions": {"device": device, "eval_size": eval_size},
+        "seconds": {"startup": 20.0, "eval": 50.0, "images": 100, "timing": 30.0, **seconds},
+    }
 
 
 def test_estimates_come_from_history_then_the_readme_then_a_default():
     whole, _ = load_zoo(REPO / "zoos" / "paddledetection.yaml")
     ppyoloe = whole.model("ppyoloe_plus_crn_s_80e_coco")  # V100 FP32(FPS) 208.3 in its README row
-    history = [_entry("ppyoloe_plus_crn_s_80e_coco", device="cpu"),  # other conditions: ignored
-               _entry("ppyoloe_plus_crn_s_80e_coco", eval_size=[320, 320]),
-               _entry("ppyoloe_plus_crn_s_80e_coco", run_id="r2", eval=40.0),
-               _entry("ppyoloe_plus_crn_s_80e_coco", run_id="r3", images=None)]  # never got through its worker
+    history = [
+        _entry("ppyoloe_plus_crn_s_80e_coco", device="cpu"),  # other conditions: ignored
+        _entry("ppyoloe_plus_crn_s_80e_coco", eval_size=[320, 320]),
+        _entry("ppyoloe_plus_crn_s_80e_coco", run_id="r2", eval=40.0),
+        _entry("ppyoloe_plus_crn_s_80e_coco", run_id="r3", images=None),
+    ]  # never got through its worker
     e = schedule.estimate(whole, ppyoloe, 5000, history, device="gpu")
     assert (e.source, e.startup_s, e.timing_s) == ("history r2", 20.0, 30.0)
     assert e.eval_s == pytest.approx(40.0 / 100 * 5000)  # per image, scaled to the images of this run
@@ -81,10 +92,16 @@ def test_estimates_come_from_history_then_the_readme_then_a_default():
 
 
 def test_history_keeps_what_the_planner_needs_of_a_sliced_result():
-    rec = {"device": "gpu", "durations": {"worker_stages": {"import": 5, "build": 1, "load_weights": 2,
-                                                            "dataloader": 0.5, "eval": 40, "timing": 9}},
-           "parallel": {"slices": 2, "units": [{"images": 60, "stages": {"eval": 40}},
-                                               {"images": 40, "stages": {"eval": 30}}]}}
+    rec = {
+        "device": "gpu",
+        "durations": {
+            "worker_stages": {"import": 5, "build": 1, "load_weights": 2, "dataloader": 0.5, "eval": 40, "timing": 9}
+        },
+        "parallel": {
+            "slices": 2,
+            "units": [{"images": 60, "stages": {"eval": 40}}, {"images": 40, "stages": {"eval": 30}}],
+        },
+    }
     assert schedule.seconds_of(rec) == {"startup": 8.5, "eval": 70, "images": 100, "timing": 9, "device": "gpu"}
     assert schedule.seconds_of({"durations": {"worker_stages": {"import": 5}}}) is None  # no eval: nothing
 
@@ -94,9 +111,24 @@ def test_harness_plan_prints_the_schedule_for_each_gpu_count(tmp_path):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "harness", "plan", "--zoo", str(REPO / "zoos" / "paddledetection.yaml"),
-                          "--gpus", "1", "8", "--history", str(tmp_path / "none.jsonl"), "--json"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "plan",
+            "--zoo",
+            str(REPO / "zoos" / "paddledetection.yaml"),
+            "--gpus",
+            "1",
+            "8",
+            "--history",
+            str(tmp_path / "none.jsonl"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert len(data["estimates"]) == 240 and [p["workers"] for p in data["plans"]] == [1, 8]
@@ -105,7 +137,11 @@ def test_harness_plan_prints_the_schedule_for_each_gpu_count(tmp_path):
     assert eight["makespan_s"] <= 1.05 * eight["lower_bound_s"]
     assert sorted(u for gpu in eight["assignment"] for u in gpu) == sorted(
         f"{e['model']} [{i + 1}/{k}]" if k > 1 else e["model"]
-        for e in data["estimates"] for k in [eight["slices"][e["model"]]] for i in range(k))  # every unit once
-    md = subprocess.run([sys.executable, "-m", "harness", "plan", "--gpus", "8", "--parallel", "0"],
-                        capture_output=True, text=True)
+        for e in data["estimates"]
+        for k in [eight["slices"][e["model"]]]
+        for i in range(k)
+    )  # every unit once
+    md = subprocess.run(
+        [sys.executable, "-m", "harness", "plan", "--gpus", "8", "--parallel", "0"], capture_output=True, text=True
+    )
     assert md.returncode == 2 and "--parallel 0" in md.stderr

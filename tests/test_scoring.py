@@ -32,10 +32,23 @@ def _gt(tmp_path):
             w, h = rng.choice([(20, 15), (60, 50), (150, 120)])  # small, medium, large
             x, y = rng.uniform(0, 400 - w), rng.uniform(0, 300 - h)
             poly = [x, y, x + w, y, x + w, y + h, x + w / 2, y + h * 1.0, x, y + h]
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": rng.choice([1, 2, 3]),
-                         "bbox": [x, y, w, h], "area": w * h * 0.999, "iscrowd": 0, "segmentation": [poly]})
-    data = {"info": {}, "images": images, "annotations": anns,
-            "categories": [{"id": c, "name": f"c{c}"} for c in (1, 2, 3)]}
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i + 1,
+                    "category_id": rng.choice([1, 2, 3]),
+                    "bbox": [x, y, w, h],
+                    "area": w * h * 0.999,
+                    "iscrowd": 0,
+                    "segmentation": [poly],
+                }
+            )
+    data = {
+        "info": {},
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": c, "name": f"c{c}"} for c in (1, 2, 3)],
+    }
     path = tmp_path / "instances.json"
     path.write_text(json.dumps(data))
     return path, data
@@ -58,12 +71,24 @@ def _write(tmp_path, name, preds):
 def test_ground_truth_as_predictions_scores_one(tmp_path, name):
     ann_path, data = _gt(tmp_path)
     images = {img["id"]: img for img in data["images"]}
-    bbox = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
-            for a in data["annotations"]]
-    segm = [{"image_id": a["image_id"], "category_id": a["category_id"], "score": 1.0,
-             "segmentation": _rle(a, images[a["image_id"]])} for a in data["annotations"]]
-    stats = score_files(ann_path, {"bbox": _write(tmp_path, "bbox.json", bbox),
-                                   "mask": _write(tmp_path, "mask.json", segm)}, scorer(name))
+    bbox = [
+        {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+        for a in data["annotations"]
+    ]
+    segm = [
+        {
+            "image_id": a["image_id"],
+            "category_id": a["category_id"],
+            "score": 1.0,
+            "segmentation": _rle(a, images[a["image_id"]]),
+        }
+        for a in data["annotations"]
+    ]
+    stats = score_files(
+        ann_path,
+        {"bbox": _write(tmp_path, "bbox.json", bbox), "mask": _write(tmp_path, "mask.json", segm)},
+        scorer(name),
+    )
     assert stats["bbox"]["AP"] == pytest.approx(1.0) and stats["segm"]["AP"] == pytest.approx(1.0)
     named = metrics(stats)
     assert named["box_ap"] == named["mask_ap"] == 100.0 and named["box_ap50"] == 100.0
@@ -76,15 +101,22 @@ def _noisy(tmp_path):
     rng = random.Random(1)
     images = {img["id"]: img for img in data["images"]}
     bbox, segm = [], []
-    for a in data["annotations"] + [{"image_id": 6, "category_id": 1, "bbox": [5, 5, 50, 40],
-                                     "segmentation": [[5, 5, 55, 5, 55, 45, 5, 45]]}]:
+    for a in data["annotations"] + [
+        {"image_id": 6, "category_id": 1, "bbox": [5, 5, 50, 40], "segmentation": [[5, 5, 55, 5, 55, 45, 5, 45]]}
+    ]:
         x, y, w, h = a["bbox"]
         jitter = [x + rng.uniform(-5, 5), y + rng.uniform(-5, 5), w * rng.uniform(0.8, 1.2), h * rng.uniform(0.8, 1.2)]
         score = rng.random()
         cat = a["category_id"] if rng.random() > 0.2 else 3
         bbox.append({"image_id": a["image_id"], "category_id": cat, "bbox": jitter, "score": score})
-        segm.append({"image_id": a["image_id"], "category_id": cat, "score": score,
-                     "segmentation": _rle(a, images[a["image_id"]])})
+        segm.append(
+            {
+                "image_id": a["image_id"],
+                "category_id": cat,
+                "score": score,
+                "segmentation": _rle(a, images[a["image_id"]]),
+            }
+        )
     return ann_path, {"bbox": _write(tmp_path, "bbox.json", bbox), "mask": _write(tmp_path, "mask.json", segm)}
 
 
@@ -119,8 +151,10 @@ def test_annotations_without_info_key_still_score(tmp_path, name):
     ann_path, data = _gt(tmp_path)
     del data["info"]
     ann_path.write_text(json.dumps(data))
-    bbox = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
-            for a in data["annotations"]]
+    bbox = [
+        {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+        for a in data["annotations"]
+    ]
     stats = score_files(ann_path, {"bbox": _write(tmp_path, "b.json", bbox)}, scorer(name))
     assert stats["bbox"]["AP"] == pytest.approx(1.0)
 
@@ -132,8 +166,10 @@ def test_each_scorer_is_what_it_says(name):
 
 def test_without_faster_coco_eval_the_default_is_pycocotools():
     """The only mock here: an import that fails (uninstalling a package inside the test run is not an option)."""
-    code = ("import sys; sys.modules['faster_coco_eval'] = None; from harness.scoring import scorer; "
-            "print(scorer().describe()['name'])")
+    code = (
+        "import sys; sys.modules['faster_coco_eval'] = None; from harness.scoring import scorer; "
+        "print(scorer().describe()['name'])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "pycocotools" and "not usable here" in out.stderr
 
@@ -147,6 +183,8 @@ def test_bbox_and_segm_scored_at_once_equal_one_after_the_other(tmp_path, name):
     serial = score_files(ann_path, files, scorer(name), concurrent=False)
     for _ in range(3):
         assert score_files(ann_path, files, scorer(name), concurrent=True) == serial
-    alone = {**score_files(ann_path, {"bbox": files["bbox"]}, scorer(name)),
-             **score_files(ann_path, {"mask": files["mask"]}, scorer(name))}
+    alone = {
+        **score_files(ann_path, {"bbox": files["bbox"]}, scorer(name)),
+        **score_files(ann_path, {"mask": files["mask"]}, scorer(name)),
+    }
     assert alone == serial

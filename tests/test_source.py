@@ -20,14 +20,22 @@ MODEL = load_zoo()[0].models[0]
 
 
 def _pin(server, commit: str, tree: str | None = None) -> Source:
-    return Source(repository=server.url("/PaddlePaddle/PaddleDetection"), commit=commit,
-                  tree=tree or ppdet_tree(commit), paddle="3.3.1")
+    return Source(
+        repository=server.url("/PaddlePaddle/PaddleDetection"),
+        commit=commit,
+        tree=tree or ppdet_tree(commit),
+        paddle="3.3.1",
+    )
 
 
 def _git_tree(root) -> str:
     """What git itself says: `git add -A && git write-tree` in a scratch repository over `root`."""
-    env = {**os.environ, "GIT_DIR": str(root) + ".git", "GIT_WORK_TREE": str(root), "GIT_INDEX_FILE":
-           str(root) + ".index"}
+    env = {
+        **os.environ,
+        "GIT_DIR": str(root) + ".git",
+        "GIT_WORK_TREE": str(root),
+        "GIT_INDEX_FILE": str(root) + ".index",
+    }
     subprocess.run(["git", "init", "-q"], env=env, check=True)
     subprocess.run(["git", "add", "-A"], env=env, check=True)
     return subprocess.run(["git", "write-tree"], env=env, check=True, capture_output=True, text=True).stdout.strip()
@@ -74,8 +82,10 @@ def _forged(tmp_path, commit: str) -> bytes:
     a minimal PaddleDetection whose ppdet/__init__.py would run on import."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.PAX_FORMAT, pax_headers={"comment": commit}) as tf:
-        for name, data in ((f"PaddleDetection-{commit}/ppdet/__init__.py", b"open('/tmp/pwned', 'w')\n"),
-                           (f"PaddleDetection-{commit}/configs/x.yml", b"\n")):
+        for name, data in (
+            (f"PaddleDetection-{commit}/ppdet/__init__.py", b"open('/tmp/pwned', 'w')\n"),
+            (f"PaddleDetection-{commit}/configs/x.yml", b"\n"),
+        ):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
@@ -146,5 +156,7 @@ def test_git_checkout_records_its_head_commit_tree_and_dirt(tmp_path, ppdet_arch
     assert f"is commit {head}" not in caplog.text  # same content as the pin: no warning for another commit id
     (root / "ppdet" / "__init__.py").write_text("# changed\n")
     assert source.checkout(root, pin).dirty is True
-    assert f"is commit {head} (tree {ppdet_tree(CURRENT)}, with uncommitted changes), the zoo pins {CURRENT}" \
+    assert (
+        f"is commit {head} (tree {ppdet_tree(CURRENT)}, with uncommitted changes), the zoo pins {CURRENT}"
         in caplog.text
+    )

@@ -44,6 +44,7 @@ class FakeClock:
 
 def _pipeline(clock: FakeClock, costs: dict, seen: list) -> Pipeline:
     """Stages that advance the fake clock by costs[stage](item) and remember which items were fed."""
+
     def pre(item):
         seen.append(item)
         clock.now += costs["pre"](item)
@@ -91,10 +92,16 @@ def test_the_clock_is_read_only_right_after_a_sync():
             calls.append(name)
             pending.append(name)  # launched, not finished
             return args[0] if args else None
+
         return f
 
-    out = run([1, 2], Pipeline(async_stage("pre"), async_stage("model"), async_stage("post")),
-              Method(warmup=1, min_iters=3, min_seconds=0), sync=sync, clock=clock)
+    out = run(
+        [1, 2],
+        Pipeline(async_stage("pre"), async_stage("model"), async_stage("post")),
+        Method(warmup=1, min_iters=3, min_seconds=0),
+        sync=sync,
+        clock=clock,
+    )
     assert out.iterations == 3
     for i, c in enumerate(calls):
         if c == "clock":

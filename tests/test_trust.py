@@ -32,15 +32,29 @@ SHA = "ab" * 32
 
 
 def harness(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, **(env or {})}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
 
 
 # ---- names and paths -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, why", [("..", "is not a model name"), (".", "is not a model name"),
-                                       ("a/b", "does not match"), ("/abs", "does not match"), ("", "does not match")])
+@pytest.mark.parametrize(
+    "name, why",
+    [
+        ("..", "is not a model name"),
+        (".", "is not a model name"),
+        ("a/b", "does not match"),
+        ("/abs", "does not match"),
+        ("", "does not match"),
+    ],
+)
 def test_a_model_name_must_be_one_plain_path_component(name, why):
     raw = copy.deepcopy(RAW)
     raw["models"][0]["name"] = name
@@ -72,20 +86,45 @@ def test_remove_tree_never_leaves_the_directory_it_is_given(tmp_path):
 def _scored_run(tmp_path, model_field: str) -> Path:
     """A run directory holding one result that reached scoring, whose `model` field is `model_field`."""
     ann = tmp_path / "instances.json"
-    ann.write_text(json.dumps({"info": {}, "images": [{"id": 1, "file_name": "1.jpg", "width": 9, "height": 9}],
-                               "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 4],
-                                                "area": 16, "iscrowd": 0}],
-                               "categories": [{"id": 1, "name": "x"}]}))
+    ann.write_text(
+        json.dumps(
+            {
+                "info": {},
+                "images": [{"id": 1, "file_name": "1.jpg", "width": 9, "height": 9}],
+                "annotations": [
+                    {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 4], "area": 16, "iscrowd": 0}
+                ],
+                "categories": [{"id": 1, "name": "x"}],
+            }
+        )
+    )
     mdir = tmp_path / "run" / "m"
     (mdir / "predictions").mkdir(parents=True)
-    (mdir / "predictions" / "bbox.json").write_text(json.dumps(
-        [{"image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 4], "score": 0.9}]))
-    verdict = {"metric": "box_ap", "measured": 0.0, "documented": 40.6, "tolerance": 0.3, "delta": -40.6,
-               "status": "fail", "reason": "r"}
-    rec = {"schema": 1, "model": model_field, "run_id": "r", "zoo_index": 0, "started": "2026-11-25T00:00:00+00:00",
-           "table": {}, "documented": {"box_ap": 40.6}, "status": "fail",
-           "predictions": {"bbox": "predictions/bbox.json"}, "dataset": {"annotations": str(ann)},
-           "metrics": {"box_ap": verdict}}
+    (mdir / "predictions" / "bbox.json").write_text(
+        json.dumps([{"image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 4], "score": 0.9}])
+    )
+    verdict = {
+        "metric": "box_ap",
+        "measured": 0.0,
+        "documented": 40.6,
+        "tolerance": 0.3,
+        "delta": -40.6,
+        "status": "fail",
+        "reason": "r",
+    }
+    rec = {
+        "schema": 1,
+        "model": model_field,
+        "run_id": "r",
+        "zoo_index": 0,
+        "started": "2026-11-25T00:00:00+00:00",
+        "table": {},
+        "documented": {"box_ap": 40.6},
+        "status": "fail",
+        "predictions": {"bbox": "predictions/bbox.json"},
+        "dataset": {"annotations": str(ann)},
+        "metrics": {"box_ap": verdict},
+    }
     (mdir / "result.json").write_text(json.dumps(rec))
     return tmp_path / "run"
 
@@ -114,15 +153,18 @@ def test_a_deeply_nested_zoo_yaml_is_exit_2_in_one_line(tmp_path):
     assert len(out.stderr.strip().splitlines()) == 2  # the error and its fix
 
 
-@pytest.mark.parametrize("record, expected", [
-    ({"sha256": SHA.upper(), "size": 5}, "sha256: 'ABAB"),
-    ({"sha256": SHA, "size": -5}, "size: expected greater than 0"),
-    ({"sha256": SHA, "size": "5"}, "size: expected an integer"),
-    ({"sha256": SHA, "size": True}, "size: expected an integer"),
-    ("not a mapping", "expected a mapping"),
-    ({"sha256": SHA}, "size: required field is missing"),
-    ({"sha256": SHA, "size": 5, "etag": "x"}, "etag: unknown field"),
-])
+@pytest.mark.parametrize(
+    "record, expected",
+    [
+        ({"sha256": SHA.upper(), "size": 5}, "sha256: 'ABAB"),
+        ({"sha256": SHA, "size": -5}, "size: expected greater than 0"),
+        ({"sha256": SHA, "size": "5"}, "size: expected an integer"),
+        ({"sha256": SHA, "size": True}, "size: expected an integer"),
+        ("not a mapping", "expected a mapping"),
+        ({"sha256": SHA}, "size: required field is missing"),
+        ({"sha256": SHA, "size": 5, "etag": "x"}, "etag: unknown field"),
+    ],
+)
 def test_a_bad_zoo_lock_record_is_a_usage_error_naming_its_field(tmp_path, record, expected):
     url = "http://127.0.0.1:1/w.pdparams"
     lock = tmp_path / "zoo.lock"
@@ -133,8 +175,14 @@ def test_a_bad_zoo_lock_record_is_a_usage_error_naming_its_field(tmp_path, recor
     assert err.value.exit_code == ExitCode.USAGE
 
 
-@pytest.mark.parametrize("text, expected", [('{"format": 2, "artifacts": {}}', "format: expected 1"),
-                                            ("[" * 100_000, "not a zoo.lock of format 1"), ("{", "not a zoo.lock")])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('{"format": 2, "artifacts": {}}', "format: expected 1"),
+        ("[" * 100_000, "not a zoo.lock of format 1"),
+        ("{", "not a zoo.lock"),
+    ],
+)
 def test_a_malformed_zoo_lock_is_a_usage_error(tmp_path, text, expected):
     (tmp_path / "zoo.lock").write_text(text)
     with pytest.raises(ManifestError, match=expected):
@@ -165,8 +213,9 @@ def test_a_bad_zoo_lock_never_evicts_a_good_entry(server, cache, tmp_path):
     data["artifacts"][url]["sha256"] = got.sha256.upper()
     lock.path.write_text(json.dumps(data))
     zoo, tree = _zoo(tmp_path, url)
-    out = harness("fetch", RAW["models"][0]["name"], "--zoo", str(zoo), "--ppdet-root", tree,
-                  env={"HARNESS_CACHE": str(cache)})
+    out = harness(
+        "fetch", RAW["models"][0]["name"], "--zoo", str(zoo), "--ppdet-root", tree, env={"HARNESS_CACHE": str(cache)}
+    )
     assert out.returncode == ExitCode.USAGE, out.stderr
     assert f"artifacts['{url}'].sha256: '{got.sha256.upper()}' does not match" in out.stderr
     assert entry_path(url, cache).read_bytes() == b"w" * 1000  # the verified entry is still there
@@ -178,8 +227,9 @@ def test_a_bad_zoo_lock_never_evicts_a_good_entry(server, cache, tmp_path):
 @pytest.fixture
 def coco_served(server, tmp_path):
     images, annotations = coco_zips(tmp_path, 3)
-    return Dataset(name="coco", images=server.add("/val2017.zip", images),
-                   annotations=server.add("/ann.zip", annotations))
+    return Dataset(
+        name="coco", images=server.add("/val2017.zip", images), annotations=server.add("/ann.zip", annotations)
+    )
 
 
 def test_a_damaged_annotation_file_is_repaired_by_following_the_hint(coco_served, cache, tmp_path):
@@ -212,8 +262,9 @@ def test_a_damaged_subset_file_is_made_again(coco_served, cache, tmp_path):
     assert dataset.prepare(coco_served, lock, subset=2, policy=FAST).num_images == 2
 
 
-def test_an_archive_that_will_not_extract_is_evicted_and_its_learned_pin_forgotten(coco_served, server, cache,
-                                                                                     tmp_path):
+def test_an_archive_that_will_not_extract_is_evicted_and_its_learned_pin_forgotten(
+    coco_served, server, cache, tmp_path
+):
     """The first-use pin of a broken archive must not wedge the cache: it goes with the entry, and once the
     server has the right file the next fetch works without editing zoo.lock."""
     good = server.files["/ann.zip"]
@@ -223,8 +274,9 @@ def test_an_archive_that_will_not_extract_is_evicted_and_its_learned_pin_forgott
     env = {"HARNESS_CACHE": str(cache), "HARNESS_RETRIES": "1"}
     out = harness(*argv, env=env)
     assert out.returncode == ExitCode.ERROR, out.stderr
-    assert "cannot extract" in out.stderr and "the cache entry was removed and its zoo.lock record forgotten" \
-        in out.stderr
+    assert (
+        "cannot extract" in out.stderr and "the cache entry was removed and its zoo.lock record forgotten" in out.stderr
+    )
     assert LockFile.beside(zoo).get(coco_served.annotations.url) is None
     assert not entry_path(coco_served.annotations.url, cache).exists()
     server.files["/ann.zip"] = good
@@ -240,15 +292,32 @@ def _in_tmpfs(tmp_path: Path, size: str, ds: Dataset, weights: str):
     cache = tmp_path / "cache"
     wrap = namespaced(f"size={size}", cache)
     zoo, tree = _zoo(tmp_path, weights, ds)
-    cmd = [sys.executable, "-m", "harness", "fetch", RAW["models"][0]["name"], "--zoo", str(zoo), "--dataset",
-           "--ppdet-root", tree]
-    shell = " ".join(f"'{c}'" for c in cmd) + f"; echo rc=$?; df -k --output=avail {cache} | tail -1; " \
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness",
+        "fetch",
+        RAW["models"][0]["name"],
+        "--zoo",
+        str(zoo),
+        "--dataset",
+        "--ppdet-root",
+        tree,
+    ]
+    shell = (
+        " ".join(f"'{c}'" for c in cmd) + f"; echo rc=$?; df -k --output=avail {cache} | tail -1; "
         f"find {cache} -type f | sort"
-    out = subprocess.run([*wrap, "sh", "-c", shell], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "HARNESS_CACHE": str(cache), "HARNESS_RETRIES": "1"})
+    )
+    out = subprocess.run(
+        [*wrap, "sh", "-c", shell],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HARNESS_CACHE": str(cache), "HARNESS_RETRIES": "1"},
+    )
     lines = out.stdout.splitlines()
     rc_at = next(i for i, line in enumerate(lines) if line.startswith("rc="))
-    return int(lines[rc_at][3:]), out.stderr, int(lines[rc_at + 1]), lines[rc_at + 2:]
+    return int(lines[rc_at][3:]), out.stderr, int(lines[rc_at + 1]), lines[rc_at + 2 :]
 
 
 def test_a_zip_bomb_never_fills_the_cache_and_its_pin_is_forgotten(server, tmp_path):
@@ -257,8 +326,9 @@ def test_a_zip_bomb_never_fills_the_cache_and_its_pin_is_forgotten(server, tmp_p
 
     bomb = _zeros_zip(tmp_path / "ann.zip", 1 << 30)
     assert bomb.stat().st_size < 2 << 20
-    ds = Dataset(name="coco", images=server.add("/val2017.zip", _images_zip(tmp_path)),
-                 annotations=server.add("/ann.zip", bomb))
+    ds = Dataset(
+        name="coco", images=server.add("/val2017.zip", _images_zip(tmp_path)), annotations=server.add("/ann.zip", bomb)
+    )
     rc, err, free_kib, files = _in_tmpfs(tmp_path, "64m", ds, server.add("/w.pdparams", b"w"))
     assert rc == ExitCode.ERROR, err
     assert "refusing to extract" in err and "(more than 200:1)" in err
@@ -272,8 +342,11 @@ def test_too_little_disk_for_an_honest_archive_keeps_its_entry_and_pin(server, t
     verified download and its zoo.lock record stay (a later run with more room extracts it)."""
     with zipfile.ZipFile(tmp_path / "ann.zip", "w", zipfile.ZIP_STORED) as zf:
         zf.writestr("annotations/instances_val2017.json", os.urandom(3_000_000))
-    ds = Dataset(name="coco", images=server.add("/val2017.zip", _images_zip(tmp_path)),
-                 annotations=server.add("/ann.zip", tmp_path / "ann.zip"))
+    ds = Dataset(
+        name="coco",
+        images=server.add("/val2017.zip", _images_zip(tmp_path)),
+        annotations=server.add("/ann.zip", tmp_path / "ann.zip"),
+    )
     rc, err, _, files = _in_tmpfs(tmp_path, "4m", ds, server.add("/w.pdparams", b"w"))
     assert rc == ExitCode.ERROR and "extracting needs 3000000 bytes" in err and "free disk space" in err
     assert "removed" not in err and [f for f in files if f.endswith("ann.zip")]

@@ -12,20 +12,50 @@ from conftest import FASTER
 
 pytestmark = pytest.mark.stack
 
+
 def verify(zoo_path, out, *extra, cache):
-    proc = subprocess.run([sys.executable, "-m", "harness", "verify", FASTER, "--zoo", str(zoo_path), "--out",
-                           str(out), "--eval-size", "320", "--device", "cpu", "--json", "--no-timing", *extra],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "HARNESS_CACHE": str(cache)})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "verify",
+            FASTER,
+            "--zoo",
+            str(zoo_path),
+            "--out",
+            str(out),
+            "--eval-size",
+            "320",
+            "--device",
+            "cpu",
+            "--json",
+            "--no-timing",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HARNESS_CACHE": str(cache)},
+    )
     rec = json.loads(proc.stdout) if proc.stdout.startswith("{") else None
     return proc, rec
 
 
-@pytest.mark.parametrize("variant, expected", [
-    ("prefixed", ["455 missing, 455 unexpected, 0 mis-shaped; 0 match", "prefix 'model.'"]),
-    ("missing", ["1 missing, 0 unexpected, 0 mis-shaped"]),
-    ("reshaped", ["0 missing, 0 unexpected, 1 mis-shaped", "backbone.res1.conv1.conv.weight file [64, 2, 7, 7] "
-                                                          "vs model [64, 3, 7, 7]"]),
-])
+@pytest.mark.parametrize(
+    "variant, expected",
+    [
+        ("prefixed", ["455 missing, 455 unexpected, 0 mis-shaped; 0 match", "prefix 'model.'"]),
+        ("missing", ["1 missing, 0 unexpected, 0 mis-shaped"]),
+        (
+            "reshaped",
+            [
+                "0 missing, 0 unexpected, 1 mis-shaped",
+                "backbone.res1.conv1.conv.weight file [64, 2, 7, 7] vs model [64, 3, 7, 7]",
+            ],
+        ),
+    ],
+)
 def test_weights_that_do_not_fit_can_never_yield_an_ap(served, tmp_path, variant, expected):
     make, cache, keys = served
     proc, rec = verify(make(tmp_path, variant), tmp_path / "run", cache=cache)
@@ -43,8 +73,7 @@ def test_weights_that_do_not_fit_can_never_yield_an_ap(served, tmp_path, variant
 
 def test_zero_detections_is_ap_zero_and_a_fail_not_a_crash(served, tmp_path):
     make, cache, _ = served
-    proc, rec = verify(make(tmp_path), tmp_path / "run", "-o", "BBoxPostProcess.nms.score_threshold=0.999",
-                       cache=cache)
+    proc, rec = verify(make(tmp_path), tmp_path / "run", "-o", "BBoxPostProcess.nms.score_threshold=0.999", cache=cache)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert rec["status"] == "fail" and rec["error"] is None
     # ppdet writes at most a score-0 placeholder per image when NMS keeps nothing
@@ -70,8 +99,11 @@ def test_gpu_asked_of_a_cpu_build_is_a_clear_error(served, tmp_path):
 
 def test_unknown_model_and_bad_opt_are_usage_errors(served, tmp_path):
     make, cache, _ = served
-    bad = subprocess.run([sys.executable, "-m", "harness", "verify", "faster_rcnn", "--zoo", str(make(tmp_path))],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "harness", "verify", "faster_rcnn", "--zoo", str(make(tmp_path))],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and f"did you mean: {FASTER}" in bad.stderr
     proc, _ = verify(make(tmp_path), tmp_path / "run", "-o", "nonsense", cache=cache)
     assert proc.returncode == 2 and "expected KEY=VALUE" in proc.stderr
