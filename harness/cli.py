@@ -1,7 +1,8 @@
 """`harness`: a thin command line over functions the tests call directly.
 
 Exit codes (whole CLI): 0 ok/pass, 1 verdict fail, 2 usage or manifest error, 3 could not measure,
-130 interrupted. paddle and ppdet are never imported here: `list` and `--help` start in a blink.
+130 interrupted, 143 terminated (SIGTERM); all from errors.ExitCode. paddle and ppdet are never imported
+here: `list` and `--help` start in a blink.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ examples:
   harness rescore runs/quick --scorer pycocotools   recompute the stats from the stored predictions
   harness rehearse                              offline rehearsal on a random-weight mini-zoo
 
-exit codes: 0 ok, 1 verdict fail, 2 usage or zoo.yaml error, 3 could not measure, 130 interrupted
+exit codes: 0 ok, 1 verdict fail, 2 usage or zoo.yaml error, 3 could not measure, 130 interrupted, 143 terminated
 """
 
 
@@ -170,7 +171,7 @@ def _parallel(p: argparse.ArgumentParser, *, gpus_help: str) -> None:
     p.add_argument("--gpus", metavar="LIST", help=gpus_help)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915  # declarations, one statement per option
     common, inputs = _common(sub=True), _inputs()
     parser = argparse.ArgumentParser(
         prog="harness",
@@ -301,10 +302,18 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         help="render the reports of one or more run directories (shards merge) from their result files",
         epilog="examples:\n  harness report runs/20261125-101500\n  harness report runs/a runs/b --out report.md\n"
-        "  harness report runs/shard-* --outputs runs/merged --history reports/history.jsonl",
+        "  harness report runs/shard-* --outputs runs/merged --history reports/history.jsonl\n"
+        "  harness report runs/shard-* --history reports/history.jsonl --html site/   (open site/index.html)",
     )
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="directories written by verify or run")
     p.add_argument("--out", type=Path, metavar="FILE", help="also write the markdown table to FILE")
+    p.add_argument(
+        "--html",
+        type=Path,
+        metavar="DIR",
+        help="write the web page (a static site: overview, one page per model with trends and logs) into DIR; "
+        "with --history its trends span the earlier nights",
+    )
     p.add_argument(
         "--outputs",
         type=Path,
@@ -689,6 +698,12 @@ def cmd_report(args) -> int:
     print(text, end="")
     if args.out:
         atomic_write_bytes(args.out, markdown(records).encode())
+    if args.html:
+        from harness import history, site
+
+        past = history.load(args.history) if args.history else []
+        pages = site.build(records, args.html, history=past, run_dirs=args.runs)
+        print(f"site: {pages['index']}", file=sys.stderr)
     return ExitCode.OK
 
 
@@ -853,7 +868,7 @@ def main(argv: list[str] | None = None) -> int:
             "removed; finished results are kept (`harness run --resume` continues)",
             file=sys.stderr,
         )
-        return 143 if terminated else int(ExitCode.INTERRUPTED)
+        return int(ExitCode.TERMINATED if terminated else ExitCode.INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import yaml
 from harness import source
 from harness.archive import extract
 from harness.artifacts import fetch
-from harness.errors import HarnessError, UsageError
+from harness.errors import ExitCode, HarnessError, UsageError
 from harness.files import atomic_write_bytes, atomic_write_json, read_json, remove_tree
 from harness.manifest import Artifact, Source, Zoo, load_zoo
 
@@ -92,7 +92,8 @@ def synthetic_coco(out: Path, n_images: int, *, size: tuple[int, int] = (320, 24
     rng = random.Random(seed)
     (out / "val2017").mkdir(parents=True, exist_ok=True)
     w, h = size
-    images, anns = [], []
+    images: list[dict] = []
+    anns: list[dict] = []
     for i in range(n_images):
         image_id = 1000 + i
         yy, xx = np.mgrid[0:h, 0:w]
@@ -262,7 +263,10 @@ def _last_error(stderr: str) -> str:
 def mirror_zoo(zoo: Zoo, stack: str, base: str, mirror: Path) -> dict:
     """The zoo as plain data with every URL moved to `base`, only the rehearsed stack, and its source pinned to
     the content tree of the archive the mirror serves (recorded by build_mirror)."""
-    tree = read_json(mirror / ".complete.json")["tree"]
+    made = read_json(mirror / ".complete.json")
+    if not isinstance(made, dict) or not made.get("tree"):
+        raise HarnessError(f"{mirror}: not a finished rehearsal mirror", hint="run `harness rehearse` again")
+    tree = made["tree"]
     raw = zoo.model_dump(exclude_none=True, exclude_defaults=True)
     raw["notice"] = BANNER
     src = raw["sources"][stack]
@@ -324,15 +328,15 @@ def rehearse(
     Returns 0 when every step ran through: fetches succeeded and every model got a verdict. A verdict of
     `fail` is the expected outcome (random weights), so only errors (exit code ≥ 2) make the rehearsal fail.
     """
-    from harness import cli
-
     zoo, _ = load_zoo(zoo_path)
     stack, _ = zoo.source(stack)
     work = work.resolve()
     _claim(work)
     print(f"== {BANNER}", flush=True)
     mirror = build_mirror(work, zoo, stack, n_images=n_images)
-    os.environ["HARNESS_CACHE"] = str(work / "cache")  # the rehearsal never touches the user's cache
+    # Each step is the user's command in its own process, with the rehearsal's own cache: this process's
+    # environment is left as it was (a caller importing rehearse() keeps its HARNESS_CACHE).
+    env = {**os.environ, "HARNESS_CACHE": str(work / "cache")}
     run_dir = work / "runs" / time.strftime("%Y%m%d-%H%M%S")
     with serve(mirror, port) as base:
         zoo_file = work / "zoo.yaml"
@@ -367,8 +371,17 @@ def rehearse(
                 ["run", *z, *run_opts, "--resume", "--history", str(work / "history.jsonl")],
             ),
             (
-                "the table again, from the result files alone",
-                ["report", str(run_dir), "--out", str(run_dir / "table.md")],
+                "the table again and the web page, from the result files alone (open site/index.html)",
+                [
+                    "report",
+                    str(run_dir),
+                    "--out",
+                    str(run_dir / "table.md"),
+                    "--history",
+                    str(work / "history.jsonl"),
+                    "--html",
+                    str(work / "site"),
+                ],
             ),
         ]
         worst = 0
@@ -376,12 +389,15 @@ def rehearse(
             shown = " ".join("ZOO" if a == str(zoo_file) else a for a in argv)
             print(f"\n== harness {shown}\n   ({title})", flush=True)
             t0 = time.perf_counter()
-            code = cli.main(argv)
+            code = subprocess.run(
+                [sys.executable, "-m", "harness", *argv], env=env, stdin=subprocess.DEVNULL
+            ).returncode
             print(f"-- exit {code}, {time.perf_counter() - t0:.1f} s", flush=True)
-            if code >= 2:
-                worst = max(worst, code)
+            if code < 0 or code >= ExitCode.USAGE:  # a step killed by a signal counts as an error
+                worst = max(worst, code if code > 0 else ExitCode.ERROR)
     print(
-        f"\n== {BANNER}\n== rehearsal files: {work} (zoo.yaml, zoo.lock, mirror/, cache/, runs/, history.jsonl)\n"
-        f"== report: {run_dir / 'report.md'}\n== {'OK' if worst == 0 else 'FAILED'}: exit {worst}"
+        f"\n== {BANNER}\n== rehearsal files: {work} (zoo.yaml, zoo.lock, mirror/, cache/, runs/, history.jsonl, "
+        f"site/)\n== report: {run_dir / 'report.md'}\n== web page: {work / 'site' / 'index.html'}\n"
+        f"== {'OK' if worst == 0 else 'FAILED'}: exit {worst}"
     )
     return worst

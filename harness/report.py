@@ -7,8 +7,11 @@ record carries its table's layout (columns, which hold metrics, links and speeds
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tabulate import tabulate
 
+from harness.files import atomic_write_bytes
 from harness.manifest import V1_LABELS, V1_TABLE
 
 SEED = V1_TABLE["columns"]  # the seed README's columns (configs/res2net/README.md)
@@ -254,9 +257,16 @@ def rows(records: list[dict]) -> list[dict]:
 
 
 def csv(records: list[dict], path) -> None:
-    import pandas as pd
+    """results.csv with the standard library's csv module: reports need no pandas (the site writes it too)."""
+    import csv as std
+    import io
 
-    pd.DataFrame(rows(records)).to_csv(path, index=False)
+    table = rows(records)
+    buf = io.StringIO()
+    writer = std.DictWriter(buf, fieldnames=list(table[0]) if table else ["model"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(table)
+    atomic_write_bytes(Path(path), buf.getvalue().encode())
 
 
 def history_markdown(history: list[dict], records: list[dict], regressions: list[str], last: int = 5) -> str:
@@ -286,11 +296,9 @@ def publish(records: list[dict], out_dir, *, history_path=None) -> dict:
     """Everything a run leaves for people and CI: report.md, junit.xml, results.csv, and with a history
     store also the history sections and the plots. Also appends the markdown to $GITHUB_STEP_SUMMARY."""
     import os
-    from pathlib import Path
 
     from harness import history as hist
     from harness import plots
-    from harness.files import atomic_write_bytes
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,165 @@
+"""`harness report --html`: the static site, read as HTML (the browser tests click through it)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from nights import NIGHTS, ZOO, write_nights
+
+from harness import history, results, site
+from harness.errors import UsageError
+
+FASTER, MASK, VD, YOLO = list(ZOO)
+
+
+class Page(HTMLParser):
+    """Every tag with its attributes, and the text (what a test checks without a browser)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.text: list[str] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+    def all(self, tag: str, **attrs) -> list[dict]:
+        return [a for t, a in self.tags if t == tag and all(a.get(k) == v for k, v in attrs.items())]
+
+
+def _read(path: Path) -> Page:
+    return Page(path.read_text())
+
+
+@pytest.fixture
+def built(tmp_path):
+    runs, hist = write_nights(tmp_path)
+    out = tmp_path / "site"
+    for run in runs:  # night after night into one site, as the nightly's Pages would
+        site.build(results.read([run]), out, history=history.load(hist), run_dirs=[run])
+    return out, runs, hist
+
+
+def test_the_overview_lists_every_model_with_status_delta_last_pass_and_streak(built):
+    out, _, _ = built
+    page = _read(out / "index.html")
+    rows = {a["data-model"]: a for a in page.all("tr") if "data-model" in a}
+    assert list(rows) == list(ZOO)
+    assert {m: r["data-status"] for m, r in rows.items()} == {FASTER: "pass", MASK: "fail", VD: "error", YOLO: "pass"}
+    assert {r["data-family"] for r in rows.values()} == {"res2net", "ppyoloe"}
+    text = (out / "index.html").read_text()
+    # the Mask model failed tonight after three passing nights: last pass is the night before
+    mask_row = re.search(rf'data-model="{MASK}">(.*?)</tr>', text, re.S).group(1)
+    assert (
+        NIGHTS[2] in mask_row and "fail × 1" in mask_row and "box_ap 41.20 / 42.4" in mask_row and "-1.20" in mask_row
+    )
+    vd_row = re.search(rf'data-model="{VD}">(.*?)</tr>', text, re.S).group(1)
+    assert "error × 3" in vd_row and f"since {NIGHTS[1]}" in vd_row and NIGHTS[0] in vd_row  # last pass: night 1
+    families = re.search(r'<table id="families">(.*?)</table>', text, re.S).group(1)
+    assert re.search(
+        r"res2net</a></td><td class=\"num\">3</td>\s*<td class=\"num\">1</td><td class=\"num\">1</td>"
+        r"<td class=\"num\">1</td>",
+        families,
+    )
+    for name in ("report.md", "junit.xml", "results.csv"):
+        assert page.all("a", href=name) and (out / name).stat().st_size > 0
+
+
+def test_a_model_page_has_its_trend_stats_timing_weights_and_log(built):
+    out, _, _ = built
+    page_path = out / "runs" / NIGHTS[-1] / f"{MASK}.html"
+    page = _read(page_path)
+    charts = [a["data-metric"] for a in page.all("figure")]
+    assert charts == ["box_ap", "mask_ap", "fps"]
+    html = page_path.read_text()
+    box = re.search(r'data-metric="box_ap">(.*?)</figure>', html, re.S).group(1)
+    dots = re.findall(r'<circle class="night (\w+)" cx="([\d.]+)" cy="([\d.]+)"', box)
+    assert [d[0] for d in dots] == ["pass", "pass", "pass", "fail"]  # four nights, tonight failed
+    doc_y = float(re.search(r'class="documented"[^>]*y1="([\d.]+)"', box).group(1))
+    band = re.search(r'class="band"[^>]*y="([\d.]+)" height="([\d.]+)"', box)
+    top, height = float(band.group(1)), float(band.group(2))
+    assert top < doc_y < top + height  # the documented line lies inside its tolerance band
+    ys = [float(d[2]) for d in dots]
+    assert ys[3] > top + height and all(top <= y <= top + height for y in ys[:3])  # 41.2 is below the band
+    # earlier nights' pages exist in this site: each dot links to its night
+    assert [a["href"] for a in page.all("a") if a.get("href", "").startswith("../../runs/")][:4] == [
+        f"../../runs/{n}/{MASK}.html" for n in NIGHTS
+    ]
+    assert page.all("table", id="stats") and page.all("table", id="timing") and page.all("table", id="weights")
+    assert "ab" * 32 in html and "NVIDIA H100 80GB HBM3" in html and "3.3.1" in html
+    assert "Total sample number: 5000" in "".join(page.text)
+
+
+def test_records_and_logs_are_text_never_markup(built, tmp_path):
+    out, runs, hist = built
+    html = (out / "runs" / NIGHTS[-1] / f"{MASK}.html").read_text()
+    assert "<script>alert('log')</script>" not in html and "&lt;script&gt;alert(" in html
+    (runs[-1] / VD / "worker.log").unlink()  # without its log file, the error's own log tail is shown
+    site.build(results.read([runs[-1]]), out, history=history.load(hist), run_dirs=[runs[-1]])
+    err = (out / "runs" / NIGHTS[-1] / f"{VD}.html").read_text()
+    assert "<b>bold</b>" not in err and "Traceback: &lt;b&gt;bold&lt;/b&gt;" in err
+    # a record whose URLs are not http(s) is shown, never linked
+    rec = results.read([runs[-1]])[0]
+    rec["artifacts"]["weights"]["url"] = "javascript:alert(1)"
+    rec["table"]["config_url"] = "data:text/html,<script>1</script>"
+    site.build([rec], tmp_path / "other")
+    page = _read(tmp_path / "other" / "runs" / rec["run_id"] / f"{rec['model']}.html")
+    assert not [a for a in page.all("a") if a.get("href", "").startswith(("javascript:", "data:"))]
+    assert "javascript:alert(1)" in "".join(page.text)
+
+
+def test_nothing_is_fetched_from_elsewhere(built):
+    out, _, _ = built
+    for path in out.rglob("*.html"):
+        page = _read(path)
+        assert all("src" not in a for a in page.all("script"))
+        assert not page.all("link") and not page.all("img") and not page.all("iframe")
+        csp = page.all("meta", **{"http-equiv": "Content-Security-Policy"})
+        assert csp and "default-src 'none'" in csp[0]["content"]
+
+
+def test_a_directory_the_harness_did_not_make_is_refused_and_left_alone(tmp_path):
+    runs, _ = write_nights(tmp_path, nights=range(1))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "index.html").write_text("my own page")
+    with pytest.raises(UsageError, match="not a site the harness wrote"):
+        site.build(results.read(runs), mine)
+    assert [p.name for p in mine.iterdir()] == ["index.html"] and (mine / "index.html").read_text() == "my own page"
+    bad = results.read(runs)[0] | {"run_id": ".."}
+    with pytest.raises(UsageError, match="not a plain file name"):
+        site.build([bad], tmp_path / "new")
+
+
+def test_harness_report_html_writes_the_site(tmp_path):
+    runs, hist = write_nights(tmp_path)
+    out = tmp_path / "site"
+    cmd = [sys.executable, "-m", "harness", "report", str(runs[-1]), "--history", str(hist), "--html", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"site: {out / 'index.html'}" in done.stderr and "| " in done.stdout
+    page = _read(out / "index.html")
+    assert len([a for a in page.all("tr") if "data-model" in a]) == len(ZOO)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("x")
+    refused = subprocess.run([*cmd[:-1], str(mine)], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "not a site the harness wrote" in refused.stderr
+
+
+def test_chart_layout_puts_values_where_they_belong():
+    c = site.chart("box_ap", [("a", 40.0, "pass", None), ("b", 41.0, "fail", "x.html")], documented=40.0, tolerance=0.5)
+    (a, b) = c.points
+    assert a.x < b.x and a.y > b.y  # later to the right, higher AP higher up (smaller y)
+    assert c.doc_y == a.y and c.band is not None and c.band[0] < c.doc_y < c.band[0] + c.band[1]
+    one = site.chart("fps", [("a", 3.0, "pass", None)])
+    assert one.points[0].x == (site.LEFT + site.WIDTH - site.RIGHT) / 2 and one.band is None and one.doc_y is None
