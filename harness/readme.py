@@ -13,6 +13,7 @@ val2017, and a documented COCO val2017 AP; every other row is counted with the r
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -225,8 +226,9 @@ def _weights(row: tuple[Cell, ...], cols: list[Column]) -> str | None:
     return None
 
 
-class _Untagged(yaml.SafeLoader):
-    """Safe YAML that reads ppdet's tags (`!COCODataSet`) as the plain data under them."""
+class _Untagged(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]  # libyaml when built
+    """Safe YAML that reads ppdet's tags (`!COCODataSet`) as the plain data under them (libyaml's parser where
+    PyYAML has it: `harness import --all` reads ~2700 config files through their `_BASE_` chains)."""
 
 
 def _untag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
@@ -234,6 +236,7 @@ def _untag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
         return loader.construct_mapping(node, deep=True)
     if isinstance(node, yaml.SequenceNode):
         return loader.construct_sequence(node, deep=True)
+    assert isinstance(node, yaml.ScalarNode)  # the third and last kind of YAML node
     return loader.construct_scalar(node)
 
 
@@ -246,21 +249,35 @@ def eval_annotations(config: Path, root: Path, depth: int = 0) -> str | None:
     if depth > 32:
         return None
     try:
-        data = yaml.load(config.read_text(encoding="utf-8"), Loader=_Untagged) or {}  # a SafeLoader subclass
+        st = config.stat()
+    except OSError:
+        return None
+    facts = _config_facts(str(config), st.st_mtime_ns, st.st_size)
+    if facts is None:
+        return None
+    bases, own = facts
+    anno = None
+    for base in bases:
+        target = (config.parent / base).resolve()
+        if target.is_relative_to(root.resolve()) and target.is_file():
+            anno = eval_annotations(target, root, depth + 1) or anno
+    return own or anno
+
+
+@functools.lru_cache(maxsize=4096)
+def _config_facts(path: str, mtime_ns: int, size: int) -> tuple[list[str], str | None] | None:
+    """A config's `_BASE_` list and own `EvalDataset.anno_path`, parsed once per file version (the bases are
+    shared by hundreds of configs); None when it is not a YAML mapping."""
+    try:
+        data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_Untagged) or {}  # a SafeLoader subclass
     except (OSError, yaml.YAMLError, RecursionError):
         return None
     if not isinstance(data, dict):
         return None
-    anno = None
     bases = data.get("_BASE_") or []
-    for base in [bases] if isinstance(bases, str) else bases:
-        target = (config.parent / str(base)).resolve()
-        if target.is_relative_to(root.resolve()) and target.is_file():
-            anno = eval_annotations(target, root, depth + 1) or anno
     ds = data.get("EvalDataset")
-    if isinstance(ds, dict) and ds.get("anno_path"):
-        anno = str(ds["anno_path"])
-    return anno
+    own = str(ds["anno_path"]) if isinstance(ds, dict) and ds.get("anno_path") else None
+    return [str(b) for b in ([bases] if isinstance(bases, str) else bases)], own
 
 
 def _table_key(table: Table, taken: dict[str, dict]) -> str:
@@ -387,6 +404,18 @@ def _unique(entry: Entry, entries: list[Entry]) -> str:
     return f"{stem}_{n}"
 
 
+def _config_problem(root: Path, config: str, anno_file: str) -> str | None:
+    """Why the row's config cannot evaluate the documented number here, or None."""
+    if not (root / config).is_file():
+        return "config missing at the pin"
+    anno = eval_annotations(root / config, root)
+    if anno is None:
+        return "the config defines no EvalDataset"
+    if not anno.endswith(anno_file):
+        return f"not COCO val2017 (the config evaluates on {anno})"
+    return None
+
+
 def _row(root: Path, table: Table, row: tuple[Cell, ...], line: str, cols: list[Column], anno_file: str) -> Entry | str:
     """An entry, or the reason the row is skipped (a maintainer should accept it)."""
     weights = _weights(row, cols)
@@ -422,13 +451,8 @@ def _row(root: Path, table: Table, row: tuple[Cell, ...], line: str, cols: list[
     if "box_ap" not in expected and "mask_ap" not in expected:
         metric_cols = [c.title for c in cols if c.role == "metric"]
         return "no documented COCO val2017 AP" if metric_cols else "no COCO val2017 AP column"
-    if not (root / config).is_file():
-        return "config missing at the pin"
-    anno = eval_annotations(root / config, root)
-    if anno is None:
-        return "the config defines no EvalDataset"
-    if not anno.endswith(anno_file):
-        return f"not COCO val2017 (the config evaluates on {anno})"
+    if problem := _config_problem(root, config, anno_file):
+        return problem
     return Entry(PurePosixPath(config).stem, config, weights, expected, labels, "", line, input_size, table.readme)
 
 
