@@ -185,7 +185,7 @@ def _cached(entry: Path, url: str, sha256: str | None, size: int | None, *, reha
     stamp = read_json(_sidecar(entry, ".stamp"))
     stamp = stamp if isinstance(stamp, dict) and stamp.get("url") == url else None
     fresh = stamp is not None and stamp.get("size") == st.st_size and stamp.get("mtime_ns") == st.st_mtime_ns
-    if fresh:
+    if fresh and stamp is not None:
         if (sha256 is None or stamp["sha256"] == sha256) and (size is None or st.st_size == size):
             return Fetched(url, entry, stamp["sha256"], st.st_size, downloaded=False)
         if rehash:  # the pin changed under the cache: these are other bytes
@@ -434,7 +434,11 @@ def _download(
         wait=wait_random_exponential(multiplier=policy.backoff_s, max=policy.max_backoff_s),
         retry=retry_if_exception_type(transient),
         before_sleep=lambda rs: log.warning(
-            "%s: %s; retrying (attempt %d of %d)", url, rs.outcome.exception(), rs.attempt_number + 1, policy.attempts
+            "%s: %s; retrying (attempt %d of %d)",
+            url,
+            rs.outcome.exception() if rs.outcome else None,
+            rs.attempt_number + 1,
+            policy.attempts,
         ),
         reraise=True,
     )

@@ -25,7 +25,7 @@ import numpy as np
 import paddle
 
 from harness.errors import HarnessError
-from harness.timing import Method, Pipeline, run, summarize
+from harness.timing import Method, Pipeline, device_name, run, summarize
 
 BACKENDS = ("dygraph", "inference", "trt-fp32", "trt-fp16")
 
@@ -254,7 +254,6 @@ def bench(
     from ppdet.data.source.category import get_categories
 
     from harness import scoring
-    from harness.worker import device_name
 
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:

@@ -107,7 +107,8 @@ class _Stub:
     __slots__ = ("args", "built", "state")
 
     def __init__(self, args: tuple) -> None:
-        self.args, self.state, self.built = args, None, False
+        self.args, self.built = args, False
+        self.state: object = None
 
     def build(self, state: object) -> None:
         if self.built:
@@ -219,7 +220,7 @@ def _setitems(target: object, items: list) -> None:
         target[key] = value
 
 
-def _interpret(r: _Reader, max_ops: int) -> object:
+def _interpret(r: _Reader, max_ops: int) -> object:  # noqa: C901, PLR0912, PLR0915  # one branch per allowed opcode: the allow-list reads as one dispatch
     """Run the opcode stream; returns the object STOP leaves. Builds only str, int, bool, None, tuple, list,
     dict, bytes and the inert stubs above."""
     stack: list = []
@@ -260,11 +261,11 @@ def _interpret(r: _Reader, max_ops: int) -> object:
             value, key = stack.pop(), stack.pop()
             _setitems(stack[-1], [key, value])
         elif op == b"u":
-            items = _pop_mark(stack, marks)
-            _setitems(stack[-1] if stack else None, items)
+            pairs = _pop_mark(stack, marks)
+            _setitems(stack[-1] if stack else None, pairs)
         elif op in (b"a", b"e"):  # APPEND, APPENDS
-            items = _pop_mark(stack, marks) if op == b"e" else [stack.pop()] if len(stack) > 1 else None
-            if items is None or not stack or not isinstance(stack[-1], list):
+            added = _pop_mark(stack, marks) if op == b"e" else [stack.pop()] if len(stack) > 1 else None
+            if added is None or not stack or not isinstance(stack[-1], list):
                 raise _Refused("APPEND to something that is not a list")
             stack[-1].extend(items)
         elif op in (b"\x8c", b"X", b"\x8d"):  # SHORT_BINUNICODE, BINUNICODE, BINUNICODE8

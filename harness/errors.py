@@ -16,6 +16,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad command line, bad zoo.yaml, a policy refusal (--locked)
     ERROR = 3  # could not measure: download, integrity, archive, dataset, model errors
     INTERRUPTED = 130  # SIGINT, as shells report it
+    TERMINATED = 143  # SIGTERM (a CI cancelling the job), as shells report it
 
 
 class HarnessError(Exception):

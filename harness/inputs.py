@@ -45,6 +45,13 @@ class Options:
     method: Method = field(default_factory=Method)
     scorer: str | None = None  # faster-coco-eval (default) | pycocotools
 
+    @property
+    def slices(self) -> int:
+        """K of `--parallel K` for one model; "auto" is the run queue's to resolve (it replaces it per model)."""
+        if isinstance(self.parallel, str):
+            raise ValueError(f"--parallel {self.parallel!r} reached a single model unresolved")
+        return self.parallel
+
 
 @dataclass(frozen=True)
 class Inputs:

@@ -28,8 +28,8 @@ def _model(m: Model, collection: str, rec: dict | None) -> dict:
     results = []
     for kind, task in TASKS.items():
         mine = {_label(k): v for k, v in m.expected.items() if k.startswith(f"{kind}_")}
-        for k in (k for k in m.expected if k.startswith(f"{kind}_") and rec):
-            measured = ((rec.get("metrics") or {}).get(k) or {}).get("measured")
+        for k in (k for k in m.expected if k.startswith(f"{kind}_")):
+            measured = (((rec or {}).get("metrics") or {}).get(k) or {}).get("measured")
             if measured is not None:
                 mine[f"measured {_label(k)}"] = round(measured, 2)
         if mine:

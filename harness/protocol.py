@@ -61,7 +61,7 @@ class Spec(Strict):
     out: str
     device: Literal["auto", "cpu", "gpu"] = "auto"
     eval_short: int | None = None
-    input_size: int | list[int] | None = None
+    input_size: int | None = None
     metrics: list[str] = ["box_ap"]
     opts: dict[str, Any] = {}
     workers: int | None = None  # data-loader worker processes; None: the config's own worker_num

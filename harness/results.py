@@ -20,7 +20,7 @@ from harness.errors import HarnessError, UsageError
 from harness.files import atomic_write_json, is_component, read_json
 from harness.protocol import Strict, fields
 
-SCHEMA = 1
+SCHEMA: Literal[1] = 1
 RESULT = "result.json"
 RUN = "run.json"  # a run directory's own record (runner.py)
 

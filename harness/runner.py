@@ -22,14 +22,16 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from harness import __version__, schedule
 from harness import verification as v
-from harness.errors import HarnessError, StageError, UsageError
+from harness.errors import ExitCode, HarnessError, StageError, UsageError
 from harness.files import atomic_write_json, read_json
 from harness.inputs import Options, prepare, resolve_device
 from harness.launcher import interrupt_all
@@ -59,7 +61,7 @@ class Shard:
         return cls(i, n)
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Shard:
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Shard:
         """$HARNESS_SHARD (I/N), else a 0-based index with a total: $HARNESS_SHARD_INDEX/$HARNESS_SHARD_TOTAL
         (e.g. GitHub's strategy.job-index/job-total) or Kubernetes' $JOB_COMPLETION_INDEX with
         $HARNESS_SHARD_TOTAL."""
@@ -184,7 +186,7 @@ def run(
     opts = dataclasses.replace(opts, run_id=run_id, progress=False if several else opts.progress)
     run_dir.mkdir(parents=True, exist_ok=True)
     previous = read_json(run_dir / RUN) if resume else None
-    meta = {
+    meta: dict[str, Any] = {
         "run_id": run_id,
         "zoo": str(zoo_path),
         "zoo_sha256": hashlib.sha256(zoo_path.read_bytes()).hexdigest(),
@@ -223,7 +225,7 @@ def run(
                 )
                 for m in todo
             ]
-            slots = list(gpus) if gpus else [None] * (opts.parallel if opts.parallel != "auto" else 1)
+            slots: list[str | None] = list(gpus) if gpus else [None] * (1 if opts.parallel == "auto" else opts.slices)
             the_plan = schedule.plan(estimates, len(slots), parallel=opts.parallel)
             Queue(zoo, inputs, lock, opts, run_dir, slots, resume).run(todo, the_plan)
     records = [read([model_dir(run_dir, m.name) / RESULT])[0] for m in selected]
@@ -251,7 +253,8 @@ class Queue:
         self.guard = threading.Lock()
 
     def run(self, models: list[Model], plan: schedule.Plan) -> None:
-        jobs, state = {}, {}
+        jobs: dict[str, v.Job] = {}
+        state: dict[str, dict] = {}
         for m in models:
             k = plan.slices.get(m.name, 1)
             job = v.begin(self.zoo, m, self.inputs, self.lock, dataclasses.replace(self.opts, parallel=k), self.run_dir)
@@ -355,6 +358,7 @@ def _announce(rec: dict) -> None:
     log.info("%s%s: %s — %s", rec["model"], where, rec["status"].upper(), detail)
 
 
-def exit_code(records: list[dict]) -> int:
+def exit_code(records: list[dict]) -> ExitCode:
+    """The worst verdict decides: an error (could not measure) outranks a fail (measured, outside tolerance)."""
     statuses = {r["status"] for r in records}
-    return 3 if ERROR in statuses else 1 if FAIL in statuses else 0
+    return ExitCode.ERROR if ERROR in statuses else ExitCode.FAIL if FAIL in statuses else ExitCode.OK

@@ -18,6 +18,7 @@ import json
 import logging
 import multiprocessing
 import threading
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from importlib.metadata import PackageNotFoundError, version
@@ -117,7 +118,7 @@ def score(gt, predictions: list[dict], iou_type: str, using: Scorer | None = Non
 
 
 def score_files(
-    annotations: Path, files: dict[str, str | Path], using: Scorer | None = None, *, concurrent: bool = True
+    annotations: Path, files: Mapping[str, str | Path], using: Scorer | None = None, *, concurrent: bool = True
 ) -> dict[str, dict[str, float]]:
     """{'bbox': stats, 'segm': stats} from ppdet's bbox.json / mask.json (whichever are given).
 
@@ -142,7 +143,7 @@ _FORK = threading.Lock()
 _GT = None  # the parsed ground truth, inherited by the scoring processes forked while it is set
 
 
-def _forked(gt, using: Scorer, files: dict[str, str | Path]) -> dict[str, dict[str, float]]:
+def _forked(gt, using: Scorer, files: Mapping[str, str | Path]) -> dict[str, dict[str, float]]:
     global _GT
     with _FORK:
         _GT = gt

@@ -76,16 +76,17 @@ def cut(annotations: Path, k: int, root: Path | None = None) -> list[Slice]:
     folder = (root or cache_root()) / "slices" / f"{annotations.stem}-{sha[:16]}-k{k}"
     out = []
     for i in range(k):
-        meta = {"index": i, "total": k, "source": str(annotations), "source_sha256": sha, "image_ids": ids[i::k]}
+        part = ids[i::k]
+        meta = {"index": i, "total": k, "source": str(annotations), "source_sha256": sha, "image_ids": part}
         path = folder / f"{i + 1}of{k}.json"
         have = read_json(path)
         if not (
             isinstance(have, dict)
             and (have.get("info") or {}).get(KEY) == meta
-            and sorted(img["id"] for img in have.get("images", [])) == meta["image_ids"]
+            and sorted(img["id"] for img in have.get("images", [])) == part
         ):
             atomic_write_json(path, _part(data, meta), sort_keys=False)
-        out.append(Slice(i, k, path, tuple(meta["image_ids"])))
+        out.append(Slice(i, k, path, tuple(part)))
     return out
 
 
@@ -115,9 +116,9 @@ def merge(slices: list[Slice], predictions: list[dict[str, str]], out: Path) -> 
         if not dets and IOU_TYPES[kind] in served:
             continue
         dets.sort(key=lambda d: position[d["image_id"]])  # stable: each image's own order is kept
-        path = out / f"{kind}.json"
-        atomic_write_bytes(path, json.dumps(dets).encode())
-        files[kind] = str(path)
+        target = out / f"{kind}.json"
+        atomic_write_bytes(target, json.dumps(dets).encode())
+        files[kind] = str(target)
     return files
 
 

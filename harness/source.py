@@ -71,7 +71,7 @@ def tree_id(root: Path, skip: frozenset[str] = frozenset()) -> str | None:
     """git's tree id of the files under `root` (what `git add -A && git write-tree` would print): blobs
     hashed as git hashes them, modes 100644/100755/120000, entries sorted by dulwich as git sorts them.
     None for a directory without files (git has no empty trees). Names in `skip` are left out."""
-    from dulwich.objects import Tree
+    from dulwich.objects import ObjectID, Tree
 
     tree = Tree()
     with os.scandir(root) as entries:
@@ -84,13 +84,19 @@ def tree_id(root: Path, skip: frozenset[str] = frozenset()) -> str | None:
                 tree.add(
                     name,
                     0o120000,
-                    hashlib.sha1(b"blob %d\0" % len(target) + target, usedforsecurity=False).hexdigest().encode(),
+                    ObjectID(
+                        hashlib.sha1(b"blob %d\0" % len(target) + target, usedforsecurity=False).hexdigest().encode()
+                    ),
                 )
             elif stat.S_ISDIR(st.st_mode):
                 if sub := tree_id(Path(e.path), skip):
-                    tree.add(name, 0o040000, sub.encode())
+                    tree.add(name, 0o040000, ObjectID(sub.encode()))
             elif stat.S_ISREG(st.st_mode):
-                tree.add(name, 0o100755 if st.st_mode & stat.S_IXUSR else 0o100644, _blob_id(Path(e.path), st.st_size))
+                tree.add(
+                    name,
+                    0o100755 if st.st_mode & stat.S_IXUSR else 0o100644,
+                    ObjectID(_blob_id(Path(e.path), st.st_size)),
+                )
             else:
                 raise ArchiveError(f"{e.path}: neither a file, a directory nor a symlink: git cannot hash it")
     return tree.id.decode() if tree.items() else None

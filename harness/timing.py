@@ -16,10 +16,12 @@ synchronising first. fps = timed images / sum of their end-to-end times.
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 STAGES = ("preprocess", "model", "postprocess")
 TOTAL = "end_to_end"
@@ -139,3 +141,18 @@ def summarize(samples: Samples) -> dict:
 def cv(values: Sequence[float]) -> float:
     """Coefficient of variation (stdev / mean): how repeatable a measurement is across runs."""
     return statistics.stdev(values) / statistics.fmean(values) if len(values) > 1 else 0.0
+
+
+def device_name(device: str) -> str:
+    """The GPU's name (paddle) or the CPU's model name: recorded beside every timing, never guessed."""
+    if device == "gpu":
+        import paddle
+
+        return paddle.device.cuda.get_device_name()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

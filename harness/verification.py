@@ -64,7 +64,7 @@ def worker_spec(
         images=str(inputs.data.images),
         annotations=str(inputs.data.annotations),
         out=str(mdir),
-        device=inputs.device,
+        device=inputs.device,  # type: ignore[arg-type]  # resolve_device's str; Spec (pydantic) checks the value
         eval_short=opts.eval_size,
         input_size=model.input_size,
         metrics=list(model.documented()),
@@ -185,7 +185,7 @@ def prepare(job: Job) -> None:
     job.weights = fetch_artifact(job.model.weights, job.lock, locked=job.opts.locked)
     job.rec["artifacts"]["weights"] = {"url": job.weights.url, "sha256": job.weights.sha256, "size": job.weights.size}
     config = job.inputs.tree.config(job.model)
-    k = job.opts.parallel
+    k = job.opts.slices
     if k > 1:
         job.slices = slices.cut(job.inputs.data.annotations, k)
     for i in range(k):
@@ -354,12 +354,12 @@ def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options
     """Verify one model; always returns (and writes) a complete result record. With `--parallel K` its K
     units run at once, slice i on GPU `gpus[i mod len(gpus)]` (or the run's GPU), or on a share of the cores."""
     job = begin(zoo, model, inputs, lock, opts, run_dir)
-    gpus = list(opts.gpus) or [opts.gpu]
+    gpus: list[str | None] = [*opts.gpus] or [opts.gpu]
     try:
         prepare(job)
         clock = time.perf_counter()
         units = slices.run_all(
-            opts.parallel,
+            opts.slices,
             lambda i, cancel: run_unit(job, i, unit_options(job, i, gpus[i % len(gpus)]), cancel),
             what=model.name,
         )

@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import signal
 import sys
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 from harness import checkpoint, protocol
 from harness.errors import ExitCode, HarnessError
 from harness.protocol import Spec
+from harness.timing import device_name
 
 
 def _ppdet(root: Path) -> None:
@@ -84,20 +84,6 @@ def _device(requested: str) -> str:
     return requested
 
 
-def device_name(device: str) -> str:
-    if device == "gpu":
-        import paddle
-
-        return paddle.device.cuda.get_device_name()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 @contextlib.contextmanager
 def no_pretrained_downloads() -> Iterator[list[str]]:
     """While building a model: every download paddle's `get_weights_path_from_url` would make is recorded
@@ -133,12 +119,12 @@ def no_pretrained_downloads() -> Iterator[list[str]]:
             and getattr(m, "get_weights_path_from_url", None) is original
         ]
         for m in holders:
-            m.get_weights_path_from_url = answer
+            m.get_weights_path_from_url = answer  # type: ignore[attr-defined]  # patched where it is
         try:
             yield asked
         finally:
             for m in holders:
-                m.get_weights_path_from_url = original
+                m.get_weights_path_from_url = original  # type: ignore[attr-defined]
 
 
 def build_model(
@@ -185,8 +171,8 @@ def _calibrate_batchnorm(model, images: list[Path], short_side: int) -> None:
         im = cv2.imread(str(path))[:, :, ::-1].astype("float32") / 255.0
         h, w = im.shape[:2]
         scale = min(short_side / min(h, w), short_side * 1333 / 800 / max(h, w))
-        im = cv2.resize(im, (round(w * scale), round(h * scale)))
-        batch.append(((im - mean) / std).transpose(2, 0, 1).astype("float32"))
+        resized = cv2.resize(im, (round(w * scale), round(h * scale)))
+        batch.append(((resized - mean) / std).transpose(2, 0, 1).astype("float32"))
     shape = np.max([b.shape for b in batch], axis=0)
     shape[1:] = -(-shape[1:] // 32) * 32  # padded to a stride of 32, as PadBatch does (YOLOX's Focus needs even)
     padded = np.zeros((len(batch), *shape), dtype="float32")
@@ -325,7 +311,7 @@ def _weights_error(exc: checkpoint.CheckpointError) -> dict:
     elif isinstance(exc, checkpoint.LocalError):
         kind = "checkpoint_local"  # this machine failed to read it: keep the entry and its pin
     else:
-        kind = "weights_mismatch" if exc.check else "weights_values"
+        kind = "weights_mismatch" if getattr(exc, "check", None) else "weights_values"  # a WeightsError's check
     return {
         "status": "error",
         "error": str(exc),
@@ -506,11 +492,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "build":
         build_many(args.ppdet_root, args.configs)
-        return 0
+        return ExitCode.OK
     if args.command == "init-weights":
         info = init_weights(args.ppdet_root, args.config, args.out, args.seed, args.calibrate, args.short_side)
         print(json.dumps(info))
-        return 0
+        return ExitCode.OK
     spec = protocol.read_spec(args.spec)
     _fail_on_thread_errors(Path(spec.out) / protocol.ANSWER)
     try:
