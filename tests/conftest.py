@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,36 @@ RECORD = {
     "documented": {"box_ap": 40.6},
 }
 FAST = Policy(attempts=4, backoff_s=0.01, max_backoff_s=0.05, connect_timeout_s=5, read_timeout_s=5)
+
+
+def harness(
+    *args: str, cache: Path | None = None, env: dict | None = None, timeout: float = 900, **kw
+) -> subprocess.CompletedProcess:
+    """`python -m harness ARGS` as a user runs it, in its own process with its output captured; `cache` sets
+    $HARNESS_CACHE, `env` adds variables, other keywords (cwd=...) go to subprocess.run."""
+    extra = {"HARNESS_CACHE": str(cache)} if cache is not None else {}
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **extra, **(env or {})},
+        **kw,
+    )
+
+
+def wait_until(condition, seconds: float = 300) -> bool:
+    """Poll `condition` until it holds or `seconds` pass; returns whether it held. A test that waits on another
+    process waits for what it needs (a file appears, a worker starts or is gone), never for a fixed time."""
+    deadline = time.monotonic() + seconds
+    while not (held := bool(condition())) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return held
+
+
+def workers_of(run_dir: Path) -> list[str]:
+    """PIDs of the processes whose command line names a path inside `run_dir` (a run's workers)."""
+    return subprocess.run(["pgrep", "-f", f"{run_dir}/"], capture_output=True, text=True).stdout.split()
 
 
 def coco_zips(tmp_path: Path, n: int) -> tuple[Path, Path]:

@@ -12,11 +12,12 @@ import contextlib
 import gzip
 import hashlib
 import re
+import select
 import socket
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -54,7 +55,8 @@ class LieLength:
 
 @dataclass(frozen=True)
 class Stall:
-    """Send headers and `after` bytes, then go silent for `seconds` (the client's read timeout fires)."""
+    """Send headers and `after` bytes, then go silent for `seconds` or until the client hangs up (its read
+    timeout fired), whichever comes first; the request records which (`hung_up`)."""
 
     seconds: float
     after: int = 0
@@ -91,6 +93,24 @@ class Request:
     if_range: str | None
     status: int
     sent: int  # body bytes written
+    hung_up: bool | None = None  # a Stall: did the client close the connection before the stall ran out?
+    stall_over: threading.Event = field(default_factory=threading.Event)  # set once `hung_up` is known
+
+
+def _hang_up_within(conn: socket.socket, seconds: float) -> bool:
+    """Wait until the client closes the connection (True: a readiness signal, not a guess at its timing) or
+    `seconds` pass (False)."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([conn], [], [], left)[0]:
+            return False
+        try:
+            if not conn.recv(1, socket.MSG_PEEK):
+                return True  # EOF: the client closed its end
+        except OSError:
+            return True  # reset by the client
+        time.sleep(min(left, 0.05))  # bytes from the client (not a hang-up): keep waiting
+    return False
 
 
 class Loopback:
@@ -99,6 +119,8 @@ class Loopback:
         self.faults: dict[str, list] = defaultdict(list)
         self.requests: list[Request] = []
         self.rate: dict[str, float] = {}  # bytes per second, per path (to make downloads overlap)
+        # per path: after the first 64 KiB of a body, wait until the test sets the event (at most 60 s)
+        self.hold: dict[str, threading.Event] = {}
         self.redirects: dict[str, str] = {}  # path -> Location (a path redirecting to itself is a loop)
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"server_state": self})
@@ -204,8 +226,9 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(fault, Stall):
             self.wfile.write(chunk[: fault.after])
             self.wfile.flush()
-            time.sleep(fault.seconds)
             rec.sent = fault.after
+            rec.hung_up = _hang_up_within(self.connection, fault.seconds)
+            rec.stall_over.set()
             self.close_connection = True
             return
         if isinstance(fault, Drop):
@@ -215,11 +238,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
             return
-        rate = state.rate.get(path)
+        rate, gate = state.rate.get(path), state.hold.get(path)
         step = 64 * 1024
         for i in range(0, len(chunk), step):
             self.wfile.write(chunk[i : i + step])
             rec.sent += len(chunk[i : i + step])
+            if gate is not None and i == 0:
+                self.wfile.flush()
+                gate.wait(60)  # the test opens the gate when it has seen what it waits for
             if rate:
                 time.sleep(step / rate)
 

@@ -6,10 +6,11 @@ import hashlib
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
-from conftest import FAST
+from conftest import FAST, wait_until
 from loopback import Drop, IgnoreRange, Serve, Status
 
 from harness import artifacts
@@ -206,21 +207,26 @@ def test_zoo_yaml_pin_and_lock_record_that_disagree_is_an_error(server, cache, t
         fetch_artifact(Artifact(url=url, sha256="1" * 64), lock, policy=FAST)
 
 
-def test_two_processes_fetching_one_file_download_it_once(server, cache):
+def test_two_processes_fetching_one_file_download_it_once(server, cache, tmp_path):
+    """The fetches provably overlap: the first is held mid-body by the server until the second says it is
+    waiting for the first's lock; then both finish with one download between them."""
     url = server.add(PATH, BODY)
-    server.rate[PATH] = 1_000_000  # ~1 s per download, so the two fetches overlap
+    server.hold[PATH] = threading.Event()
     code = (
-        "import sys; from pathlib import Path; from harness.artifacts import fetch; "
+        "import logging; from pathlib import Path; from harness.artifacts import fetch; "
+        "logging.basicConfig(level=logging.INFO); "
         f"g = fetch({url!r}, root=Path({str(cache)!r})); print(g.sha256, g.downloaded)"
     )
-    procs = [
-        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]
-    outs = [p.communicate(timeout=60) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
-    results = sorted(o.split() for o, _ in outs)
-    assert results == [[SHA, "False"], [SHA, "True"]]
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    first = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=logs[0].open("w"), text=True)
+    assert wait_until(lambda: server.gets(PATH) or first.poll() is not None, 60) and server.gets(PATH)
+    second = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=logs[1].open("w"), text=True)
+    assert wait_until(lambda: "waiting up to" in logs[1].read_text() or second.poll() is not None, 60)
+    assert f"process {first.pid} on" in logs[1].read_text()  # it waits for the first process, which holds the lock
+    server.hold[PATH].set()
+    outs = [p.communicate(timeout=60)[0] for p in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0], [f.read_text() for f in logs]
+    assert [o.split() for o in outs] == [[SHA, "True"], [SHA, "False"]]
     assert len(server.gets(PATH)) == 1
 
 

@@ -17,7 +17,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import CURRENT, FASTER, PREVIOUS, REPO
+from conftest import CURRENT, FASTER, PREVIOUS, REPO, harness
 
 pytestmark = pytest.mark.stack
 
@@ -44,20 +44,10 @@ def tree(ppdet_archive, tmp_path_factory):
     return tree
 
 
-def harness(*args: str, tmp_path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={
-            **os.environ,
-            "HARNESS_CACHE": str(tmp_path / "cache"),
-            "HARNESS_STACK": STACK,
-            **NO_NETWORK,
-            "NO_PROXY": "",
-            "no_proxy": "",
-        },
+def audit_harness(*args: str, tmp_path) -> subprocess.CompletedProcess:
+    """The harness with no network at all (the audit must need none) and this stack's tree."""
+    return harness(
+        *args, cache=tmp_path / "cache", env={"HARNESS_STACK": STACK, **NO_NETWORK, "NO_PROXY": "", "no_proxy": ""}
     )
 
 
@@ -85,7 +75,7 @@ def _zoo(tmp_path) -> str:
 
 
 def test_audit_builds_each_config_and_names_what_does_not(tree, tmp_path):
-    out = harness(
+    out = audit_harness(
         "audit",
         "--zoo",
         _zoo(tmp_path),
@@ -140,10 +130,10 @@ def test_audit_merge_puts_stacks_side_by_side_and_refuses_what_is_not_an_audit(t
         )
         return str(path)
 
-    out = harness("audit", "--merge", run("current", "built"), run("previous", "failed"), tmp_path=tmp_path)
+    out = audit_harness("audit", "--merge", run("current", "built"), run("previous", "failed"), tmp_path=tmp_path)
     assert out.returncode == 0, out.stderr
     rows = _rows(out.stdout)
     assert ["m", "A", "2.00", "built", "failed"] in rows and ["m", "previous", "failed"] in [r[:3] for r in rows]
     (tmp_path / "bad.json").write_text("{not json")
-    bad = harness("audit", "--merge", str(tmp_path / "bad.json"), tmp_path=tmp_path)
+    bad = audit_harness("audit", "--merge", str(tmp_path / "bad.json"), tmp_path=tmp_path)
     assert bad.returncode == 2 and "bad.json: not an audit JSON" in bad.stderr, bad.stderr

@@ -10,22 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CURRENT, PREVIOUS, RECORD, REPO, coco_zips, ppdet_tree
+from conftest import CURRENT, PREVIOUS, RECORD, REPO, coco_zips, harness, ppdet_tree
 from loopback import Status
 
 RAW = yaml.safe_load((REPO / "zoo.yaml").read_text())
 NAMES = [m["name"] for m in RAW["models"]]
-
-
-def harness(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        cwd=cwd,
-        timeout=300,
-    )
 
 
 @pytest.fixture

@@ -8,28 +8,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
-from conftest import CURRENT, FASTER
+from conftest import CURRENT, FASTER, harness, wait_until, workers_of
 
 from harness.artifacts import entry_path
 
 pytestmark = pytest.mark.stack
 
 QUICK = ["--device", "cpu", "--eval-size", "320", "--no-timing"]
-
-
-def harness(*args, cache, **kw):
-    return subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "HARNESS_CACHE": str(cache)},
-        **kw,
-    )
 
 
 @pytest.mark.parametrize("damage", ["cut-at-100", "corrupt", "random-bytes"])
@@ -81,14 +69,15 @@ def test_a_config_whose_base_leaves_the_tree_is_refused(served, tmp_path, ppdet_
 
 
 def _wait_for(path, proc, seconds=300):
-    deadline = time.time() + seconds
-    while not path.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.1)
+    """The file exists (or the process ended without it)."""
+    wait_until(lambda: path.exists() or proc.poll() is not None, seconds)
     return path.exists()
 
 
-def _workers_of(run_dir) -> list[str]:
-    return subprocess.run(["pgrep", "-f", f"{run_dir}/"], capture_output=True, text=True).stdout.split()
+def _worker_started(run_dir, proc) -> bool:
+    """A worker of this run is running (or the harness ended without one)."""
+    wait_until(lambda: workers_of(run_dir) or proc.poll() is not None)
+    return bool(workers_of(run_dir))
 
 
 def test_sigint_during_verify_stops_the_worker_removes_partial_files_and_exits_130(served, tmp_path):
@@ -114,13 +103,11 @@ def test_sigint_during_verify_stops_the_worker_removes_partial_files_and_exits_1
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # as from a terminal,
     # even when pytest itself runs in the background (where shells start jobs with SIGINT ignored)
-    assert _wait_for(run_dir / FASTER / "worker.log", proc)
-    time.sleep(2)  # the worker is importing paddle / evaluating
-    proc.send_signal(signal.SIGINT)
+    assert _wait_for(run_dir / FASTER / "worker.log", proc) and _worker_started(run_dir, proc)
+    proc.send_signal(signal.SIGINT)  # the worker is importing paddle or evaluating: any moment must do
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err
-    time.sleep(0.5)
-    assert _workers_of(run_dir) == []
+    assert wait_until(lambda: workers_of(run_dir) == [], 30)
     assert not (run_dir / FASTER).exists()  # no spec, log or half-written predictions left behind
 
 
@@ -152,12 +139,11 @@ def test_sigterm_stops_a_parallel_run_and_resume_finishes_it(served, tmp_path):
     )
     assert _wait_for(run_dir / names[0] / "worker.log", proc)
     assert _wait_for(run_dir / names[1] / "worker.log", proc)
-    time.sleep(1)
+    assert wait_until(lambda: len(workers_of(run_dir)) >= 2 or proc.poll() is not None)  # both workers running
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and "terminated" in err
-    time.sleep(0.5)
-    assert _workers_of(run_dir) == []
+    assert wait_until(lambda: workers_of(run_dir) == [], 30)
     assert not any((run_dir / n / "result.json").exists() for n in names[:2])
     assert not (run_dir / names[0]).exists() and not (run_dir / names[1]).exists()
     spec = json.loads((run_dir / "run.json").read_text())
@@ -192,9 +178,8 @@ def test_a_worker_killed_by_a_signal_is_that_models_error(served, tmp_path, sig)
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert _wait_for(run_dir / FASTER / "worker.log", proc)
-    time.sleep(1)
-    for pid in _workers_of(run_dir):
+    assert _wait_for(run_dir / FASTER / "worker.log", proc) and _worker_started(run_dir, proc)
+    for pid in workers_of(run_dir):
         os.kill(int(pid), sig)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 3

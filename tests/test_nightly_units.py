@@ -3,16 +3,20 @@ and the GitHub workflow validated against its schema."""
 
 from __future__ import annotations
 
+import configparser
+import re
 import shlex
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 from conftest import REPO
 
 from harness import history
+from harness.cli import build_parser
 from harness.errors import UsageError
 from harness.manifest import load_zoo
 from harness.modelindex import export
@@ -129,17 +133,43 @@ def test_model_index_export(tmp_path):
     assert meta["Models"][0]["Weights"].endswith(".pdparams")
 
 
-def test_the_nightly_workflow_validates():
-    wf = REPO / ".github" / "workflows" / "nightly.yml"
+def _valid_workflow(wf: Path) -> dict:
+    """The workflow passes GitHub's schema (check-jsonschema's vendored copy) and zizmor's audits, offline."""
     exe = shutil.which("check-jsonschema") or f"{sys.prefix}/bin/check-jsonschema"
     out = subprocess.run([exe, "--builtin-schema", "vendor.github-workflows", str(wf)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
-    raw = yaml.safe_load(wf.read_text())
-    assert raw[True]["schedule"] and "self-hosted" in raw["jobs"]["shard"]["runs-on"]
-    assert raw["jobs"]["shard"]["strategy"]["matrix"]["shard"] == [1, 2, 3]
     zizmor = shutil.which("zizmor") or f"{sys.prefix}/bin/zizmor"
     out = subprocess.run([zizmor, "--offline", str(wf)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+    raw = yaml.safe_load(wf.read_text())
+    uses = [s["uses"] for job in raw["jobs"].values() for s in job.get("steps", []) if "uses" in s]
+    assert uses and all(re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", u) for u in uses)  # pinned by commit
+    return raw
+
+
+def test_the_nightly_workflow_validates():
+    raw = _valid_workflow(REPO / ".github" / "workflows" / "nightly.yml")
+    assert raw[True]["schedule"] and "self-hosted" in raw["jobs"]["shard"]["runs-on"]
+    assert raw["jobs"]["shard"]["strategy"]["matrix"]["shard"] == [1, 2, 3]
+    merge = next(s["run"] for s in raw["jobs"]["report"]["steps"] if "harness report" in s.get("run", ""))
+    args = build_parser().parse_args(merge.split()[1:])  # the harness's own parser accepts the step
+    assert args.html and args.history  # the site, with trends over the history
+    pages = raw["jobs"]["pages"]
+    assert pages["needs"] == "report" and pages["permissions"] == {"pages": "write", "id-token": "write"}
+
+
+def test_the_pull_request_workflow_runs_lint_unit_and_one_stack():
+    raw = _valid_workflow(REPO / ".github" / "workflows" / "pr.yml")
+    assert list(raw[True]) == ["pull_request"] and raw["permissions"] == {"contents": "read"}
+    runs = {name: [s.get("run", "") for s in job["steps"]] for name, job in raw["jobs"].items()}
+    assert {name: cmds[-1] for name, cmds in runs.items()} == {
+        "lint": "tox -e lint",
+        "unit": "tox -e unit",
+        "stack": "tox -e current",
+    }
+    envs = configparser.ConfigParser(interpolation=None)
+    envs.read(REPO / "tox.ini")
+    assert {"testenv:lint", "testenv:unit"} <= set(envs.sections())  # the envs the workflow names exist
 
 
 def test_the_kubernetes_indexed_job_validates_and_its_shards_cover_the_zoo():

@@ -8,10 +8,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
-from conftest import FASTER
+from conftest import FASTER, harness, wait_until, workers_of
 
 from harness import plots
 from harness.history import load
@@ -20,17 +19,6 @@ pytestmark = pytest.mark.stack
 
 NAMES = [FASTER, "mask_rcnn_res2net50_vb_26w_4s_fpn_2x_coco", "mask_rcnn_res2net50_vd_26w_4s_fpn_2x_coco"]
 QUICK = ["--device", "cpu", "--eval-size", "320", "--subset", "1", "--no-timing", "-q"]
-
-
-def harness(*args, cache, env=None, **kw):
-    return subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "HARNESS_CACHE": str(cache), **(env or {})},
-        **kw,
-    )
 
 
 def result(run_dir, name):
@@ -60,15 +48,14 @@ def full_run(served, tmp_path_factory):
         cmd, env={**os.environ, "HARNESS_CACHE": str(cache)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     first = run_dir / NAMES[0] / "result.json"
-    deadline = time.time() + 600
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: first.exists() or proc.poll() is not None, 600)
     assert first.exists(), "the first model never finished"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = {n: (run_dir / n / "result.json").exists() for n in NAMES}
-    time.sleep(1.0)
-    orphans = subprocess.run(["pgrep", "-f", f"{run_dir}/"], capture_output=True, text=True).stdout.split()
+    # the orphaned worker notices its parent died and leaves (worker.py: PR_SET_PDEATHSIG)
+    wait_until(lambda: not workers_of(run_dir), 30)
+    orphans = workers_of(run_dir)
     before = first.read_bytes(), first.stat().st_mtime_ns
     resumed = harness(
         "run",

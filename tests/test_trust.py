@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FAST, REPO, coco_zips, namespaced
+from conftest import FAST, REPO, coco_zips, harness, namespaced
 
 from harness import dataset
 from harness.artifacts import entry_path, fetch_artifact
@@ -29,17 +29,6 @@ from harness.verification import rescore
 
 RAW = yaml.safe_load((REPO / "zoo.yaml").read_text())
 SHA = "ab" * 32
-
-
-def harness(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        timeout=300,
-    )
 
 
 # ---- names and paths -----------------------------------------------------------------------------------
