@@ -689,6 +689,10 @@ def cmd_report(args) -> int:
     from harness.results import read, shard_disagreement
 
     records = read(args.runs)
+    if args.html:  # refuse a directory that is not ours before anything is written anywhere
+        from harness import site
+
+        site.claim(args.html)
     if warning := shard_disagreement(args.runs):
         log.warning("%s", warning)
     if args.outputs or args.history:
@@ -699,7 +703,7 @@ def cmd_report(args) -> int:
     if args.out:
         atomic_write_bytes(args.out, markdown(records).encode())
     if args.html:
-        from harness import history, site
+        from harness import history
 
         past = history.load(args.history) if args.history else []
         pages = site.build(records, args.html, history=past, run_dirs=args.runs)

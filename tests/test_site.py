@@ -40,13 +40,18 @@ def _read(path: Path) -> Page:
     return Page(path.read_text())
 
 
-@pytest.fixture
-def built(tmp_path):
-    runs, hist = write_nights(tmp_path)
-    out = tmp_path / "site"
+def _build(root: Path) -> tuple[Path, list[Path], Path]:
+    runs, hist = write_nights(root)
+    out = root / "site"
     for run in runs:  # night after night into one site, as the nightly's Pages would
         site.build(results.read([run]), out, history=history.load(hist), run_dirs=[run])
     return out, runs, hist
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """Four nights built into one site; the tests only read it."""
+    return _build(tmp_path_factory.mktemp("nights"))
 
 
 def test_the_overview_lists_every_model_with_status_delta_last_pass_and_streak(built):
@@ -99,8 +104,8 @@ def test_a_model_page_has_its_trend_stats_timing_weights_and_log(built):
     assert "Total sample number: 5000" in "".join(page.text)
 
 
-def test_records_and_logs_are_text_never_markup(built, tmp_path):
-    out, runs, hist = built
+def test_records_and_logs_are_text_never_markup(tmp_path):
+    out, runs, hist = _build(tmp_path)
     html = (out / "runs" / NIGHTS[-1] / f"{MASK}.html").read_text()
     assert "<script>alert('log')</script>" not in html and "&lt;script&gt;alert(" in html
     (runs[-1] / VD / "worker.log").unlink()  # without its log file, the error's own log tail is shown
