@@ -132,7 +132,7 @@ def make_subset(data: dict, annotations: Path, n: int, seed: int) -> dict:
         raise UsageError(f"--subset {n}: must be between 1 and the {len(ids)} images of {annotations.name}")
     chosen = sorted(random.Random(seed).sample(ids, n))
     keep = set(chosen)
-    info = dict(data.get("info") or {})  # pycocotools' loadRes needs an "info" key
+    info = dict(data.get("info") or {})  # pycocotools' loadRes needs an "info" key (docs/stacks.md)
     info["harness_subset"] = {"n": n, "seed": seed, "source": str(annotations), "image_ids": chosen}
     return {
         "info": info,

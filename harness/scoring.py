@@ -58,7 +58,7 @@ class Scorer:
 
     def from_dataset(self, dataset: dict):
         gt = self._coco()
-        gt.dataset = {"info": {}, **dataset}  # loadRes copies "info" and raises KeyError without it
+        gt.dataset = {"info": {}, **dataset}  # loadRes needs "info" (docs/stacks.md, Evaluation)
         with contextlib.redirect_stdout(io.StringIO()):
             gt.createIndex()
         return gt

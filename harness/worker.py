@@ -1,6 +1,6 @@
 """The model side: the only module that imports paddle and ppdet, always in a subprocess of its own.
 
-Why a subprocess per model: ppdet's `load_config` is process-global state, and a crash or an OOM in a
+Why a subprocess per model: ppdet's `load_config` is process-global state (docs/stacks.md), and a crash or an OOM in a
 model must not take the caller (or the other models' results) down. The parent hands over a spec
 (`spec.json`), the worker writes `worker.json` next to its outputs, both as harness/protocol.py defines
 them; stdout/stderr are the log, plus `@@progress i n` lines the parent turns into a progress bar.
@@ -36,7 +36,7 @@ def _ppdet(root: Path) -> None:
     """Put the pinned PaddleDetection source first on sys.path, the way its tools/eval.py runs.
 
     paddle 2.x's dy2static export only works with ENABLE_FALL_BACK=False ("Can't call main_program when
-    full_graph=False"); it must be set before paddle is imported.
+    full_graph=False"; docs/stacks.md, Export and inference); it must be set before paddle is imported.
     """
     from importlib.metadata import PackageNotFoundError, version
 

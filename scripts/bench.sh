@@ -3,13 +3,13 @@
 # then writes reports/bench-*.md. About 35 minutes on 2 cores (the scoring benchmarks dominate).
 #   scripts/bench.sh                 all of them
 #   scripts/bench.sh cli scoring     a selection: cli, scoring, scoring_parallel, eval, parallel, timing,
-#                                    checkpoint
+#                                    checkpoint, site
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STACK=${HARNESS_STACK:-current}
 PY=.venv-$STACK/bin/python
 [ -d rehearsal ] && [ -x "$PY" ] || scripts/rehearse.sh
-which=${*:-cli scoring scoring_parallel eval parallel timing checkpoint}
+which=${*:-cli scoring scoring_parallel eval parallel timing checkpoint site}
 for b in $which; do
   echo "== scripts/bench_$b.py" >&2
   "$PY" "scripts/bench_$b.py"
