@@ -330,6 +330,7 @@ def build(
             statuses=["pass", "fail", "error"],
             stacks=sorted({r.stack for r in rows}),
             regressions=regressions,
+            notices=sorted({r["notice"] for r in records if r.get("notice")}),  # a rehearsal says so at the top
             notes=report.notes(records),
             root="",
         ),

@@ -24,6 +24,7 @@ ZOO = {
     ),
     "ppyoloe_crn_s_300e_coco": ("ppyoloe", {"box_ap": 43.0}, [[43.1], [43.0], [42.9], [43.0]]),
 }
+NOTICE = "TEST DATA: made-up nights for the site's tests; no model was run."
 LOG = "loading annotations into memory...\n<script>alert('log')</script>\nTotal sample number: 5000\n"
 
 
@@ -37,9 +38,10 @@ def record(model: str, night: int) -> dict:
         "zoo_index": list(ZOO).index(model),
         "started": f"2026-11-{20 + night}T01:00:00+00:00",
         "finished": f"2026-11-{20 + night}T02:{list(ZOO).index(model):02d}:00+00:00",
+        "notice": NOTICE,
         "stack": "current",
         "device": "gpu",
-        "device_name": "NVIDIA H100 80GB HBM3",
+        "device_name": "test data, no GPU",
         "paddle": "3.3.1",
         "documented": documented,
         "table": {"name": family, "weights_url": f"https://example.invalid/{model}.pdparams"},
@@ -67,7 +69,7 @@ def record(model: str, night: int) -> dict:
     timing = {
         "backend": "dygraph",
         "device": "gpu",
-        "device_name": "NVIDIA H100 80GB HBM3",
+        "device_name": "test data, no GPU",
         "fps": fps,
         "sample_ids": [1, 2, 3],
         "backends": {

@@ -72,8 +72,10 @@ def nightly_site(tmp_path_factory) -> Path:
 
 def _shot(browser, path: Path) -> None:
     """A full-page screenshot: the window is grown to the page's height first."""
-    height = browser.execute_script("return document.documentElement.scrollHeight")
-    browser.set_window_size(1300, min(max(height, 600), 4000))
+    height, chrome = browser.execute_script(
+        "return [document.documentElement.scrollHeight, window.outerHeight - window.innerHeight]"
+    )
+    browser.set_window_size(1300, min(max(height + chrome, 600), 4000))
     browser.save_screenshot(str(path))
     browser.set_window_size(1300, 1000)
 
@@ -141,6 +143,7 @@ def test_the_rehearsals_site_lists_its_models(browser, rehearsal, shots):
     browser.get(index.as_uri())
     names = sorted(p.parent.name for p in rehearsal.run_dir.glob("*/result.json"))
     assert sorted(r.get_attribute("data-model") for r in _rows(browser)) == names and len(names) == 3
+    assert "REHEARSAL: random-initialised weights" in browser.find_element(By.CSS_SELECTOR, "p.notice").text
     _shot(browser, shots / "rehearsal-overview.png")
     browser.find_element(By.LINK_TEXT, names[0]).click()
     assert browser.find_element(By.ID, "stats").is_displayed() and browser.find_element(By.ID, "log").text
