@@ -11,10 +11,12 @@ import json
 import os
 from pathlib import Path
 
+from harness.errors import UsageError
 from harness.files import atomic_write_bytes
 from harness.schedule import seconds_of
 
 HISTORY_ENV = "HARNESS_HISTORY"
+HINT = "repair or remove that line (each line is one model of one run, as `harness run` writes it)"
 FPS_DROP = 0.10  # an fps below 90 % of the last passing run's is a regression
 
 
@@ -56,9 +58,22 @@ def entry(rec: dict) -> dict:
 
 
 def load(path: Path) -> list[dict]:
+    """The history's entries; a line that is not one (a hand edit, a file cut short) is a usage error naming
+    the line, never a traceback, and nothing is rewritten."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            e = json.loads(line)
+        except (ValueError, RecursionError) as exc:
+            raise UsageError(f"{path}:{n}: not a history entry: {exc}", hint=HINT) from None
+        if not (isinstance(e, dict) and {"run_id", "model", "status", "conditions", "metrics"} <= set(e)):
+            raise UsageError(f"{path}:{n}: not a history entry (run_id, model, status, conditions, metrics)", hint=HINT)
+        out.append(e)
+    return out
 
 
 def append(path: Path, records: list[dict]) -> list[dict]:

@@ -111,7 +111,9 @@ def chart(
     tolerance: float | None = None,
     unit: str = "",
 ) -> Chart:
-    """Lay out one trend: `series` is (run id, value, status, link) per night, oldest first."""
+    """Lay out one trend: `series` is (run id, value, status, link) per night, oldest first (finite values)."""
+    documented = documented if _finite(documented) else None
+    tolerance = tolerance if _finite(tolerance) else None
     values = [v for _, v, _, _ in series]
     bounds = values + ([documented - (tolerance or 0), documented + (tolerance or 0)] if documented is not None else [])
     lo, hi = (min(bounds), max(bounds)) if bounds else (0.0, 1.0)
@@ -212,6 +214,11 @@ def overview_row(rec: dict, nights: list[dict]) -> Row:
     )
 
 
+def _finite(value: object) -> bool:
+    """A number a chart can place: JSON lets NaN and Infinity through, a chart must not."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def trends(rec: dict, nights: list[dict], exists) -> list[Chart]:
     """One chart per documented metric (documented value and tolerance band drawn) and one for fps."""
 
@@ -222,13 +229,13 @@ def trends(rec: dict, nights: list[dict], exists) -> list[Chart]:
     out = []
     for name, doc in (rec.get("documented") or {}).items():
         series = [
-            (e["run_id"], m["measured"], e["status"], link(e["run_id"]))
+            (e["run_id"], float(m["measured"]), e["status"], link(e["run_id"]))
             for e in nights
-            if (m := e["metrics"].get(name) or {}).get("measured") is not None
+            if _finite((m := e["metrics"].get(name) or {}).get("measured"))
         ]
         tol = ((rec.get("metrics") or {}).get(name) or {}).get("tolerance")
         out.append(chart(name, series, documented=doc, tolerance=tol, unit="AP"))
-    fps = [(e["run_id"], e["fps"], e["status"], link(e["run_id"])) for e in nights if e.get("fps")]
+    fps = [(e["run_id"], float(e["fps"]), e["status"], link(e["run_id"])) for e in nights if _finite(e.get("fps"))]
     if fps:
         out.append(chart("fps", fps, unit="fps"))
     return out
@@ -241,6 +248,8 @@ def log_tail(run_dirs: Sequence[Path], rec: dict) -> str | None:
         if not (model / RESULT).is_file():
             continue
         log = model / "worker.log"
+        if log.is_symlink():  # a run directory handed over (a CI artifact) must not publish another file
+            continue
         try:
             with log.open("rb") as f:
                 f.seek(max(0, log.stat().st_size - LOG_BYTES))

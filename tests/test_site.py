@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
@@ -178,3 +179,35 @@ def test_a_zoo_notice_stands_above_the_overview(tmp_path):
     html = (tmp_path / "site" / "index.html").read_text()
     body = html[html.index("<body>") :]
     assert body.index('<p class="notice">REHEARSAL: random weights &lt;b&gt;</p>') < body.index("<p>Run")
+
+
+def test_hostile_inputs_are_refused_or_left_out(tmp_path):
+    """A history line that is not an entry is exit 2 naming the line; NaN and Infinity (JSON lets them
+    through) never reach a chart; a worker.log that is a link to another file is not published."""
+    runs, hist = write_nights(tmp_path)
+    lines = hist.read_text().splitlines()
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("\n".join([*lines[:3], "{not json", *lines[3:]]) + "\n")
+    cmd = [sys.executable, "-m", "harness", "report", str(runs[-1]), "--html", str(tmp_path / "s1")]
+    done = subprocess.run([*cmd, "--history", str(broken)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and f"{broken}:4: not a history entry" in done.stderr and "Traceback" not in done.stderr
+    (tmp_path / "x.jsonl").write_text('{"a": 1}\n')
+    with pytest.raises(UsageError, match=r":1: not a history entry \(run_id"):
+        history.load(tmp_path / "x.jsonl")
+    past = history.load(hist)
+    for e in past:
+        if e["model"] == MASK and e["run_id"] == NIGHTS[1]:
+            e["metrics"]["box_ap"]["measured"] = float("nan")
+            e["fps"] = float("inf")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("a private file\n")
+    log = runs[-1] / MASK / "worker.log"
+    log.unlink()
+    log.symlink_to(secret)
+    site.build(results.read([runs[-1]]), tmp_path / "s2", history=past, run_dirs=[runs[-1]])
+    html = (tmp_path / "s2" / "runs" / NIGHTS[-1] / f"{MASK}.html").read_text()
+    assert "a private file" not in html
+    coords = re.findall(r'\b(?:cx|cy|x|y|y1|y2|height)="([^"]*)"', html)
+    assert coords and all(math.isfinite(float(c)) for c in coords)  # no NaN or Infinity in the SVG
+    box = re.search(r'data-metric="box_ap">(.*?)</figure>', html, re.S).group(1)
+    assert len(re.findall(r"<circle class=\"night", box)) == 3  # the NaN night is left out, the others drawn
