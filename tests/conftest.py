@@ -106,6 +106,27 @@ def namespaced(mount_opts: str, path: Path) -> list[str]:
     return ["unshare", "-rm", "sh", "-c", f'mount -t tmpfs -o {mount_opts} none {path} && exec "$@"', "ns"]
 
 
+def pytest_configure(config) -> None:
+    """With $HARNESS_TEST_TMPFS (tox -e unit sets it) and no --basetemp, the tests' files live in /dev/shm: they
+    write, extract and hash thousands of small files, and on these machines the disk made that the largest
+    part of the paddle-free suite's time (docs/costs.md). Nothing changes where /dev/shm is missing."""
+    shm = Path("/dev/shm")
+    usable = shm.is_dir() and os.access(shm, os.W_OK)
+    if os.environ.get("HARNESS_TEST_TMPFS") and config.option.basetemp is None and usable:
+        config.option.basetemp = str(shm / f"harness-tests-{os.getuid()}")
+        config.stash[TMPFS] = Path(config.option.basetemp)
+
+
+TMPFS = pytest.StashKey[Path]()
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """A passing run gives its memory back (the files of a failing one stay, to look at)."""
+    where = session.config.stash.get(TMPFS, None)
+    if where is not None and exitstatus == 0 and not hasattr(session.config, "workerinput"):
+        shutil.rmtree(where, ignore_errors=True)
+
+
 @pytest.fixture
 def server():
     with Loopback() as srv:
