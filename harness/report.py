@@ -7,6 +7,7 @@ record carries its table's layout (columns, which hold metrics, links and speeds
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from tabulate import tabulate
@@ -15,6 +16,36 @@ from harness.files import atomic_write_bytes
 from harness.manifest import V1_LABELS, V1_TABLE
 
 SEED = V1_TABLE["columns"]  # the seed README's columns (configs/res2net/README.md)
+
+# Record text is input like any other (a message, a label, a name from a zoo file): each output escapes it for
+# its own syntax. XML 1.0 cannot carry most C0 controls at all, even escaped; markdown's table cells end at
+# `|` and rows at a newline; a spreadsheet runs a CSV cell starting with = + - @ (or a tab / CR before them)
+# as a formula (OWASP, "CSV Injection": prefix such cells with a `'`).
+_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def xml_text(text: str) -> str:
+    """`text` as XML 1.0 can carry it: forbidden characters shown as `\\xNN` (nothing is silently lost)."""
+    return _XML_BAD.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def md_cell(text: object) -> str:
+    """One markdown table cell (or list item) on one line: newlines and controls become spaces, `|` escaped."""
+    return _CONTROL.sub(" ", str(text)).replace("|", "\\|")
+
+
+def csv_cell(value: object) -> object:
+    """A CSV cell a spreadsheet shows as text: a string that would start a formula gets a leading `'`."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(_FORMULA) else value
+
+
+def md_link(label: str, url: object) -> str:
+    """`[label](url)` for an http(s) URL with nothing that ends a markdown link; anything else is not linked."""
+    if isinstance(url, str) and re.fullmatch(r"https?://[^\s()<>\[\]|]+", url):
+        return f"[{label}]({url})"
+    return "-"
 
 
 def _num(value: float | None, digits: int = 1) -> str:
@@ -67,18 +98,18 @@ def row(rec: dict) -> list[str]:
         if col in table["metrics"]:
             cells.append(_num(doc.get(table["metrics"][col])))
         elif col == table.get("weights"):
-            cells.append(f"[model]({t['weights_url']})" if t.get("weights_url") else "-")
+            cells.append(md_link("model", t.get("weights_url")))
         elif col == table.get("config"):
-            cells.append(f"[config]({t['config_url']})" if t.get("config_url") else "-")
+            cells.append(md_link("config", t.get("config_url")))
         elif col in table.get("fps", []) and col not in labels:
             cells.append(_fps(fps))  # a speed the README leaves empty: the harness's measurement
         else:
-            cells.append(str(labels.get(col, "-")))
+            cells.append(md_cell(labels.get(col, "-")))
     deltas = [
         f"{_short(m)} {d:+.1f}" for m in table["metrics"].values() if (d := _metric(rec, m).get("delta")) is not None
     ]
     measured = [_num(_metric(rec, m).get("measured"), 2) for m in table["metrics"].values()]
-    return cells + measured + [" / ".join(deltas) or "-", rec.get("status", "?")]
+    return cells + measured + [" / ".join(deltas) or "-", md_cell(rec.get("status", "?"))]
 
 
 def notes(records: list[dict]) -> list[str]:
@@ -143,11 +174,11 @@ def markdown(records: list[dict]) -> str:
     for name, recs in groups.items():
         table = layout(recs[0])[0]
         if len(groups) > 1:
-            lines += [f"### {name}", ""]
+            lines += [f"### {md_cell(name)}", ""]
         lines.append(
             tabulate(
                 [row(r) for r in recs],
-                headers=table["columns"] + measured_headers(table),
+                headers=[md_cell(c) for c in table["columns"] + measured_headers(table)],
                 tablefmt="github",
                 disable_numparse=True,
             )
@@ -155,7 +186,7 @@ def markdown(records: list[dict]) -> str:
         lines.append("")
     lines.pop()
     if extra := notes(records):
-        lines += [""] + [f"- {n}" for n in extra]
+        lines += [""] + [f"- {md_cell(n)}" for n in extra]
     return "\n".join(lines) + "\n"
 
 
@@ -210,21 +241,25 @@ def junit(records: list[dict], path) -> None:
         metrics = rec.get("metrics") or {}
         names = list(metrics) or list((rec.get("documented") or {}).keys()) or ["box_ap"]
         for name in names:
-            case = TestCase(name, classname=rec["model"])
+            case = TestCase(xml_text(name), classname=xml_text(rec["model"]))
             m = metrics.get(name)
             if rec.get("status") == "error" and (m is None or m.get("status") == "error"):
-                msg = (rec.get("error") or {}).get("message") or (m or {}).get("reason") or "error"
-                case.result = [Error(msg.splitlines()[0], "error")]
+                msg = xml_text((rec.get("error") or {}).get("message") or (m or {}).get("reason") or "error")
+                case.result = [Error((msg.splitlines() or ["error"])[0], "error")]
                 case.system_out = msg
             elif m and m["status"] == "fail":
-                case.result = [Failure(m["reason"].replace(" (Δ", "; Δ").rstrip(")"), "fail")]
+                case.result = [Failure(xml_text(m["reason"].replace(" (Δ", "; Δ").rstrip(")")), "fail")]
             elif m and m["status"] == "error":
-                case.result = [Error(m["reason"], "error")]
+                case.result = [Error(xml_text(m["reason"]), "error")]
             case.time = float(((rec.get("durations") or {}).get("total") or 0) / max(len(names), 1))
             suite.add_testcase(case)
     xml = JUnitXml()
     xml.add_testsuite(suite)
-    xml.write(str(path), pretty=True)
+    import io
+
+    buf = io.BytesIO()
+    xml.write(buf, pretty=True)
+    atomic_write_bytes(Path(path), buf.getvalue())  # all or nothing, with the umask's mode
 
 
 def rows(records: list[dict]) -> list[dict]:
@@ -265,7 +300,7 @@ def csv(records: list[dict], path) -> None:
     buf = io.StringIO()
     writer = std.DictWriter(buf, fieldnames=list(table[0]) if table else ["model"], lineterminator="\n")
     writer.writeheader()
-    writer.writerows(table)
+    writer.writerows({k: csv_cell(v) for k, v in r.items()} for r in table)
     atomic_write_bytes(Path(path), buf.getvalue().encode())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -227,3 +228,45 @@ def test_a_record_that_does_not_fit_the_schema_is_refused_by_readers_and_writers
     with pytest.raises(HarnessError, match=r"internal error, result not written: .*surprise"):
         write(tmp_path / "run2", _record(surprise=1))
     assert not (tmp_path / "run2" / "m_a" / "result.json").exists()
+
+
+def test_hostile_record_text_is_escaped_in_every_output(tmp_path):
+    """Record text is input: a control character in a message, a message that starts a spreadsheet formula,
+    a `|` or newline in a label. Every output escapes it for its own syntax, and the files get the umask's
+    mode (not mkstemp's private 0600)."""
+    import csv
+    import os
+    import xml.etree.ElementTree as ET
+
+    hostile = _record(
+        "m_x",
+        status="error",
+        error={"stage": "worker", "message": "=HYPERLINK(\"http://evil\")\x01\x1b[31m\nsecond line"},
+    )
+    hostile["table"]["backbone"] = "R50 | evil\nrow"
+    hostile["table"]["config_url"] = "javascript:alert(1)"
+    write(tmp_path / "run", _record())
+    write(tmp_path / "run", hostile | {"zoo_index": 1})
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "report", str(tmp_path / "run"), "--outputs", str(out)]
+        + ["--html", str(tmp_path / "site")],
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: os.umask(0o027),
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    for where in (out, tmp_path / "site"):
+        suite = ET.parse(where / "junit.xml").getroot()  # parses: no raw control character in it
+        error = suite.find(".//testcase[@classname='m_x']/error")
+        assert error is not None and error.get("message").startswith('=HYPERLINK("http://evil")\\x01\\x1b[31m')
+        with (where / "results.csv").open(newline="") as f:
+            cells = {r["model"]: r for r in csv.DictReader(f)}
+        assert cells["m_x"]["error"].startswith("'=HYPERLINK")  # shown as text, never run as a formula
+        table = [line for line in (where / "report.md").read_text().splitlines() if line.startswith("|")]
+        cells_per_row = [len(re.findall(r"(?<!\\)\|", line)) for line in table]
+        assert len(table) == 4 and len(set(cells_per_row)) == 1, table
+        assert "R50 \\| evil row" in table[3] and "javascript:" not in table[3]
+        for name in ("junit.xml", "results.csv", "report.md"):
+            assert oct((where / name).stat().st_mode & 0o777) == oct(0o640), name
