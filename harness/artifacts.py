@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import socket
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -176,8 +177,12 @@ def _evict(entry: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def _cached(entry: Path, url: str, sha256: str | None, size: int | None, *, rehash: bool) -> Fetched | None:
-    """The entry if it holds the right bytes. Without `rehash` only the stamp is consulted (no hashing)."""
+def _cached(
+    entry: Path, url: str, sha256: str | None, size: int | None, *, rehash: bool, verify: bool = False
+) -> Fetched | None:
+    """The entry if it holds the right bytes. Without `rehash` only the stamp is consulted (no hashing); with
+    `verify` every byte is hashed even under a fresh stamp (`harness fetch --verify`: bytes rot, keeping their
+    size and mtime). Bytes that do not match are evicted, so the next fetch downloads and verifies anew."""
     try:
         st = entry.stat()
     except (FileNotFoundError, NotADirectoryError):
@@ -185,7 +190,7 @@ def _cached(entry: Path, url: str, sha256: str | None, size: int | None, *, reha
     stamp = read_json(_sidecar(entry, ".stamp"))
     stamp = stamp if isinstance(stamp, dict) and stamp.get("url") == url else None
     fresh = stamp is not None and stamp.get("size") == st.st_size and stamp.get("mtime_ns") == st.st_mtime_ns
-    if fresh and stamp is not None:
+    if fresh and stamp is not None and not verify:
         if (sha256 is None or stamp["sha256"] == sha256) and (size is None or st.st_size == size):
             return Fetched(url, entry, stamp["sha256"], st.st_size, downloaded=False)
         if rehash:  # the pin changed under the cache: these are other bytes
@@ -194,13 +199,13 @@ def _cached(entry: Path, url: str, sha256: str | None, size: int | None, *, reha
         return None
     if not rehash:
         return None
-    # The file changed since it was stamped (or the stamp is gone): hash it once and decide.
+    # The file changed since it was stamped (or the stamp is gone, or --verify): hash it once and decide.
     actual = sha256_file(entry)
     known = sha256 or (stamp or {}).get("sha256")
     if known == actual and (size is None or size == st.st_size):
         _write_stamp(entry, url, actual)
         return Fetched(url, entry, actual, st.st_size, downloaded=False)
-    log.warning("cached %s failed verification; fetching again", entry)
+    log.warning("cached %s failed verification (sha256 %s, expected %s); fetching again", entry, actual, known)
     _evict(entry)
     return None
 
@@ -279,6 +284,13 @@ def invalidate(artifact: Artifact, lock: LockFile | None, refetch: str, root: Pa
     )
 
 
+def discard(artifact: Artifact, refetch: str, root: Path | None = None) -> str:
+    """A cache entry whose bytes are not the ones verified (they rotted, or were replaced) leaves the cache;
+    its pin stays (the pin is right, the copy is not), so the next run downloads and verifies anew."""
+    evict(artifact.url, root)
+    return f"the cache entry was removed (its pin is kept); run again, or `{refetch}`: it is downloaded and verified anew"
+
+
 def is_cached(url: str, root: Path | None = None) -> bool:
     """Stat-only check for `harness list`: is there a stamped entry for this URL?"""
     return _cached(entry_path(url, root), url, None, None, rehash=False) is not None
@@ -296,18 +308,19 @@ def fetch(
     policy: Policy | None = None,
     check: Callable[[Path], None] | None = None,
     progress: bool | None = None,
+    verify: bool = False,
 ) -> Fetched:
     """Bring `url` into the cache and return the verified local file.
 
     `check(path)` runs on the downloaded bytes before they become the entry (e.g. "is this the pinned
     commit?"); a `HarnessError` from it discards the bytes like a hash mismatch. `progress=None` shows a
-    bar only when stderr is a terminal.
+    bar only when stderr is a terminal. `verify` re-hashes a cached entry instead of trusting its stamp.
     """
     entry = entry_path(url, root)
-    if hit := _cached(entry, url, sha256, size, rehash=False):
+    if not verify and (hit := _cached(entry, url, sha256, size, rehash=False)):
         return hit
     try:
-        return _fetch_locked(url, entry, sha256, size, policy, check, progress)
+        return _fetch_locked(url, entry, sha256, size, policy, check, progress, verify)
     except OSError as exc:  # the cache itself: read-only, disk full, file-size limit (network errors are
         # converted to ArtifactError before they get here)
         raise ArtifactError(
@@ -325,15 +338,16 @@ def _fetch_locked(
     policy: Policy | None,
     check: Callable[[Path], None] | None,
     progress: bool | None,
+    verify: bool = False,
 ) -> Fetched:
     entry.parent.mkdir(parents=True, exist_ok=True)
     policy = policy or Policy.from_env()
     with _entry_lock(entry, url, policy.lock_wait_s):
-        if hit := _cached(entry, url, sha256, size, rehash=True):
+        if hit := _cached(entry, url, sha256, size, rehash=True, verify=verify):
             return hit  # another process finished it while we waited
         part = _sidecar(entry, ".part")
         if (src := local_source(url)) is not None:
-            _copy_local(url, src, part, size, progress)
+            _copy_local(url, src, part, size, progress, time.monotonic() + policy.deadline_s)
         else:
             _download(url, part, sha256=sha256, size=size, policy=policy, progress=progress)
         try:
@@ -399,19 +413,53 @@ def _bar(name: str, total: int | None, initial: int, progress: bool | None):
     )
 
 
-def _copy_local(url: str, src: Path, part: Path, size: int | None, progress: bool | None) -> None:
-    if not src.is_file():
-        raise ArtifactError(f"{url}: no such file", hint="check the path in zoo.yaml, or the URL")
-    with src.open("rb") as fin, part.open("wb") as fout, _bar(src.name, src.stat().st_size, 0, progress) as bar:
-        written = 0
-        while chunk := fin.read(CHUNK):
-            written += len(chunk)
-            if size is not None and written > size:  # a file that grows while it is copied, or the wrong one
-                fout.close()
-                _discard_part(part)
-                raise IntegrityError(f"{url}: longer than the pinned {size} bytes; nothing was cached", hint=_PIN_HINT)
-            fout.write(chunk)
-            bar.update(len(chunk))
+def _copy_local(url: str, src: Path, part: Path, size: int | None, progress: bool | None, deadline: float) -> None:
+    """Copy a local file into the part: a regular file only (stat of the opened file, not `is_file()`: a FIFO
+    would block, `/proc/self/pagemap` is a "regular" file of size 0 that reads as 256 GB), never more bytes
+    than it had when opened or than the pin says, within the fetch's deadline; a partial copy is removed."""
+    try:
+        fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK)  # NONBLOCK: opening a FIFO must not wait for a writer
+    except FileNotFoundError:
+        raise ArtifactError(f"{url}: no such file", hint="check the path in zoo.yaml, or the URL") from None
+    except OSError as exc:
+        raise ArtifactError(f"{url}: cannot open {src}: {exc.strerror}", hint="check the path in zoo.yaml") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise ArtifactError(
+            f"{url}: {src} is not a regular file", hint="point zoo.yaml at the file itself (a path or file:// URL)"
+        )
+    with os.fdopen(fd, "rb") as fin:
+        if size is not None and st.st_size != size:
+            raise IntegrityError(
+                f"{url}: size mismatch: expected {size} bytes, the file has {st.st_size}; nothing was cached",
+                hint=_PIN_HINT,
+            )
+        try:
+            with part.open("wb") as fout, _bar(src.name, st.st_size, 0, progress) as bar:
+                _copy_bounded(url, fin, fout, st.st_size, deadline, bar)
+        except BaseException:
+            _discard_part(part)
+            raise
+
+
+def _copy_bounded(url: str, fin, fout, limit: int, deadline: float, bar) -> None:
+    written = 0
+    while chunk := fin.read(min(CHUNK, limit - written + 1)):
+        written += len(chunk)
+        if written > limit:  # it grows while copied, or it is a pseudo-file whose size says nothing
+            raise IntegrityError(
+                f"{url}: the file gives more than the {limit} bytes its size says (it is growing, or it is not a "
+                "plain file on disk); nothing was cached",
+                hint="copy a finished file and point zoo.yaml at the copy",
+            )
+        fout.write(chunk)
+        bar.update(len(chunk))
+        if time.monotonic() > deadline:
+            raise ArtifactError(
+                f"{url}: copy not complete after the fetch's deadline ({written} of {limit} bytes); nothing was cached",
+                hint="$HARNESS_DEADLINE_S sets the limit",
+            )
 
 
 def _download(

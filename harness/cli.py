@@ -200,9 +200,15 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915  # declarations,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  harness fetch\n  harness fetch faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco --locked\n"
         "  harness fetch --dataset --subset 500 --seed 1\n  harness fetch --ppdet-root ~/PaddleDetection "
-        "--data ~/coco --subset 50",
+        "--data ~/coco --subset 50\n  harness fetch --verify --dataset      re-hash every cached file, re-fetch what rotted",
     )
     p.add_argument("models", nargs="*", metavar="MODEL", help="model names (default: all)")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="re-hash every cached file instead of trusting its stamp (size, mtime); one that does not match "
+        "its sha256 is evicted and fetched again",
+    )
     p.add_argument(
         "--dataset", action="store_true", help="also fetch and check COCO val2017 (implied by --data and --subset)"
     )
@@ -503,23 +509,26 @@ def cmd_fetch(args) -> int:
             rows.append({"kind": kind, "name": name, "status": "error", "error": exc.message})
             log.error("%s %s: %s", kind, name, exc)
 
+    again = {"verify": True} if args.verify else {}
+    cached = "verified" if args.verify else "cached"
+
     def src() -> dict:
-        tree = source.checkout(args.ppdet_root, pin) if args.ppdet_root else source.prepare(pin)
+        tree = source.checkout(args.ppdet_root, pin) if args.ppdet_root else source.prepare(pin, **again)
         return {"status": tree.origin, "path": str(tree.root), "commit": tree.commit, "tree": tree.tree}
 
     attempt("source", f"PaddleDetection ({stack})", src)
     for m in models:
 
         def weights(m=m) -> dict:
-            got = fetch_artifact(m.weights, lock, locked=args.locked)
-            return {"status": "downloaded" if got.downloaded else "cached", **got.as_json()}
+            got = fetch_artifact(m.weights, lock, locked=args.locked, **again)
+            return {"status": "downloaded" if got.downloaded else cached, **got.as_json()}
 
         attempt("weights", m.name, weights)
     if args.dataset or args.subset is not None or args.data:
 
         def data() -> dict:
             d = dataset.prepare(
-                zoo.dataset, lock, data_dir=args.data, subset=args.subset, seed=args.seed, locked=args.locked
+                zoo.dataset, lock, data_dir=args.data, subset=args.subset, seed=args.seed, locked=args.locked, **again
             )
             return {"status": "ok", "path": str(d.annotations), **d.as_json()}
 

@@ -24,6 +24,7 @@ PROGRESS = "@@progress"  # a worker's stdout line `@@progress DONE TOTAL`: the p
 ERROR_KINDS = {
     "checkpoint_unreadable": "not a checkpoint the reader accepts: evict the cache entry and forget its pin",
     "checkpoint_local": "this machine could not read it (memory, a vanished file): keep the entry and pin",
+    "checkpoint_changed": "not the bytes verified (the entry rotted or was replaced): evict the entry, keep the pin",
     "weights_mismatch": "keys or shapes do not fit the model (strict check): the model's error",
     "weights_values": "values not finite, or a cast that is not exact: the model's error",
 }

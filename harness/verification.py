@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from harness import __version__, protocol, slices
-from harness.artifacts import Fetched, fetch_artifact, invalidate
+from harness.artifacts import Fetched, discard, fetch_artifact, invalidate
 from harness.errors import HarnessError, StageError, UsageError
 from harness.files import atomic_write_json, read_json, remove_tree
 from harness.inputs import Inputs, Options
@@ -300,6 +300,8 @@ def failed(job: Job, exc: HarnessError) -> None:
             job.stage = "weights"
         if answer.error_kind == "checkpoint_unreadable":
             message += "\n  " + invalidate(job.model.weights, job.lock, f"harness fetch {job.model.name}")
+        elif answer.error_kind == "checkpoint_changed":
+            message += "\n  " + discard(job.model.weights, f"harness fetch {job.model.name}")
     job.rec["status"] = ERROR
     job.rec["error"] = {"stage": job.stage, "message": message, "log_tail": getattr(exc, "log_tail", None)}
 

@@ -289,10 +289,10 @@ def _load_weights(model, weights: Path, expected_sha256: str | None) -> dict:
     """
     ckpt = checkpoint.read(weights)
     if expected_sha256 and ckpt.sha256 != expected_sha256:
-        raise checkpoint.WeightsError(
+        raise ChangedError(
             f"{weights}: the file changed between its verification (sha256 {expected_sha256}) and its loading "
             f"(sha256 {ckpt.sha256}); nothing was evaluated",
-            hint="something replaced the cache entry while the harness ran: run again (it is verified anew)",
+            hint="the cache entry rotted or was replaced: run again (it is downloaded and verified anew)",
         )
     params = model.state_dict()
     check = checkpoint.compare(ckpt.shapes(), {k: list(v.shape) for k, v in params.items()})
@@ -304,9 +304,16 @@ def _load_weights(model, weights: Path, expected_sha256: str | None) -> dict:
     return {**check.as_json(), "dtype_casts": casts, "sha256": ckpt.sha256, "size": ckpt.size}
 
 
+class ChangedError(checkpoint.CheckpointError):
+    """The bytes read are not the bytes the harness verified (a cache entry that rotted keeping its size and
+    mtime, or was replaced): the entry goes, its pin stays (the pin is right, the copy is not)."""
+
+
 def _weights_error(exc: checkpoint.CheckpointError) -> dict:
     """worker.json's fields for a refused checkpoint: the kind tells the parent whether to evict it."""
-    if isinstance(exc, checkpoint.FormatError):
+    if isinstance(exc, ChangedError):
+        kind = "checkpoint_changed"
+    elif isinstance(exc, checkpoint.FormatError):
         kind = "checkpoint_unreadable"  # not a checkpoint: the cache entry (and a pin learned from it) must go
     elif isinstance(exc, checkpoint.LocalError):
         kind = "checkpoint_local"  # this machine failed to read it: keep the entry and its pin

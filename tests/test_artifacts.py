@@ -246,3 +246,49 @@ def test_progress_bar_only_when_asked_or_on_a_terminal(server, cache, capfd):
     assert "w.pdparams" not in capfd.readouterr().err
     fetch(server.add("/other.bin", BODY), policy=FAST, progress=True)
     assert "other.bin" in capfd.readouterr().err
+
+
+def _rot(entry: Path) -> None:
+    """Bytes change on disk, size and mtime kept (bit rot, a bad disk): the stamp still looks fresh."""
+    st = entry.stat()
+    with entry.open("r+b") as f:
+        f.seek(len(BODY) // 2)
+        byte = f.read(1)
+        f.seek(len(BODY) // 2)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(entry, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_verify_rehashes_a_rotted_entry_and_fetches_it_again(server, cache):
+    """A plain fetch trusts the stamp (that is what makes it cheap); `verify` hashes every byte, and an entry
+    that rotted is evicted and downloaded again."""
+    url = server.add(PATH, BODY)
+    entry = fetch(url, sha256=SHA, policy=FAST).path
+    _rot(entry)
+    assert not fetch(url, sha256=SHA, policy=FAST).downloaded  # the stamp is trusted: not noticed
+    got = fetch(url, sha256=SHA, policy=FAST, verify=True)
+    assert got.downloaded and entry.read_bytes() == BODY and len(server.gets(PATH)) == 2
+    assert not fetch(url, sha256=SHA, policy=FAST, verify=True).downloaded and len(server.gets(PATH)) == 2
+
+
+def test_a_local_source_is_a_regular_file_copied_within_its_size_and_deadline(cache, tmp_path):
+    """`/proc/self/pagemap` is a "regular file" of size 0 that reads as ~256 GB; a FIFO would block the copy for
+    ever; a directory is not a file. Each is refused at once, nothing cached, no partial copy left."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for src, why in (
+        ("/proc/self/pagemap", "more than the 0 bytes its size says"),
+        (str(fifo), "is not a regular file"),
+        (str(tmp_path), "is not a regular file"),
+    ):
+        with pytest.raises(ArtifactError, match=why):
+            fetch(src, policy=FAST)
+        assert not entry_path(src, cache).exists() and _leftovers(cache) == []
+    with pytest.raises(IntegrityError, match="expected 5 bytes, the file has 0"):
+        fetch("/proc/self/pagemap", size=5, policy=FAST)  # a pinned size is checked before a byte is read
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(3 << 20))
+    with pytest.raises(ArtifactError, match="deadline"):
+        fetch(str(big), policy=Policy(deadline_s=0))
+    assert not entry_path(str(big), cache).exists() and _leftovers(cache) == []
+    assert fetch(str(big), policy=FAST).path.read_bytes() == big.read_bytes()

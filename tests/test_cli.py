@@ -86,6 +86,27 @@ def test_fetch_everything_then_again_from_the_cache(loopback_zoo, server, cache)
     assert all(r["cached"] for r in listed)
 
 
+def test_fetch_verify_rehashes_every_entry_and_fetches_what_rotted(loopback_zoo, server, cache):
+    """Bytes that rot keep their size and mtime, so the stamp looks fresh: `fetch --verify` hashes every entry
+    (weights, source archive, dataset archives) and fetches again only what does not match."""
+    from harness.artifacts import entry_path
+
+    assert harness("fetch", "--zoo", str(loopback_zoo), "--dataset").returncode == 0
+    weights = entry_path(server.url(f"/models/{NAMES[0]}.pdparams"), cache)
+    st = weights.stat()
+    weights.write_bytes(bytes(b ^ 1 for b in weights.read_bytes()))
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    before = len(server.requests)
+    plain = json.loads(harness("fetch", "--zoo", str(loopback_zoo), "--json").stdout)
+    assert [r["status"] for r in plain if r["kind"] == "weights"] == ["cached"] * 3 and len(server.requests) == before
+    out = harness("fetch", "--zoo", str(loopback_zoo), "--dataset", "--verify", "--locked", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert [r["status"] for r in rows if r["kind"] == "weights"] == ["downloaded", "verified", "verified"]
+    assert "failed verification" in out.stderr and len(server.requests) == before + 1
+    assert server.gets(f"/models/{NAMES[0]}.pdparams")[-1] is server.requests[-1]
+
+
 def test_locked_without_records_exits_2(loopback_zoo, server, cache):
     out = harness("fetch", NAMES[0], "--zoo", str(loopback_zoo), "--locked")
     assert out.returncode == 2

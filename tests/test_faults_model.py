@@ -291,6 +291,32 @@ def test_a_checkpoint_replaced_after_its_verification_is_refused(served, tmp_pat
     assert rec["error"]["stage"] == "weights" and "the file changed between its verification" in msg
     assert rec["artifacts"]["weights"]["sha256"] in msg and rec["metrics"] == {}
     assert not (tmp_path / "run" / FASTER / "predictions" / "bbox.json").exists()
+    assert "the cache entry was removed (its pin is kept)" in msg and not entry.exists()
+    assert _url(zoo) in _lock(zoo)  # the pin is right, the copy was not
+
+
+def test_a_cache_entry_that_rotted_is_evicted_at_load_and_the_next_run_fetches_it_anew(served, tmp_path):
+    """Bytes changed on disk with size and mtime kept: the fetch trusts the stamp, the worker hashes what it
+    reads and refuses; the entry is evicted (not wedged: every rerun used to repeat the refusal), so the next
+    run downloads, verifies and evaluates."""
+    make, _, _ = served
+    zoo, cache = make(tmp_path), tmp_path / "cache"
+    args = ["verify", FASTER, "--zoo", str(zoo), "--json", *QUICK, "--subset", "1"]
+    assert harness("fetch", FASTER, "--zoo", str(zoo), cache=cache).returncode == 0
+    entry = entry_path(_url(zoo), cache)
+    st = entry.stat()
+    with entry.open("r+b") as f:
+        f.seek(st.st_size - 100)
+        f.write(b"\x00" * 8)
+    os.utime(entry, ns=(st.st_atime_ns, st.st_mtime_ns))
+    first = harness(*args, "--out", str(tmp_path / "run1"), cache=cache)
+    rec = json.loads(first.stdout)
+    assert first.returncode == 3 and rec["error"]["stage"] == "weights", first.stderr[-2000:]
+    assert "the file changed between its verification" in rec["error"]["message"] and not entry.exists()
+    second = harness(*args, "--out", str(tmp_path / "run2"), cache=cache)
+    rec = json.loads(second.stdout)
+    assert second.returncode == 1 and rec["status"] == "fail" and rec["weight_check"]["ok"], second.stderr[-2000:]
+    assert rec["weight_check"]["sha256"] == _lock(zoo)[_url(zoo)]["sha256"]
 
 
 def served_variant(zoo, name: str):
