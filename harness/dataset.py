@@ -11,11 +11,11 @@ import hashlib
 import json
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from harness.archive import unpack
 from harness.artifacts import cache_root, fetch_artifact
-from harness.errors import DatasetError, UsageError
+from harness.errors import DatasetError, DatasetRecordError, UsageError
 from harness.files import atomic_write_json, read_json
 from harness.lockfile import LockFile
 from harness.manifest import Dataset
@@ -61,7 +61,53 @@ def _load(path: Path) -> dict:
             f"{path}: not COCO instances json (needs 'images' and 'categories' lists)",
             hint="point annotation_file in zoo.yaml at instances_val2017.json",
         )
+    _check_records(path, data)
     return data
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """A value of the file in a message: its repr, cut (a record may be megabytes)."""
+    text = repr(value) if isinstance(value, str | int | float | bool) or value is None else type(value).__name__
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def _bad_file_name(name: object) -> str | None:
+    """Why a `file_name` could make a reader open a file outside the image directory (or none at all)."""
+    if not isinstance(name, str) or not name:
+        return "file_name is not a non-empty string"
+    parts = PurePosixPath(name).parts
+    if name.startswith(("/", "\\")) or "\\" in name or "\0" in name or (len(name) > 1 and name[1] == ":"):
+        return "file_name is an absolute path or holds a backslash or NUL"
+    if ".." in parts:
+        return "file_name climbs out of the image directory ('..')"
+    return None
+
+
+def _check_records(path: Path, data: dict) -> None:
+    """Every image a record with an integer id (unique) and a file name inside the image directory; every
+    annotation and category a record: else a DatasetRecordError naming the record, before any reader (ppdet,
+    pycocotools, the subset maker) trips over it with a traceback or opens a file elsewhere."""
+    fix = "correct the annotation file, or point --data / annotation_file at COCO's instances_val2017.json"
+    seen: set[int] = set()
+    for i, img in enumerate(data["images"]):
+        where = f"{path}: images[{i}]"
+        if not isinstance(img, dict):
+            raise DatasetRecordError(f"{where} is a {type(img).__name__}, not an image record", hint=fix)
+        ident = img.get("id")
+        if type(ident) is not int:
+            raise DatasetRecordError(f"{where}: id {_shown(ident)} is not an integer (COCO image ids are)", hint=fix)
+        if ident in seen:
+            raise DatasetRecordError(f"{where}: id {ident} appears twice", hint=fix)
+        seen.add(ident)
+        if why := _bad_file_name(img.get("file_name")):
+            raise DatasetRecordError(f"{where} (id {ident}): {why}: {_shown(img.get('file_name'))}", hint=fix)
+    for key in ("annotations", "categories"):
+        records = data.get(key, [])
+        if not isinstance(records, list):
+            raise DatasetRecordError(f"{path}: '{key}' is a {type(records).__name__}, not a list", hint=fix)
+        for i, rec in enumerate(records):
+            if not isinstance(rec, dict):
+                raise DatasetRecordError(f"{path}: {key}[{i}] is a {type(rec).__name__}, not a record", hint=fix)
 
 
 def _check_images(images: Path, records: list[dict], annotations: Path) -> None:

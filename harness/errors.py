@@ -68,6 +68,13 @@ class DatasetError(HarnessError):
     """The dataset is missing, incomplete or laid out differently from what the zoo says."""
 
 
+class DatasetRecordError(DatasetError):
+    """A record of the annotation file is malformed or hostile (no integer id, a file name that leaves the image
+    directory): the file must be corrected, so it is the input's error (exit 2), named by its record."""
+
+    exit_code = ExitCode.USAGE
+
+
 class StageError(HarnessError):
     """A model's pipeline stage failed: recorded in its result with the worker log's tail, never raised out."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -113,3 +114,52 @@ def test_existing_root_with_data(tmp_path, cache):
     (root / "annotations" / "instances_val2017.json").unlink()
     with pytest.raises(DatasetError, match="annotations not found"):
         dataset.prepare(ds, None, data_dir=root, subset=2)
+
+
+def _offline(tmp_path: Path) -> list[str]:
+    """`harness fetch` arguments that touch no network: the first seed model with local weights, a local tree."""
+    import yaml
+    from conftest import REPO
+
+    raw = yaml.safe_load((REPO / "zoo.yaml").read_text())
+    (tmp_path / "w.pdparams").write_bytes(b"weights")
+    raw["models"][0]["weights"] = str(tmp_path / "w.pdparams")
+    (tmp_path / "zoo.yaml").write_text(yaml.safe_dump(raw))
+    (tmp_path / "ppdet" / "ppdet").mkdir(parents=True)
+    (tmp_path / "ppdet" / "ppdet" / "__init__.py").write_text("")
+    (tmp_path / "ppdet" / "configs").mkdir()
+    return [raw["models"][0]["name"], "--zoo", str(tmp_path / "zoo.yaml"), "--ppdet-root", str(tmp_path / "ppdet")]
+
+
+@pytest.mark.parametrize(
+    "edit, named",
+    [
+        (lambda c: c["images"][2].update(file_name="../../../etc/hostname"), "images[2] (id 102): file_name climbs"),
+        (lambda c: c["images"][1].update(file_name="/etc/hostname"), "images[1] (id 101): file_name is an absolute"),
+        (lambda c: c["images"][3].pop("id"), "images[3]: id None is not an integer"),
+        (lambda c: c["images"][4].update(id="104"), "images[4]: id '104' is not an integer"),
+        (lambda c: c["images"].__setitem__(0, "000000000100.jpg"), "images[0] is a str, not an image record"),
+        (lambda c: c["images"][5].update(id=100), "images[5]: id 100 appears twice"),
+        (lambda c: c["annotations"].__setitem__(1, [1, 2]), "annotations[1] is a list, not a record"),
+    ],
+)
+def test_a_hostile_or_malformed_image_record_is_named_with_exit_2(tmp_path, cache, edit, named):
+    """`file_name` with `..` or an absolute path would make ppdet read files outside the COCO root; an image
+    without an integer id, or a record that is not a record, gave a traceback. Each is refused by name, exit 2,
+    through the CLI as a user meets it, before any reader runs."""
+    from conftest import harness
+
+    root = tmp_path / "coco"
+    (root / "val2017").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    coco = _coco()
+    for img in coco["images"]:
+        (root / "val2017" / img["file_name"]).write_bytes(b"x")
+    edit(coco)
+    (root / "annotations" / "instances_val2017.json").write_text(json.dumps(coco))
+    ds = Dataset(name="coco-val2017", images="http://unused.invalid/a.zip", annotations="http://unused.invalid/b.zip")
+    with pytest.raises(DatasetError, match=re.escape(named)) as exc:
+        dataset.prepare(ds, None, data_dir=root, subset=2)
+    assert exc.value.exit_code == 2
+    out = harness("fetch", *_offline(tmp_path), "--data", str(root), cache=cache)
+    assert out.returncode == 2 and named in out.stderr and "Traceback" not in out.stderr, out.stderr[-1500:]
