@@ -32,7 +32,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from harness.errors import ArtifactError, HarnessError, IntegrityError, UsageError
-from harness.files import atomic_write_json, read_json
+from harness.files import atomic_write_json, read_json, sha256_file
 from harness.lockfile import LockFile, Pin
 from harness.manifest import Artifact
 
@@ -162,11 +162,6 @@ def entry_path(url: str, root: Path | None = None) -> Path:
 
 def _sidecar(entry: Path, suffix: str) -> Path:
     return entry.with_name(entry.name + suffix)
-
-
-def sha256_file(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 # ---- the cache entry -------------------------------------------------------------------------------

@@ -557,9 +557,19 @@ def cmd_fetch(args) -> int:
 
 
 def default_run_dir() -> Path:
+    """`runs/<UTC second>`, made here and now: two commands started in the same second get `…-2`, not one
+    directory (its models' claims would refuse the second; see claims.py)."""
     from datetime import UTC, datetime
 
-    return Path("runs") / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    for i in range(1, 1000):
+        path = Path("runs") / (stamp if i == 1 else f"{stamp}-{i}")
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise UsageError(f"runs/{stamp}: 999 run directories in one second", hint="pass --out DIR")
 
 
 def cmd_verify(args) -> int:
@@ -697,7 +707,7 @@ def cmd_report(args) -> int:
     from harness.report import markdown, publish
     from harness.results import read, shard_disagreement
 
-    records = read(args.runs)
+    records = read(args.runs, check_predictions=True)
     if args.html:  # refuse a directory that is not ours before anything is written anywhere
         from harness import site
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 
 from harness.errors import HarnessError, UsageError
-from harness.files import atomic_write_json, is_component, read_json
+from harness.files import atomic_write_json, is_component, read_json, sha256_file
 from harness.protocol import Strict, fields
 
 SCHEMA: Literal[1] = 1
@@ -75,6 +75,7 @@ class Result(Strict):
     weight_check: dict[str, Any] | None = None
     pretrained_not_loaded: list[str] | None = None  # URLs the config would have downloaded while building
     predictions: dict[str, str] | None = None
+    predictions_sha256: dict[str, str] | None = None  # of the exact bytes scored (absent in older records)
     detections: dict[str, int] | None = None
     loader_workers: int | None = None  # data-loader worker processes the eval used (GPU: the config's)
     parallel: dict[str, Any] | None = None  # --parallel K: the slices' units (slice, gpu, threads, images, seconds)
@@ -123,8 +124,9 @@ def write_at(path: Path, record: dict) -> Path:
     return path
 
 
-def read(run_dirs: list[Path]) -> list[dict]:
-    """Every result under the given run directories (or result files), in zoo order."""
+def read(run_dirs: list[Path], *, check_predictions: bool = False) -> list[dict]:
+    """Every result under the given run directories (or result files), in zoo order. With `check_predictions`
+    (what `harness report` shows), a record whose predictions are not the bytes it was scored from is refused."""
     records = []
     for d in run_dirs:
         if not d.exists():
@@ -138,6 +140,8 @@ def read(run_dirs: list[Path]) -> list[dict]:
             if not isinstance(rec, dict):
                 raise UsageError(f"{f}: not a result record of schema {SCHEMA}")
             records.append(validated(rec, str(f)))
+            if check_predictions:
+                unchanged_predictions(f, records[-1])
     if not records:
         raise UsageError(
             f"no {RESULT} under {', '.join(map(str, run_dirs))}", hint="run `harness verify MODEL --out DIR` first"
@@ -147,6 +151,31 @@ def read(run_dirs: list[Path]) -> list[dict]:
         if rec["model"] not in latest or (rec.get("finished") or "") > (latest[rec["model"]].get("finished") or ""):
             latest[rec["model"]] = rec
     return sorted(latest.values(), key=lambda r: (r.get("zoo_index", 1 << 30), r["model"]))
+
+
+def digests(files: dict[str, str] | dict[str, Path]) -> dict[str, str]:
+    """sha256 of each predictions file: the record names the exact bytes it was scored from."""
+    return {k: sha256_file(Path(p)) for k, p in files.items()}
+
+
+def unchanged_predictions(path: Path, rec: dict) -> dict[str, Path]:
+    """A record's predictions files, refused (exit 2) if any is not the bytes it was scored from."""
+    files = {k: path.parent / rel for k, rel in (rec.get("predictions") or {}).items()}
+    known = rec.get("predictions_sha256")
+    if known is None:  # written before records named their predictions' sha256: nothing to compare
+        return files
+    for kind, file in files.items():
+        try:
+            actual = sha256_file(file)
+        except OSError as exc:
+            actual = f"unreadable ({exc.strerror})"
+        if actual != known.get(kind):
+            raise UsageError(
+                f"{path}: its {kind} predictions {file} are not the ones it was scored from "
+                f"(sha256 {known.get(kind)}, now {actual})",
+                hint="re-run the model (`harness verify`); a record and its predictions must stay together",
+            )
+    return files
 
 
 def shard_disagreement(run_dirs: list[Path]) -> str | None:

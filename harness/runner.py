@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__, schedule
+from harness.claims import Claims
 from harness import verification as v
 from harness.errors import ExitCode, HarnessError, StageError, UsageError
 from harness.files import atomic_write_json, read_json
@@ -184,55 +185,58 @@ def run(
     run_id = opts.run_id or run_dir.name
     several = bool(gpus) or opts.parallel not in (1, "auto")  # units at once: no progress bars
     opts = dataclasses.replace(opts, run_id=run_id, progress=False if several else opts.progress)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    previous = read_json(run_dir / RUN) if resume else None
-    meta: dict[str, Any] = {
-        "run_id": run_id,
-        "zoo": str(zoo_path),
-        "zoo_sha256": hashlib.sha256(zoo_path.read_bytes()).hexdigest(),
-        "harness": __version__,
-        "harness_git_sha": _git_sha(),
-        "environment": environment(),
-        "shard": str(shard),
-        "gpus": gpus or None,
-        "models": [m.name for m in selected],
-        "shard_estimates_sha256": hashlib.sha256(json.dumps(seconds, sort_keys=True).encode()).hexdigest(),
-        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()},
-        "started": (previous or {}).get("started") or now(),
-        "resumed": [now()] if resume else [],
-        "finished": None,
-    }
-    if previous:
-        meta["resumed"] = [*previous.get("resumed", []), *meta["resumed"]]
-    atomic_write_json(run_dir / RUN, meta, sort_keys=False)
+    with Claims() as claims:  # one writer per model directory (and per run.json), before anything is written
+        claims.take(run_dir, RUN, f"harness run {run_id}")
+        for m in selected:
+            claims.take(run_dir, m.name, f"harness run {run_id}")
+        previous = read_json(run_dir / RUN) if resume else None
+        meta: dict[str, Any] = {
+            "run_id": run_id,
+            "zoo": str(zoo_path),
+            "zoo_sha256": hashlib.sha256(zoo_path.read_bytes()).hexdigest(),
+            "harness": __version__,
+            "harness_git_sha": _git_sha(),
+            "environment": environment(),
+            "shard": str(shard),
+            "gpus": gpus or None,
+            "models": [m.name for m in selected],
+            "shard_estimates_sha256": hashlib.sha256(json.dumps(seconds, sort_keys=True).encode()).hexdigest(),
+            "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()},
+            "started": (previous or {}).get("started") or now(),
+            "resumed": [now()] if resume else [],
+            "finished": None,
+        }
+        if previous:
+            meta["resumed"] = [*previous.get("resumed", []), *meta["resumed"]]
+        atomic_write_json(run_dir / RUN, meta, sort_keys=False)
 
-    todo = [m for m in selected if not (resume and complete(run_dir, m.name))]
-    for m in selected:
-        if m not in todo:
-            log.info("%s: complete result kept (--resume)", m.name)
-    if todo:
-        try:
-            inputs = prepare(zoo, lock, opts)
-        except HarnessError as exc:  # no source or no dataset: every model says so, none is silent
-            log.error("preparing the run failed: %s", exc)
-            for m in todo:
-                write(run_dir, _error_result(zoo, m, run_id, zoo.source(opts.stack)[0], "prepare", exc))
-            todo = []
+        todo = [m for m in selected if not (resume and complete(run_dir, m.name))]
+        for m in selected:
+            if m not in todo:
+                log.info("%s: complete result kept (--resume)", m.name)
         if todo:
-            estimates = [
-                schedule.estimate(
-                    zoo, m, inputs.data.num_images, history or [], device=inputs.device, eval_size=opts.eval_size
-                )
-                for m in todo
-            ]
-            slots: list[str | None] = list(gpus) if gpus else [None] * (1 if opts.parallel == "auto" else opts.slices)
-            the_plan = schedule.plan(estimates, len(slots), parallel=opts.parallel)
-            Queue(zoo, inputs, lock, opts, run_dir, slots, resume).run(todo, the_plan)
-    records = [read([model_dir(run_dir, m.name) / RESULT])[0] for m in selected]
-    meta["finished"] = now()
-    meta["counts"] = {s: sum(r["status"] == s for r in records) for s in ("pass", "fail", "error")}
-    atomic_write_json(run_dir / RUN, meta, sort_keys=False)
-    return records
+            try:
+                inputs = prepare(zoo, lock, opts)
+            except HarnessError as exc:  # no source or no dataset: every model says so, none is silent
+                log.error("preparing the run failed: %s", exc)
+                for m in todo:
+                    write(run_dir, _error_result(zoo, m, run_id, zoo.source(opts.stack)[0], "prepare", exc))
+                todo = []
+            if todo:
+                estimates = [
+                    schedule.estimate(
+                        zoo, m, inputs.data.num_images, history or [], device=inputs.device, eval_size=opts.eval_size
+                    )
+                    for m in todo
+                ]
+                slots: list[str | None] = list(gpus) if gpus else [None] * (1 if opts.parallel == "auto" else opts.slices)
+                the_plan = schedule.plan(estimates, len(slots), parallel=opts.parallel)
+                Queue(zoo, inputs, lock, opts, run_dir, slots, resume).run(todo, the_plan)
+        records = [read([model_dir(run_dir, m.name) / RESULT])[0] for m in selected]
+        meta["finished"] = now()
+        meta["counts"] = {s: sum(r["status"] == s for r in records) for s in ("pass", "fail", "error")}
+        atomic_write_json(run_dir / RUN, meta, sort_keys=False)
+        return records
 
 
 class Queue:

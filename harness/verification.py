@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from harness import __version__, protocol, slices
+from harness.claims import claim
 from harness.artifacts import Fetched, discard, fetch_artifact, invalidate
 from harness.errors import HarnessError, StageError, UsageError
 from harness.files import atomic_write_json, read_json, remove_tree
@@ -25,7 +26,7 @@ from harness.launcher import log_tail, run_worker
 from harness.lockfile import LockFile
 from harness.manifest import Model, Zoo
 from harness.protocol import WEIGHT_ERRORS, Spec, TimingSpec, WorkerResult
-from harness.results import RESULT, model_dir, now, read, write, write_at
+from harness.results import RESULT, digests, model_dir, now, read, unchanged_predictions, write, write_at
 from harness.scoring import metrics, score_files, scorer
 from harness.slices import Slice
 from harness.verdict import ERROR, judge, overall
@@ -88,17 +89,18 @@ def bench(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options,
     """Timing only (no eval): writes <run>/<model>/timing.json and fills result.json's `timing` if the run
     directory already holds a verify result for the model."""
     mdir = model_dir(run_dir, model.name)
-    weights = fetch_artifact(model.weights, lock, locked=opts.locked)
-    spec = worker_spec(inputs, model, inputs.tree.config(model), weights, mdir, opts, evaluate=False)
-    worker = run_worker(spec, mdir, opts, label=model.name)
-    if worker.status != "ok" or worker.timing is None:
-        raise StageError(worker.error or "worker failed", log_tail=log_tail(mdir / "worker.log"))
-    timing = {**worker.timing, "eval_size": _reduced(worker.geometry), "model": model.name}
-    atomic_write_json(mdir / "timing.json", timing, sort_keys=False)
-    result = read_json(mdir / "result.json")
-    if isinstance(result, dict) and result.get("model") == model.name:
-        result["timing"] = timing
-        write(run_dir, {k: v for k, v in result.items() if k != "schema"})
+    with claim(run_dir, model.name, f"harness bench {model.name}"):
+        weights = fetch_artifact(model.weights, lock, locked=opts.locked)
+        spec = worker_spec(inputs, model, inputs.tree.config(model), weights, mdir, opts, evaluate=False)
+        worker = run_worker(spec, mdir, opts, label=model.name)
+        if worker.status != "ok" or worker.timing is None:
+            raise StageError(worker.error or "worker failed", log_tail=log_tail(mdir / "worker.log"))
+        timing = {**worker.timing, "eval_size": _reduced(worker.geometry), "model": model.name}
+        atomic_write_json(mdir / "timing.json", timing, sort_keys=False)
+        result = read_json(mdir / "result.json")
+        if isinstance(result, dict) and result.get("model") == model.name:
+            result["timing"] = timing
+            write(run_dir, {k: v for k, v in result.items() if k != "schema"})
     return timing
 
 
@@ -275,7 +277,13 @@ def finish(job: Job, units: list[tuple[WorkerResult, dict]], worker_seconds: flo
     job.stage, clock = "score", time.perf_counter()
     using = scorer(job.opts.scorer)
     rec["scorer"] = using.describe()
+    rec["predictions_sha256"] = digests(predictions)
     rec["stats"] = score_files(job.inputs.data.annotations, predictions, using)
+    if digests(predictions) != rec["predictions_sha256"]:  # the claim makes this impossible; a person is not
+        raise HarnessError(
+            f"{job.mdir}: the predictions changed while they were scored; nothing was judged",
+            hint="something else writes into this run directory: give each run its own --out",
+        )
     measured = metrics(rec["stats"])
     rec["durations"]["score"] = round(time.perf_counter() - clock, 3)
 
@@ -355,23 +363,24 @@ def abandon(job: Job) -> None:
 def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options, run_dir: Path) -> dict:
     """Verify one model; always returns (and writes) a complete result record. With `--parallel K` its K
     units run at once, slice i on GPU `gpus[i mod len(gpus)]` (or the run's GPU), or on a share of the cores."""
-    job = begin(zoo, model, inputs, lock, opts, run_dir)
-    gpus: list[str | None] = [*opts.gpus] or [opts.gpu]
-    try:
-        prepare(job)
-        clock = time.perf_counter()
-        units = slices.run_all(
-            opts.slices,
-            lambda i, cancel: run_unit(job, i, unit_options(job, i, gpus[i % len(gpus)]), cancel),
-            what=model.name,
-        )
-        finish(job, units, time.perf_counter() - clock)
-    except HarnessError as exc:
-        failed(job, exc)
-    except KeyboardInterrupt:
-        abandon(job)
-        raise
-    return complete(job)
+    with claim(run_dir, model.name, f"harness verify {model.name}"):
+        job = begin(zoo, model, inputs, lock, opts, run_dir)
+        gpus: list[str | None] = [*opts.gpus] or [opts.gpu]
+        try:
+            prepare(job)
+            clock = time.perf_counter()
+            units = slices.run_all(
+                opts.slices,
+                lambda i, cancel: run_unit(job, i, unit_options(job, i, gpus[i % len(gpus)]), cancel),
+                what=model.name,
+            )
+            finish(job, units, time.perf_counter() - clock)
+        except HarnessError as exc:
+            failed(job, exc)
+        except KeyboardInterrupt:
+            abandon(job)
+            raise
+        return complete(job)
 
 
 def rescore(run_dir: Path, scorer_name: str | None = None) -> list[dict]:
@@ -380,29 +389,35 @@ def rescore(run_dir: Path, scorer_name: str | None = None) -> list[dict]:
     using = scorer(scorer_name)
     records = []
     for path in sorted(run_dir.glob(f"*/{RESULT}")):
-        rec = read([path])[0]
-        if rec.get("predictions") and rec.get("metrics"):
-            files = {k: path.parent / rel for k, rel in rec["predictions"].items()}
-            annotations = Path(rec["dataset"]["annotations"])
-            if not annotations.is_file():
-                raise UsageError(
-                    f"{path}: its annotations {annotations} are gone",
-                    hint="rescore on the machine (and cache) that ran it, or re-run the model",
-                )
-            rec["stats"] = score_files(annotations, files, using)
-            measured = metrics(rec["stats"])
-            verdicts = [
-                judge(name, measured.get(name), m["documented"], m["tolerance"]) for name, m in rec["metrics"].items()
-            ]
-            rec["metrics"] = {v.metric: v.as_json() for v in verdicts}
-            rec["status"] = overall(verdicts)
-            rec["scorer"] = using.describe()
-            rec["rescored"] = now()
-            write_at(path, {k: v for k, v in rec.items() if k != "schema"})  # where it was read, whatever `model` says
-        records.append(rec)
+        with claim(run_dir, path.parent.name, "harness rescore"):
+            records.append(_rescore_one(path, using))
     if not records:
         raise UsageError(f"no {RESULT} under {run_dir}", hint="pass a directory written by verify or run")
     return records
+
+
+def _rescore_one(path: Path, using) -> dict:
+    """One record scored again from its own predictions (refused if they are not the bytes it was scored from),
+    judged with the documented values and tolerances it carries, written back where it was read."""
+    rec = read([path])[0]
+    if not (rec.get("predictions") and rec.get("metrics")):
+        return rec  # it never reached scoring
+    files = unchanged_predictions(path, rec)
+    annotations = Path(rec["dataset"]["annotations"])
+    if not annotations.is_file():
+        raise UsageError(
+            f"{path}: its annotations {annotations} are gone",
+            hint="rescore on the machine (and cache) that ran it, or re-run the model",
+        )
+    rec["stats"] = score_files(annotations, files, using)
+    measured = metrics(rec["stats"])
+    verdicts = [judge(name, measured.get(name), m["documented"], m["tolerance"]) for name, m in rec["metrics"].items()]
+    rec["metrics"] = {v.metric: v.as_json() for v in verdicts}
+    rec["status"] = overall(verdicts)
+    rec["scorer"] = using.describe()
+    rec["rescored"] = now()
+    write_at(path, {k: v for k, v in rec.items() if k != "schema"})  # where it was read, whatever `model` says
+    return rec
 
 
 def summary_line(rec: dict) -> str:
