@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from harness.archive import unpack
 from harness.artifacts import cache_root, fetch_artifact
 from harness.errors import DatasetError, DatasetRecordError, UsageError
-from harness.files import atomic_write_json, read_json
+from harness.files import atomic_write_json, read_json, sha256_file
 from harness.lockfile import LockFile
 from harness.manifest import Dataset
 
@@ -28,6 +28,7 @@ class CocoData:
     num_images: int
     subset: dict | None = None  # {"n", "seed", "source", "image_ids"} when a subset is in use
     sha256: dict[str, str] = field(default_factory=dict)  # archive url -> sha256 when fetched
+    annotations_sha256: str | None = None  # of `annotations` as prepared: what a kept unit must have seen
 
     def as_json(self) -> dict:
         return {
@@ -36,6 +37,7 @@ class CocoData:
             "num_images": self.num_images,
             "subset": self.subset,
             "archives_sha256": self.sha256,
+            "annotations_sha256": self.annotations_sha256,
         }
 
 
@@ -223,4 +225,4 @@ def prepare(
             hint="point annotation_file (or --data) at instances_val2017.json",
         )
     _check_images(images, data["images"], annotations)
-    return CocoData(images, annotations, len(data["images"]), meta, shas)
+    return CocoData(images, annotations, len(data["images"]), meta, shas, sha256_file(annotations))

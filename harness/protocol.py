@@ -68,6 +68,9 @@ class Spec(Strict):
     workers: int | None = None  # data-loader worker processes; None: the config's own worker_num
     eval: bool = True
     timing: TimingSpec | None = None
+    # What the paths hold (a unit kept by `run --resume` must be of the same content, not only the same paths):
+    ppdet_tree: str | None = None  # git tree id of the source tree
+    annotations_sha256: str | None = None
 
 
 class WorkerResult(Strict):
@@ -85,8 +88,10 @@ class WorkerResult(Strict):
     weight_check: dict[str, Any] | None = None
     pretrained_not_loaded: list[str] | None = None
     predictions: dict[str, str] | None = None
+    predictions_sha256: dict[str, str] | None = None  # of the files as the worker wrote them
     detections: dict[str, int] | None = None
     num_images: int | None = None
+    threads: int | None = None  # OMP_NUM_THREADS the eval computed with
     loader_workers: int | None = None  # the data-loader worker processes the eval used
     timing: dict[str, Any] | None = None
     durations: dict[str, float] | None = None

@@ -137,6 +137,15 @@ def notes(records: list[dict]) -> list[str]:
                 f"{name}: evaluated at the documented input size {_size(geo['eval'])} (the config's: "
                 f"{_size(geo['config'])})."
             )
+        ppdet = rec.get("ppdet") or {}
+        if ppdet.get("dirty"):
+            extra = f" and untracked importable files ({', '.join(ppdet['untracked'][:3])})" if ppdet.get("untracked") else ""
+            out.append(f"{name}: PaddleDetection checkout with uncommitted changes{extra}: not the pinned source.")
+        if rec.get("overrides"):
+            out.append(
+                f"{name}: modified evaluation ({overrides_text(rec['overrides'])}): not the config's own settings, "
+                "the AP is not comparable with the documented one."
+            )
         if rec.get("status") == "error" and rec.get("error"):
             out.append(
                 f"{name}: error in {rec['error'].get('stage', '?')}: {rec['error'].get('message', '').splitlines()[0]}"
@@ -156,13 +165,30 @@ def notes(records: list[dict]) -> list[str]:
             )
     envs = sorted(
         {
-            f"{r.get('device', '?')} ({r.get('device_name', '?')}), paddle {r.get('paddle', '?')}, "
+            f"{r.get('device', '?')} ({r.get('device_name', '?')}){_threads(r)}, paddle {r.get('paddle', '?')}, "
             f"PaddleDetection {(r.get('ppdet') or {}).get('commit') or '?'}"
             for r in records
         }
     )
     out += [f"measured on {e}" for e in envs]
     return out
+
+
+def _threads(rec: dict) -> str:
+    """CPU threads of the eval: on a CPU they change the predictions (1 thread matches tools/eval.py)."""
+    threads = rec.get("threads")
+    return f" with {threads} CPU thread{'s' if threads != 1 else ''}" if threads else ""
+
+
+def overrides_text(overrides: dict, prefix: str = "") -> str:
+    """`{"a": {"b": 1}}` -> `-o a.b=1`, as the user typed it."""
+    parts = []
+    for key, value in overrides.items():
+        if isinstance(value, dict) and value:
+            parts.append(overrides_text(value, f"{prefix}{key}."))
+        else:
+            parts.append(f"-o {prefix}{key}={value}")
+    return " ".join(parts)
 
 
 def markdown(records: list[dict]) -> str:
@@ -276,6 +302,8 @@ def rows(records: list[dict]) -> list[dict]:
             "fps_backend": timing.get("backend"),
             "device": rec.get("device"),
             "device_name": rec.get("device_name"),
+            "threads": rec.get("threads"),
+            "overrides": overrides_text(rec["overrides"]) if rec.get("overrides") else None,
             "paddle": rec.get("paddle"),
             "ppdet_commit": (rec.get("ppdet") or {}).get("commit"),
             "num_images": ds.get("num_images"),

@@ -78,6 +78,9 @@ class Result(Strict):
     predictions_sha256: dict[str, str] | None = None  # of the exact bytes scored (absent in older records)
     detections: dict[str, int] | None = None
     loader_workers: int | None = None  # data-loader worker processes the eval used (GPU: the config's)
+    threads: int | None = None  # CPU threads the eval computed with (predictions on a CPU depend on it)
+    overrides: dict[str, Any] | None = None  # the user's -o: a "modified evaluation", shown as such
+    inputs_key: str | None = None  # digest of everything the result depends on (verification.inputs_key)
     parallel: dict[str, Any] | None = None  # --parallel K: the slices' units (slice, gpu, threads, images, seconds)
     scorer: dict[str, Any] | None = None
     finished: str | None = None
@@ -151,6 +154,17 @@ def read(run_dirs: list[Path], *, check_predictions: bool = False) -> list[dict]
         if rec["model"] not in latest or (rec.get("finished") or "") > (latest[rec["model"]].get("finished") or ""):
             latest[rec["model"]] = rec
     return sorted(latest.values(), key=lambda r: (r.get("zoo_index", 1 << 30), r["model"]))
+
+
+def finished(run_dir: Path, model: str) -> dict | None:
+    """The model's result in `run_dir` if it is one `--resume` may keep: readable, of the schema, for this
+    model, finished (a final status); else None (absent, half-written, damaged: evaluated again)."""
+    path = model_dir(run_dir, model) / RESULT
+    try:
+        rec = read([path])[0] if path.is_file() else None
+    except UsageError:
+        return None
+    return rec if rec is not None and rec["model"] == model and rec.get("finished") else None
 
 
 def digests(files: dict[str, str] | dict[str, Path]) -> dict[str, str]:

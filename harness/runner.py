@@ -93,16 +93,6 @@ class Shard:
         return f"{self.index}/{self.total}"
 
 
-def complete(run_dir: Path, model: str) -> bool:
-    """A result that `--resume` may keep: readable, for this model, finished, with a final status."""
-    path = model_dir(run_dir, model) / RESULT
-    try:
-        rec = read([path])[0] if path.is_file() else None
-    except UsageError:  # unreadable or not of the schema: evaluated again
-        return False
-    return rec is not None and rec["model"] == model and bool(rec["finished"])
-
-
 def gpu_list(spec: str | None) -> list[str]:
     """`--gpus 0,1,3` or `--gpus all` (every GPU nvidia-smi lists); empty: one model at a time."""
     if not spec:
@@ -210,10 +200,7 @@ def run(
             meta["resumed"] = [*previous.get("resumed", []), *meta["resumed"]]
         atomic_write_json(run_dir / RUN, meta, sort_keys=False)
 
-        todo = [m for m in selected if not (resume and complete(run_dir, m.name))]
-        for m in selected:
-            if m not in todo:
-                log.info("%s: complete result kept (--resume)", m.name)
+        todo = list(selected)  # with --resume, a finished result of the same inputs is kept (Queue.run)
         if todo:
             try:
                 inputs = prepare(zoo, lock, opts)
@@ -267,6 +254,9 @@ class Queue:
             except HarnessError as exc:
                 v.failed(job, exc)
                 _announce(v.complete(job))
+                continue
+            if self.resume and v.kept_result(job) is not None:
+                log.info("%s: complete result of the same inputs kept (--resume)", m.name)
                 continue
             jobs[m.name] = job
             kept = {i: u for i in range(k) if self.resume and (u := v.kept_unit(job, i)) is not None}

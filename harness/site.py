@@ -354,6 +354,7 @@ def build(
                 charts=charts,
                 timing=_timing_rows(rec.get("timing") or {}),
                 log=log_tail(run_dirs, rec),
+                overrides=report.overrides_text(rec["overrides"]) if rec.get("overrides") else "",
                 root="../../",
             ),
         )

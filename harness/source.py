@@ -35,7 +35,8 @@ class SourceTree:
     origin: str  # "archive" or "checkout"
     archive_sha256: str | None = None
     tree: str | None = None  # git tree id of the files; for an archive, verified equal to the pin
-    dirty: bool | None = None  # a git checkout with uncommitted changes to tracked files
+    dirty: bool | None = None  # a git checkout with uncommitted changes, or untracked importable files
+    untracked: tuple[str, ...] = ()  # the first untracked importable files of a checkout (they count as dirty)
 
     def config(self, model: Model) -> Path:
         """The model's real config file in this tree, its `_BASE_` chain checked to stay inside the tree."""
@@ -56,6 +57,7 @@ class SourceTree:
             "archive_sha256": self.archive_sha256,
             "tree": self.tree,
             "dirty": self.dirty,
+            "untracked": list(self.untracked),
         }
 
 
@@ -184,6 +186,28 @@ def _git(root: Path, *args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+SHOW_UNTRACKED = 20
+_IMPORTABLE = (".py", ".pyc", ".pyo", ".so", ".pyd", ".pth")
+
+
+def _untracked_importable(root: Path) -> tuple[str, ...]:
+    """Files git does not track that an import could pick up: untracked (ignored ones too: a `.gitignore` does
+    not stop `import paddle` finding `paddle.py`) modules, extensions and `.pth` files, bytecode outside
+    `__pycache__` (the worker keeps its bytecode elsewhere, so a `__pycache__` is never read)."""
+    out = _git(root, "status", "--porcelain", "-z", "--untracked-files=all", "--ignored=matching")
+    if out is None:
+        return ("(git status failed: the checkout's files cannot be accounted for)",)
+    found = []
+    for entry in out.split("\0"):
+        code, path = entry[:2], entry[3:]
+        if code not in ("??", "!!") or "__pycache__/" in f"/{path}":
+            continue
+        package = path.endswith("/") and (root / path / "__init__.py").is_file()  # an ignored directory, whole
+        if path.endswith(_IMPORTABLE) or package:
+            found.append(path)
+    return tuple(sorted(found))
+
+
 def checkout(root: Path, pin: Source) -> SourceTree:
     """A local PaddleDetection tree (`--ppdet-root`): used in place; its own commit and tree id are recorded,
     with a warning when they differ from the pin (git's for a git checkout, else computed from the files)."""
@@ -194,11 +218,19 @@ def checkout(root: Path, pin: Source) -> SourceTree:
             hint="pass the directory that holds ppdet/ and configs/",
         )
     commit = tree = dirty = None
+    untracked: tuple[str, ...] = ()
     if (root / ".git").exists():
         commit = _git(root, "rev-parse", "HEAD") or None
         tree = _git(root, "rev-parse", "HEAD^{tree}") or None
         status = _git(root, "status", "--porcelain", "--untracked-files=no")
-        dirty = None if status is None else bool(status)
+        untracked = _untracked_importable(root)
+        dirty = None if status is None else bool(status) or bool(untracked)
+        if untracked:
+            log.warning(
+                "%s has untracked files Python can import (the worker puts the checkout first on sys.path): %s",
+                root,
+                ", ".join(untracked[:SHOW_UNTRACKED]),
+            )
     else:
         log.info("hashing the files of %s (git tree id; not a git checkout)", root)
         tree = tree_id(root, skip=frozenset({".git", "__pycache__"}))
@@ -212,7 +244,7 @@ def checkout(root: Path, pin: Source) -> SourceTree:
             pin.commit,
             pin.tree,
         )
-    return SourceTree(root, commit, "checkout", tree=tree, dirty=dirty)
+    return SourceTree(root, commit, "checkout", tree=tree, dirty=dirty, untracked=untracked[:SHOW_UNTRACKED])
 
 
 def prepare(pin: Source, *, root: Path | None = None, **fetch_kw) -> SourceTree:

@@ -10,6 +10,7 @@ loses another model's result.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -20,13 +21,13 @@ from harness import __version__, protocol, slices
 from harness.claims import claim
 from harness.artifacts import Fetched, discard, fetch_artifact, invalidate
 from harness.errors import HarnessError, StageError, UsageError
-from harness.files import atomic_write_json, read_json, remove_tree
+from harness.files import atomic_write_json, read_json, remove_tree, sha256_file
 from harness.inputs import Inputs, Options
 from harness.launcher import log_tail, run_worker
 from harness.lockfile import LockFile
 from harness.manifest import Model, Zoo
 from harness.protocol import WEIGHT_ERRORS, Spec, TimingSpec, WorkerResult
-from harness.results import RESULT, digests, model_dir, now, read, unchanged_predictions, write, write_at
+from harness.results import RESULT, digests, finished, model_dir, now, read, unchanged_predictions, write, write_at
 from harness.scoring import metrics, score_files, scorer
 from harness.slices import Slice
 from harness.verdict import ERROR, judge, overall
@@ -73,6 +74,8 @@ def worker_spec(
         workers=loader_workers(opts.workers, inputs.device),
         eval=evaluate,
         timing=timing,
+        ppdet_tree=inputs.tree.tree,
+        annotations_sha256=inputs.data.annotations_sha256,
     )
 
 
@@ -172,8 +175,10 @@ def begin(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options,
                 "num_images": inputs.data.num_images,
                 "subset": inputs.data.subset,
                 "annotations": str(inputs.data.annotations),
+                "annotations_sha256": inputs.data.annotations_sha256,
                 "eval_size": None,
             },
+            "overrides": opts.opts or None,
             "artifacts": {"source_archive_sha256": inputs.tree.archive_sha256, "dataset": inputs.data.sha256},
         }
     )
@@ -194,11 +199,40 @@ def prepare(job: Job) -> None:
         spec = worker_spec(job.inputs, job.model, config, job.weights, job.unit_dir(i), job.opts, evaluate=True)
         if job.slices is not None:
             spec = spec.model_copy(
-                update={"annotations": str(job.slices[i].annotations), "timing": spec.timing if i == 0 else None}
+                update={
+                    "annotations": str(job.slices[i].annotations),
+                    "annotations_sha256": sha256_file(job.slices[i].annotations),
+                    "timing": spec.timing if i == 0 else None,
+                }
             )
         job.specs.append(spec)
+    job.rec["inputs_key"] = inputs_key(job)
     job.rec["durations"]["fetch"] = round(time.perf_counter() - clock, 3)
     job.stage = "worker"
+
+
+def inputs_key(job: Job) -> str | None:
+    """Everything a result depends on, as one digest: the units' specs (with the content ids: the source's git
+    tree, the annotations' and the weights' sha256; geometry, overrides, metrics), the threads, the scorer, the
+    documented values and tolerances. `run --resume` keeps a finished result only for the same key. None (never
+    kept) for a source without a content id (a checkout with changes)."""
+    if job.inputs.tree.tree is None or job.inputs.tree.dirty or not job.specs:
+        return None
+    documented = job.model.documented()
+    payload = {
+        "specs": [s.model_dump() for s in job.specs],
+        "threads": job.opts.threads,
+        "scorer": job.opts.scorer,
+        "documented": documented,
+        "tolerance": {m: job.zoo.tolerance_for(job.model, m) for m in documented},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def kept_result(job: Job) -> dict | None:
+    """The model's finished result in this run directory, if it was made from the same inputs (`inputs_key`)."""
+    rec, key = finished(job.run_dir, job.model.name), job.rec.get("inputs_key")
+    return rec if rec is not None and key is not None and rec.get("inputs_key") == key else None
 
 
 def unit_options(job: Job, i: int, gpu: str | None) -> Options:
@@ -240,6 +274,7 @@ def _absorb(job: Job, answer: WorkerResult) -> None:
                 "weight_check",
                 "pretrained_not_loaded",
                 "loader_workers",
+                "threads",
             },
             exclude_none=True,
         )
@@ -266,6 +301,12 @@ def finish(job: Job, units: list[tuple[WorkerResult, dict]], worker_seconds: flo
     loaded = first.weight_check or {}
     rec["artifacts"]["weights"].update(sha256=loaded["sha256"], size=loaded["size"])  # the bytes evaluated
     rec["timing"] = {**first.timing, "eval_size": rec["dataset"]["eval_size"]} if first.timing else None
+    for answer in answers:  # the files are still the bytes their worker wrote (a kept unit may be days old)
+        if answer.predictions and digests(answer.predictions) != answer.predictions_sha256:
+            raise HarnessError(
+                f"{job.mdir}: predictions changed after their worker wrote them; nothing was scored",
+                hint="run the model again (without --resume); something else writes into this run directory",
+            )
     if job.slices is None:
         predictions, rec["detections"] = first.predictions or {}, first.detections
     else:
@@ -326,17 +367,16 @@ def kept_unit(job: Job, i: int) -> tuple[WorkerResult, dict] | None:
     """Unit i's earlier answer, if its worker answered ok for exactly this spec and its predictions are
     there (`run --resume` keeps it); else None."""
     where = job.unit_dir(i)
+    if job.inputs.tree.tree is None or job.inputs.tree.dirty:  # a checkout's content has no id to compare
+        return None
     try:
         answer = protocol.read_answer(where / protocol.ANSWER)
-        same = protocol.read_spec(where / protocol.SPEC) == job.specs[i]
+        same = protocol.read_spec(where / protocol.SPEC) == job.specs[i]  # paths, tree id, sha256s: content
+        if not same or answer is None or answer.status != "ok" or answer.predictions_sha256 is None:
+            return None
+        if digests(answer.predictions or {}) != answer.predictions_sha256:
+            return None
     except (HarnessError, OSError):
-        return None
-    if (
-        not same
-        or answer is None
-        or answer.status != "ok"
-        or not all(Path(p).is_file() for p in (answer.predictions or {}).values())
-    ):
         return None
     return answer, {
         "slice": job.slices[i].label if job.slices else "1/1",

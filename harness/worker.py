@@ -29,6 +29,7 @@ from pathlib import Path
 from harness import checkpoint, protocol
 from harness.errors import ExitCode, HarnessError
 from harness.protocol import Spec
+from harness.results import digests
 from harness.timing import device_name
 
 
@@ -46,6 +47,10 @@ def _ppdet(root: Path) -> None:
                 os.environ.setdefault("ENABLE_FALL_BACK", "False")
         except PackageNotFoundError:
             continue
+    if sys.pycache_prefix is None:  # never write __pycache__ into the source tree: it is checked as a whole
+        from harness.artifacts import cache_root
+
+        sys.pycache_prefix = str(cache_root() / "pycache")
     sys.path.insert(0, str(root))
 
 
@@ -376,6 +381,7 @@ def evaluate(spec: Spec) -> dict:
         "device_name": device_name(device),
         "architecture": cfg.architecture,
         "overrides": overrides,
+        "threads": _threads(),
         "geometry": geo,
         "loader_workers": int(cfg.get("worker_num") or 0),
     }
@@ -402,7 +408,7 @@ def evaluate(spec: Spec) -> dict:
         clock.mark("eval")
         files = prediction_files(preds, spec.metrics)
         counts = {k: len(json.loads(Path(p).read_text())) for k, p in files.items()}
-        record.update(predictions=files, detections=counts, num_images=total)
+        record.update(predictions=files, detections=counts, num_images=total, predictions_sha256=digests(files))
     if spec.timing:
         from harness import backends
         from harness.timing import Method
@@ -439,6 +445,13 @@ def evaluate(spec: Spec) -> dict:
 PREDICTION_FILES = {"bbox": "box", "mask": "mask", "segm": "mask"}
 
 
+def _threads() -> int | None:
+    """The CPU threads this eval computes with (OMP_NUM_THREADS, which the launcher sets): predictions depend
+    on it on a CPU (docs/stacks.md), so every record states it."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() else None
+
+
 def prediction_files(preds: Path, metrics: list[str]) -> dict[str, str]:
     """The prediction files ppdet wrote, checked against what the documented metrics need.
 
@@ -447,6 +460,13 @@ def prediction_files(preds: Path, metrics: list[str]) -> dict[str, str]:
     model, say) is an error naming the metric: it would otherwise be "not measured" or 0 for a wrong reason.
     """
     found = {kind: preds / f"{kind}.json" for kind in PREDICTION_FILES if (preds / f"{kind}.json").exists()}
+    for prefix in set(PREDICTION_FILES.values()):
+        if len(twins := sorted(p.name for k, p in found.items() if PREDICTION_FILES[k] == prefix)) > 1:
+            raise HarnessError(
+                f"PaddleDetection wrote {' and '.join(twins)}: two files of {prefix} predictions, and one result "
+                "can be scored from only one of them",
+                hint="check the model's config (its metric writes one prediction file per kind)",
+            )
     needed = {m.split("_", 1)[0] for m in metrics}
     served = {PREDICTION_FILES[k] for k in found}
     if not found:

@@ -378,7 +378,7 @@ def test_sigkill_during_result_writes_never_leaves_a_half_written_result(tmp_pat
     file is either absent or a complete record: readers (report, --resume) never see half a result."""
     import signal
 
-    from harness.runner import complete
+    from harness.results import finished
 
     code = (
         "import sys; from pathlib import Path; from harness.results import write\n"
@@ -396,6 +396,6 @@ def test_sigkill_during_result_writes_never_leaves_a_half_written_result(tmp_pat
         result = run / "m" / "result.json"
         if result.exists():
             assert json.loads(result.read_text())["notice"] == "x" * 2_000_000
-            assert complete(run, "m")
+            assert finished(run, "m")
         else:
-            assert not complete(run, "m")  # --resume would run the model again
+            assert not finished(run, "m")  # --resume would run the model again

@@ -39,3 +39,10 @@ def test_a_documented_metric_without_its_predictions_is_an_error_naming_it(tmp_p
         r"bbox.json and no mask predictions",
     ):
         prediction_files(_wrote(tmp_path, "bbox.json"), ["box_ap", "mask_ap"])
+
+
+def test_two_files_of_one_kind_are_an_error_not_one_lost(tmp_path):
+    """mask.json and segm.json both serve mask AP: one result can be scored from only one of them, so neither
+    is silently dropped (the old table kept whichever came last)."""
+    with pytest.raises(HarnessError, match=r"wrote mask.json and segm.json: two files of mask predictions"):
+        prediction_files(_wrote(tmp_path, "bbox.json", "mask.json", "segm.json"), ["box_ap", "mask_ap"])

@@ -88,6 +88,11 @@ def test_table_has_the_seed_columns_then_what_was_measured():
     ]
     assert second.split("|")[-3].strip() == "box +0.6 / mask -1.1" and second.split("|")[-2].strip() == "fail"
     assert "measured on gpu (NVIDIA H100), paddle 3.3.1, PaddleDetection 666f597f" in text
+    cpu = markdown([_record(device="cpu", device_name="x86", threads=1, overrides={"EvalReader": {"batch_size": 4}})])
+    assert "measured on cpu (x86) with 1 CPU thread, paddle 3.3.1" in cpu
+    assert "m_a: modified evaluation (-o EvalReader.batch_size=4): not the config's own settings" in cpu
+    dirty = markdown([_record(ppdet={"commit": "x", "dirty": True, "untracked": ["paddle.py"]})])
+    assert "m_a: PaddleDetection checkout with uncommitted changes and untracked importable files (paddle.py)" in dirty
 
 
 def test_notes_say_what_makes_numbers_incomparable():

@@ -211,3 +211,17 @@ def test_hostile_inputs_are_refused_or_left_out(tmp_path):
     assert coords and all(math.isfinite(float(c)) for c in coords)  # no NaN or Infinity in the SVG
     box = re.search(r'data-metric="box_ap">(.*?)</figure>', html, re.S).group(1)
     assert len(re.findall(r"<circle class=\"night", box)) == 3  # the NaN night is left out, the others drawn
+
+
+def test_a_page_states_the_threads_and_a_modified_evaluation(tmp_path):
+    """CPU threads change predictions, `-o` changes the evaluation: both on the model's page and the overview."""
+    runs, _ = write_nights(tmp_path, nights=range(1))
+    recs = results.read(runs)
+    recs[0] |= {"device": "cpu", "threads": 1, "overrides": {"EvalReader": {"batch_size": 4}}}
+    site.build(recs, tmp_path / "site")
+    page = " ".join(_read(tmp_path / "site" / site.page_of(recs[0]["run_id"], recs[0]["model"])).text)
+    assert "1 CPU thread" in page and "modified evaluation" in page and "-o EvalReader.batch_size=4" in page
+    other = " ".join(_read(tmp_path / "site" / site.page_of(recs[1]["run_id"], recs[1]["model"])).text)
+    assert "the config's own settings" in other and "modified evaluation" not in other
+    index = " ".join(_read(tmp_path / "site" / "index.html").text)
+    assert f"{recs[0]['model']}: modified evaluation (-o EvalReader.batch_size=4)" in index

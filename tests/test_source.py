@@ -160,3 +160,31 @@ def test_git_checkout_records_its_head_commit_tree_and_dirt(tmp_path, ppdet_arch
         f"is commit {head} (tree {ppdet_tree(CURRENT)}, with uncommitted changes), the zoo pins {CURRENT}"
         in caplog.text
     )
+
+
+def test_untracked_importable_files_of_a_checkout_count_as_dirty_and_are_named(tmp_path, ppdet_archive, caplog):
+    """The worker puts a checkout first on sys.path: an untracked `paddle.py` at its root runs instead of paddle,
+    even when .gitignore hides it. The record said "the pinned tree, clean"; now it names the file as dirt."""
+    subprocess.run(["tar", "-xzf", ppdet_archive(CURRENT), "-C", tmp_path], check=True)
+    root = tmp_path / f"PaddleDetection-{CURRENT}"
+    git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    pin = Source(repository="https://example.invalid/x", commit=CURRENT, tree=ppdet_tree(CURRENT), paddle="3.3.1")
+    (root / "notes.txt").write_text("not importable: not dirt\n")
+    (root / "output").mkdir()
+    (root / "output" / "bbox.json").write_text("[]")
+    (root / "ppdet" / "__pycache__").mkdir(exist_ok=True)
+    (root / "ppdet" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"")
+    assert source.checkout(root, pin).dirty is False
+    (root / "paddle.py").write_text("raise SystemExit('not paddle')\n")
+    (root / ".gitignore").write_text("cv2/\n")  # ignored, and still imported before the real cv2
+    subprocess.run([*git, "add", ".gitignore"], check=True)
+    subprocess.run([*git, "commit", "-qm", "ignore"], check=True)
+    (root / "cv2").mkdir()
+    (root / "cv2" / "__init__.py").write_text("")
+    tree = source.checkout(root, pin)
+    assert tree.dirty is True and set(tree.untracked) == {"paddle.py", "cv2/"}
+    assert tree.as_json()["untracked"] == sorted(tree.untracked)
+    assert "untracked files Python can import" in caplog.text and "paddle.py" in caplog.text
