@@ -283,7 +283,7 @@ def discard(artifact: Artifact, refetch: str, root: Path | None = None) -> str:
     """A cache entry whose bytes are not the ones verified (they rotted, or were replaced) leaves the cache;
     its pin stays (the pin is right, the copy is not), so the next run downloads and verifies anew."""
     evict(artifact.url, root)
-    return f"the cache entry was removed (its pin is kept); run again, or `{refetch}`: it is downloaded and verified anew"
+    return f"the cache entry was removed (its pin is kept); run again or `{refetch}`: it is fetched and verified anew"
 
 
 def is_cached(url: str, root: Path | None = None) -> bool:

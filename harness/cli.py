@@ -200,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915  # declarations,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  harness fetch\n  harness fetch faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco --locked\n"
         "  harness fetch --dataset --subset 500 --seed 1\n  harness fetch --ppdet-root ~/PaddleDetection "
-        "--data ~/coco --subset 50\n  harness fetch --verify --dataset      re-hash every cached file, re-fetch what rotted",
+        "--data ~/coco --subset 50\n"
+        "  harness fetch --verify --dataset      re-hash every cached file, fetch again what rotted",
     )
     p.add_argument("models", nargs="*", metavar="MODEL", help="model names (default: all)")
     p.add_argument(
@@ -509,18 +510,17 @@ def cmd_fetch(args) -> int:
             rows.append({"kind": kind, "name": name, "status": "error", "error": exc.message})
             log.error("%s %s: %s", kind, name, exc)
 
-    again = {"verify": True} if args.verify else {}
     cached = "verified" if args.verify else "cached"
 
     def src() -> dict:
-        tree = source.checkout(args.ppdet_root, pin) if args.ppdet_root else source.prepare(pin, **again)
+        tree = source.checkout(args.ppdet_root, pin) if args.ppdet_root else source.prepare(pin, verify=args.verify)
         return {"status": tree.origin, "path": str(tree.root), "commit": tree.commit, "tree": tree.tree}
 
     attempt("source", f"PaddleDetection ({stack})", src)
     for m in models:
 
         def weights(m=m) -> dict:
-            got = fetch_artifact(m.weights, lock, locked=args.locked, **again)
+            got = fetch_artifact(m.weights, lock, locked=args.locked, verify=args.verify)
             return {"status": "downloaded" if got.downloaded else cached, **got.as_json()}
 
         attempt("weights", m.name, weights)
@@ -528,7 +528,13 @@ def cmd_fetch(args) -> int:
 
         def data() -> dict:
             d = dataset.prepare(
-                zoo.dataset, lock, data_dir=args.data, subset=args.subset, seed=args.seed, locked=args.locked, **again
+                zoo.dataset,
+                lock,
+                data_dir=args.data,
+                subset=args.subset,
+                seed=args.seed,
+                locked=args.locked,
+                verify=args.verify,
             )
             return {"status": "ok", "path": str(d.annotations), **d.as_json()}
 

@@ -139,7 +139,8 @@ def notes(records: list[dict]) -> list[str]:
             )
         ppdet = rec.get("ppdet") or {}
         if ppdet.get("dirty"):
-            extra = f" and untracked importable files ({', '.join(ppdet['untracked'][:3])})" if ppdet.get("untracked") else ""
+            shown = ", ".join((ppdet.get("untracked") or [])[:3])
+            extra = f" and untracked importable files ({shown})" if shown else ""
             out.append(f"{name}: PaddleDetection checkout with uncommitted changes{extra}: not the pinned source.")
         if rec.get("overrides"):
             out.append(

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__, schedule
-from harness.claims import Claims
 from harness import verification as v
+from harness.claims import Claims
 from harness.errors import ExitCode, HarnessError, StageError, UsageError
 from harness.files import atomic_write_json, read_json
 from harness.inputs import Options, prepare, resolve_device
@@ -216,7 +216,9 @@ def run(
                     )
                     for m in todo
                 ]
-                slots: list[str | None] = list(gpus) if gpus else [None] * (1 if opts.parallel == "auto" else opts.slices)
+                slots: list[str | None] = (
+                    list(gpus) if gpus else [None] * (1 if opts.parallel == "auto" else opts.slices)
+                )
                 the_plan = schedule.plan(estimates, len(slots), parallel=opts.parallel)
                 Queue(zoo, inputs, lock, opts, run_dir, slots, resume).run(todo, the_plan)
         records = [read([model_dir(run_dir, m.name) / RESULT])[0] for m in selected]

@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from harness import __version__, protocol, slices
-from harness.claims import claim
 from harness.artifacts import Fetched, discard, fetch_artifact, invalidate
+from harness.claims import claim
 from harness.errors import HarnessError, StageError, UsageError
 from harness.files import atomic_write_json, read_json, remove_tree, sha256_file
 from harness.inputs import Inputs, Options

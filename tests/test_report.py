@@ -246,16 +246,15 @@ def test_hostile_record_text_is_escaped_in_every_output(tmp_path):
     hostile = _record(
         "m_x",
         status="error",
-        error={"stage": "worker", "message": "=HYPERLINK(\"http://evil\")\x01\x1b[31m\nsecond line"},
+        error={"stage": "worker", "message": '=HYPERLINK("http://evil")\x01\x1b[31m\nsecond line'},
     )
     hostile["table"]["backbone"] = "R50 | evil\nrow"
     hostile["table"]["config_url"] = "javascript:alert(1)"
     write(tmp_path / "run", _record())
     write(tmp_path / "run", hostile | {"zoo_index": 1})
-    out = tmp_path / "out"
+    out, site = tmp_path / "out", str(tmp_path / "site")
     done = subprocess.run(
-        [sys.executable, "-m", "harness", "report", str(tmp_path / "run"), "--outputs", str(out)]
-        + ["--html", str(tmp_path / "site")],
+        [sys.executable, "-m", "harness", "report", str(tmp_path / "run"), "--outputs", str(out), "--html", site],
         capture_output=True,
         text=True,
         preexec_fn=lambda: os.umask(0o027),
