@@ -28,6 +28,7 @@ from pathlib import Path
 
 from harness import checkpoint, protocol
 from harness.errors import ExitCode, HarnessError
+from harness.files import sha256_file
 from harness.protocol import Spec
 from harness.results import digests
 from harness.timing import device_name
@@ -290,13 +291,21 @@ def _load_weights(model, weights: Path, expected_sha256: str | None) -> dict:
     verified; otherwise a CheckpointError, and the model is never evaluated.
 
     The checkpoint is hashed as it is read, so the sha256 recorded with the result is of the bytes that were
-    loaded: a cache entry replaced after the fetch (another process, a person) is caught here.
+    loaded: a cache entry replaced after the fetch (another process, a person) is caught here. A file that will
+    not read is the published file's fault only if it is the verified file: else it changed (and its pin, which
+    is right, must not be forgotten with it).
     """
-    ckpt = checkpoint.read(weights)
-    if expected_sha256 and ckpt.sha256 != expected_sha256:
+    actual: str | None
+    try:
+        ckpt = checkpoint.read(weights)
+        actual = ckpt.sha256
+    except checkpoint.FormatError:
+        if not expected_sha256 or (actual := _sha256_or_none(weights)) in (expected_sha256, None):
+            raise
+    if expected_sha256 and actual != expected_sha256:
         raise ChangedError(
             f"{weights}: the file changed between its verification (sha256 {expected_sha256}) and its loading "
-            f"(sha256 {ckpt.sha256}); nothing was evaluated",
+            f"(sha256 {actual}); nothing was evaluated",
             hint="the cache entry rotted or was replaced: run again (it is downloaded and verified anew)",
         )
     params = model.state_dict()
@@ -307,6 +316,13 @@ def _load_weights(model, weights: Path, expected_sha256: str | None) -> dict:
         ckpt, {k: _dtype_name(v.dtype) for k, v in params.items()}, lambda name, arr: params[name].set_value(arr)
     )
     return {**check.as_json(), "dtype_casts": casts, "sha256": ckpt.sha256, "size": ckpt.size}
+
+
+def _sha256_or_none(path: Path) -> str | None:
+    try:
+        return sha256_file(path)
+    except OSError:
+        return None
 
 
 class ChangedError(checkpoint.CheckpointError):

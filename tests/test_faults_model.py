@@ -306,13 +306,14 @@ def test_a_cache_entry_that_rotted_is_evicted_at_load_and_the_next_run_fetches_i
     entry = entry_path(_url(zoo), cache)
     st = entry.stat()
     with entry.open("r+b") as f:
-        f.seek(st.st_size - 100)
-        f.write(b"\x00" * 8)
+        f.seek(st.st_size - 100)  # inside the pickle's last opcodes: the rotted file does not even read
+        f.write(b"\xff" * 8)
     os.utime(entry, ns=(st.st_atime_ns, st.st_mtime_ns))
     first = harness(*args, "--out", str(tmp_path / "run1"), cache=cache)
     rec = json.loads(first.stdout)
     assert first.returncode == 3 and rec["error"]["stage"] == "weights", first.stderr[-2000:]
     assert "the file changed between its verification" in rec["error"]["message"] and not entry.exists()
+    assert "its pin is kept" in rec["error"]["message"] and _url(zoo) in _lock(zoo)  # not the published file's fault
     second = harness(*args, "--out", str(tmp_path / "run2"), cache=cache)
     rec = json.loads(second.stdout)
     assert second.returncode == 1 and rec["status"] == "fail" and rec["weight_check"]["ok"], second.stderr[-2000:]
