@@ -113,7 +113,12 @@ def _timing(default_backends: str) -> argparse.ArgumentParser:
     g.add_argument(
         "--sample", type=int, default=d.sample, metavar="K", help=f"distinct images, seeded by --seed ({d.sample})"
     )
-    g.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all cores)")
+    g.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads (default: all cores); on a CPU 1 gives tools/eval.py's predictions (threads change them)",
+    )
     return p
 
 
