@@ -56,7 +56,8 @@ def test_a_good_tar_extracts_with_inner_symlinks(tmp_path):
         (("file", "/etc/evil.txt", b"x"), "absolute path or '..'"),
         (("sym", "top/escape", "../../etc/passwd"), "symlink leaving the tree"),
         (("sym", "top/abs", "/etc/passwd"), "symlink leaving the tree"),
-        (("hard", "top/hard", "../outside"), "hard link leaving the tree"),
+        (("hard", "top/hard", "../outside"), "is a hard link"),
+        (("hard", "top/hard2", "a.txt"), "is a hard link"),
     ],
 )
 def test_hostile_tar_members_refuse_the_whole_archive(tmp_path, member, why):
@@ -189,6 +190,9 @@ def test_the_limits_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("HARNESS_EXTRACT_MAX_BYTES", "123")
     monkeypatch.setenv("HARNESS_EXTRACT_MAX_RATIO", "7.5")
     assert Limits.from_env() == Limits(max_bytes=123, max_ratio=7.5)
+    for var, value in (("MEMBERS", "10"), ("HEADER_BYTES", "4096"), ("PATH", "64")):
+        monkeypatch.setenv(f"HARNESS_EXTRACT_MAX_{var}", value)
+    assert Limits.from_env() == Limits(123, 7.5, max_members=10, max_header_bytes=4096, max_path=64)
 
 
 # ---- repair: a damaged extraction is extracted again ---------------------------------------------------
