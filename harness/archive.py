@@ -19,8 +19,8 @@ evicted).
 
 Extraction goes into a temporary sibling directory; an optional `check(tmp)` runs on it (e.g. the git tree
 id of a source tree), then it is renamed into place, so a destination is complete or absent. A stamp beside
-it records every file's size and mtime: a file deleted or changed later is noticed on the next use and the
-archive is extracted again, so "delete the file and fetch again" repairs.
+it records every entry (harness.stamps): a file deleted, changed or added later is noticed on the next use and
+the archive is extracted again, so "delete the file and fetch again" repairs.
 """
 
 from __future__ import annotations
@@ -40,10 +40,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from harness.artifacts import Policy, invalidate
+from harness import stamps
+from harness.artifacts import Policy, discard, invalidate
 from harness.errors import ArchiveError, LocalFault
-from harness.files import atomic_write_json, read_json, remove_tree, umask
+from harness.files import remove_tree, sha256_file, umask
 from harness.members import Limits, Stage, bomb, file_mode, over, refuse, shown, split
+from harness.stamps import intact
 
 if TYPE_CHECKING:
     from harness.lockfile import LockFile
@@ -109,36 +111,6 @@ def _room(archive: Path, needed: int, free: int, where: Path) -> None:
         )
 
 
-def _stamp_path(dest: Path) -> Path:
-    return dest.with_name(dest.name + ".extracted.json")
-
-
-def _files(root: Path) -> dict[str, list[int]]:
-    out = {}
-    for dirpath, _, names in os.walk(root):
-        for name in names:
-            p = Path(dirpath, name)
-            st = p.lstat()
-            if stat.S_ISREG(st.st_mode):
-                out[p.relative_to(root).as_posix()] = [st.st_size, st.st_mtime_ns]
-    return out
-
-
-def intact(dest: Path, tag: dict | None = None) -> bool:
-    """Was `dest` extracted completely (with this `tag`), and is every file still as it was written?"""
-    stamp = read_json(_stamp_path(dest))
-    if not isinstance(stamp, dict) or stamp.get("tag") != (tag or {}) or not isinstance(stamp.get("files"), dict):
-        return False
-    for rel, (size, mtime_ns) in stamp["files"].items():
-        try:
-            st = (dest / rel).lstat()
-        except OSError:
-            return False
-        if st.st_size != size or st.st_mtime_ns != mtime_ns:
-            return False
-    return True
-
-
 def extract(
     archive: Path,
     dest: Path,
@@ -147,15 +119,17 @@ def extract(
     check: Callable[[Path], None] | None = None,
     tag: dict | None = None,
     limits: Limits | None = None,
+    verify: bool = False,
 ) -> Path:
     """Extract `archive` (tar, tar.gz or zip) so that `dest` holds its members, atomically.
 
     `want(name)` selects members (e.g. one annotation file out of a 250 MB zip); the safety checks still
     cover every member. `check(tmp)` may refuse the extracted tree before it is renamed into place. `tag`
     is recorded in the stamp: an extraction made with another tag (e.g. from another archive) is redone.
-    An intact `dest` is returned untouched; a damaged one is extracted again and replaced.
+    An intact `dest` (stamps.intact: nothing missing, changed or added) is returned untouched; a damaged one
+    is extracted again and replaced; with `verify` (`harness fetch --verify`) it is extracted again anyway.
     """
-    if intact(dest, tag):
+    if not verify and intact(dest, tag):
         return dest
     from filelock import FileLock, Timeout
 
@@ -163,7 +137,7 @@ def extract(
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(dest.parent / f".{dest.name}.lock", timeout=wait):
-            if intact(dest, tag):
+            if not verify and intact(dest, tag):
                 return dest
             return _extract(archive, dest, want, check, tag or {}, limits or Limits.from_env())
     except Timeout:
@@ -191,14 +165,29 @@ def unpack(
     """`extract` for a fetched artifact: bytes that will not extract (corrupt, hostile, a bomb) leave the cache
     and a pin learned from them is forgotten, so the next fetch can get good bytes without hand-editing
     zoo.lock. A LocalFault (no room, no permission) keeps both. The message names the archive by its URL: the
-    cache path it was read from is gone with the entry."""
+    cache path it was read from is gone with the entry.
+
+    The refusal is the published archive's fault only if these are the bytes that were verified (the tag's
+    `archive_sha256`): a cache entry that rotted on disk keeping its size and mtime is evicted with its pin
+    kept (the pin is right, the copy is not)."""
     try:
         return extract(archive, dest, **kw)
     except ArchiveError as exc:
         msg = exc.message
         if msg.startswith(f"{archive}: "):
             msg = f"{artifact.url}: {msg.removeprefix(f'{archive}: ')}"
+        verified = (kw.get("tag") or {}).get("archive_sha256")
+        if verified and _sha256_or_none(archive) not in (verified, None):
+            msg = f"{artifact.url}: the cached archive is not the bytes verified (sha256 {verified}) any more"
+            raise ArchiveError(f"{msg}\n  {discard(artifact, refetch, root)}", hint=exc.hint) from None
         raise ArchiveError(f"{msg}\n  {invalidate(artifact, lock, refetch, root)}", hint=exc.hint) from None
+
+
+def _sha256_or_none(path: Path) -> str | None:
+    try:
+        return sha256_file(path)
+    except OSError:
+        return None
 
 
 def _extract(
@@ -217,7 +206,7 @@ def _extract(
             _untar(archive, tmp, want, limits)
         if check:
             check(tmp)  # before the rename: a tree that is not the pin is never in place
-        atomic_write_json(_stamp_path(dest), {"tag": tag, "files": _files(tmp)})  # before the rename
+        stamps.write(dest, tmp, tag)  # before the rename
         if dest.exists():  # damaged: move it aside, put the new tree in place, then delete the old one
             old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
             os.replace(dest, old / "tree")

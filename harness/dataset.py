@@ -143,8 +143,16 @@ def fetch(
     imgs = fetch_artifact(ds.images, lock, locked=locked, root=root, **fetch_kw)
     anns = fetch_artifact(ds.annotations, lock, locked=locked, root=root, **fetch_kw)
     refetch = "harness fetch --dataset"
+    again = bool(fetch_kw.get("verify"))  # `fetch --verify`: the extractions are made anew too
     img_root = unpack(
-        ds.images, imgs.path, base / imgs.sha256[:16], lock, refetch, root=root, tag={"archive_sha256": imgs.sha256}
+        ds.images,
+        imgs.path,
+        base / imgs.sha256[:16],
+        lock,
+        refetch,
+        root=root,
+        tag={"archive_sha256": imgs.sha256},
+        verify=again,
     )
     ann_root = unpack(
         ds.annotations,
@@ -155,6 +163,7 @@ def fetch(
         root=root,
         want=lambda name: name == ds.annotation_file,
         tag={"archive_sha256": anns.sha256, "want": ds.annotation_file},
+        verify=again,
     )
     if not (ann_root / ds.annotation_file).is_file():
         raise DatasetError(

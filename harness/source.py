@@ -263,5 +263,6 @@ def prepare(pin: Source, *, root: Path | None = None, **fetch_kw) -> SourceTree:
         root=root,
         check=_tree_check(artifact.url, pin),
         tag={"archive_sha256": got.sha256, "tree": pin.tree},
+        verify=bool(fetch_kw.get("verify")),
     )
     return SourceTree(top(dest), pin.commit, "archive", got.sha256, tree=pin.tree)

@@ -105,6 +105,12 @@ def test_fetch_verify_rehashes_every_entry_and_fetches_what_rotted(loopback_zoo,
     assert [r["status"] for r in rows if r["kind"] == "weights"] == ["downloaded", "verified", "verified"]
     assert "failed verification" in out.stderr and len(server.requests) == before + 1
     assert server.gets(f"/models/{NAMES[0]}.pdparams")[-1] is server.requests[-1]
+    ann = next((cache / "extracted").glob("*/annotations/instances_val2017.json"))  # extracted files rot too
+    st, good = ann.stat(), ann.read_bytes()
+    ann.write_bytes(good.replace(b'"images"', b'"imagez"', 1))
+    os.utime(ann, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert harness("fetch", "--zoo", str(loopback_zoo), "--dataset", "--verify").returncode == 0
+    assert ann.read_bytes() == good  # made anew from the re-verified archive
 
 
 def test_locked_without_records_exits_2(loopback_zoo, server, cache):

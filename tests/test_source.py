@@ -128,6 +128,58 @@ def test_an_edited_file_in_the_extracted_tree_is_extracted_again(server, cache, 
     assert source.tree_id(again.root) == ppdet_tree(CURRENT) and len(server.gets(path)) == 1
 
 
+@pytest.mark.parametrize(
+    "add",
+    [
+        lambda root: (root / "paddle.py").write_text("raise SystemExit('not paddle')\n"),  # first on sys.path
+        lambda root: (root / "ppdet" / "evil.py").write_text("x = 1\n"),
+        lambda root: (root / "ppdet" / "extra").mkdir(),
+        lambda root: (root / "ppdet" / "link.py").symlink_to(root / "ppdet" / "__init__.py"),
+    ],
+)
+def test_an_entry_added_to_the_extracted_tree_is_noticed_and_the_tree_extracted_again(
+    server, cache, ppdet_archive, add
+):
+    """The stamp lists every entry of the tree: one that the archive did not put there (a file, a directory,
+    a link) makes the tree not intact, so it is extracted again from the verified archive, never used."""
+    path = f"/PaddlePaddle/PaddleDetection/archive/{CURRENT}.tar.gz"
+    server.add(path, ppdet_archive(CURRENT))
+    tree = source.prepare(_pin(server, CURRENT), policy=FAST)
+    add(tree.root)
+    again = source.prepare(_pin(server, CURRENT), policy=FAST)
+    assert again.root == tree.root and source.tree_id(again.root) == ppdet_tree(CURRENT)
+    assert not (again.root / "paddle.py").exists() and not (again.root / "ppdet" / "extra").exists()
+    assert len(server.gets(path)) == 1
+
+
+def test_a_rotted_source_archive_is_evicted_and_fetch_verify_rehashes_the_tree(server, cache, ppdet_archive):
+    """The cached archive rots keeping its size and mtime, and its extraction is gone: the refusal is not the
+    published archive's fault (the bytes are not the verified ones), so it is evicted and fetched anew; and
+    `verify` re-extracts and re-hashes a tree whose file was edited keeping its size and mtime."""
+    url_path = f"/PaddlePaddle/PaddleDetection/archive/{CURRENT}.tar.gz"
+    server.add(url_path, ppdet_archive(CURRENT))
+    tree = source.prepare(_pin(server, CURRENT), policy=FAST)
+    entry = entry_path(server.url(url_path), cache)
+    st = entry.stat()
+    with entry.open("r+b") as f:
+        f.seek(st.st_size // 2)
+        f.write(b"\0" * 64)
+    os.utime(entry, ns=(st.st_atime_ns, st.st_mtime_ns))
+    shutil.rmtree(tree.root.parent)
+    with pytest.raises(ArchiveError, match="the cached archive is not the bytes verified") as err:
+        source.prepare(_pin(server, CURRENT), policy=FAST)
+    assert "its pin is kept" in str(err.value) and not entry.exists()
+    fresh = source.prepare(_pin(server, CURRENT), policy=FAST)
+    assert source.tree_id(fresh.root) == ppdet_tree(CURRENT) and len(server.gets(url_path)) == 2
+    init = fresh.root / "ppdet" / "__init__.py"
+    st = init.stat()
+    init.write_bytes(init.read_bytes().replace(b"import", b"imp0rt", 1))
+    os.utime(init, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert source.prepare(_pin(server, CURRENT), policy=FAST) and b"imp0rt" in init.read_bytes()  # stamp trusted
+    source.prepare(_pin(server, CURRENT), policy=FAST, verify=True)
+    assert b"imp0rt" not in init.read_bytes() and source.tree_id(fresh.root) == ppdet_tree(CURRENT)
+
+
 def test_checkout_is_used_in_place_with_its_own_tree_id(tmp_path, ppdet_archive, caplog):
     subprocess.run(["tar", "-xzf", ppdet_archive(CURRENT), "-C", tmp_path], check=True)
     root = tmp_path / f"PaddleDetection-{CURRENT}"
