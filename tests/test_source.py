@@ -72,7 +72,7 @@ def test_pinned_archive_is_fetched_verified_by_content_and_extracted_once(server
     assert tree.root.parent.name == ppdet_tree(commit)  # extractions are keyed by content, not a claimed commit
     assert (tree.root / "ppdet" / "__init__.py").is_file()
     assert tree.config(MODEL).name == f"{MODEL.name}.yml"
-    assert source.tree_id(tree.root) == ppdet_tree(commit)  # extracted by the harness (tarfile's data filter)
+    assert source.tree_id(tree.root) == ppdet_tree(commit)  # extracted by the harness's own member policy
     again = source.prepare(_pin(server, commit), policy=FAST)
     assert again == tree and len(server.gets(path)) == 1
 
