@@ -9,17 +9,19 @@ A `.pdparams` is a pickle (paddle.save: a dict of name -> numpy array, pickle pr
 protocol 2). Unpickling runs whatever the file names, and even numpy's own reconstructors, allowed by
 name, let a file build arrays without data, views over freed buffers or object fields. So this module does
 not unpickle at all: it interprets the small subset of pickle opcodes that paddle's format needs (see
-docs/checkpoint-format.md) and builds nothing but inert records of (shape, dtype, bytes). Arrays are made
-afterwards, with `np.frombuffer` over their own bytes (copied where byte order or layout needs it), only
-from records that pass every check:
+docs/checkpoint-format.md) and builds nothing but inert records of (shape, dtype, bytes): any bytes give
+what pickle + numpy would build from them, or a FormatError (tests/test_checkpoint_fuzz.py, differentially).
+Arrays are made afterwards, with `np.frombuffer` over their own bytes (copied where byte order or layout needs
+it), only from records that pass every check:
 
 - a dtype from `DTYPES` (what paddle.save writes), never object, void, structured or complex;
 - the byte count is exactly prod(shape) x itemsize; every array has its own bytes, used once;
 - every length the file claims is checked against what is left of the file *before* anything is read,
-  and the number of opcodes is bounded by the file size, so memory stays linear in the file;
+  and the number of opcodes is bounded by the file size, so memory stays linear in the file; no message
+  quotes what the file built (`_brief`), so messages stay short too;
 - every float value is finite (the tensors that are not are named);
-- a value is cast to the model's dtype only where no value changes (paddle's bfloat16-as-uint16 storage
-  is a reinterpretation, as paddle documents).
+- a value is cast to the model's dtype only where no value changes; uint16 for a floating parameter is
+  bfloat16 (paddle's storage of it), widened exactly; integers never become floats.
 
 The anchors are `torch.load(weights_only=True)` (an allow-listed unpickler) and numpy's
 `allow_pickle=False`; neither checks finiteness or the model's shapes, and torch still calls the
@@ -31,10 +33,10 @@ from __future__ import annotations
 
 import hashlib
 import math
-import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -56,6 +58,7 @@ DTYPES = {
     "b1": "bool",
 }
 MAX_DIMS = 32
+MAX_BYTES = 1 << 48  # of one array, counting its non-zero dimensions (numpy refuses shapes beyond 2^63 bytes)
 READ_HINT = (
     "re-fetch the weights (`harness fetch MODEL`); a truncated or corrupt download, or not a .pdparams "
     "written by paddle.save"
@@ -92,6 +95,44 @@ class _Refused(Exception):
     """Raised inside the interpreter; turned into a FormatError naming the file and the offset."""
 
 
+def _brief(obj: object, quote: bool = True, limit: int = 40) -> str:
+    """A value read from the file, for a message: a text (cut to `limit`, its length said) or a number as itself,
+    anything else by its type and size. Never the repr of what the file built: a tuple nested by memo references
+    is a few bytes of file and 2^depth characters of repr (or a RecursionError)."""
+    if isinstance(obj, str):
+        text = repr(obj[:limit]) if quote else obj[:limit]
+        return text if len(obj) <= limit else f"{text}… ({len(obj)} characters)"
+    if obj is None or type(obj) in (bool, int):  # at most 64 bits: LONG1 is limited to 8 bytes
+        return repr(obj)
+    size = f" of {len(obj)}" if isinstance(obj, tuple | list | dict | bytes | bytearray) else ""
+    return f"{type(obj).__name__.strip('_').lower()}{size}"
+
+
+def _name(name: str) -> str:
+    """A tensor's name (from the file) for a message: cut, with its length, when long."""
+    return _brief(name, quote=False, limit=80)
+
+
+def _flag(obj: object) -> bool | None:
+    """A bool as picklers write one (NEWTRUE/NEWFALSE, or the ints 0 and 1); None for anything else."""
+    return bool(obj) if type(obj) in (bool, int) and obj in (0, 1) else None
+
+
+def _ints(obj: object) -> list[int] | None:
+    """A tuple of at most MAX_DIMS plain ints (a shape) as a list; None for anything else."""
+    return list(obj) if type(obj) is tuple and len(obj) <= MAX_DIMS and all(type(d) is int for d in obj) else None
+
+
+@dataclass
+class _Tensor:
+    """One array as the file stores it; `data` is dropped once the array is built."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran: bool
+    data: bytes | bytearray | None
+
+
 class _Global:
     """An allow-listed global: a name, never the real object. Only REDUCE gives it meaning."""
 
@@ -102,30 +143,99 @@ class _Global:
 
 
 class _Stub:
-    """An inert record of a REDUCE call and its BUILD state; its state can be set exactly once."""
+    """The inert record of one allowed call (REDUCE) and of its BUILD state. The arguments are checked when it is
+    made and the state when it is set, as the real call and numpy's __setstate__ would check them: a stream that
+    pickle + numpy reject at an opcode is refused at that opcode, even if the object is dropped afterwards."""
 
-    __slots__ = ("args", "built", "state")
+    __slots__ = ("built", "value")
+    what = "object"
 
     def __init__(self, args: tuple) -> None:
-        self.args, self.built = args, False
-        self.state: object = None
+        self.value: object = self.call(args)
+        self.built = False
+
+    def call(self, args: tuple) -> object:
+        raise NotImplementedError
+
+    def setstate(self, state: object) -> object:
+        raise _Refused("BUILD on something that is not an array or dtype")
 
     def build(self, state: object) -> None:
         if self.built:
-            raise _Refused(f"{type(self).__name__.strip('_').lower()} state set twice")
-        self.state, self.built = state, True
-
-
-class _Array(_Stub):
-    """numpy.core.multiarray._reconstruct(ndarray, ...), then BUILD (version, shape, dtype, fortran, bytes)."""
-
-
-class _Dtype(_Stub):
-    """numpy.dtype(typestr, align, copy), then BUILD (3, byteorder, None, None, None, -1, -1, 0)."""
+            raise _Refused(f"{self.what} state set twice")
+        self.value, self.built = self.setstate(state), True
 
 
 class _Latin1(_Stub):
     """_codecs.encode(text, 'latin1'): how pickle protocol 2 stores bytes (older paddle files)."""
+
+    __slots__ = ()
+
+    def call(self, args: tuple) -> bytes:
+        if not (len(args) == 2 and isinstance(args[0], str) and args[1] in ("latin1", "latin-1")):
+            raise _Refused("_codecs.encode called with other arguments than (text, 'latin1')")
+        try:
+            return args[0].encode("latin-1")
+        except UnicodeEncodeError:  # what pickle raises too: a character above U+00FF is no latin1 byte
+            raise _Refused("latin1 bytes that hold a character above U+00FF") from None
+
+
+def _bytes(obj: object) -> bytes | bytearray | None:
+    """The bytes a value of the file stands for (bytes, or protocol 2's latin1 text); None if it is not bytes."""
+    if type(obj) in (bytes, bytearray):
+        return obj  # type: ignore[return-value]  # checked just above
+    return obj.value if isinstance(obj, _Latin1) else None  # type: ignore[return-value]  # _Latin1.call's bytes
+
+
+class _Dtype(_Stub):
+    """numpy.dtype(typestr, False, True), then BUILD (3, byteorder, None, None, None, -1, -1, 0)."""
+
+    __slots__ = ()
+    what = "dtype"
+
+    def call(self, args: tuple) -> np.dtype:
+        typestr = args[0] if len(args) == 3 else None  # with align False and copy True, as numpy pickles it
+        if not (isinstance(typestr, str) and typestr in DTYPES and _flag(args[1]) is False and _flag(args[2])):
+            raise _Refused(f"dtype {_brief(typestr)} is not one paddle.save writes ({', '.join(DTYPES.values())})")
+        return np.dtype(typestr)
+
+    def setstate(self, state: object) -> np.dtype:
+        dt = cast(np.dtype, self.value)
+        plain = (None, None, None, -1, -1, 0)  # no names, fields or sub-array; default size, alignment, flags
+        if type(state) is not tuple or state[:1] != (3,) or state[2:] != plain or state[1] not in ("<", ">", "|", "="):
+            raise _Refused(f"dtype {dt.str[1:]!r} carries fields, a sub-array or flags (a structured dtype)")
+        return dt.newbyteorder(state[1]) if state[1] in "<>" and dt.itemsize > 1 else dt
+
+
+class _Array(_Stub):
+    """numpy.core.multiarray._reconstruct(ndarray, (0,), b'b'), then BUILD ([1,] shape, dtype, fortran, bytes)."""
+
+    __slots__ = ()
+    what = "array"
+
+    def call(self, args: tuple) -> None:
+        ndarray = len(args) == 3 and isinstance(args[0], _Global) and args[0].kind == "ndarray"
+        if not ndarray or _ints(args[1]) != [0] or _bytes(args[2]) != b"b":
+            raise _Refused("_reconstruct called with other arguments than numpy's (ndarray, (0,), b'b')")
+
+    def setstate(self, state: object) -> _Tensor:
+        """numpy's checks of ndarray.__setstate__, made before any array exists, and bounds numpy would hit later."""
+        if type(state) is tuple and len(state) == 5 and state[0] == 1:
+            state = state[1:]
+        if type(state) is not tuple or len(state) != 4:
+            raise _Refused("array state is not (shape, dtype, fortran, bytes)")
+        shape, dtype, fortran, data = state
+        if not isinstance(dtype, _Dtype) or not dtype.built:
+            raise _Refused("array dtype is not a plain numpy dtype")
+        dt, dims, blob = cast(np.dtype, dtype.value), _ints(shape), _bytes(data)
+        if dims is None or min(dims, default=0) < 0 or math.prod(d for d in dims if d) * dt.itemsize >= MAX_BYTES:
+            raise _Refused(f"array shape ({_brief(shape)}) is not a tuple of sizes")  # bounded with a 0 in it too
+        if blob is None or _flag(fortran) is None:
+            raise _Refused("array data is not bytes, or its order flag not a bool")
+        want = math.prod(dims) * dt.itemsize
+        if len(blob) != want:
+            raise _Refused(f"array of shape {dims} and dtype {dt.name} needs {want} bytes, has {len(blob)}")
+        return _Tensor(tuple(dims), dt, bool(fortran), blob)
 
 
 _GLOBALS = {
@@ -135,10 +245,10 @@ _GLOBALS = {
     ("numpy", "dtype"): "dtype",
     ("collections", "OrderedDict"): "ordereddict",
     ("_codecs", "encode"): "encode",
-    ("__builtin__", "bytes"): "bytes",  # protocol 2 writes b"" as bytes()
+    ("__builtin__", "bytes"): "bytes",  # protocol 2 writes b"" as bytes(); pickle maps the name below protocol 3
     ("builtins", "bytes"): "bytes",
 }
-_MADE_BY = {"reconstruct": _Array, "dtype": _Dtype, "encode": _Latin1}
+_MADE_BY: dict[str, type[_Stub]] = {"reconstruct": _Array, "dtype": _Dtype, "encode": _Latin1}
 
 
 class _Reader:
@@ -146,11 +256,17 @@ class _Reader:
 
     def __init__(self, f, size: int) -> None:
         self.f, self.size, self.pos = f, size, 0
+        self.frame_end = 0  # where the current FRAME ends (pickle: an opcode and its argument never cross it)
         self.sha = hashlib.sha256()
 
-    def take(self, n: int) -> bytes:
+    def check(self, n: int) -> None:
         if n > self.size - self.pos:
             raise _Refused(f"claims {n} bytes, only {self.size - self.pos} are left in the file")
+        if self.pos < self.frame_end < self.pos + n:  # pickle's unpicklers disagree on such a file: refused
+            raise _Refused("an opcode crosses the end of its frame")
+
+    def take(self, n: int) -> bytes:
+        self.check(n)
         data = self.f.read(n)
         if len(data) != n:  # the file shrank under us
             raise OSError(f"file ended at byte {self.pos + len(data)} of {self.size} while reading")
@@ -161,8 +277,7 @@ class _Reader:
     def blob(self, n: int) -> bytearray:
         """An array's bytes, read into their own (mutable) buffer: an array can then use them as its memory,
         so reading costs the file's size once, not twice."""
-        if n > self.size - self.pos:
-            raise _Refused(f"claims {n} bytes, only {self.size - self.pos} are left in the file")
+        self.check(n)
         buf = bytearray(n)
         if self.f.readinto(buf) != n:
             raise OSError(f"file ended before byte {self.pos + n} of {self.size} while reading")
@@ -173,13 +288,24 @@ class _Reader:
     def uint(self, n: int) -> int:
         return int.from_bytes(self.take(n), "little")
 
+    def sint(self, n: int) -> int:
+        return int.from_bytes(self.take(n), "little", signed=True)
+
+    def text(self, n: int) -> str:
+        try:
+            return self.take(n).decode("utf-8", "surrogatepass")  # as pickle decodes it
+        except UnicodeDecodeError:  # pickle refuses the same bytes
+            raise _Refused("text that is not UTF-8") from None
+
     def line(self, limit: int = 256) -> str:
-        out = bytearray()
+        start, out = self.pos, bytearray()
         while (c := self.take(1)) != b"\n":
             out += c
             if len(out) > limit:
                 raise _Refused("text line too long")
-        return out.decode("ascii", "strict")
+        if not out.isascii() or start < self.frame_end < self.pos:
+            raise _Refused("GLOBAL name that is not ASCII, or crosses the end of its frame")
+        return out.decode("ascii")
 
     def rest(self) -> int:
         """Hash whatever follows the pickle's STOP; returns how many bytes that was."""
@@ -190,8 +316,17 @@ class _Reader:
         return extra
 
 
+def _global(module: object, name: object, proto: int) -> _Global:
+    """An allow-listed global, found as pickle finds it: below protocol 3 (and only there) Python 2's
+    `__builtin__` is `builtins` (pickle's fix_imports)."""
+    kind = _GLOBALS.get((module, name)) if isinstance(module, str) and isinstance(name, str) else None
+    if kind is None or (module == "__builtin__" and proto >= 3):
+        raise _Refused(f"refused to load global {_brief(module, quote=False)}.{_brief(name, quote=False)}")
+    return _Global(kind)
+
+
 def _reduce(func: object, args: object) -> object:
-    if not isinstance(func, _Global) or not isinstance(args, tuple):
+    if not isinstance(func, _Global) or type(args) is not tuple:
         raise _Refused("REDUCE of something that is not an allowed global")
     if func.kind in ("ordereddict", "bytes"):
         if args:
@@ -200,6 +335,23 @@ def _reduce(func: object, args: object) -> object:
     if func.kind not in _MADE_BY:
         raise _Refused(f"{func.kind} cannot be called")
     return _MADE_BY[func.kind](args)
+
+
+# pickle's unpickler keeps the items since the last MARK apart: an opcode never takes an item from below it.
+def _pop(stack: list, marks: list[int], n: int, what: str) -> list:
+    """The top `n` items, all above the last MARK."""
+    if len(stack) - n < (marks[-1] if marks else 0):
+        raise _Refused(f"{what} on a short stack")
+    items = stack[-n:]
+    del stack[-n:]
+    return items
+
+
+def _top(stack: list, marks: list[int], what: str) -> object:
+    """The top item, above the last MARK."""
+    if len(stack) <= (marks[-1] if marks else 0):
+        raise _Refused(f"{what} on a short stack")
+    return stack[-1]
 
 
 def _pop_mark(stack: list, marks: list[int]) -> list:
@@ -222,104 +374,85 @@ def _setitems(target: object, items: list) -> None:
 
 def _interpret(r: _Reader, max_ops: int) -> object:  # noqa: C901, PLR0912, PLR0915  # one branch per allowed opcode: the allow-list reads as one dispatch
     """Run the opcode stream; returns the object STOP leaves. Builds only str, int, bool, None, tuple, list,
-    dict, bytes and the inert stubs above."""
+    dict, bytes and the inert stubs above, each exactly as pickle would (or refuses)."""
     stack: list = []
     marks: list[int] = []
     memo: dict[int, object] = {}
+    proto = 0
     for _ in range(max_ops):
         op = r.take(1)
         if op == b"\x80":  # PROTO
-            if not 2 <= r.uint(1) <= 5:
+            proto = r.uint(1)
+            if not 2 <= proto <= 5:
                 raise _Refused("unsupported pickle protocol")
-        elif op == b"\x95":  # FRAME: framing only; its length must fit the file
-            if r.uint(8) > r.size - r.pos:
-                raise _Refused("frame longer than the file")
+        elif op == b"\x95":  # FRAME: after the end of the previous one; its length must fit the file
+            n = r.uint(8)
+            if n > r.size - r.pos or r.pos < r.frame_end:
+                raise _Refused("frame longer than the file, or inside another")
+            r.frame_end = r.pos + n
         elif op == b".":  # STOP
             if len(stack) != 1 or marks:
                 raise _Refused("STOP with an unbalanced stack")
             return stack[0]
         elif op == b"(":
             marks.append(len(stack))
-        elif op == b"}":
-            stack.append({})
-        elif op == b"]":
-            stack.append([])
-        elif op == b")":
-            stack.append(())
+        elif op in (b"}", b"]", b")"):
+            stack.append({} if op == b"}" else [] if op == b"]" else ())
         elif op == b"t":
             stack.append(tuple(_pop_mark(stack, marks)))
         elif op in (b"\x85", b"\x86", b"\x87"):  # TUPLE1..3
-            n = op[0] - 0x84
-            if len(stack) < n + (marks[-1] if marks else 0):
-                raise _Refused("tuple of missing items")
-            items = tuple(stack[-n:])
-            del stack[-n:]
-            stack.append(items)
-        elif op == b"s":  # SETITEM
-            if len(stack) < 3:
-                raise _Refused("SETITEM on a short stack")
-            value, key = stack.pop(), stack.pop()
-            _setitems(stack[-1], [key, value])
-        elif op == b"u":
-            pairs = _pop_mark(stack, marks)
-            _setitems(stack[-1] if stack else None, pairs)
+            stack.append(tuple(_pop(stack, marks, op[0] - 0x84, "TUPLE")))
+        elif op in (b"s", b"u"):  # SETITEM, SETITEMS
+            pairs = _pop(stack, marks, 2, "SETITEM") if op == b"s" else _pop_mark(stack, marks)
+            _setitems(_top(stack, marks, "SETITEMS"), pairs)
         elif op in (b"a", b"e"):  # APPEND, APPENDS
-            added = _pop_mark(stack, marks) if op == b"e" else [stack.pop()] if len(stack) > 1 else None
-            if added is None or not stack or not isinstance(stack[-1], list):
+            added = _pop(stack, marks, 1, "APPEND") if op == b"a" else _pop_mark(stack, marks)
+            target = _top(stack, marks, "APPEND")
+            if not isinstance(target, list):
                 raise _Refused("APPEND to something that is not a list")
-            stack[-1].extend(items)
+            target.extend(added)
         elif op in (b"\x8c", b"X", b"\x8d"):  # SHORT_BINUNICODE, BINUNICODE, BINUNICODE8
-            n = r.uint({b"\x8c": 1, b"X": 4, b"\x8d": 8}[op])
-            stack.append(r.take(n).decode("utf-8", "surrogatepass"))
+            stack.append(r.text(r.uint({b"\x8c": 1, b"X": 4, b"\x8d": 8}[op])))
         elif op in (b"C", b"B", b"\x8e"):  # SHORT_BINBYTES, BINBYTES, BINBYTES8
             stack.append(r.blob(r.uint({b"C": 1, b"B": 4, b"\x8e": 8}[op])))
-        elif op == b"K":
-            stack.append(r.uint(1))
-        elif op == b"M":
-            stack.append(r.uint(2))
+        elif op in (b"K", b"M"):  # BININT1, BININT2
+            stack.append(r.uint(1 if op == b"K" else 2))
         elif op == b"J":
-            stack.append(struct.unpack("<i", r.take(4))[0])
+            stack.append(r.sint(4))
         elif op == b"\x8a":  # LONG1
             n = r.uint(1)
             if n > 8:
                 raise _Refused("integer wider than 64 bits")
-            stack.append(int.from_bytes(r.take(n), "little", signed=True))
+            stack.append(r.sint(n))
         elif op in (b"\x88", b"\x89", b"N"):
             stack.append({b"\x88": True, b"\x89": False, b"N": None}[op])
         elif op in (b"c", b"\x93"):  # GLOBAL, STACK_GLOBAL
-            if op == b"c":
-                module, name = r.line(), r.line()
-            else:
-                if len(stack) < 2:
-                    raise _Refused("STACK_GLOBAL on a short stack")
-                name, module = stack.pop(), stack.pop()
-            kind = _GLOBALS.get((module, name)) if isinstance(module, str) and isinstance(name, str) else None
-            if kind is None:
-                raise _Refused(f"refused to load global {module}.{name}")
-            stack.append(_Global(kind))
+            module, name = (r.line(), r.line()) if op == b"c" else _pop(stack, marks, 2, "STACK_GLOBAL")
+            stack.append(_global(module, name, proto))
         elif op == b"R":
-            if len(stack) < 2:
-                raise _Refused("REDUCE on a short stack")
-            args, func = stack.pop(), stack.pop()
+            func, args = _pop(stack, marks, 2, "REDUCE")
             stack.append(_reduce(func, args))
         elif op == b"b":  # BUILD
-            if len(stack) < 2 or not isinstance(stack[-2], _Stub):
+            (state,) = _pop(stack, marks, 1, "BUILD")
+            target = _top(stack, marks, "BUILD")
+            if not isinstance(target, _Stub):
                 raise _Refused("BUILD on something that is not an array or dtype")
-            state = stack.pop()
-            stack[-1].build(state)
+            target.build(state)
         elif op in (b"\x94", b"q", b"r"):  # MEMOIZE, BINPUT, LONG_BINPUT
-            if not stack:
-                raise _Refused("memo store from an empty stack")
-            memo[len(memo) if op == b"\x94" else r.uint(1 if op == b"q" else 4)] = stack[-1]
+            idx = len(memo) if op == b"\x94" else r.uint(1 if op == b"q" else 4)
+            if idx > len(memo):  # picklers number entries in order; pickle's memo table grows to twice an index
+                raise _Refused(f"memo entry {idx} stored before entry {len(memo)}")
+            memo[idx] = _top(stack, marks, "memo store")
         elif op in (b"h", b"j"):  # BINGET, LONG_BINGET
             idx = r.uint(1 if op == b"h" else 4)
             if idx not in memo:
                 raise _Refused(f"memo {idx} read before it was stored")
             stack.append(memo[idx])
-        elif op == b"0":
-            if not stack:
-                raise _Refused("POP from an empty stack")
-            stack.pop()
+        elif op == b"0":  # POP: of the MARK itself when nothing is above it, as pickle does
+            if marks and marks[-1] == len(stack):
+                marks.pop()
+            else:
+                _pop(stack, marks, 1, "POP")
         elif op == b"1":
             _pop_mark(stack, marks)
         else:
@@ -330,76 +463,18 @@ def _interpret(r: _Reader, max_ops: int) -> object:  # noqa: C901, PLR0912, PLR0
 # ---- from stubs to checked tensor records -----------------------------------------------------------
 
 
-@dataclass
-class _Tensor:
-    """One array as the file stores it; `data` is dropped once the array is built."""
-
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    fortran: bool
-    data: bytes | bytearray | None
-
-
-def _dtype(stub: object) -> np.dtype:
-    if not isinstance(stub, _Dtype) or not stub.built:
-        raise _Refused("array dtype is not a plain numpy dtype")
-    args, state = stub.args, stub.state
-    known = len(args) == 3 and isinstance(args[0], str) and args[0] in DTYPES
-    if not known or args[1] not in (False, 0) or args[2] not in (True, 1):
-        raise _Refused(
-            f"dtype {args[0] if args else '?'!r} is not one paddle.save writes ({', '.join(DTYPES.values())})"
-        )
-    if not (
-        isinstance(state, tuple)
-        and len(state) == 8
-        and state[0] == 3
-        and state[1] in ("<", ">", "|", "=")
-        and state[2:] == (None, None, None, -1, -1, 0)
-    ):
-        raise _Refused(f"dtype {args[0]!r} carries fields, a sub-array or flags (a structured dtype)")
-    dt = np.dtype(args[0])
-    return dt.newbyteorder(state[1]) if state[1] in "<>" and dt.itemsize > 1 else dt
-
-
-def _tensor(stub: object, seen: set[int]) -> _Tensor:
-    if (
-        not isinstance(stub, _Array)
-        or not stub.args
-        or not isinstance(stub.args[0], _Global)
-        or stub.args[0].kind != "ndarray"
-    ):
+def _tensor(value: object, seen: set[int]) -> _Tensor:
+    """A state dict's value: an array whose state was checked when it was set, with bytes of its own."""
+    if not isinstance(value, _Array):
         raise _Refused("value is not a numpy array")
-    if not stub.built:
+    if not value.built:
         raise _Refused("array without data (no state)")
-    state = stub.state
-    if isinstance(state, tuple) and len(state) == 5 and state[0] == 1:
-        state = state[1:]
-    if not (isinstance(state, tuple) and len(state) == 4):
-        raise _Refused("array state is not (shape, dtype, fortran, bytes)")
-    shape, dtype, fortran, data = state
-    if not (
-        isinstance(shape, tuple) and len(shape) <= MAX_DIMS and all(type(d) is int and 0 <= d < 1 << 48 for d in shape)
-    ):
-        raise _Refused(f"array shape {shape!r} is not a tuple of sizes")
-    dt = _dtype(dtype)
-    if isinstance(data, _Latin1):
-        if len(data.args) != 2 or not isinstance(data.args[0], str) or data.args[1] not in ("latin1", "latin-1"):
-            raise _Refused("array data is not latin1-encoded bytes")
-        blob, data = data, data.args[0].encode("latin-1")
-    elif type(data) in (bytes, bytearray):
-        blob = data
-    else:
-        raise _Refused("array data is not bytes")
-    if len(data) > 1:  # empty and 1-byte bytes are shared singletons in CPython's pickles
-        if id(blob) in seen:
+    t = cast(_Tensor, value.value)
+    if t.data is not None and len(t.data) > 1:  # empty and 1-byte bytes are shared singletons in CPython's pickles
+        if id(t.data) in seen:
             raise _Refused("array data used by more than one array")
-        seen.add(id(blob))
-    want = math.prod(shape) * dt.itemsize
-    if len(data) != want:
-        raise _Refused(f"array of shape {list(shape)} and dtype {dt.name} needs {want} bytes, has {len(data)}")
-    if fortran not in (True, False, 0, 1):
-        raise _Refused("array order flag is not a bool")
-    return _Tensor(shape, dt, bool(fortran), data)
+        seen.add(id(t.data))
+    return _Tensor(t.shape, t.dtype, t.fortran, t.data)  # a record of its own: the same array under two names
 
 
 @dataclass
@@ -450,19 +525,19 @@ def read(path: Path) -> Checkpoint:
                     raise _Refused(f"{extra} bytes follow the end of the pickle")
                 tensors = _tensors(top)
             except _Refused as exc:
-                raise FormatError(
-                    f"{path}: not a readable paddle checkpoint: {exc} (at byte {reader.pos})", hint=READ_HINT
-                ) from None
-            except (UnicodeDecodeError, struct.error) as exc:
-                raise FormatError(
-                    f"{path}: not a readable paddle checkpoint: {exc} (at byte {reader.pos})", hint=READ_HINT
-                ) from None
+                why = str(exc)
+            except (OSError, MemoryError):
+                raise
+            except Exception as exc:  # the last line only: the interpreter is written not to raise on any content
+                why = f"the reader failed on its content ({type(exc).__name__})"  # never str(exc): it may quote it
+            else:
+                return Checkpoint(path, reader.sha.hexdigest(), size, tensors)
     except (OSError, MemoryError) as exc:
         raise LocalError(
             f"{path}: could not read the checkpoint on this machine: {type(exc).__name__}: {exc}",
             hint="check free memory and the disk, then run again (nothing was evicted)",
         ) from None
-    return Checkpoint(path, reader.sha.hexdigest(), size, tensors)
+    raise FormatError(f"{path}: not a readable paddle checkpoint: {why} (at byte {reader.pos})", hint=READ_HINT)
 
 
 def _tensors(top: object) -> dict[str, _Tensor]:
@@ -474,11 +549,11 @@ def _tensors(top: object) -> dict[str, _Tensor]:
         if key == PADDLE_META_KEY:
             continue
         if not isinstance(key, str):
-            raise _Refused(f"state dict key {key!r} is not a name")
+            raise _Refused(f"state dict key {_brief(key)} is not a name")
         try:
             out[key] = _tensor(value, seen)
         except _Refused as exc:
-            raise _Refused(f"{key}: {exc}") from None
+            raise _Refused(f"{_name(key)}: {exc}") from None
     if not out:
         raise _Refused("the state dict holds no arrays")
     return out
@@ -492,11 +567,22 @@ def load_state(path: Path) -> dict[str, np.ndarray]:
 # ---- values: finiteness and exact casts ---------------------------------------------------------------
 
 
+# paddle.save writes a bfloat16 tensor as numpy uint16 (its bits), and paddle reads numpy uint16 as bfloat16 on both
+# stacks (paddle.load and to_tensor give a bfloat16 tensor; set_value of uint16 into a float32 parameter is refused
+# as "dtype paddle.bfloat16"): uint16 in the file for a floating parameter is bfloat16, never an integer.
+FLOATING = ("bfloat16", "float16", "float32", "float64")
+
+
+def file_dtype(arr: np.ndarray, model_dtype: str) -> str:
+    """What the file holds for a parameter of `model_dtype`: bfloat16 for uint16 bits and a floating parameter."""
+    return "bfloat16" if arr.dtype == np.uint16 and model_dtype in FLOATING else arr.dtype.name
+
+
 def nonfinite(arr: np.ndarray, model_dtype: str | None = None) -> bool:
-    """Any NaN or infinity? (bfloat16 stored as uint16 is checked by its exponent bits.)"""
+    """Any NaN or infinity? (bfloat16 bits are checked by their exponent: all ones is NaN or infinity.)"""
     if arr.dtype.kind == "f":
         return not bool(np.isfinite(arr).all())
-    if model_dtype == "bfloat16" and arr.dtype == np.uint16:
+    if model_dtype is not None and file_dtype(arr, model_dtype) == "bfloat16":
         return bool(((arr & 0x7F80) == 0x7F80).any())
     return False
 
@@ -504,28 +590,36 @@ def nonfinite(arr: np.ndarray, model_dtype: str | None = None) -> bool:
 def conform(arr: np.ndarray, model_dtype: str) -> np.ndarray:
     """`arr` in the model's dtype, only where no value changes; ValueError saying why otherwise.
 
-    paddle's own loader (ppdet's load_pretrain_weight) casts any dtype with `astype`, which silently
-    drops precision, range or an imaginary part. Here a cast must be exact: the values cast back must
-    equal the file's. bfloat16 is paddle's one documented reinterpretation: it saves bfloat16 as uint16 bits.
+    paddle's own loader (ppdet's load_pretrain_weight) casts any dtype with `astype`, which silently drops
+    precision or range (bfloat16 65536 -> float16 inf) and turns integers into floats. Here a cast must be exact:
+    the values cast back must equal the file's, and integers never become a floating parameter. bfloat16 (uint16
+    bits, see FLOATING) is float32's upper half: widened by a shift, as paddle's astype does, bit for bit.
     """
-    if arr.dtype.name == model_dtype:
-        return arr
+    have = file_dtype(arr, model_dtype)
+    if have == model_dtype:
+        return arr  # bfloat16 bits for a bfloat16 parameter: set_value takes them as they are
+    if have == "bfloat16":
+        wide = arr.astype(np.uint32)
+        wide <<= 16
+        arr = wide.view(np.float32)
+        if model_dtype == "float32":
+            return arr
+    elif model_dtype in FLOATING and arr.dtype.kind != "f":
+        raise ValueError(f"{have} values are integers, not {model_dtype} values")
     if model_dtype == "bfloat16":
-        if arr.dtype == np.uint16:
-            return arr  # paddle.save stores bfloat16 as its uint16 bits; set_value reads them back as such
-        if arr.dtype == np.float32:
-            bits = arr.view(np.uint32)
-            if (bits & 0xFFFF).any():
-                raise ValueError("float32 values that bfloat16 cannot hold exactly")
-            return (bits >> 16).astype(np.uint16)
-        raise ValueError(f"{arr.dtype.name} cannot be cast to bfloat16 exactly")
+        bits = conform(arr, "float32").view(np.uint32)
+        if (bits & 0xFFFF).any():
+            raise ValueError(f"{have} values that bfloat16 cannot hold exactly")
+        return (bits >> 16).astype(np.uint16)
     try:
         target = np.dtype(model_dtype)
     except TypeError:
         raise ValueError(f"unknown model dtype {model_dtype}") from None
-    out = arr.astype(target)
-    if not np.array_equal(out.astype(arr.dtype), arr):
-        raise ValueError(f"{arr.dtype.name} values that {model_dtype} cannot hold exactly")
+    with np.errstate(all="ignore"):  # an overflow to inf is a value changed, reported below
+        out = arr.astype(target)
+        exact = np.array_equal(out.astype(arr.dtype), arr)
+    if not exact:
+        raise ValueError(f"{have} values that {model_dtype} cannot hold exactly")
     return out
 
 
@@ -538,16 +632,17 @@ def assign(ckpt: Checkpoint, model_dtypes: dict[str, str], put: Callable[[str, n
     casts: dict[str, str] = {}
     for name, arr in ckpt.arrays():
         want = model_dtypes[name]
+        have = file_dtype(arr, want)
         if nonfinite(arr, want):
             bad_values.append(name)
             continue
         try:
             out = conform(arr, want)
         except ValueError as exc:
-            bad_casts.append(f"{name} ({exc})")
+            bad_casts.append(f"{_name(name)} ({exc})")
             continue
-        if want != arr.dtype.name:
-            casts[name] = f"{arr.dtype.name} -> {want}"
+        if want != have:
+            casts[name] = f"{have} -> {want}"
         del arr
         put(name, out)
     problems = []
@@ -555,7 +650,8 @@ def assign(ckpt: Checkpoint, model_dtypes: dict[str, str], put: Callable[[str, n
         problems.append(f"{len(bad_values)} tensors hold NaN or infinite values: {_names(bad_values)}")
     if bad_casts:
         problems.append(
-            f"{len(bad_casts)} tensors cannot be cast to the model's dtype without changing values: {_names(bad_casts)}"
+            f"{len(bad_casts)} tensors cannot be cast to the model's dtype without changing values: "
+            + _names(bad_casts, clip=False)
         )
     if problems:
         raise WeightsError(
@@ -589,7 +685,7 @@ class WeightCheck:
                 prefix = _common_prefix(extra, want)
                 if prefix:
                     verb = "carries" if extra is self.unexpected else "lacks"
-                    return f"every key in the file {verb} the prefix {prefix!r}: save the state dict without it"
+                    return f"every key in the file {verb} the prefix {_brief(prefix)}: save the state dict without it"
         return "check that the weights belong to this config (zoo.yaml: weights and config)"
 
     def summary(self) -> str:
@@ -604,7 +700,7 @@ class WeightCheck:
         if self.unexpected:
             lines.append("  unexpected: " + _names(self.unexpected))
         if self.mismatched:
-            shown = ", ".join(f"{n} file {f} vs model {m}" for n, f, m in self.mismatched[:SHOW])
+            shown = ", ".join(f"{_name(n)} file {f} vs model {m}" for n, f, m in self.mismatched[:SHOW])
             lines.append(f"  mis-shaped: {shown}" + (" …" if len(self.mismatched) > SHOW else ""))
         return "\n".join(lines)
 
@@ -616,13 +712,14 @@ class WeightCheck:
             "unexpected": len(self.unexpected),
             "mismatched": len(self.mismatched),
             "first_missing": self.missing[:SHOW],
-            "first_unexpected": self.unexpected[:SHOW],
-            "first_mismatched": [list(m) for m in self.mismatched[:SHOW]],
+            "first_unexpected": [_name(n) for n in self.unexpected[:SHOW]],
+            "first_mismatched": [[_name(n), f, m] for n, f, m in self.mismatched[:SHOW]],
         }
 
 
-def _names(names: list[str]) -> str:
-    return ", ".join(names[:SHOW]) + (f" … (+{len(names) - SHOW})" if len(names) > SHOW else "")
+def _names(names: list[str], clip: bool = True) -> str:
+    shown = [_name(n) if clip else n for n in names[:SHOW]]
+    return ", ".join(shown) + (f" … (+{len(names) - SHOW})" if len(names) > SHOW else "")
 
 
 def _common_prefix(longer: list[str], shorter: list[str]) -> str | None:

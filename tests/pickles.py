@@ -3,21 +3,36 @@
 `pickle.dumps` cannot make a file whose array has no data, whose dtype hides an object field, or whose
 length field claims 2^63 bytes; these helpers can. Each returns the bytes of a fragment; `state_dict`
 wraps fragments into a whole file the way paddle.save lays out a state dict.
+
+`oracle` is the other side of the differential tests: what pickle + numpy themselves build from a stream
+(limited to the reader's allow-listed globals, so it never runs anything else), in the form `state` gives
+the reader's arrays.
 """
 
 from __future__ import annotations
 
+import io
+import pickle
 import struct
+import warnings
+from pathlib import Path
 
-PROTO4 = b"\x80\x04"
+import numpy as np
+
+from harness.checkpoint import _GLOBALS, DTYPES, PADDLE_META_KEY, read
+
+PROTO2, PROTO4 = b"\x80\x02", b"\x80\x04"
 STOP = b"."
 MARK = b"("
-EMPTY_DICT = b"}"
-SETITEMS = b"u"
+EMPTY_DICT, EMPTY_LIST, EMPTY_TUPLE = b"}", b"]", b")"
+SETITEM, SETITEMS = b"s", b"u"
+APPEND, APPENDS = b"a", b"e"
 TUPLE = b"t"
-TUPLE1, TUPLE3 = b"\x85", b"\x87"
+TUPLE1, TUPLE2, TUPLE3 = b"\x85", b"\x86", b"\x87"
 REDUCE, BUILD = b"R", b"b"
 MEMOIZE = b"\x94"
+POP, POP_MARK = b"0", b"1"
+STACK_GLOBAL = b"\x93"
 NEWTRUE, NEWFALSE, NONE = b"\x88", b"\x89", b"N"
 
 
@@ -29,7 +44,10 @@ def text(s: str) -> bytes:
 def integer(n: int) -> bytes:
     if 0 <= n < 256:
         return b"K" + bytes([n])
-    return b"J" + struct.pack("<i", n)
+    if -(2**31) <= n < 2**31:
+        return b"J" + struct.pack("<i", n)
+    data = n.to_bytes((n + (n < 0)).bit_length() // 8 + 1, "little", signed=True)
+    return b"\x8a" + bytes([len(data)]) + data  # LONG1
 
 
 def blob(data: bytes, claim: int | None = None) -> bytes:
@@ -85,3 +103,63 @@ def state_dict(*items: tuple[str, bytes], tail: bytes = b"") -> bytes:
     """{name: value, ...} as a whole pickle file; `tail` goes after STOP."""
     body = b"".join(text(k) + v for k, v in items)
     return PROTO4 + EMPTY_DICT + MARK + body + SETITEMS + STOP + tail
+
+
+def latin1(chars: str) -> bytes:
+    """_codecs.encode(chars, 'latin1'): how protocol 2 stores a bytes object."""
+    return glob("_codecs", "encode") + text(chars) + text("latin1") + TUPLE2 + REDUCE
+
+
+def nested(depth: int, memo: int = 0) -> bytes:
+    """A tuple (t, t) of (t, t) ... `depth` deep, over memo entries memo..memo+depth: 2^depth leaves (and
+    characters of repr) in 16 bytes per level. Building it is linear; repr, hash or == are not."""
+    out = EMPTY_TUPLE + put(memo)
+    for i in range(depth):
+        out += get(memo + i) + get(memo + i) + TUPLE2 + put(memo + i + 1)
+    return out
+
+
+# ---- the oracle: pickle + numpy themselves ---------------------------------------------------------
+
+
+class _AllowListed(pickle.Unpickler):
+    """pickle's own (C) unpickler, finding only the globals the reader allows (with pickle's own protocol-2
+    name mapping): nothing else can run, and whatever the reader accepts, this can build."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _GLOBALS:
+            raise pickle.UnpicklingError(f"not allow-listed: {module}.{name}")
+        return super().find_class(module, name)
+
+
+Arrays = list[tuple[str, tuple[str, tuple[int, ...], bytes]]]
+
+
+def _canonical(name: object, arr: object) -> tuple[str, tuple[str, tuple[int, ...], bytes]] | None:
+    if type(name) is not str or type(arr) is not np.ndarray or arr.dtype.name not in DTYPES.values():
+        return None
+    if not arr.size:  # numpy builds empty arrays whose shape it then cannot copy (0 x 2^47 x 2^47)
+        return name, (arr.dtype.name, arr.shape, b"")
+    native = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("="), order="C")
+    return name, (arr.dtype.name, arr.shape, native.tobytes())
+
+
+def oracle(data: bytes) -> Arrays | None:
+    """What pickle + numpy build from `data`: its arrays in order, as (name, (dtype name, shape, native C-order
+    bytes)), without paddle's metadata key; None when pickle fails, or builds anything but a non-empty dict
+    of such arrays under str names (then the reader must refuse the file)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            top = _AllowListed(io.BytesIO(data)).load()
+    except Exception:  # whatever pickle or numpy raise: pickle builds nothing from these bytes
+        return None
+    if not isinstance(top, dict):
+        return None
+    out = [_canonical(k, v) for k, v in top.items() if not (type(k) is str and k == PADDLE_META_KEY)]
+    return None if not out or None in out else out
+
+
+def state(path: Path) -> Arrays:
+    """The reader's arrays of the file at `path`, in the oracle's form (raises what `read` raises)."""
+    return [(k, (a.dtype.name, a.shape, a.tobytes())) for k, a in read(path).arrays()]
