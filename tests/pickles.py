@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.checkpoint import _GLOBALS, DTYPES, PADDLE_META_KEY, read
+from harness.checkpoint import PADDLE_META_KEY, read
+from harness.unpickler import DTYPES, GLOBALS
 
 PROTO2, PROTO4 = b"\x80\x02", b"\x80\x04"
 STOP = b"."
@@ -127,7 +128,7 @@ class _AllowListed(pickle.Unpickler):
     name mapping): nothing else can run, and whatever the reader accepts, this can build."""
 
     def find_class(self, module: str, name: str):
-        if (module, name) not in _GLOBALS:
+        if (module, name) not in GLOBALS:
             raise pickle.UnpicklingError(f"not allow-listed: {module}.{name}")
         return super().find_class(module, name)
 
