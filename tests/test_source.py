@@ -194,13 +194,19 @@ def test_checkout_is_used_in_place_with_its_own_tree_id(tmp_path, ppdet_archive,
         source.checkout(tmp_path, pin)
 
 
-def test_git_checkout_records_its_head_commit_tree_and_dirt(tmp_path, ppdet_archive, caplog):
+def _git_checkout(tmp_path, ppdet_archive) -> tuple:
+    """The current fixture extracted and committed as a git checkout: (its root, a git command prefix)."""
     subprocess.run(["tar", "-xzf", ppdet_archive(CURRENT), "-C", tmp_path], check=True)
     root = tmp_path / f"PaddleDetection-{CURRENT}"
     git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    return root, git
+
+
+def test_git_checkout_records_its_head_commit_tree_and_dirt(tmp_path, ppdet_archive, caplog):
+    root, git = _git_checkout(tmp_path, ppdet_archive)
     head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     pin = Source(repository="https://example.invalid/x", commit=CURRENT, tree=ppdet_tree(CURRENT), paddle="3.3.1")
     tree = source.checkout(root, pin)
@@ -217,12 +223,7 @@ def test_git_checkout_records_its_head_commit_tree_and_dirt(tmp_path, ppdet_arch
 def test_untracked_importable_files_of_a_checkout_count_as_dirty_and_are_named(tmp_path, ppdet_archive, caplog):
     """The worker puts a checkout first on sys.path: an untracked `paddle.py` at its root runs instead of paddle,
     even when .gitignore hides it. The record said "the pinned tree, clean"; now it names the file as dirt."""
-    subprocess.run(["tar", "-xzf", ppdet_archive(CURRENT), "-C", tmp_path], check=True)
-    root = tmp_path / f"PaddleDetection-{CURRENT}"
-    git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    root, git = _git_checkout(tmp_path, ppdet_archive)
     pin = Source(repository="https://example.invalid/x", commit=CURRENT, tree=ppdet_tree(CURRENT), paddle="3.3.1")
     (root / "notes.txt").write_text("not importable: not dirt\n")
     (root / "output").mkdir()
