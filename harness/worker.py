@@ -48,7 +48,10 @@ def _ppdet(root: Path) -> None:
                 os.environ.setdefault("ENABLE_FALL_BACK", "False")
         except PackageNotFoundError:
             continue
-    if sys.pycache_prefix is None:  # never write __pycache__ into the source tree: it is checked as a whole
+    if sys.pycache_prefix is None and not sys.dont_write_bytecode:
+        # Never write __pycache__ into the source tree: its stamp lists every entry, and one added would make it
+        # extracted again (harness.stamps). Where bytecode is not written at all (PYTHONDONTWRITEBYTECODE, common
+        # in containers) there is nothing to redirect, and a prefix would only hide site-packages' own caches.
         from harness.artifacts import cache_root
 
         sys.pycache_prefix = str(cache_root() / "pycache")

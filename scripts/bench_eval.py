@@ -92,9 +92,12 @@ def main() -> None:
     spec = ensure_rehearsal(args.rehearsal, args.images)
     threads = os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count())
     env = {**os.environ, "HARNESS_CACHE": str(args.rehearsal / "cache"), "OMP_NUM_THREADS": threads}
+    # Neither side writes bytecode (as in the containers CI runs in): tools/eval.py would otherwise write
+    # __pycache__ into the pinned tree, which the harness then finds not intact and extracts again.
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
     tmp = Path(tempfile.mkdtemp(prefix="bench-eval-"))
     cfg = overlay(spec, tmp / "overlay.yml")
-    ppdet = [sys.executable, "tools/eval.py", "-c", str(cfg)]
+    ppdet = [sys.executable, "tools/eval.py", "-c", str(cfg), "--output_eval", str(tmp / "ppdet-output")]
     ratios, ours, theirs = [], [], []
     breakdown = None
     for i in range(args.pairs):

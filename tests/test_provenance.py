@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -27,7 +30,14 @@ def test_threads_overrides_and_content_keyed_resume(served, rehearsal, tmp_path)
     args = ["run", FASTER, "--zoo", str(zoo), "--out", str(run), "--data", str(root), "--threads", "1"]
     args += ["-o", "EvalReader.batch_size=1", "--history", str(tmp_path / "h.jsonl"), *QUICK]
 
-    first = harness(*args, cache=cache)
+    writes = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # as on a user's machine
+    first = subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        env={**writes, "HARNESS_CACHE": str(cache)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert first.returncode == 1, first.stderr[-3000:]  # random weights: measured, a fail verdict
     rec = json.loads((run / FASTER / "result.json").read_text())
     assert rec["threads"] == 1 and rec["device"] == "cpu"
@@ -37,6 +47,7 @@ def test_threads_overrides_and_content_keyed_resume(served, rehearsal, tmp_path)
     assert "with 1 CPU thread" in report and f"{FASTER}: modified evaluation (-o EvalReader.batch_size=1)" in report
     tree = Path(rec["ppdet"]["root"])
     assert not list(tree.rglob("__pycache__"))  # the worker's bytecode lives in the cache, not in the tree
+    assert list((cache / "pycache").rglob("*.pyc"))
 
     kept = harness(*args, "--resume", cache=cache)
     assert kept.returncode == 1 and "complete result of the same inputs kept" in kept.stderr, kept.stderr[-2000:]
