@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Protocol
 from harness import stamps
 from harness.artifacts import Policy, discard, invalidate
 from harness.errors import ArchiveError, LocalFault
-from harness.files import remove_tree, sha256_file, umask
+from harness.files import remove_tree, sha256_or_none, umask
 from harness.members import Limits, Stage, bomb, file_mode, over, refuse, shown, split
 from harness.stamps import intact
 
@@ -177,17 +177,10 @@ def unpack(
         if msg.startswith(f"{archive}: "):
             msg = f"{artifact.url}: {msg.removeprefix(f'{archive}: ')}"
         verified = (kw.get("tag") or {}).get("archive_sha256")
-        if verified and _sha256_or_none(archive) not in (verified, None):
+        if verified and sha256_or_none(archive) not in (verified, None):
             msg = f"{artifact.url}: the cached archive is not the bytes verified (sha256 {verified}) any more"
             raise ArchiveError(f"{msg}\n  {discard(artifact, refetch, root)}", hint=exc.hint) from None
         raise ArchiveError(f"{msg}\n  {invalidate(artifact, lock, refetch, root)}", hint=exc.hint) from None
-
-
-def _sha256_or_none(path: Path) -> str | None:
-    try:
-        return sha256_file(path)
-    except OSError:
-        return None
 
 
 def _extract(

@@ -62,6 +62,14 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def sha256_or_none(path: Path) -> str | None:
+    """The file's sha256, or None where it cannot be read (the caller decides whose fault that is)."""
+    try:
+        return sha256_file(path)
+    except OSError:
+        return None
+
+
 def is_component(name: str) -> bool:
     """A plain single path component: not empty, not `.` or `..`, no separator, no NUL."""
     return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")

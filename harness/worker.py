@@ -28,7 +28,7 @@ from pathlib import Path
 
 from harness import checkpoint, protocol
 from harness.errors import ExitCode, HarnessError
-from harness.files import sha256_file
+from harness.files import sha256_or_none
 from harness.protocol import Spec
 from harness.results import digests
 from harness.timing import device_name
@@ -303,7 +303,7 @@ def _load_weights(model, weights: Path, expected_sha256: str | None) -> dict:
         ckpt = checkpoint.read(weights)
         actual = ckpt.sha256
     except checkpoint.FormatError:
-        if not expected_sha256 or (actual := _sha256_or_none(weights)) in (expected_sha256, None):
+        if not expected_sha256 or (actual := sha256_or_none(weights)) in (expected_sha256, None):
             raise
     if expected_sha256 and actual != expected_sha256:
         raise ChangedError(
@@ -319,13 +319,6 @@ def _load_weights(model, weights: Path, expected_sha256: str | None) -> dict:
         ckpt, {k: _dtype_name(v.dtype) for k, v in params.items()}, lambda name, arr: params[name].set_value(arr)
     )
     return {**check.as_json(), "dtype_casts": casts, "sha256": ckpt.sha256, "size": ckpt.size}
-
-
-def _sha256_or_none(path: Path) -> str | None:
-    try:
-        return sha256_file(path)
-    except OSError:
-        return None
 
 
 class ChangedError(checkpoint.CheckpointError):
