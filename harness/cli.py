@@ -606,7 +606,7 @@ def cmd_verify(args) -> int:
         print(markdown([rec]))
         print(v.summary_line(rec))
         print(f"result: {run_dir / model.name / 'result.json'}")
-    return {"pass": ExitCode.OK, "fail": ExitCode.FAIL}.get(rec["status"], ExitCode.ERROR)
+    return {"pass": ExitCode.OK, "fail": ExitCode.FAIL}.get(rec.status, ExitCode.ERROR)
 
 
 def _options(args, *, timing: bool, backends: tuple[str, ...]):
@@ -671,7 +671,7 @@ def cmd_bench(args) -> int:
     run_dir = args.out or default_run_dir()
     timing = v.bench(zoo, model, inputs, lock, opts, run_dir)
     if args.json:
-        print(v.dumps(timing))
+        print(json.dumps(timing.model_dump(exclude_none=True), indent=2, sort_keys=True))
     else:
         print("\n".join(timing_lines(timing)))
         print(f"timing: {run_dir / model.name / 'timing.json'}")
@@ -747,7 +747,7 @@ def cmd_rescore(args) -> int:
     from harness.verification import rescore
 
     records = [rec for run in args.runs for rec in rescore(run, args.scorer)]
-    print(markdown(sorted(records, key=lambda r: (r.get("zoo_index", 1 << 30), r["model"]))), end="")
+    print(markdown(sorted(records, key=lambda r: (r.zoo_index, r.model))), end="")
     return runner.exit_code(records)
 
 

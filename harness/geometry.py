@@ -19,7 +19,9 @@ for (the shared `eval_size` of PP-YOLOE's head and RT-DETR's transformer).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
 
 
 def _resize(reader: dict) -> dict | None:
@@ -90,3 +92,15 @@ def apply(cfg: Any, *, short: int | None = None, square: int | None = None) -> d
     if isinstance(shape, list) and len(shape) >= 2 and all(isinstance(x, int) and x > 0 for x in shape[-2:]):
         shape[-2:] = new  # a fixed export shape (square models) follows the new size
     return {"config": own, "eval": new, "changed_by": "eval_size" if short is not None else "input_size"}
+
+
+class Geometry(BaseModel):
+    """The eval geometry a result was measured at (what `apply` decided): the config's own target, the one
+    used, what changed it, or why nothing could be scaled (`unscaled`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: list[int] | None = None
+    eval: list[int] | None = None
+    changed_by: Literal["eval_size", "input_size"] | None = None
+    unscaled: str | None = None

@@ -11,8 +11,12 @@ import json
 import os
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from harness.errors import UsageError
 from harness.files import atomic_write_bytes
+from harness.protocol import fields
+from harness.results import Conditions, HistoryEntry, Judged, Result
 from harness.schedule import seconds_of
 
 HISTORY_ENV = "HARNESS_HISTORY"
@@ -24,40 +28,38 @@ def default_path() -> Path:
     return Path(os.environ.get(HISTORY_ENV, "reports/history.jsonl"))
 
 
-def conditions(rec: dict) -> dict:
-    ds = rec.get("dataset") or {}
-    subset = ds.get("subset") or {}
-    timing = rec.get("timing") or {}
-    return {
-        "stack": rec.get("stack"),
-        "device": rec.get("device"),
-        "subset": [subset.get("n"), subset.get("seed")] if subset else None,
-        "eval_size": ds.get("eval_size"),
-        "backend": timing.get("backend"),
-    }
+def conditions(rec: Result) -> Conditions:
+    ds = rec.dataset
+    subset = ds.subset if ds is not None else None
+    return Conditions(
+        stack=rec.stack,
+        device=rec.device,
+        subset=[subset.n, subset.seed] if subset else None,
+        eval_size=rec.reduced_eval_size,
+        backend=rec.timing.backend if rec.timing else None,
+    )
 
 
-def entry(rec: dict) -> dict:
+def entry(rec: Result) -> HistoryEntry:
     """What the history keeps of a result."""
-    timing = rec.get("timing") or {}
-    return {
-        "run_id": rec.get("run_id"),
-        "finished": rec.get("finished"),
-        "model": rec["model"],
-        "status": rec["status"],
-        "conditions": conditions(rec),
-        "metrics": {
-            k: {f: v.get(f) for f in ("measured", "documented", "tolerance", "status")}
-            for k, v in (rec.get("metrics") or {}).items()
+    return HistoryEntry(
+        run_id=rec.run_id,
+        finished=rec.finished,
+        model=rec.model,
+        status=rec.status,
+        conditions=conditions(rec),
+        metrics={
+            k: Judged(measured=v.measured, documented=v.documented, tolerance=v.tolerance, status=v.status)
+            for k, v in rec.metrics.items()
         },
-        "fps": timing.get("fps"),
-        "ppdet_commit": (rec.get("ppdet") or {}).get("commit"),
-        "paddle": rec.get("paddle"),
-        "seconds": seconds_of(rec),
-    }
+        fps=rec.fps,
+        ppdet_commit=rec.ppdet.commit if rec.ppdet else None,
+        paddle=rec.paddle,
+        seconds=seconds_of(rec),
+    )
 
 
-def load(path: Path) -> list[dict]:
+def load(path: Path) -> list[HistoryEntry]:
     """The history's entries; a line that is not one (a hand edit, a file cut short) is a usage error naming
     the line, never a traceback, and nothing is rewritten."""
     if not path.exists():
@@ -67,26 +69,25 @@ def load(path: Path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            e = json.loads(line)
-        except (ValueError, RecursionError) as exc:
-            raise UsageError(f"{path}:{n}: not a history entry: {exc}", hint=HINT) from None
-        if not (isinstance(e, dict) and {"run_id", "model", "status", "conditions", "metrics"} <= set(e)):
-            raise UsageError(f"{path}:{n}: not a history entry (run_id, model, status, conditions, metrics)", hint=HINT)
-        out.append(e)
+            out.append(HistoryEntry.model_validate_json(line))
+        except ValidationError as exc:
+            raise UsageError(f"{path}:{n}: not a history entry: {fields(exc, 3)}", hint=HINT) from None
+        except RecursionError:
+            raise UsageError(f"{path}:{n}: not a history entry: nested too deeply", hint=HINT) from None
     return out
 
 
-def append(path: Path, records: list[dict]) -> list[dict]:
+def append(path: Path, records: list[Result]) -> list[HistoryEntry]:
     """Add these results (replacing any earlier line of the same run and model); returns the history."""
     new = [entry(r) for r in records]
-    keys = {(e["run_id"], e["model"]) for e in new}
-    kept = [e for e in load(path) if (e["run_id"], e["model"]) not in keys]
-    history = sorted(kept + new, key=lambda e: (e.get("finished") or "", e["model"]))
-    atomic_write_bytes(path, "".join(json.dumps(e, sort_keys=True) + "\n" for e in history).encode())
+    keys = {(e.run_id, e.model) for e in new}
+    kept = [e for e in load(path) if (e.run_id, e.model) not in keys]
+    history = sorted(kept + new, key=lambda e: (e.finished or "", e.model))
+    atomic_write_bytes(path, "".join(json.dumps(e.model_dump(), sort_keys=True) + "\n" for e in history).encode())
     return history
 
 
-def regressions(history: list[dict], records: list[dict], fps_drop: float = FPS_DROP) -> list[str]:
+def regressions(history: list[HistoryEntry], records: list[Result], fps_drop: float = FPS_DROP) -> list[str]:
     """Each current result against the last earlier *passing* run of the same model under the same
     conditions: an AP that moved beyond the metric's tolerance, or fps below (1 - fps_drop) of it."""
     out = []
@@ -95,31 +96,35 @@ def regressions(history: list[dict], records: list[dict], fps_drop: float = FPS_
         earlier = [
             e
             for e in history
-            if e["model"] == cur["model"]
-            and e["conditions"] == cur["conditions"]
-            and e["status"] == "pass"
-            and e["run_id"] != cur["run_id"]
-            and (e.get("finished") or "") <= (cur.get("finished") or "")
+            if e.model == cur.model
+            and e.conditions == cur.conditions
+            and e.status == "pass"
+            and e.run_id != cur.run_id
+            and (e.finished or "") <= (cur.finished or "")
         ]
-        if not earlier:
-            continue
-        base = earlier[-1]
-        for name, m in cur["metrics"].items():
-            was = (base["metrics"].get(name) or {}).get("measured")
-            if was is None or m.get("measured") is None or m.get("tolerance") is None:
-                continue
-            if abs(m["measured"] - was) > m["tolerance"] + 1e-9:
-                out.append(
-                    f"{cur['model']}: {name} {m['measured']:.2f} vs {was:.2f} in run {base['run_id']} "
-                    f"(last pass; tolerance {m['tolerance']:g})"
-                )
-        if cur["fps"] and base.get("fps") and cur["fps"] < base["fps"] * (1 - fps_drop):
-            out.append(
-                f"{cur['model']}: fps {cur['fps']:.2f} vs {base['fps']:.2f} in run {base['run_id']} "
-                f"(last pass; more than {fps_drop:.0%} slower)"
-            )
+        if earlier:
+            out += _moved(cur, earlier[-1], fps_drop)
     return out
 
 
-def recent(history: list[dict], model: str, last: int = 5) -> list[dict]:
-    return [e for e in history if e["model"] == model][-last:]
+def _moved(cur: HistoryEntry, base: HistoryEntry, fps_drop: float) -> list[str]:
+    out = []
+    for name, m in cur.metrics.items():
+        was = base.measured(name)
+        if was is None or m.measured is None or m.tolerance is None:
+            continue
+        if abs(m.measured - was) > m.tolerance + 1e-9:
+            out.append(
+                f"{cur.model}: {name} {m.measured:.2f} vs {was:.2f} in run {base.run_id} "
+                f"(last pass; tolerance {m.tolerance:g})"
+            )
+    if cur.fps and base.fps and cur.fps < base.fps * (1 - fps_drop):
+        out.append(
+            f"{cur.model}: fps {cur.fps:.2f} vs {base.fps:.2f} in run {base.run_id} "
+            f"(last pass; more than {fps_drop:.0%} slower)"
+        )
+    return out
+
+
+def recent(history: list[HistoryEntry], model: str, last: int = 5) -> list[HistoryEntry]:
+    return [e for e in history if e.model == model][-last:]

@@ -14,6 +14,7 @@ import yaml
 
 from harness.files import atomic_write_bytes
 from harness.manifest import Model, Zoo
+from harness.results import Result
 
 TASKS = {"box": "Object Detection", "mask": "Instance Segmentation"}
 
@@ -24,28 +25,28 @@ def _label(metric: str) -> str:
     return f"{kind} {stat.upper().replace('APS', 'APs').replace('APM', 'APm').replace('APL', 'APl')}"
 
 
-def _model(m: Model, collection: str, rec: dict | None) -> dict:
+def _model(m: Model, collection: str, rec: Result | None) -> dict:
     results = []
     for kind, task in TASKS.items():
         mine = {_label(k): v for k, v in m.expected.items() if k.startswith(f"{kind}_")}
         for k in (k for k in m.expected if k.startswith(f"{kind}_")):
-            measured = (((rec or {}).get("metrics") or {}).get(k) or {}).get("measured")
+            measured = rec.measured(k) if rec is not None else None
             if measured is not None:
                 mine[f"measured {_label(k)}"] = round(measured, 2)
         if mine:
             results.append({"Task": task, "Dataset": "COCO", "Metrics": mine})
     meta: dict = {str(k): v for k, v in m.labels.items()}
-    timing = (rec or {}).get("timing") or {}
-    if timing.get("fps"):
-        b = timing["backends"][timing["backend"]]
+    timing = rec.timing if rec is not None else None
+    if timing is not None and timing.fps and timing.backend:
+        b = timing.backends[timing.backend]
         meta["inference time (ms/im)"] = [
             {
-                "value": round(b["latency_ms"]["end_to_end"]["p50"], 1),
+                "value": round(b.latency_ms["end_to_end"].p50, 1),
                 "batch size": 1,
-                "mode": b["config"].get("precision", "fp32").upper(),
-                "backend": timing["backend"],
-                "hardware": timing.get("device_name"),
-                "resolution": list(timing.get("eval_size") or []),
+                "mode": b.config.get("precision", "fp32").upper(),
+                "backend": timing.backend,
+                "hardware": timing.device_name,
+                "resolution": list(timing.eval_size or []),
             }
         ]
     return {
@@ -62,8 +63,8 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "zoo"
 
 
-def export(zoo: Zoo, out: Path, records: list[dict] | None = None) -> list[Path]:
-    measured = {r["model"]: r for r in records or []}
+def export(zoo: Zoo, out: Path, records: list[Result] | None = None) -> list[Path]:
+    measured = {r.model: r for r in records or []}
     groups: dict[str, list[Model]] = {}
     for m in zoo.models:
         groups.setdefault(m.table or "zoo", []).append(m)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.results import HistoryEntry
+
 
 def _pyplot():
     import matplotlib
@@ -14,30 +16,31 @@ def _pyplot():
     return plt
 
 
-def _models(history: list[dict]) -> list[str]:
-    return list(dict.fromkeys(e["model"] for e in history))
+def _models(history: list[HistoryEntry]) -> list[str]:
+    return list(dict.fromkeys(e.model for e in history))
 
 
-def ap_per_run(history: list[dict], path: Path) -> dict[str, list[str]]:
+def ap_per_run(history: list[HistoryEntry], path: Path) -> dict[str, list[str]]:
     """Box AP (left) and mask AP (right) of every run, one line per model; dashed: documented.
     Returns the line labels per panel (what a test can check without reading pixels)."""
     plt = _pyplot()
-    runs = list(dict.fromkeys(e["run_id"] for e in history))
+    runs = list(dict.fromkeys(e.run_id for e in history))
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
     drawn: dict[str, list[str]] = {}
     for ax, metric, title in ((axes[0], "box_ap", "box AP"), (axes[1], "mask_ap", "mask AP")):
         for i, model in enumerate(_models(history)):
             points = [
-                (runs.index(e["run_id"]), e["metrics"][metric])
+                (runs.index(e.run_id), e.metrics[metric])
                 for e in history
-                if e["model"] == model and metric in e["metrics"] and e["metrics"][metric].get("measured") is not None
+                if e.model == model and e.measured(metric) is not None
             ]
             if not points:
                 continue
             (line,) = ax.plot(
-                [x for x, _ in points], [m["measured"] for _, m in points], marker="o", label=model, color=f"C{i}"
+                [x for x, _ in points], [m.measured for _, m in points], marker="o", label=model, color=f"C{i}"
             )  # a model keeps its colour in every panel
-            ax.axhline(points[-1][1]["documented"], color=line.get_color(), linestyle="--", linewidth=0.8)
+            if (documented := points[-1][1].documented) is not None:
+                ax.axhline(documented, color=line.get_color(), linestyle="--", linewidth=0.8)
         drawn[metric] = [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
         ax.set_title(f"{title} per run (dashed: documented)")
         ax.set_xticks(range(len(runs)), runs, rotation=30, ha="right", fontsize=7)
@@ -49,16 +52,14 @@ def ap_per_run(history: list[dict], path: Path) -> dict[str, list[str]]:
     return drawn
 
 
-def ap_vs_fps(history: list[dict], path: Path) -> list[str]:
+def ap_vs_fps(history: list[HistoryEntry], path: Path) -> list[str]:
     """Box AP against fps, one line per model through its runs (the latest run marked larger)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5), constrained_layout=True)
     labels = []
     for i, model in enumerate(_models(history)):
         pts = [
-            (e["fps"], e["metrics"]["box_ap"]["measured"])
-            for e in history
-            if e["model"] == model and e.get("fps") and (e["metrics"].get("box_ap") or {}).get("measured") is not None
+            (e.fps, box) for e in history if e.model == model and e.fps and (box := e.measured("box_ap")) is not None
         ]
         if not pts:
             continue

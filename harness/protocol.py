@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from harness.errors import HarnessError
 from harness.files import atomic_write_json
+from harness.geometry import Geometry
 
 SPEC, ANSWER = "spec.json", "worker.json"
 PROGRESS = "@@progress"  # a worker's stdout line `@@progress DONE TOTAL`: the parent's progress bar
@@ -84,7 +85,7 @@ class WorkerResult(Strict):
     device_name: str | None = None
     architecture: str | None = None
     overrides: dict[str, Any] | None = None
-    geometry: dict[str, Any] | None = None
+    geometry: Geometry | None = None
     weight_check: dict[str, Any] | None = None
     pretrained_not_loaded: list[str] | None = None
     predictions: dict[str, str] | None = None

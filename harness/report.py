@@ -13,9 +13,12 @@ from pathlib import Path
 from tabulate import tabulate
 
 from harness.files import atomic_write_bytes
-from harness.manifest import V1_LABELS, V1_TABLE
+from harness.manifest import V1_TABLE, Table
+from harness.results import HistoryEntry, Result
+from harness.timing import TimingRecord
 
 SEED = V1_TABLE["columns"]  # the seed README's columns (configs/res2net/README.md)
+SEED_TABLE = Table.model_validate(V1_TABLE)
 
 # Record text is input like any other (a message, a label, a name from a zoo file): each output escapes it for
 # its own syntax. XML 1.0 cannot carry most C0 controls at all, even escaped; markdown's table cells end at
@@ -57,16 +60,9 @@ def _fps(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
-def _metric(rec: dict, name: str) -> dict:
-    return (rec.get("metrics") or {}).get(name) or {}
-
-
-def layout(rec: dict) -> tuple[dict, dict]:
-    """(table layout, labels) of a record; records written before layouts existed have the seed's."""
-    t = rec.get("table") or {}
-    if "layout" in t:
-        return t["layout"], t.get("labels") or {}
-    return V1_TABLE, {title: t[key] for key, title in V1_LABELS.items() if key in t}
+def layout(rec: Result) -> tuple[Table, dict[str, str | int | float]]:
+    """(table layout, labels) of a record; a record without a layout is shown in the seed's."""
+    return rec.table.layout or SEED_TABLE, rec.table.labels
 
 
 def _size(size: list[int]) -> str:
@@ -79,105 +75,104 @@ def _short(metric: str) -> str:
     return metric.removesuffix("_ap")
 
 
-def measured_headers(table: dict) -> list[str]:
+def measured_headers(table: Table) -> list[str]:
     """`Box AP` -> `measured box AP` (the seed's spelling); `AP val` stays `measured AP val`."""
 
     def lower(col: str) -> str:
         return col[:1].lower() + col[1:] if col[1:2].islower() else col
 
-    return [f"measured {lower(col)}" for col in table["metrics"]] + ["Δ", "status"]
+    return [f"measured {lower(col)}" for col in table.metrics] + ["Δ", "status"]
 
 
-def row(rec: dict) -> list[str]:
+def row(rec: Result) -> list[str]:
     table, labels = layout(rec)
-    t = rec.get("table") or {}
-    doc = rec.get("documented") or {}
-    fps = (rec.get("timing") or {}).get("fps")
     cells = []
-    for col in table["columns"]:
-        if col in table["metrics"]:
-            cells.append(_num(doc.get(table["metrics"][col])))
-        elif col == table.get("weights"):
-            cells.append(md_link("model", t.get("weights_url")))
-        elif col == table.get("config"):
-            cells.append(md_link("config", t.get("config_url")))
-        elif col in table.get("fps", []) and col not in labels:
-            cells.append(_fps(fps))  # a speed the README leaves empty: the harness's measurement
+    for col in table.columns:
+        if col in table.metrics:
+            cells.append(_num(rec.documented.get(table.metrics[col])))
+        elif col == table.weights:
+            cells.append(md_link("model", rec.table.weights_url))
+        elif col == table.config:
+            cells.append(md_link("config", rec.table.config_url))
+        elif col in table.fps and col not in labels:
+            cells.append(_fps(rec.fps))  # a speed the README leaves empty: the harness's measurement
         else:
             cells.append(md_cell(labels.get(col, "-")))
-    deltas = [
-        f"{_short(m)} {d:+.1f}" for m in table["metrics"].values() if (d := _metric(rec, m).get("delta")) is not None
-    ]
-    measured = [_num(_metric(rec, m).get("measured"), 2) for m in table["metrics"].values()]
-    return cells + measured + [" / ".join(deltas) or "-", md_cell(rec.get("status", "?"))]
+    verdicts = [rec.verdict(m) for m in table.metrics.values()]
+    deltas = [f"{_short(v.metric)} {v.delta:+.1f}" for v in verdicts if v is not None and v.delta is not None]
+    measured = [_num(rec.measured(m), 2) for m in table.metrics.values()]
+    return cells + measured + [" / ".join(deltas) or "-", md_cell(rec.status)]
 
 
-def notes(records: list[dict]) -> list[str]:
+def notes(records: list[Result]) -> list[str]:
     """What a reader must know to read the numbers: subsets, reduced sizes, devices, errors."""
-    out = sorted({rec["notice"] for rec in records if rec.get("notice")})
+    out = sorted({rec.notice for rec in records if rec.notice})
     for rec in records:
-        name = rec["model"]
-        ds = rec.get("dataset") or {}
-        if ds.get("subset"):
-            out.append(
-                f"{name}: subset of {ds['subset']['n']} images (seed {ds['subset']['seed']}); AP on a "
-                "subset is not comparable with the documented full-val2017 number."
-            )
-        geo = rec.get("geometry") or {}
-        if ds.get("eval_size"):
-            own = f" (the config's: {_size(geo['config'])})" if geo.get("config") else ""
-            out.append(
-                f"{name}: evaluated at {_size(ds['eval_size'])}{own}: reduced for a smoke test, the AP is "
-                "not comparable with the documented one."
-            )
-        elif geo.get("unscaled"):
-            out.append(f"{name}: --eval-size did not apply ({geo['unscaled']}).")
-        elif geo.get("changed_by") == "input_size":
-            out.append(
-                f"{name}: evaluated at the documented input size {_size(geo['eval'])} (the config's: "
-                f"{_size(geo['config'])})."
-            )
-        ppdet = rec.get("ppdet") or {}
-        if ppdet.get("dirty"):
-            shown = ", ".join((ppdet.get("untracked") or [])[:3])
-            extra = f" and untracked importable files ({shown})" if shown else ""
-            out.append(f"{name}: PaddleDetection checkout with uncommitted changes{extra}: not the pinned source.")
-        if rec.get("overrides"):
-            out.append(
-                f"{name}: modified evaluation ({overrides_text(rec['overrides'])}): not the config's own settings, "
-                "the AP is not comparable with the documented one."
-            )
-        if rec.get("status") == "error" and rec.get("error"):
-            out.append(
-                f"{name}: error in {rec['error'].get('stage', '?')}: {rec['error'].get('message', '').splitlines()[0]}"
-            )
-        timing = rec.get("timing") or {}
-        if timing.get("error"):
-            out.append(f"{name}: timing failed: {timing['error'].splitlines()[0]}")
-        elif timing.get("backend"):
-            b = timing["backends"][timing["backend"]]
-            size = timing.get("eval_size") or ds.get("eval_size")
-            out.append(
-                f"{name}: Inf time (fps) = {timing['backend']} backend on {timing.get('device')} "
-                f"({timing.get('device_name')}), batch 1, {b['config'].get('precision', 'fp32')}, "
-                f"{_size(size) if size else 'the config size'}, {b['iterations']} timed images "
-                f"(p50 {b['latency_ms']['end_to_end']['p50']:.0f} ms end to end; preprocess, model and "
-                "postprocess included)"
-            )
+        out += [f"{rec.model}: {n}" for n in _model_notes(rec)]
     envs = sorted(
         {
-            f"{r.get('device', '?')} ({r.get('device_name', '?')}){_threads(r)}, paddle {r.get('paddle', '?')}, "
-            f"PaddleDetection {(r.get('ppdet') or {}).get('commit') or '?'}"
+            f"{r.device or '?'} ({r.device_name or '?'}){_threads(r)}, paddle {r.paddle or '?'}, "
+            f"PaddleDetection {(r.ppdet.commit if r.ppdet else None) or '?'}"
             for r in records
         }
     )
-    out += [f"measured on {e}" for e in envs]
+    return out + [f"measured on {e}" for e in envs]
+
+
+def _model_notes(rec: Result) -> list[str]:
+    out = _geometry_notes(rec)
+    if rec.ppdet is not None and rec.ppdet.dirty:
+        shown = ", ".join(rec.ppdet.untracked[:3])
+        extra = f" and untracked importable files ({shown})" if shown else ""
+        out.append(f"PaddleDetection checkout with uncommitted changes{extra}: not the pinned source.")
+    if rec.overrides:
+        out.append(
+            f"modified evaluation ({overrides_text(rec.overrides)}): not the config's own settings, "
+            "the AP is not comparable with the documented one."
+        )
+    if rec.status == "error" and rec.error is not None:
+        out.append(f"error in {rec.error.stage}: {rec.error.message.splitlines()[0] if rec.error.message else ''}")
+    timing = rec.timing
+    if timing is not None and timing.error:
+        out.append(f"timing failed: {timing.error.splitlines()[0]}")
+    elif timing is not None and timing.backend:
+        b = timing.backends[timing.backend]
+        size = timing.eval_size or rec.reduced_eval_size
+        out.append(
+            f"Inf time (fps) = {timing.backend} backend on {timing.device} "
+            f"({timing.device_name}), batch 1, {b.config.get('precision', 'fp32')}, "
+            f"{_size(size) if size else 'the config size'}, {b.iterations} timed images "
+            f"(p50 {b.latency_ms['end_to_end'].p50:.0f} ms end to end; preprocess, model and "
+            "postprocess included)"
+        )
     return out
 
 
-def _threads(rec: dict) -> str:
+def _geometry_notes(rec: Result) -> list[str]:
+    """The images and the size the model was evaluated on, when they are not the documented ones."""
+    out = []
+    ds, geo = rec.dataset, rec.geometry
+    if ds is not None and ds.subset is not None:
+        out.append(
+            f"subset of {ds.subset.n} images (seed {ds.subset.seed}); AP on a "
+            "subset is not comparable with the documented full-val2017 number."
+        )
+    if rec.reduced_eval_size:
+        own = f" (the config's: {_size(geo.config)})" if geo is not None and geo.config else ""
+        out.append(
+            f"evaluated at {_size(rec.reduced_eval_size)}{own}: reduced for a smoke test, the AP is "
+            "not comparable with the documented one."
+        )
+    elif geo is not None and geo.unscaled:
+        out.append(f"--eval-size did not apply ({geo.unscaled}).")
+    elif geo is not None and geo.changed_by == "input_size" and geo.eval and geo.config:
+        out.append(f"evaluated at the documented input size {_size(geo.eval)} (the config's: {_size(geo.config)}).")
+    return out
+
+
+def _threads(rec: Result) -> str:
     """CPU threads of the eval: on a CPU they change the predictions (1 thread matches tools/eval.py)."""
-    threads = rec.get("threads")
+    threads = rec.threads
     return f" with {threads} CPU thread{'s' if threads != 1 else ''}" if threads else ""
 
 
@@ -192,11 +187,11 @@ def overrides_text(overrides: dict, prefix: str = "") -> str:
     return " ".join(parts)
 
 
-def markdown(records: list[dict]) -> str:
+def markdown(records: list[Result]) -> str:
     """One table per README table the records come from (a single table is printed without a heading)."""
-    groups: dict[str, list[dict]] = {}
+    groups: dict[str, list[Result]] = {}
     for rec in records:
-        groups.setdefault((rec.get("table") or {}).get("name") or "zoo", []).append(rec)
+        groups.setdefault(rec.table.name or "zoo", []).append(rec)
     lines: list[str] = []
     for name, recs in groups.items():
         table = layout(recs[0])[0]
@@ -205,7 +200,7 @@ def markdown(records: list[dict]) -> str:
         lines.append(
             tabulate(
                 [row(r) for r in recs],
-                headers=[md_cell(c) for c in table["columns"] + measured_headers(table)],
+                headers=[md_cell(c) for c in table.columns + measured_headers(table)],
                 tablefmt="github",
                 disable_numparse=True,
             )
@@ -217,28 +212,27 @@ def markdown(records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def timing_lines(timing: dict) -> list[str]:
+def timing_lines(timing: TimingRecord) -> list[str]:
     """A timing record for people: fps and latency percentiles per stage and backend, memory, fallbacks."""
     lines = [
-        f"device: {timing.get('device')} ({timing.get('device_name')}), paddle {timing.get('paddle')}, "
-        f"{len(timing.get('sample_ids', []))} distinct images, eval size {timing.get('eval_size') or 'config'}"
+        f"device: {timing.device} ({timing.device_name}), paddle {timing.paddle}, "
+        f"{len(timing.sample_ids)} distinct images, eval size {timing.eval_size or 'config'}"
     ]
     rows = []
-    for name, b in timing.get("backends", {}).items():
-        for stage, lat in b["latency_ms"].items():
+    for name, b in timing.backends.items():
+        for stage, lat in b.latency_ms.items():
+            last = stage == "end_to_end"
+            peak = b.peak_memory.mb if b.peak_memory is not None else None
             rows.append(
                 [
                     name,
                     stage,
-                    f"{lat['p50']:.1f}",
-                    f"{lat['p90']:.1f}",
-                    f"{lat['p99']:.1f}",
-                    f"{lat['mean']:.1f}",
-                    f"{b['fps']:.2f}" if stage == "end_to_end" else "",
-                    f"{b['peak_memory']['mb']:.0f}" if stage == "end_to_end" else "",
+                    *(f"{x:.1f}" for x in (lat.p50, lat.p90, lat.p99, lat.mean)),
+                    f"{b.fps:.2f}" if last and b.fps is not None else "",
+                    f"{peak:.0f}" if last and peak is not None else "",
                 ]
             )
-        for f in b["config"].get("fallbacks") or []:
+        for f in b.config.get("fallbacks") or []:
             lines.append(f"{name}: fell back from { ({k: v for k, v in f.items() if k != 'error'}) }: {f['error']}")
     table = tabulate(
         rows,
@@ -247,39 +241,29 @@ def timing_lines(timing: dict) -> list[str]:
         disable_numparse=True,
     )
     lines.insert(1, table)
-    fid = timing.get("fidelity")
-    if fid:
-        for name, f in fid.items():
-            if isinstance(f, dict) and "box_match_rate" in f:
-                deltas = ", ".join(f"{m} Δ {v['delta']:+.2f}" for m, v in f.items() if isinstance(v, dict))
-                lines.append(
-                    f"deploy fidelity ({name} vs dygraph, {fid['images']} images): {deltas}, "
-                    f"boxes reproduced {f['box_match_rate']:.1%}"
-                )
+    fid = timing.fidelity
+    backends = (fid.__pydantic_extra__ or {}) if fid is not None else {}
+    for name, f in backends.items():
+        assert fid is not None
+        deltas = ", ".join(
+            f"{m} Δ {v.delta:+.2f}" for m, v in (f.__pydantic_extra__ or {}).items() if v.delta is not None
+        )
+        lines.append(
+            f"deploy fidelity ({name} vs dygraph, {fid.images} images): {deltas}, "
+            f"boxes reproduced {(f.box_match_rate or 0):.1%}"
+        )
     return lines
 
 
-def junit(records: list[dict], path) -> None:
+def junit(records: list[Result], path) -> None:
     """JUnit XML (junitparser): one test case per model × documented metric; failures carry the reason."""
-    from junitparser import Error, Failure, JUnitXml, TestCase, TestSuite
+    from junitparser import JUnitXml, TestSuite
 
     suite = TestSuite("res2net-zoo")
     for rec in records:
-        metrics = rec.get("metrics") or {}
-        names = list(metrics) or list((rec.get("documented") or {}).keys()) or ["box_ap"]
+        names = list(rec.metrics) or list(rec.documented) or ["box_ap"]
         for name in names:
-            case = TestCase(xml_text(name), classname=xml_text(rec["model"]))
-            m = metrics.get(name)
-            if rec.get("status") == "error" and (m is None or m.get("status") == "error"):
-                msg = xml_text((rec.get("error") or {}).get("message") or (m or {}).get("reason") or "error")
-                case.result = [Error((msg.splitlines() or ["error"])[0], "error")]
-                case.system_out = msg
-            elif m and m["status"] == "fail":
-                case.result = [Failure(xml_text(m["reason"].replace(" (Δ", "; Δ").rstrip(")")), "fail")]
-            elif m and m["status"] == "error":
-                case.result = [Error(xml_text(m["reason"]), "error")]
-            case.time = float(((rec.get("durations") or {}).get("total") or 0) / max(len(names), 1))
-            suite.add_testcase(case)
+            suite.add_testcase(_case(rec, name, float((rec.durations.total or 0) / max(len(names), 1))))
     xml = JUnitXml()
     xml.add_testsuite(suite)
     import io
@@ -289,38 +273,55 @@ def junit(records: list[dict], path) -> None:
     atomic_write_bytes(Path(path), buf.getvalue())  # all or nothing, with the umask's mode
 
 
-def rows(records: list[dict]) -> list[dict]:
+def _case(rec: Result, name: str, seconds: float):
+    """One model × metric as a JUnit test case: an error (not measured), a failure (outside tolerance), or a pass."""
+    from junitparser import Error, Failure, TestCase
+
+    case = TestCase(xml_text(name), classname=xml_text(rec.model))
+    m = rec.verdict(name)
+    if rec.status == "error" and (m is None or m.status == "error"):
+        msg = xml_text((rec.error.message if rec.error else None) or (m.reason if m else None) or "error")
+        case.result = [Error((msg.splitlines() or ["error"])[0], "error")]
+        case.system_out = msg
+    elif m is not None and m.status == "fail":
+        case.result = [Failure(xml_text(m.reason.replace(" (Δ", "; Δ").rstrip(")")), "fail")]
+    elif m is not None and m.status == "error":
+        case.result = [Error(xml_text(m.reason), "error")]
+    case.time = seconds
+    return case
+
+
+def rows(records: list[Result]) -> list[dict]:
     """Flat rows (one per model) for CSV and other tables."""
     out = []
     for rec in records:
-        timing = rec.get("timing") or {}
-        ds = rec.get("dataset") or {}
-        row = {
-            "run_id": rec.get("run_id"),
-            "model": rec["model"],
-            "status": rec["status"],
-            "fps": timing.get("fps"),
-            "fps_backend": timing.get("backend"),
-            "device": rec.get("device"),
-            "device_name": rec.get("device_name"),
-            "threads": rec.get("threads"),
-            "overrides": overrides_text(rec["overrides"]) if rec.get("overrides") else None,
-            "paddle": rec.get("paddle"),
-            "ppdet_commit": (rec.get("ppdet") or {}).get("commit"),
-            "num_images": ds.get("num_images"),
-            "subset": (ds.get("subset") or {}).get("n"),
-            "eval_size": (ds.get("eval_size") or [None])[0],
-            "error": ((rec.get("error") or {}).get("message") or "").split("\n")[0] or None,
+        timing, ds = rec.timing, rec.dataset
+        row: dict[str, object] = {
+            "run_id": rec.run_id,
+            "model": rec.model,
+            "status": rec.status,
+            "fps": rec.fps,
+            "fps_backend": timing.backend if timing else None,
+            "device": rec.device,
+            "device_name": rec.device_name,
+            "threads": rec.threads,
+            "overrides": overrides_text(rec.overrides) if rec.overrides else None,
+            "paddle": rec.paddle,
+            "ppdet_commit": rec.ppdet.commit if rec.ppdet else None,
+            "num_images": ds.num_images if ds else None,
+            "subset": ds.subset.n if ds and ds.subset else None,
+            "eval_size": rec.reduced_eval_size[0] if rec.reduced_eval_size else None,
+            "error": (rec.error.message.split("\n")[0] or None) if rec.error else None,
         }
         for name in ("box_ap", "mask_ap"):
-            m = (rec.get("metrics") or {}).get(name) or {}
+            m = rec.verdict(name)
             for field in ("measured", "documented", "delta", "tolerance", "status"):
-                row[f"{name}_{field}"] = m.get(field)
+                row[f"{name}_{field}"] = getattr(m, field) if m is not None else None
         out.append(row)
     return out
 
 
-def csv(records: list[dict], path) -> None:
+def csv(records: list[Result], path) -> None:
     """results.csv with the standard library's csv module: reports need no pandas (the site writes it too)."""
     import csv as std
     import io
@@ -333,7 +334,7 @@ def csv(records: list[dict], path) -> None:
     atomic_write_bytes(Path(path), buf.getvalue().encode())
 
 
-def history_markdown(history: list[dict], records: list[dict], regressions: list[str], last: int = 5) -> str:
+def history_markdown(history: list[HistoryEntry], records: list[Result], regressions: list[str], last: int = 5) -> str:
     from harness.history import recent
 
     lines = ["## Regressions against the last passing run", ""]
@@ -341,22 +342,21 @@ def history_markdown(history: list[dict], records: list[dict], regressions: list
     lines += ["", f"## Last {last} runs", ""]
     table = []
     for rec in records:
-        runs = recent(history, rec["model"], last)
-        for name in rec.get("documented") or {}:
+        runs = recent(history, rec.model, last)
+        for name in rec.documented:
             cells = []
             for e in runs:
-                m = e["metrics"].get(name) or {}
-                value = _num(m.get("measured"), 2)
-                fps = f", {e['fps']:.2f} fps" if e.get("fps") else ""
-                cells.append(f"{e['run_id']}: {value} {e['status']}{fps}")
-            table.append([rec["model"], name, "<br>".join(cells) or "-"])
+                value = _num(e.measured(name), 2)
+                fps = f", {e.fps:.2f} fps" if e.fps else ""
+                cells.append(f"{e.run_id}: {value} {e.status}{fps}")
+            table.append([rec.model, name, "<br>".join(cells) or "-"])
     lines.append(
         tabulate(table, headers=["model", "metric", "runs (oldest first)"], tablefmt="github", disable_numparse=True)
     )
     return "\n".join(lines) + "\n"
 
 
-def publish(records: list[dict], out_dir, *, history_path=None) -> dict:
+def publish(records: list[Result], out_dir, *, history_path=None) -> dict:
     """Everything a run leaves for people and CI: report.md, junit.xml, results.csv, and with a history
     store also the history sections and the plots. Also appends the markdown to $GITHUB_STEP_SUMMARY."""
     import os

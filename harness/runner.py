@@ -27,19 +27,30 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
 
 from harness import __version__, schedule
 from harness import verification as v
 from harness.claims import Claims
 from harness.errors import ExitCode, HarnessError, StageError, UsageError
-from harness.files import atomic_write_json, read_json
+from harness.files import atomic_write_json
 from harness.inputs import Options, prepare, resolve_device
 from harness.launcher import interrupt_all
 from harness.lockfile import LockFile
 from harness.manifest import Model, Zoo
-from harness.results import RESULT, RUN, model_dir, now, read, write
-from harness.verdict import ERROR, FAIL
+from harness.results import (
+    RESULT,
+    RUN,
+    Environment,
+    HistoryEntry,
+    Result,
+    RunRecord,
+    StageFailure,
+    model_dir,
+    now,
+    read,
+    write,
+)
+from harness.verdict import ERROR, FAIL, PASS
 
 log = logging.getLogger(__name__)
 
@@ -138,13 +149,11 @@ def environment() -> dict:
     }
 
 
-def _error_result(zoo: Zoo, model: Model, run_id: str, stack: str, stage: str, exc: HarnessError) -> dict:
+def _error_result(zoo: Zoo, model: Model, run_id: str, stack: str, stage: str, exc: HarnessError) -> Result:
     """The result of a model that never reached verify (the run's shared preparation failed)."""
-    return {
-        **v.start_record(zoo, model, run_id, stack),
-        "error": {"stage": stage, "message": str(exc)},
-        "finished": now(),
-    }
+    rec = v.start_record(zoo, model, run_id, stack)
+    rec.error, rec.finished = StageFailure(stage=stage, message=str(exc)), now()
+    return rec
 
 
 def run(
@@ -158,8 +167,8 @@ def run(
     resume: bool = False,
     shard: Shard = Shard(),
     gpus: list[str] | None = None,
-    history: list[dict] | None = None,
-) -> list[dict]:
+    history: list[HistoryEntry] | None = None,
+) -> list[Result]:
     """Verify the selected models of this shard into `run_dir` through the work queue (`Queue`, planned by
     schedule.py from `history`); returns their results in zoo order."""
     chosen = zoo.select(names)
@@ -179,53 +188,76 @@ def run(
         claims.take(run_dir, RUN, f"harness run {run_id}")
         for m in selected:
             claims.take(run_dir, m.name, f"harness run {run_id}")
-        previous = read_json(run_dir / RUN) if resume else None
-        meta: dict[str, Any] = {
-            "run_id": run_id,
-            "zoo": str(zoo_path),
-            "zoo_sha256": hashlib.sha256(zoo_path.read_bytes()).hexdigest(),
-            "harness": __version__,
-            "harness_git_sha": _git_sha(),
-            "environment": environment(),
-            "shard": str(shard),
-            "gpus": gpus or None,
-            "models": [m.name for m in selected],
-            "shard_estimates_sha256": hashlib.sha256(json.dumps(seconds, sort_keys=True).encode()).hexdigest(),
-            "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()},
-            "started": (previous or {}).get("started") or now(),
-            "resumed": [now()] if resume else [],
-            "finished": None,
-        }
-        if previous:
-            meta["resumed"] = [*previous.get("resumed", []), *meta["resumed"]]
-        atomic_write_json(run_dir / RUN, meta, sort_keys=False)
-
-        todo = list(selected)  # with --resume, a finished result of the same inputs is kept (Queue.run)
-        if todo:
-            try:
-                inputs = prepare(zoo, lock, opts)
-            except HarnessError as exc:  # no source or no dataset: every model says so, none is silent
-                log.error("preparing the run failed: %s", exc)
-                for m in todo:
-                    write(run_dir, _error_result(zoo, m, run_id, zoo.source(opts.stack)[0], "prepare", exc))
-                todo = []
-            if todo:
-                estimates = [
-                    schedule.estimate(
-                        zoo, m, inputs.data.num_images, history or [], device=inputs.device, eval_size=opts.eval_size
-                    )
-                    for m in todo
-                ]
-                slots: list[str | None] = (
-                    list(gpus) if gpus else [None] * (1 if opts.parallel == "auto" else opts.slices)
-                )
-                the_plan = schedule.plan(estimates, len(slots), parallel=opts.parallel)
-                Queue(zoo, inputs, lock, opts, run_dir, slots, resume).run(todo, the_plan)
+        meta = _run_record(zoo_path, run_dir, opts, shard, gpus, selected, seconds, resume=resume)
+        atomic_write_json(run_dir / RUN, meta.model_dump(), sort_keys=False)
+        _evaluate(zoo, lock, opts, run_dir, list(selected), gpus, history, resume=resume)
         records = [read([model_dir(run_dir, m.name) / RESULT])[0] for m in selected]
-        meta["finished"] = now()
-        meta["counts"] = {s: sum(r["status"] == s for r in records) for s in ("pass", "fail", "error")}
-        atomic_write_json(run_dir / RUN, meta, sort_keys=False)
+        meta.finished = now()
+        meta.counts = {s: sum(r.status == s for r in records) for s in (PASS, FAIL, ERROR)}
+        atomic_write_json(run_dir / RUN, meta.model_dump(), sort_keys=False)
         return records
+
+
+def _run_record(
+    zoo_path: Path,
+    run_dir: Path,
+    opts: Options,
+    shard: Shard,
+    gpus: list[str] | None,
+    selected: list[Model],
+    seconds: dict[str, float],
+    *,
+    resume: bool,
+) -> RunRecord:
+    """run.json as the run starts (a resumed run keeps its start and adds this resumption)."""
+    previous = RunRecord.load(run_dir / RUN) if resume else None
+    return RunRecord(
+        run_id=opts.run_id or run_dir.name,
+        zoo=str(zoo_path),
+        zoo_sha256=hashlib.sha256(zoo_path.read_bytes()).hexdigest(),
+        harness=__version__,
+        harness_git_sha=_git_sha(),
+        environment=Environment.model_validate(environment()),
+        shard=str(shard),
+        gpus=gpus or None,
+        models=[m.name for m in selected],
+        shard_estimates_sha256=hashlib.sha256(json.dumps(seconds, sort_keys=True).encode()).hexdigest(),
+        options={k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()},
+        started=previous.started if previous else now(),
+        resumed=[*(previous.resumed if previous else []), *([now()] if resume else [])],
+    )
+
+
+def _evaluate(
+    zoo: Zoo,
+    lock: LockFile,
+    opts: Options,
+    run_dir: Path,
+    todo: list[Model],
+    gpus: list[str] | None,
+    history: list[HistoryEntry] | None,
+    *,
+    resume: bool,
+) -> None:
+    """Prepare the run's inputs once and put every model through the queue (with --resume, a finished result
+    of the same inputs is kept: Queue.run); a failed preparation is every model's error, none is silent."""
+    if not todo:
+        return
+    run_id = opts.run_id or run_dir.name
+    try:
+        inputs = prepare(zoo, lock, opts)
+    except HarnessError as exc:
+        log.error("preparing the run failed: %s", exc)
+        for m in todo:
+            write(run_dir, _error_result(zoo, m, run_id, zoo.source(opts.stack)[0], "prepare", exc))
+        return
+    estimates = [
+        schedule.estimate(zoo, m, inputs.data.num_images, history or [], device=inputs.device, eval_size=opts.eval_size)
+        for m in todo
+    ]
+    slots: list[str | None] = list(gpus) if gpus else [None] * (1 if opts.parallel == "auto" else opts.slices)
+    the_plan = schedule.plan(estimates, len(slots), parallel=opts.parallel)
+    Queue(zoo, inputs, lock, opts, run_dir, slots, resume).run(todo, the_plan)
 
 
 class Queue:
@@ -342,19 +374,15 @@ def _sliced(exc: HarnessError, unit: schedule.Unit) -> HarnessError:
     return exc
 
 
-def _announce(rec: dict) -> None:
-    units = (rec.get("parallel") or {}).get("units") or []
-    gpus = sorted({str(u["gpu"]) for u in units if u.get("gpu") is not None})
+def _announce(rec: Result) -> None:
+    units = rec.parallel.units if rec.parallel else []
+    gpus = sorted({str(u.gpu) for u in units if u.gpu is not None})
     where = f" (GPU {','.join(gpus)})" if gpus else ""
-    detail = (
-        rec["error"]["message"].splitlines()[0]
-        if rec.get("error")
-        else "; ".join(v["reason"] for v in rec.get("metrics", {}).values())
-    )
-    log.info("%s%s: %s — %s", rec["model"], where, rec["status"].upper(), detail)
+    detail = rec.error.message.splitlines()[0] if rec.error else "; ".join(m.reason for m in rec.metrics.values())
+    log.info("%s%s: %s — %s", rec.model, where, rec.status.upper(), detail)
 
 
-def exit_code(records: list[dict]) -> ExitCode:
+def exit_code(records: list[Result]) -> ExitCode:
     """The worst verdict decides: an error (could not measure) outranks a fail (measured, outside tolerance)."""
-    statuses = {r["status"] for r in records}
+    statuses = {r.status for r in records}
     return ExitCode.ERROR if ERROR in statuses else ExitCode.FAIL if FAIL in statuses else ExitCode.OK

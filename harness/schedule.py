@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 
 from harness.manifest import Model, Zoo
+from harness.results import HistoryEntry, Result, Seconds
 from harness.timing import Method
 
 # Defaults where neither the history nor the README says anything (stated as such in every plan):
@@ -151,31 +152,33 @@ def documented_fps(zoo: Zoo, model: Model) -> float | None:
 
 
 def from_history(
-    entries: list[dict], model: str, *, device: str | None = None, eval_size: int | None = None
-) -> dict | None:
+    entries: list[HistoryEntry], model: str, *, device: str | None = None, eval_size: int | None = None
+) -> HistoryEntry | None:
     """The last history entry of the model that recorded its worker's seconds on this kind of device at this
     eval size (a CPU smoke run at 320 px says nothing about a GPU nightly at full size)."""
     for e in reversed(entries):
-        cond = e.get("conditions") or {}
-        same = (device is None or cond.get("device") == device) and (cond.get("eval_size") is None) == (
-            eval_size is None
-        )
-        if e.get("model") == model and same and (e.get("seconds") or {}).get("images"):
+        cond = e.conditions
+        same = (device is None or cond.device == device) and (cond.eval_size is None) == (eval_size is None)
+        if e.model == model and same and e.seconds is not None and e.seconds.images:
             return e
     return None
 
 
 def estimate(
-    zoo: Zoo, model: Model, images: int, history: list[dict], *, device: str | None = None, eval_size: int | None = None
+    zoo: Zoo,
+    model: Model,
+    images: int,
+    history: list[HistoryEntry],
+    *,
+    device: str | None = None,
+    eval_size: int | None = None,
 ) -> Estimate:
     """The model's work on `images` images: its history under the same conditions, else its README's fps,
     else the defaults above."""
-    if (e := from_history(history, model.name, device=device, eval_size=eval_size)) is not None:
-        s = e["seconds"]
-        per_image = s["eval"] / s["images"]
-        return Estimate(
-            model.name, s["startup"], per_image * images, s.get("timing") or 0.0, images, f"history {e.get('run_id')}"
-        )
+    if (e := from_history(history, model.name, device=device, eval_size=eval_size)) is not None and e.seconds:
+        s = e.seconds
+        per_image = s.eval / s.images
+        return Estimate(model.name, s.startup, per_image * images, s.timing or 0.0, images, f"history {e.run_id}")
     if (fps := documented_fps(zoo, model)) is not None:
         return Estimate(
             model.name, STARTUP_S, images / fps * EVAL_SLOWDOWN, _timing_s(fps), images, f"documented fps {fps:g}"
@@ -219,20 +222,19 @@ def _hms(seconds: float) -> str:
     return f"{h}:{rem // 60:02d}:{rem % 60:02d}"
 
 
-def seconds_of(rec: dict) -> dict | None:
-    """What the history keeps of a result for the planner: one worker's start-up, the eval seconds summed
-    over its slices, the images, the timing (None when the model never got through its worker)."""
-    stages = (rec.get("durations") or {}).get("worker_stages") or {}
-    units = (rec.get("parallel") or {}).get("units") or [
-        {"stages": stages, "images": (rec.get("dataset") or {}).get("num_images")}
-    ]
-    if "eval" not in stages or not all(u.get("stages") and u.get("images") for u in units):
+def seconds_of(rec: Result) -> Seconds | None:
+    """The planner's facts of a result (None when the model never got through its worker)."""
+    stages = rec.durations.worker_stages or {}
+    ds = rec.dataset
+    units = [(u.stages, u.images) for u in rec.parallel.units] if rec.parallel else []
+    units = units or [(stages, ds.num_images if ds else None)]
+    if "eval" not in stages or not all(st and n for st, n in units):
         return None
     startup = sum(stages.get(k, 0.0) for k in ("import", "build", "load_weights", "dataloader"))
-    return {
-        "startup": round(startup, 3),
-        "eval": round(sum(u["stages"].get("eval", 0.0) for u in units), 3),
-        "images": sum(u["images"] for u in units),
-        "timing": stages.get("timing", 0.0),
-        "device": rec.get("device"),
-    }
+    return Seconds(
+        startup=round(startup, 3),
+        eval=round(sum((st or {}).get("eval", 0.0) for st, _ in units), 3),
+        images=sum(n or 0 for _, n in units),
+        timing=stages.get("timing", 0.0),
+        device=rec.device,
+    )

@@ -23,7 +23,8 @@ from pathlib import Path
 from harness import history as hist
 from harness.errors import UsageError
 from harness.files import atomic_write_bytes, is_component
-from harness.results import RESULT
+from harness.results import RESULT, Conditions, HistoryEntry, Result
+from harness.timing import TimingRecord
 
 MARK = ".harness-site"
 LOG_LINES = 80  # the worker log's tail on a model page
@@ -105,7 +106,7 @@ def _nice_ticks(lo: float, hi: float, n: int = 4) -> list[float]:
 
 def chart(
     title: str,
-    series: list[tuple[str, float, str, str | None]],
+    series: Sequence[tuple[str, float, str, str | None]],
     *,
     documented: float | None = None,
     tolerance: float | None = None,
@@ -155,62 +156,62 @@ def page_of(run_id: str, model: str) -> str:
     return f"runs/{run_id}/{model}.html"
 
 
-def _comparable(a: dict, b: dict) -> bool:
+def _comparable(a: Conditions, b: Conditions) -> bool:
     """Two nights' conditions (history.conditions) match; a night without timing (an error before it) matches
     either timing backend, so a model's errors count in its streak."""
-    return all(a.get(k) == b.get(k) or (k == "backend" and None in (a.get(k), b.get(k))) for k in {*a, *b})
+    x, y = a.model_dump(), b.model_dump()
+    return all(x[k] == y[k] or (k == "backend" and None in (x[k], y[k])) for k in x)
 
 
-def _nights(history: list[dict], rec: dict) -> list[dict]:
+def _nights(history: list[HistoryEntry], rec: Result) -> list[HistoryEntry]:
     """The history of this model under this result's conditions (comparable nights), this run's entry last."""
     here = hist.entry(rec)
     same = [
         e
         for e in history
-        if e["model"] == rec["model"]
-        and _comparable(e["conditions"], here["conditions"])
-        and e["run_id"] != here["run_id"]
+        if e.model == rec.model and _comparable(e.conditions, here.conditions) and e.run_id != here.run_id
     ]
     return [*same, here]
 
 
-def _streak(nights: list[dict]) -> tuple[int, str | None]:
+def _streak(nights: list[HistoryEntry]) -> tuple[int, str | None]:
     """How many nights in a row (ending tonight) had tonight's status, and the first of them."""
     n, since = 0, None
     for e in reversed(nights):
-        if e["status"] != nights[-1]["status"]:
+        if e.status != nights[-1].status:
             break
-        n, since = n + 1, e["run_id"]
+        n, since = n + 1, e.run_id
     return n, since
 
 
-def overview_row(rec: dict, nights: list[dict]) -> Row:
-    metrics = rec.get("metrics") or {}
-    cells = [
-        Cell(
-            name,
-            (metrics.get(name) or {}).get("measured"),
-            doc,
-            (metrics.get(name) or {}).get("delta"),
-            (metrics.get(name) or {}).get("tolerance") or 0.0,
-            (metrics.get(name) or {}).get("status") or rec["status"],
+def overview_row(rec: Result, nights: list[HistoryEntry]) -> Row:
+    cells = []
+    for name, doc in rec.documented.items():
+        m = rec.verdict(name)
+        cells.append(
+            Cell(
+                name,
+                m.measured if m else None,
+                doc,
+                m.delta if m else None,
+                (m.tolerance if m else None) or 0.0,
+                m.status if m else rec.status,
+            )
         )
-        for name, doc in (rec.get("documented") or {}).items()
-    ]
-    passes = [e["run_id"] for e in nights if e["status"] == "pass"]
+    passes = [e.run_id for e in nights if e.status == "pass"]
     streak, since = _streak(nights)
     return Row(
-        model=rec["model"],
-        family=(rec.get("table") or {}).get("name") or "zoo",
-        stack=rec.get("stack") or "?",
-        status=rec["status"],
+        model=rec.model,
+        family=rec.table.name or "zoo",
+        stack=rec.stack or "?",
+        status=rec.status,
         cells=cells,
-        fps=(rec.get("timing") or {}).get("fps"),
+        fps=rec.fps,
         last_pass=passes[-1] if passes else None,
         streak=streak,
         since=since,
-        href=page_of(rec["run_id"], rec["model"]),
-        device=rec.get("device") or "?",
+        href=page_of(rec.run_id, rec.model),
+        device=rec.device or "?",
     )
 
 
@@ -219,32 +220,32 @@ def _finite(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def trends(rec: dict, nights: list[dict], exists) -> list[Chart]:
+def trends(rec: Result, nights: list[HistoryEntry], exists) -> list[Chart]:
     """One chart per documented metric (documented value and tolerance band drawn) and one for fps."""
 
     def link(run_id: str) -> str | None:
-        page = page_of(run_id, rec["model"])
+        page = page_of(run_id, rec.model)
         return f"../../{page}" if exists(page) else None
 
     out = []
-    for name, doc in (rec.get("documented") or {}).items():
+    for name, doc in rec.documented.items():
         series = [
-            (e["run_id"], float(m["measured"]), e["status"], link(e["run_id"]))
+            (e.run_id, float(value), e.status, link(e.run_id))
             for e in nights
-            if _finite((m := e["metrics"].get(name) or {}).get("measured"))
+            if (value := e.measured(name)) is not None and _finite(value)
         ]
-        tol = ((rec.get("metrics") or {}).get(name) or {}).get("tolerance")
-        out.append(chart(name, series, documented=doc, tolerance=tol, unit="AP"))
-    fps = [(e["run_id"], float(e["fps"]), e["status"], link(e["run_id"])) for e in nights if _finite(e.get("fps"))]
+        m = rec.verdict(name)
+        out.append(chart(name, series, documented=doc, tolerance=m.tolerance if m else None, unit="AP"))
+    fps = [(e.run_id, float(e.fps), e.status, link(e.run_id)) for e in nights if e.fps is not None and _finite(e.fps)]
     if fps:
         out.append(chart("fps", fps, unit="fps"))
     return out
 
 
-def log_tail(run_dirs: Sequence[Path], rec: dict) -> str | None:
+def log_tail(run_dirs: Sequence[Path], rec: Result) -> str | None:
     """The end of the worker log of this record's run (the shard directory that holds its result)."""
     for d in run_dirs:
-        model = d / rec["model"]
+        model = d / rec.model
         if not (model / RESULT).is_file():
             continue
         log = model / "worker.log"
@@ -257,7 +258,7 @@ def log_tail(run_dirs: Sequence[Path], rec: dict) -> str | None:
         except OSError:
             continue
         return "\n".join(text.splitlines()[-LOG_LINES:])
-    return (rec.get("error") or {}).get("log_tail")
+    return rec.error.log_tail if rec.error else None
 
 
 def _environment():
@@ -297,7 +298,11 @@ def claim(out: Path) -> None:
 
 
 def build(
-    records: list[dict], out: Path, *, history: list[dict] | None = None, run_dirs: Sequence[Path] = ()
+    records: list[Result],
+    out: Path,
+    *,
+    history: list[HistoryEntry] | None = None,
+    run_dirs: Sequence[Path] = (),
 ) -> dict[str, Path]:
     """Write the site for these records into `out`; returns the pages written (name -> path).
 
@@ -308,7 +313,7 @@ def build(
     claim(out)
     env = _environment()
     history = history or []
-    pages = {page_of(r["run_id"], r["model"]) for r in records}
+    pages = {page_of(r.run_id, r.model) for r in records}
 
     def exists(page: str) -> bool:
         return page in pages or (out / page).is_file()
@@ -322,7 +327,7 @@ def build(
     summary = [
         {"family": f, "models": n, **Counter(r.status for r in rows if r.family == f)} for f, n in families.items()
     ]
-    runs = sorted({r["run_id"] for r in records})
+    runs = sorted({r.run_id for r in records})
     written = {
         "index": out / "index.html",
         "markdown": out / "report.md",
@@ -339,38 +344,40 @@ def build(
             statuses=["pass", "fail", "error"],
             stacks=sorted({r.stack for r in rows}),
             regressions=regressions,
-            notices=sorted({r["notice"] for r in records if r.get("notice")}),  # a rehearsal says so at the top
+            notices=sorted({r.notice for r in records if r.notice}),  # a rehearsal says so at the top
             notes=report.notes(records),
             root="",
         ),
     )
     for rec, charts in details:
-        path = out / page_of(rec["run_id"], rec["model"])
+        path = out / page_of(rec.run_id, rec.model)
         _write(
             path,
             env.get_template("model.html").render(
                 rec=rec,
-                row=next(r for r in rows if r.model == rec["model"]),
+                row=next(r for r in rows if r.model == rec.model),
                 charts=charts,
-                timing=_timing_rows(rec.get("timing") or {}),
+                timing=_timing_rows(rec.timing),
+                durations=rec.durations.model_dump(exclude_none=True),
                 log=log_tail(run_dirs, rec),
-                overrides=report.overrides_text(rec["overrides"]) if rec.get("overrides") else "",
+                overrides=report.overrides_text(rec.overrides) if rec.overrides else "",
                 root="../../",
             ),
         )
-        written[rec["model"]] = path
+        written[rec.model] = path
     atomic_write_bytes(written["markdown"], report.markdown(records).encode())
     report.junit(records, written["junit"])
     report.csv(records, written["csv"])
     return written
 
 
-def _timing_rows(timing: dict) -> list[dict]:
+def _timing_rows(timing: TimingRecord | None) -> list[dict]:
     """Latency percentiles per backend and stage, as the model page's table shows them."""
     out = []
-    for name, b in (timing.get("backends") or {}).items():
-        for stage, lat in (b.get("latency_ms") or {}).items():
-            out.append({"backend": name, "stage": stage, **lat, "fps": b.get("fps") if stage == "end_to_end" else None})
+    for name, b in (timing.backends if timing else {}).items():
+        for stage, lat in b.latency_ms.items():
+            fps = b.fps if stage == "end_to_end" else None
+            out.append({"backend": name, "stage": stage, **lat.model_dump(), "fps": fps})
     return out
 
 

@@ -22,6 +22,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 STAGES = ("preprocess", "model", "postprocess")
 TOTAL = "end_to_end"
@@ -156,3 +159,92 @@ def device_name(device: str) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MethodRecord(_Record):
+    """`Method.describe()` as stored with every timing."""
+
+    warmup: int
+    min_iters: int
+    min_seconds: float
+    sample: int
+    seed: int
+    batch_size: int
+    clock: str | None = None
+    order: str | None = None
+    sync: str | None = None
+    stages: dict[str, str] = {}
+    fps: str | None = None
+
+
+class Latency(_Record):
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+    min: float
+    max: float
+
+
+class PeakMemory(_Record):
+    kind: str
+    mb: float | None = None
+    process_max_rss_mb: float | None = None
+
+
+class BackendTiming(_Record):
+    iterations: int
+    seconds: float
+    fps: float | None = None
+    latency_ms: dict[str, Latency] = {}
+    peak_memory: PeakMemory | None = None
+    # how the backend ran (precision, threads; paddle.inference's attempt and its fallbacks): free-form by backend
+    config: dict[str, Any] = {}
+
+
+class FidelityAP(_Record):
+    ap: float | None = None
+    delta: float | None = None
+
+
+class BackendFidelity(BaseModel):
+    """One backend's AP per metric (named by metric, e.g. `box_ap`) against the dygraph model's, and the share of
+    its boxes that match the dygraph's."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, FidelityAP]  # pydantic's way to type the extra keys
+
+    box_match_rate: float | None = None
+
+
+class Fidelity(BaseModel):
+    """AP of every backend's predictions on the timing sample against the dygraph model's (keyed by backend)."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, BackendFidelity]
+
+    images: int
+    reference: str
+    dygraph: dict[str, float]
+
+
+class TimingRecord(_Record):
+    """A model's timing (`timing.json`, and `timing` in its result): the method, the sample, each backend; or
+    only `error` when timing failed (the eval's AP is kept)."""
+
+    error: str | None = None
+    method: MethodRecord | None = None
+    sample_ids: list[int] = []
+    backends: dict[str, BackendTiming] = {}
+    device: str | None = None
+    device_name: str | None = None
+    paddle: str | None = None
+    backend: str | None = None  # the primary backend, whose fps is the model's
+    fps: float | None = None
+    fidelity: Fidelity | None = None
+    eval_size: list[int] | None = None  # the reduced eval size timed at (--eval-size), else None
+    model: str | None = None  # in timing.json (bench)

@@ -21,34 +21,57 @@ from harness import __version__, protocol, slices
 from harness.artifacts import Fetched, discard, fetch_artifact, invalidate
 from harness.claims import claim
 from harness.errors import HarnessError, StageError, UsageError
-from harness.files import atomic_write_json, read_json, remove_tree, sha256_file
+from harness.files import atomic_write_json, remove_tree, sha256_file
+from harness.geometry import Geometry
 from harness.inputs import Inputs, Options
 from harness.launcher import log_tail, run_worker
 from harness.lockfile import LockFile
 from harness.manifest import Model, Zoo
 from harness.protocol import WEIGHT_ERRORS, Spec, TimingSpec, WorkerResult
-from harness.results import RESULT, digests, finished, model_dir, now, read, unchanged_predictions, write, write_at
+from harness.results import (
+    RESULT,
+    Artifacts,
+    Dataset,
+    Parallel,
+    Ppdet,
+    Result,
+    Scorer,
+    StageFailure,
+    Subset,
+    TableRef,
+    Unit,
+    WeightCheck,
+    WeightsRef,
+    digests,
+    finished,
+    model_dir,
+    now,
+    read,
+    unchanged_predictions,
+    write,
+    write_at,
+)
 from harness.scoring import metrics, score_files, scorer
 from harness.slices import Slice
-from harness.verdict import ERROR, judge, overall
+from harness.timing import TimingRecord
+from harness.verdict import ERROR, judge_all
 
 log = logging.getLogger(__name__)
 
 
-def table_record(zoo: Zoo, model: Model, stack: str, commit: str | None = None) -> dict:
+def table_record(zoo: Zoo, model: Model, stack: str, commit: str | None = None) -> TableRef:
     """How the report shows the model: its README table's layout, its labels, the links of its row."""
     source = zoo.sources[stack]
     commit = commit or source.commit
-    table = zoo.table_of(model)
-    return {
-        "name": model.table,
-        "layout": table.model_dump() if table else None,
-        "labels": model.labels,
-        "weights_url": model.weights.url,
-        "config": model.config,
-        "input_size": model.input_size,
-        "config_url": f"{source.repository.rstrip('/')}/blob/{commit}/{model.config}",
-    }
+    return TableRef(
+        name=model.table,
+        layout=zoo.table_of(model),
+        labels=model.labels,
+        weights_url=model.weights.url,
+        config=model.config,
+        input_size=model.input_size,
+        config_url=f"{source.repository.rstrip('/')}/blob/{commit}/{model.config}",
+    )
 
 
 def worker_spec(
@@ -88,7 +111,7 @@ def loader_workers(asked: int | None, device: str) -> int | None:
     return None if device == "gpu" else 0
 
 
-def bench(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options, run_dir: Path) -> dict:
+def bench(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options, run_dir: Path) -> TimingRecord:
     """Timing only (no eval): writes <run>/<model>/timing.json and fills result.json's `timing` if the run
     directory already holds a verify result for the model."""
     mdir = model_dir(run_dir, model.name)
@@ -98,40 +121,41 @@ def bench(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options,
         worker = run_worker(spec, mdir, opts, label=model.name)
         if worker.status != "ok" or worker.timing is None:
             raise StageError(worker.error or "worker failed", log_tail=log_tail(mdir / "worker.log"))
-        timing = {**worker.timing, "eval_size": _reduced(worker.geometry), "model": model.name}
-        atomic_write_json(mdir / "timing.json", timing, sort_keys=False)
-        result = read_json(mdir / "result.json")
-        if isinstance(result, dict) and result.get("model") == model.name:
-            result["timing"] = timing
-            write(run_dir, {k: v for k, v in result.items() if k != "schema"})
+        timing = TimingRecord.model_validate(
+            {**worker.timing, "eval_size": _reduced(worker.geometry), "model": model.name}
+        )
+        atomic_write_json(mdir / "timing.json", timing.model_dump(exclude_none=True), sort_keys=False)
+        if (mdir / RESULT).is_file():
+            try:
+                result = read([mdir / RESULT])[0]
+            except UsageError:
+                result = None
+            if result is not None and result.model == model.name:
+                result.timing = timing
+                write(run_dir, result)
     return timing
 
 
-def _reduced(geometry: dict | None) -> list[int] | None:
+def _reduced(geometry: Geometry | None) -> list[int] | None:
     """The eval size when --eval-size changed it (the AP is then not comparable), else None."""
-    return geometry["eval"] if geometry and geometry.get("changed_by") == "eval_size" else None
+    return geometry.eval if geometry is not None and geometry.changed_by == "eval_size" else None
 
 
-def start_record(zoo: Zoo, model: Model, run_id: str, stack: str, commit: str | None = None) -> dict:
+def start_record(zoo: Zoo, model: Model, run_id: str, stack: str, commit: str | None = None) -> Result:
     """The fields every result has from the start (results.Result), status `error` until a verdict: verify
     fills in the rest as the pipeline goes; the runner's error path writes it with the failure."""
-    return {
-        "model": model.name,
-        "run_id": run_id,
-        "zoo_index": zoo.models.index(model),
-        "status": ERROR,
-        "error": None,
-        "notice": zoo.notice,
-        "stack": stack,
-        "harness": __version__,
-        "started": now(),
-        "documented": model.documented(),
-        "table": table_record(zoo, model, stack, commit),
-        "metrics": {},
-        "stats": {},
-        "durations": {},
-        "timing": None,
-    }
+    return Result(
+        model=model.name,
+        run_id=run_id,
+        zoo_index=zoo.models.index(model),
+        status=ERROR,
+        notice=zoo.notice,
+        stack=stack,
+        harness=__version__,
+        started=now(),
+        documented=model.documented(),
+        table=table_record(zoo, model, stack, commit),
+    )
 
 
 @dataclass
@@ -148,7 +172,7 @@ class Job:
     lock: LockFile
     opts: Options
     run_dir: Path
-    rec: dict
+    rec: Result
     stage: str = "fetch"
     t0: float = field(default_factory=time.perf_counter)
     weights: Fetched | None = None
@@ -166,22 +190,17 @@ class Job:
 def begin(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options, run_dir: Path) -> Job:
     """The job with its record started; `prepare` then fetches (its failure is the model's, via `failed`)."""
     rec = start_record(zoo, model, opts.run_id or run_dir.name, inputs.stack, inputs.tree.commit)
-    rec.update(
-        {
-            "ppdet": inputs.tree.as_json(),
-            "device": inputs.device,
-            "dataset": {
-                "name": zoo.dataset.name,
-                "num_images": inputs.data.num_images,
-                "subset": inputs.data.subset,
-                "annotations": str(inputs.data.annotations),
-                "annotations_sha256": inputs.data.annotations_sha256,
-                "eval_size": None,
-            },
-            "overrides": opts.opts or None,
-            "artifacts": {"source_archive_sha256": inputs.tree.archive_sha256, "dataset": inputs.data.sha256},
-        }
+    rec.ppdet = Ppdet.model_validate(inputs.tree.as_json())
+    rec.device = inputs.device
+    rec.dataset = Dataset(
+        name=zoo.dataset.name,
+        num_images=inputs.data.num_images,
+        subset=Subset.model_validate(inputs.data.subset) if inputs.data.subset else None,
+        annotations=str(inputs.data.annotations),
+        annotations_sha256=inputs.data.annotations_sha256,
     )
+    rec.overrides = opts.opts or None
+    rec.artifacts = Artifacts(source_archive_sha256=inputs.tree.archive_sha256, dataset=inputs.data.sha256)
     return Job(zoo, model, inputs, lock, opts, run_dir, rec)
 
 
@@ -190,7 +209,8 @@ def prepare(job: Job) -> None:
     units' specs: one worker per slice, the first also times the model (timing is measured once)."""
     clock = time.perf_counter()
     job.weights = fetch_artifact(job.model.weights, job.lock, locked=job.opts.locked)
-    job.rec["artifacts"]["weights"] = {"url": job.weights.url, "sha256": job.weights.sha256, "size": job.weights.size}
+    assert job.rec.artifacts is not None  # begin set it
+    job.rec.artifacts.weights = WeightsRef(url=job.weights.url, sha256=job.weights.sha256, size=job.weights.size)
     config = job.inputs.tree.config(job.model)
     k = job.opts.slices
     if k > 1:
@@ -206,8 +226,8 @@ def prepare(job: Job) -> None:
                 }
             )
         job.specs.append(spec)
-    job.rec["inputs_key"] = inputs_key(job)
-    job.rec["durations"]["fetch"] = round(time.perf_counter() - clock, 3)
+    job.rec.inputs_key = inputs_key(job)
+    job.rec.durations.fetch = round(time.perf_counter() - clock, 3)
     job.stage = "worker"
 
 
@@ -229,10 +249,10 @@ def inputs_key(job: Job) -> str | None:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def kept_result(job: Job) -> dict | None:
+def kept_result(job: Job) -> Result | None:
     """The model's finished result in this run directory, if it was made from the same inputs (`inputs_key`)."""
-    rec, key = finished(job.run_dir, job.model.name), job.rec.get("inputs_key")
-    return rec if rec is not None and key is not None and rec.get("inputs_key") == key else None
+    rec, key = finished(job.run_dir, job.model.name), job.rec.inputs_key
+    return rec if rec is not None and key is not None and rec.inputs_key == key else None
 
 
 def unit_options(job: Job, i: int, gpu: str | None) -> Options:
@@ -243,7 +263,7 @@ def unit_options(job: Job, i: int, gpu: str | None) -> Options:
     return replace(job.opts, gpu=gpu, threads=threads)
 
 
-def run_unit(job: Job, i: int, opts: Options, cancel=None) -> tuple[WorkerResult, dict]:
+def run_unit(job: Job, i: int, opts: Options, cancel=None) -> tuple[WorkerResult, Unit]:
     """Run unit i's worker; a worker that answers with an error is raised as the model's StageError."""
     where, clock = job.unit_dir(i), time.perf_counter()
     label = job.model.name if job.slices is None else f"{job.model.name} [{job.slices[i].label}]"
@@ -252,45 +272,36 @@ def run_unit(job: Job, i: int, opts: Options, cancel=None) -> tuple[WorkerResult
         raise StageError(
             answer.error or "worker failed", log_tail=log_tail(where / "worker.log"), details={"answer": answer}
         )
-    return answer, {
-        "slice": job.slices[i].label if job.slices else "1/1",
-        "gpu": opts.gpu,
-        "threads": opts.threads,
-        "images": answer.num_images,
-        "seconds": round(time.perf_counter() - clock, 3),
-        "stages": answer.durations,
-    }
+    return answer, Unit(
+        slice=job.slices[i].label if job.slices else "1/1",
+        gpu=opts.gpu,
+        threads=opts.threads,
+        images=answer.num_images,
+        seconds=round(time.perf_counter() - clock, 3),
+        stages=answer.durations,
+    )
 
 
 def _absorb(job: Job, answer: WorkerResult) -> None:
-    job.rec.update(
-        answer.model_dump(
-            include={
-                "paddle",
-                "device",
-                "device_name",
-                "architecture",
-                "geometry",
-                "weight_check",
-                "pretrained_not_loaded",
-                "loader_workers",
-                "threads",
-            },
-            exclude_none=True,
-        )
-    )
-    job.rec["dataset"]["eval_size"] = _reduced(answer.geometry)
-
-
-def finish(job: Job, units: list[tuple[WorkerResult, dict]], worker_seconds: float) -> None:
-    """Every unit answered ok: merge the slices' predictions, score once, judge each documented metric."""
-    answers = [a for a, _ in units]
-    first = answers[0]
-    _absorb(job, first)
+    """What the worker found about the model and the machine, into the record."""
     rec = job.rec
-    rec["durations"]["worker"] = round(worker_seconds, 3)
-    rec["durations"]["worker_stages"] = first.durations
-    for other in answers[1:]:  # same bytes, same model, same geometry in every slice, or nothing is scored
+    for name in ("paddle", "device", "device_name", "architecture", "pretrained_not_loaded", "loader_workers"):
+        if (value := getattr(answer, name)) is not None:
+            setattr(rec, name, value)
+    if answer.threads is not None:
+        rec.threads = answer.threads
+    if answer.geometry is not None:
+        rec.geometry = answer.geometry
+    if answer.weight_check is not None:
+        rec.weight_check = WeightCheck.model_validate(answer.weight_check)
+    assert rec.dataset is not None  # begin set it
+    rec.dataset.eval_size = _reduced(answer.geometry)
+
+
+def _same_model(answers: list[WorkerResult]) -> None:
+    """Same bytes, same model, same geometry in every slice, or nothing is scored."""
+    first = answers[0]
+    for other in answers[1:]:
         if (other.weight_check or {}).get("sha256") != (first.weight_check or {}).get(
             "sha256"
         ) or other.geometry != first.geometry:
@@ -298,9 +309,11 @@ def finish(job: Job, units: list[tuple[WorkerResult, dict]], worker_seconds: flo
                 "the slices' workers disagree on the weights or the geometry they evaluated",
                 hint="re-run the model; report this if it happens again",
             )
-    loaded = first.weight_check or {}
-    rec["artifacts"]["weights"].update(sha256=loaded["sha256"], size=loaded["size"])  # the bytes evaluated
-    rec["timing"] = {**first.timing, "eval_size": rec["dataset"]["eval_size"]} if first.timing else None
+
+
+def _predictions(job: Job, answers: list[WorkerResult], units: list[Unit]) -> dict[str, str]:
+    """The files to score: the single worker's, or the slices' merged; their digests and counts recorded."""
+    rec, first = job.rec, answers[0]
     for answer in answers:  # the files are still the bytes their worker wrote (a kept unit may be days old)
         if answer.predictions and digests(answer.predictions) != answer.predictions_sha256:
             raise HarnessError(
@@ -308,29 +321,43 @@ def finish(job: Job, units: list[tuple[WorkerResult, dict]], worker_seconds: flo
                 hint="run the model again (without --resume); something else writes into this run directory",
             )
     if job.slices is None:  # the files just proven to be the worker's bytes, as its answer hashed them
-        predictions, rec["detections"] = first.predictions or {}, first.detections
-        rec["predictions_sha256"] = first.predictions_sha256
+        predictions = first.predictions or {}
+        rec.detections, rec.predictions_sha256 = first.detections, first.predictions_sha256
     else:
-        predictions = slices.merge(job.slices, [a.predictions or {} for a in answers], job.mdir / "predictions")
-        rec["detections"] = {k: len(json.loads(Path(p).read_bytes())) for k, p in predictions.items()}
-        rec["parallel"] = {"slices": len(job.slices), "units": [u for _, u in units]}
-        rec["predictions_sha256"] = digests(predictions)
-    rec["predictions"] = {k: str(Path(p).relative_to(job.mdir)) for k, p in predictions.items()}
+        merged = slices.merge(job.slices, [a.predictions or {} for a in answers], job.mdir / "predictions")
+        predictions = {k: str(p) for k, p in merged.items()}
+        rec.detections = {k: len(json.loads(Path(p).read_bytes())) for k, p in predictions.items()}
+        rec.parallel = Parallel(slices=len(job.slices), units=units)
+        rec.predictions_sha256 = digests(predictions)
+    rec.predictions = {k: str(Path(p).relative_to(job.mdir)) for k, p in predictions.items()}
+    return predictions
+
+
+def finish(job: Job, units: list[tuple[WorkerResult, Unit]], worker_seconds: float) -> None:
+    """Every unit answered ok: merge the slices' predictions, score once, judge each documented metric."""
+    answers = [a for a, _ in units]
+    first, rec = answers[0], job.rec
+    _absorb(job, first)
+    rec.durations.worker = round(worker_seconds, 3)
+    rec.durations.worker_stages = first.durations
+    _same_model(answers)
+    loaded = first.weight_check or {}
+    assert rec.artifacts is not None and rec.artifacts.weights is not None  # prepare set them
+    rec.artifacts.weights.sha256, rec.artifacts.weights.size = loaded["sha256"], loaded["size"]  # the bytes evaluated
+    if first.timing:
+        rec.timing = TimingRecord.model_validate({**first.timing, "eval_size": rec.reduced_eval_size})
+    predictions = _predictions(job, answers, [u for _, u in units])
 
     job.stage, clock = "score", time.perf_counter()
     using = scorer(job.opts.scorer)
-    rec["scorer"] = using.describe()
-    rec["stats"] = score_files(job.inputs.data.annotations, predictions, using)  # under the model's claim
-    measured = metrics(rec["stats"])
-    rec["durations"]["score"] = round(time.perf_counter() - clock, 3)
+    rec.scorer = Scorer.model_validate(using.describe())
+    rec.stats = score_files(job.inputs.data.annotations, predictions, using)  # under the model's claim
+    rec.durations.score = round(time.perf_counter() - clock, 3)
 
     job.stage = "verdict"
-    verdicts = [
-        judge(name, measured.get(name), doc, job.zoo.tolerance_for(job.model, name))
-        for name, doc in job.model.documented().items()
-    ]
-    rec["metrics"] = {v.metric: v.as_json() for v in verdicts}
-    rec["status"] = overall(verdicts)
+    rec.metrics, rec.status = judge_all(
+        metrics(rec.stats), job.model.documented(), lambda name: job.zoo.tolerance_for(job.model, name)
+    )
 
 
 def failed(job: Job, exc: HarnessError) -> None:
@@ -340,26 +367,26 @@ def failed(job: Job, exc: HarnessError) -> None:
     message = str(exc)
     if isinstance(answer, WorkerResult):
         _absorb(job, answer)
-        job.rec["durations"]["worker_stages"] = answer.durations
+        job.rec.durations.worker_stages = answer.durations
         if answer.error_kind in WEIGHT_ERRORS:
             job.stage = "weights"
         if answer.error_kind == "checkpoint_unreadable":
             message += "\n  " + invalidate(job.model.weights, job.lock, f"harness fetch {job.model.name}")
         elif answer.error_kind == "checkpoint_changed":
             message += "\n  " + discard(job.model.weights, f"harness fetch {job.model.name}")
-    job.rec["status"] = ERROR
-    job.rec["error"] = {"stage": job.stage, "message": message, "log_tail": getattr(exc, "log_tail", None)}
+    job.rec.status = ERROR
+    job.rec.error = StageFailure(stage=job.stage, message=message, log_tail=getattr(exc, "log_tail", None))
 
 
-def complete(job: Job) -> dict:
+def complete(job: Job) -> Result:
     """Write the record (a complete result, whatever happened) and return it."""
-    job.rec["durations"]["total"] = round(time.perf_counter() - job.t0, 3)
-    job.rec["finished"] = now()
+    job.rec.durations.total = round(time.perf_counter() - job.t0, 3)
+    job.rec.finished = now()
     write(job.run_dir, job.rec)
     return job.rec
 
 
-def kept_unit(job: Job, i: int) -> tuple[WorkerResult, dict] | None:
+def kept_unit(job: Job, i: int) -> tuple[WorkerResult, Unit] | None:
     """Unit i's earlier answer, if its worker answered ok for exactly this spec (content ids included) and its
     predictions are still the bytes it hashed (`run --resume` keeps it); else None."""
     where = job.unit_dir(i)
@@ -374,12 +401,9 @@ def kept_unit(job: Job, i: int) -> tuple[WorkerResult, dict] | None:
             return None
     except (HarnessError, OSError):
         return None
-    return answer, {
-        "slice": job.slices[i].label if job.slices else "1/1",
-        "images": answer.num_images,
-        "stages": answer.durations,
-        "kept": True,
-    }
+    return answer, Unit(
+        slice=job.slices[i].label if job.slices else "1/1", images=answer.num_images, stages=answer.durations, kept=True
+    )
 
 
 def abandon(job: Job) -> None:
@@ -396,7 +420,7 @@ def abandon(job: Job) -> None:
         remove_tree(job.mdir, inside=job.run_dir)
 
 
-def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options, run_dir: Path) -> dict:
+def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options, run_dir: Path) -> Result:
     """Verify one model; always returns (and writes) a complete result record. With `--parallel K` its K
     units run at once, slice i on GPU `gpus[i mod len(gpus)]` (or the run's GPU), or on a share of the cores."""
     with claim(run_dir, model.name, f"harness verify {model.name}"):
@@ -419,7 +443,7 @@ def verify(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options
         return complete(job)
 
 
-def rescore(run_dir: Path, scorer_name: str | None = None) -> list[dict]:
+def rescore(run_dir: Path, scorer_name: str | None = None) -> list[Result]:
     """Recompute every stat and verdict of a run from its stored predictions, without running a model
     (e.g. after a scorer change). Results that never reached scoring are left as they are."""
     using = scorer(scorer_name)
@@ -432,36 +456,36 @@ def rescore(run_dir: Path, scorer_name: str | None = None) -> list[dict]:
     return records
 
 
-def _rescore_one(path: Path, using) -> dict:
+def _rescore_one(path: Path, using) -> Result:
     """One record scored again from its own predictions (refused if they are not the bytes it was scored from),
     judged with the documented values and tolerances it carries, written back where it was read."""
     rec = read([path])[0]
-    if not (rec.get("predictions") and rec.get("metrics")):
+    if not rec.scored:
         return rec  # it never reached scoring
     files = unchanged_predictions(path, rec)
-    annotations = Path(rec["dataset"]["annotations"])
-    if not annotations.is_file():
+    annotations = Path(rec.dataset.annotations) if rec.dataset and rec.dataset.annotations else None
+    if annotations is None or not annotations.is_file():
         raise UsageError(
             f"{path}: its annotations {annotations} are gone",
             hint="rescore on the machine (and cache) that ran it, or re-run the model",
         )
-    rec["stats"] = score_files(annotations, files, using)
-    measured = metrics(rec["stats"])
-    verdicts = [judge(name, measured.get(name), m["documented"], m["tolerance"]) for name, m in rec["metrics"].items()]
-    rec["metrics"] = {v.metric: v.as_json() for v in verdicts}
-    rec["status"] = overall(verdicts)
-    rec["scorer"] = using.describe()
-    rec["rescored"] = now()
-    write_at(path, {k: v for k, v in rec.items() if k != "schema"})  # where it was read, whatever `model` says
+    rec.stats = score_files(annotations, files, using)
+    judged = rec.metrics
+    rec.metrics, rec.status = judge_all(
+        metrics(rec.stats), {m: v.documented for m, v in judged.items()}, lambda m: judged[m].tolerance
+    )
+    rec.scorer = Scorer.model_validate(using.describe())
+    rec.rescored = now()
+    write_at(path, rec)  # where it was read, whatever `model` says
     return rec
 
 
-def summary_line(rec: dict) -> str:
-    parts = [f"{m}: {v['reason']}" for m, v in rec.get("metrics", {}).items() if v.get("reason")]
-    if rec.get("error"):
-        parts.append(f"error in {rec['error']['stage']}: {rec['error']['message']}")
-    return f"{rec['model']}: {rec['status'].upper()}" + ("\n  " + "\n  ".join(parts) if parts else "")
+def summary_line(rec: Result) -> str:
+    parts = [f"{m}: {v.reason}" for m, v in rec.metrics.items() if v.reason]
+    if rec.error is not None:
+        parts.append(f"error in {rec.error.stage}: {rec.error.message}")
+    return f"{rec.model}: {rec.status.upper()}" + ("\n  " + "\n  ".join(parts) if parts else "")
 
 
-def dumps(rec: dict) -> str:
-    return json.dumps(rec, indent=2, sort_keys=True)
+def dumps(rec: Result) -> str:
+    return json.dumps(rec.as_json(), indent=2, sort_keys=True)

@@ -246,3 +246,16 @@ def served(rehearsal, tmp_path_factory):
             return path
 
         yield make, cache, keys
+
+
+def result(record: dict):
+    """A test's record (the fields it looks at) as a `results.Result`: the start fields of RECORD filled in,
+    each verdict named after its metric; validated like every record the harness reads."""
+    from harness.results import Result
+
+    metrics = {k: {"metric": k, "reason": "r", **v} for k, v in (record.get("metrics") or {}).items()}
+    return Result.parse({"model": "m", "status": "pass", **RECORD, **record, "metrics": metrics}, "a test's record")
+
+
+def results(*records: dict) -> list:
+    return [result(r) for r in records]

@@ -76,7 +76,10 @@ def record(model: str, night: int) -> dict:
             "dygraph": {
                 "fps": fps,
                 "iterations": 3,
-                "latency_ms": {"end_to_end": {"mean": 50.0, "p50": 49.0, "p90": 55.0, "p99": 60.0}},
+                "seconds": 0.15,
+                "latency_ms": {
+                    "end_to_end": {"mean": 50.0, "p50": 49.0, "p90": 55.0, "p99": 60.0, "min": 45.0, "max": 61.0}
+                },
                 "config": {"precision": "fp32"},
             }
         },

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, result
 
 from harness import history
 from harness.cli import build_parser
@@ -59,28 +59,31 @@ def test_shard_from_the_command_line_and_ci_variables():
     assert Shard.from_env({"JOB_COMPLETION_INDEX": "2", "HARNESS_SHARD_TOTAL": "3"}) == Shard(3, 3)  # k8s
 
 
-def _rec(run_id, finished, model="m", status="pass", box=40.6, fps=10.0, device="gpu"):
-    return {
-        "run_id": run_id,
-        "finished": finished,
-        "model": model,
-        "status": status,
-        "device": device,
-        "stack": "current",
-        "dataset": {"subset": None, "eval_size": None},
-        "metrics": {
-            "box_ap": {
-                "measured": box,
-                "documented": 40.6,
-                "tolerance": 0.3,
-                "delta": box - 40.6,
-                "status": status,
-                "reason": f"measured {box:.2f} vs documented 40.6 ± 0.3",
-            }
-        },
-        "timing": {"fps": fps, "backend": "inference"},
-        "documented": {"box_ap": 40.6},
-    }
+def _rec(run_id, finished, model="m", status="pass", box=40.6, fps=10.0, device="gpu", **extra):
+    return result(
+        {
+            "run_id": run_id,
+            "finished": finished,
+            "model": model,
+            "status": status,
+            "device": device,
+            "stack": "current",
+            "dataset": {"subset": None, "eval_size": None},
+            "metrics": {
+                "box_ap": {
+                    "measured": box,
+                    "documented": 40.6,
+                    "tolerance": 0.3,
+                    "delta": box - 40.6,
+                    "status": status,
+                    "reason": f"measured {box:.2f} vs documented 40.6 ± 0.3",
+                }
+            },
+            "timing": {"fps": fps, "backend": "inference"},
+            "documented": {"box_ap": 40.6},
+            **extra,
+        }
+    )
 
 
 def test_history_flags_regressions_against_the_last_passing_run(tmp_path):
@@ -94,7 +97,7 @@ def test_history_flags_regressions_against_the_last_passing_run(tmp_path):
     assert "box_ap 40.00 vs 40.60 in run r1" in found[0] and "fps 8.50 vs 10.00 in run r1" in found[1]
     # the same run appended twice is one entry; other conditions (a CPU run) are not compared
     hist = history.append(path, cur)
-    assert [e["run_id"] for e in hist] == ["r1", "r2", "r3"]
+    assert [e.run_id for e in hist] == ["r1", "r2", "r3"]
     cpu = [_rec("r4", "2026-01-04T00:00:00", box=1.0, fps=0.1, device="cpu")]
     assert history.regressions(history.append(path, cpu), cpu) == []
     within = [_rec("r5", "2026-01-05T00:00:00", box=40.8, fps=9.5)]
@@ -107,11 +110,14 @@ def test_junit_has_one_case_per_model_and_metric_with_the_reason(tmp_path):
     recs = [
         _rec("r", "t", model="a"),
         _rec("r", "t", model="b", status="fail", box=40.1),
-        {
-            **_rec("r", "t", model="c", status="error"),
-            "metrics": {},
-            "error": {"stage": "weights", "message": "weights do not fit the model\n  missing: x"},
-        },
+        _rec(
+            "r",
+            "t",
+            model="c",
+            status="error",
+            metrics={},
+            error={"stage": "weights", "message": "weights do not fit the model\n  missing: x"},
+        ),
     ]
     junit(recs, tmp_path / "junit.xml")
     suite = next(iter(JUnitXml.fromfile(str(tmp_path / "junit.xml"))))
@@ -209,14 +215,29 @@ def test_merging_shards_that_split_the_zoo_differently_is_flagged(tmp_path):
 
     from harness.results import RUN, shard_disagreement
 
+    def run_json(run_id: str, shard: str, digest: str) -> str:  # what `harness run` writes (results.RunRecord)
+        return json.dumps(
+            {
+                "run_id": run_id,
+                "zoo": "zoo.yaml",
+                "zoo_sha256": "z",
+                "harness": "0.1.0",
+                "environment": {"host": "h"},
+                "shard": shard,
+                "models": [],
+                "shard_estimates_sha256": digest,
+                "started": "2026-11-25T00:00:00+00:00",
+            }
+        )
+
     dirs = []
     for i, digest in enumerate(("aaa", "aaa", "bbb"), start=1):
         d = tmp_path / f"shard-{i}"
         d.mkdir()
-        (d / RUN).write_text(json.dumps({"run_id": "n1", "shard": f"{i}/3", "shard_estimates_sha256": digest}))
+        (d / RUN).write_text(run_json("n1", f"{i}/3", digest))
         dirs.append(d)
     assert shard_disagreement(dirs[:2]) is None
     warning = shard_disagreement(dirs)
     assert warning and warning.startswith("run n1 (3 shards)") and "missing or doubled" in warning
-    (dirs[2] / RUN).write_text(json.dumps({"run_id": "n2", "shard": "3/3", "shard_estimates_sha256": "bbb"}))
+    (dirs[2] / RUN).write_text(run_json("n2", "3/3", "bbb"))
     assert shard_disagreement(dirs) is None  # another run's shard: nothing to compare

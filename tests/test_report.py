@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import results
 
 from harness.report import SEED, markdown
 from harness.results import write
@@ -61,7 +62,7 @@ def _record(model="m_a", status="pass", box=40.5, mask=None, **extra) -> dict:
 
 
 def test_table_has_the_seed_columns_then_what_was_measured():
-    text = markdown([_record(), _record("m_b", "fail", 41.2, 37.0, zoo_index=1)])
+    text = markdown(results(_record(), _record("m_b", "fail", 41.2, 37.0, zoo_index=1)))
     header, _, first, second = text.splitlines()[:4]
     assert [c.strip() for c in header.strip("|").split("|")] == [
         *SEED,
@@ -88,23 +89,28 @@ def test_table_has_the_seed_columns_then_what_was_measured():
     ]
     assert second.split("|")[-3].strip() == "box +0.6 / mask -1.1" and second.split("|")[-2].strip() == "fail"
     assert "measured on gpu (NVIDIA H100), paddle 3.3.1, PaddleDetection 666f597f" in text
-    cpu = markdown([_record(device="cpu", device_name="x86", threads=1, overrides={"EvalReader": {"batch_size": 4}})])
+    cpu = markdown(
+        results(_record(device="cpu", device_name="x86", threads=1, overrides={"EvalReader": {"batch_size": 4}}))
+    )
     assert "measured on cpu (x86) with 1 CPU thread, paddle 3.3.1" in cpu
     assert "m_a: modified evaluation (-o EvalReader.batch_size=4): not the config's own settings" in cpu
-    dirty = markdown([_record(ppdet={"commit": "x", "dirty": True, "untracked": ["paddle.py"]})])
+    dirty = markdown(results(_record(ppdet={"commit": "x", "dirty": True, "untracked": ["paddle.py"]})))
     assert "m_a: PaddleDetection checkout with uncommitted changes and untracked importable files (paddle.py)" in dirty
 
 
 def test_notes_say_what_makes_numbers_incomparable():
     rec = _record(
-        dataset={"subset": {"n": 50, "seed": 0}, "eval_size": [320, 533]},
+        dataset={
+            "subset": {"n": 50, "seed": 0, "source": "instances_val2017.json", "image_ids": [1]},
+            "eval_size": [320, 533],
+        },
         notice="REHEARSAL: random",
         status="error",
         error={"stage": "weights", "message": "weights do not fit the model\n  more"},
         geometry={"config": [800, 1333], "eval": [320, 533], "changed_by": "eval_size"},
     )
     sized = _record("m_c", geometry={"config": [608, 608], "eval": [320, 320], "changed_by": "input_size"})
-    text = markdown([rec, sized])
+    text = markdown(results(rec, sized))
     assert "subset of 50 images (seed 0)" in text
     assert "evaluated at 320x533 (the config's: 800x1333): reduced for a smoke test" in text
     assert "m_c: evaluated at the documented input size 320x320 (the config's: 608x608)." in text
@@ -192,7 +198,7 @@ def test_each_table_is_rendered_in_its_own_layout():
             {"box_ap": m},
         ),
     ]
-    text = markdown(recs)
+    text = markdown(results(*recs))
     assert "### res2net" in text and "### rtdetr" in text
     seed_table, rtdetr_table = text.split("### rtdetr")
     header = [c.strip() for c in seed_table.split("\n")[2].strip("|").split("|")]

@@ -4,7 +4,7 @@ estimates come from (history under the same conditions, the README's fps, a defa
 from __future__ import annotations
 
 import pytest
-from conftest import REPO
+from conftest import REPO, result
 
 from harness import schedule
 from harness.manifest import load_zoo
@@ -64,12 +64,17 @@ def test_one_worker_is_never_sliced():
 
 
 def _entry(model, device="gpu", eval_size=None, run_id="r1", **seconds):
-    return {
-        "model": model,
-        "run_id": run_id,
-        "conditions": {"device": device, "eval_size": eval_size},
-        "seconds": {"startup": 20.0, "eval": 50.0, "images": 100, "timing": 30.0, **seconds},
-    }
+    from harness.results import HistoryEntry
+
+    times = {"startup": 20.0, "eval": 50.0, "images": 100, "timing": 30.0, **seconds}
+    return HistoryEntry(
+        model=model,
+        run_id=run_id,
+        status="pass",
+        metrics={},
+        conditions={"device": device, "eval_size": eval_size},
+        seconds=times if times["images"] else None,  # a night that never got through its worker keeps none
+    )
 
 
 def test_estimates_come_from_history_then_the_readme_then_a_default():
@@ -99,11 +104,16 @@ def test_history_keeps_what_the_planner_needs_of_a_sliced_result():
         },
         "parallel": {
             "slices": 2,
-            "units": [{"images": 60, "stages": {"eval": 40}}, {"images": 40, "stages": {"eval": 30}}],
+            "units": [
+                {"slice": "1/2", "images": 60, "stages": {"eval": 40}},
+                {"slice": "2/2", "images": 40, "stages": {"eval": 30}},
+            ],
         },
     }
-    assert schedule.seconds_of(rec) == {"startup": 8.5, "eval": 70, "images": 100, "timing": 9, "device": "gpu"}
-    assert schedule.seconds_of({"durations": {"worker_stages": {"import": 5}}}) is None  # no eval: nothing
+    seconds = schedule.seconds_of(result(rec))
+    assert seconds is not None
+    assert seconds.model_dump() == {"startup": 8.5, "eval": 70, "images": 100, "timing": 9, "device": "gpu"}
+    assert schedule.seconds_of(result({"durations": {"worker_stages": {"import": 5}}})) is None  # no eval: nothing
 
 
 def test_harness_plan_prints_the_schedule_for_each_gpu_count(tmp_path):

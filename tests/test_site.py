@@ -115,10 +115,10 @@ def test_records_and_logs_are_text_never_markup(tmp_path):
     assert "<b>bold</b>" not in err and "Traceback: &lt;b&gt;bold&lt;/b&gt;" in err
     # a record whose URLs are not http(s) is shown, never linked
     rec = results.read([runs[-1]])[0]
-    rec["artifacts"]["weights"]["url"] = "javascript:alert(1)"
-    rec["table"]["config_url"] = "data:text/html,<script>1</script>"
+    rec.artifacts.weights.url = "javascript:alert(1)"
+    rec.table.config_url = "data:text/html,<script>1</script>"
     site.build([rec], tmp_path / "other")
-    page = _read(tmp_path / "other" / "runs" / rec["run_id"] / f"{rec['model']}.html")
+    page = _read(tmp_path / "other" / "runs" / rec.run_id / f"{rec.model}.html")
     assert not [a for a in page.all("a") if a.get("href", "").startswith(("javascript:", "data:"))]
     assert "javascript:alert(1)" in "".join(page.text)
 
@@ -141,7 +141,7 @@ def test_a_directory_the_harness_did_not_make_is_refused_and_left_alone(tmp_path
     with pytest.raises(UsageError, match="not a site the harness wrote"):
         site.build(results.read(runs), mine)
     assert [p.name for p in mine.iterdir()] == ["index.html"] and (mine / "index.html").read_text() == "my own page"
-    bad = results.read(runs)[0] | {"run_id": ".."}
+    bad = results.read(runs)[0].model_copy(update={"run_id": ".."})
     with pytest.raises(UsageError, match="not a plain file name"):
         site.build([bad], tmp_path / "new")
 
@@ -174,7 +174,7 @@ def test_chart_layout_puts_values_where_they_belong():
 def test_a_zoo_notice_stands_above_the_overview(tmp_path):
     """A rehearsal's (or any zoo's) notice is the first thing on the page, not one note among many."""
     runs, _ = write_nights(tmp_path, nights=range(1))
-    recs = [r | {"notice": "REHEARSAL: random weights <b>"} for r in results.read(runs)]
+    recs = [r.model_copy(update={"notice": "REHEARSAL: random weights <b>"}) for r in results.read(runs)]
     site.build(recs, tmp_path / "site")
     html = (tmp_path / "site" / "index.html").read_text()
     body = html[html.index("<body>") :]
@@ -192,13 +192,13 @@ def test_hostile_inputs_are_refused_or_left_out(tmp_path):
     done = subprocess.run([*cmd, "--history", str(broken)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and f"{broken}:4: not a history entry" in done.stderr and "Traceback" not in done.stderr
     (tmp_path / "x.jsonl").write_text('{"a": 1}\n')
-    with pytest.raises(UsageError, match=r":1: not a history entry \(run_id"):
+    with pytest.raises(UsageError, match=r":1: not a history entry: run_id: Field required"):
         history.load(tmp_path / "x.jsonl")
     past = history.load(hist)
     for e in past:
-        if e["model"] == MASK and e["run_id"] == NIGHTS[1]:
-            e["metrics"]["box_ap"]["measured"] = float("nan")
-            e["fps"] = float("inf")
+        if e.model == MASK and e.run_id == NIGHTS[1]:
+            e.metrics["box_ap"].measured = float("nan")
+            e.fps = float("inf")
     secret = tmp_path / "secret.txt"
     secret.write_text("a private file\n")
     log = runs[-1] / MASK / "worker.log"
@@ -217,11 +217,11 @@ def test_a_page_states_the_threads_and_a_modified_evaluation(tmp_path):
     """CPU threads change predictions, `-o` changes the evaluation: both on the model's page and the overview."""
     runs, _ = write_nights(tmp_path, nights=range(1))
     recs = results.read(runs)
-    recs[0] |= {"device": "cpu", "threads": 1, "overrides": {"EvalReader": {"batch_size": 4}}}
+    recs[0] = recs[0].model_copy(update={"device": "cpu", "threads": 1, "overrides": {"EvalReader": {"batch_size": 4}}})
     site.build(recs, tmp_path / "site")
-    page = " ".join(_read(tmp_path / "site" / site.page_of(recs[0]["run_id"], recs[0]["model"])).text)
+    page = " ".join(_read(tmp_path / "site" / site.page_of(recs[0].run_id, recs[0].model)).text)
     assert "1 CPU thread" in page and "modified evaluation" in page and "-o EvalReader.batch_size=4" in page
-    other = " ".join(_read(tmp_path / "site" / site.page_of(recs[1]["run_id"], recs[1]["model"])).text)
+    other = " ".join(_read(tmp_path / "site" / site.page_of(recs[1].run_id, recs[1].model)).text)
     assert "the config's own settings" in other and "modified evaluation" not in other
     index = " ".join(_read(tmp_path / "site" / "index.html").text)
-    assert f"{recs[0]['model']}: modified evaluation (-o EvalReader.batch_size=4)" in index
+    assert f"{recs[0].model}: modified evaluation (-o EvalReader.batch_size=4)" in index

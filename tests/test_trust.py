@@ -124,7 +124,7 @@ def test_rescore_writes_the_file_it_read_whatever_the_record_says(tmp_path, fiel
     run = _scored_run(tmp_path, field)
     before = sorted(p for p in tmp_path.rglob("*"))
     records = rescore(run, "pycocotools")
-    assert records[0]["stats"]["bbox"]["AP"] == pytest.approx(1.0) and records[0]["rescored"]
+    assert records[0].stats["bbox"]["AP"] == pytest.approx(1.0) and records[0].rescored
     assert json.loads((run / "m" / "result.json").read_text())["rescored"]
     claim = run / ".m.lock"  # the directory's claim (claims.py), beside it in the run directory
     assert sorted(p for p in tmp_path.rglob("*") if p != claim) == before  # no file was created anywhere else
