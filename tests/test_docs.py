@@ -9,6 +9,7 @@ span or a block is left alone and a link is what a renderer makes a link, not wh
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -47,7 +48,7 @@ def _anchors(path: Path) -> set[str]:
     tokens = _md().parse(path.read_text(encoding="utf-8"))
     seen: dict[str, int] = {}
     anchors: set[str] = set()
-    for opening, inline in zip(tokens, tokens[1:]):
+    for opening, inline in pairwise(tokens):
         if opening.type != "heading_open":
             continue
         slug = _slug("".join(child.content for child in inline.children or []))
