@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness import checkpoint, protocol, weights
+from harness import checkpoint, geometry, protocol, weights
 from harness.errors import ExitCode, HarnessError
 from harness.model_build import build_model, crash_handlers, no_pretrained_downloads, ppdet_on_path, resolve_device
 from harness.predictions import prediction_files
@@ -37,14 +37,15 @@ from harness.results import digests
 from harness.timing import device_name
 
 
-def _calibrate_batchnorm(model, images: list[Path], short_side: int) -> None:
+def _calibrate_batchnorm(cfg, model, images: list[Path], short_side: int) -> None:
     """Set every BatchNorm's running mean/variance to the statistics of its input on `images`.
 
     A freshly initialised backbone has mean 0 / variance 1 running statistics, its activations explode
     through 50 layers, and the random model outputs nothing but degenerate boxes. Normalising each layer
     with the statistics it actually sees (one forward pass, each BatchNorm set just before it runs) keeps
     the weights random but lets the model emit ordinary boxes and masks, so a rehearsal exercises the
-    whole prediction and scoring path. The detections are still meaningless: AP ≈ 0.
+    whole prediction and scoring path. The detections are still meaningless: AP ≈ 0. Each image is resized as
+    the config's EvalReader resizes it, scaled to `short_side` (geometry.keep_ratio_scale).
     """
     import cv2
     import numpy as np
@@ -55,7 +56,7 @@ def _calibrate_batchnorm(model, images: list[Path], short_side: int) -> None:
     for path in images:
         im = cv2.imread(str(path))[:, :, ::-1].astype("float32") / 255.0
         h, w = im.shape[:2]
-        scale = min(short_side / min(h, w), short_side * 1333 / 800 / max(h, w))
+        scale = geometry.keep_ratio_scale(geometry.target(cfg), short_side, h, w)
         resized = cv2.resize(im, (round(w * scale), round(h * scale)))
         batch.append(((resized - mean) / std).transpose(2, 0, 1).astype("float32"))
     shape = np.max([b.shape for b in batch], axis=0)
@@ -91,9 +92,9 @@ def init_weights(
     import paddle
 
     paddle.seed(seed)
-    _, model, _, _ = build_model(config)
+    cfg, model, _, _ = build_model(config)
     if calibrate:
-        _calibrate_batchnorm(model, calibrate, short_side)
+        _calibrate_batchnorm(cfg, model, calibrate, short_side)
     state = model.state_dict()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
