@@ -34,7 +34,7 @@ import yaml
 from harness import source
 from harness.archive import extract
 from harness.artifacts import fetch
-from harness.errors import ExitCode, HarnessError, UsageError
+from harness.errors import ArtifactError, ExitCode, HarnessError, UsageError
 from harness.files import atomic_write_bytes, atomic_write_json, read_json, remove_tree
 from harness.manifest import Artifact, Model, Source, Zoo, load_zoo
 
@@ -64,15 +64,40 @@ COCO_NAMES = (
 ).split()
 
 
-def _archive_of(commit: str, cache: Path) -> tuple[Path, bool]:
-    """The PaddleDetection archive: ../shared/fixtures beside a checkout (True: a trimmed fixture), else the
-    real one from GitHub (False)."""
-    here = Path(__file__).resolve().parents[1]
-    shared = Path(os.environ.get("HARNESS_SHARED", here.parent / "shared"))
-    local = shared / "fixtures" / f"PaddleDetection-{commit}.tar.gz"
+class ArchiveUnavailable(HarnessError):
+    """Neither a PaddleDetection archive in the shared fixtures nor the zoo's (GitHub's) reachable: nothing to
+    rehearse with, and nothing the rehearsal itself can fix (the message says which file goes where)."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
+def _shared() -> tuple[Path, str]:
+    """The shared directory ($HARNESS_SHARED, else ../shared beside the checkout) and how it was chosen."""
+    if env := os.environ.get("HARNESS_SHARED"):
+        return Path(env), "$HARNESS_SHARED"
+    return Path(__file__).resolve().parents[2] / "shared", "../shared beside the checkout"
+
+
+def _archive_of(pin: Source, cache: Path) -> tuple[Path, bool]:
+    """The PaddleDetection archive: the shared fixtures' (True: a trimmed fixture), else the zoo's own, GitHub's
+    archive of the commit (False). Neither is an ArchiveUnavailable naming both places and the fix."""
+    shared, chosen = _shared()
+    name = f"PaddleDetection-{pin.commit}.tar.gz"
+    local = shared / "fixtures" / name
     if local.is_file():
         return local, True
-    return fetch(f"https://github.com/PaddlePaddle/PaddleDetection/archive/{commit}.tar.gz", root=cache).path, False
+    url = pin.archive_artifact().url
+    try:
+        return fetch(url, root=cache).path, False
+    except ArtifactError as exc:
+        reason = exc.message.splitlines()[0].removeprefix(f"{url}: ")
+        raise ArchiveUnavailable(
+            f"rehearsal: no PaddleDetection archive of commit {pin.commit}:\n"
+            f"  looked for {local} (the fixtures of {chosen}): no such file\n"
+            f"  fetched {url}: {reason}",
+            hint=f"put {name} ({url}, downloaded where GitHub is reachable, or the trimmed test fixture) at "
+            f"{local}, or set HARNESS_SHARED to a directory holding fixtures/{name}",
+        ) from None
 
 
 def _content_tree(archive: Path, scratch: Path) -> str:
@@ -202,7 +227,7 @@ def _served_archive(mirror: Path, commit: str) -> Path:
 
 def _serve_archive(work: Path, pin: Source, archive: Path | None) -> str:
     """Copy the PaddleDetection archive into the mirror; returns the content tree the mirror's zoo pins."""
-    origin, trimmed = (archive, True) if archive else _archive_of(pin.commit, work / "cache")
+    origin, trimmed = (archive, True) if archive else _archive_of(pin, work / "cache")
     served = _served_archive(work / "mirror", pin.commit)
     served.parent.mkdir(parents=True)
     shutil.copyfile(origin, served)
