@@ -15,6 +15,7 @@ class ExitCode(IntEnum):
     FAIL = 1  # a verdict failed: measured outside tolerance
     USAGE = 2  # bad command line, bad zoo.yaml, a policy refusal (--locked)
     ERROR = 3  # could not measure: download, integrity, archive, dataset, model errors
+    UNAVAILABLE = 4  # an input is neither on this machine nor reachable (`harness rehearse` offline, no fixture)
     INTERRUPTED = 130  # SIGINT, as shells report it
     TERMINATED = 143  # SIGTERM (a CI cancelling the job), as shells report it
 

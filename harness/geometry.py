@@ -46,6 +46,16 @@ def scaled(size: list[int], short: int) -> list[int]:
     return [round(x * factor) for x in size]
 
 
+def keep_ratio_scale(size: list[int] | None, short: int, h: int, w: int) -> float:
+    """The factor a ratio-keeping Resize to `size`, itself scaled so its short side is `short` (as --eval-size
+    scales it), gives an h x w image: its short side to `short`, its long side at most the target's long side
+    ([800, 1333] at 320 -> 320 and 533.25). Without a Resize (`size` None) each image keeps its own size, as
+    such a config evaluates it (see the module's docstring)."""
+    if size is None:
+        return 1.0
+    return min(short / min(h, w), short * max(size) / min(size) / max(h, w))
+
+
 def _shared_sizes(cfg: Any, own: list[int], new: list[int]) -> None:
     """The model's own copies of the eval size: ppdet shares a top-level `eval_size` with heads and
     transformers that precompute anchors or positional embeddings for it (PP-YOLOE, RT-DETR); components may

@@ -47,21 +47,14 @@ def run_worker(
 ) -> WorkerResult:
     """Run the worker in its own process group; stream its log; return its answer (protocol.py). Setting
     `cancel` kills it (another slice of the same model failed: this one's work would be thrown away)."""
-    from tqdm import tqdm
-
     mdir.mkdir(parents=True, exist_ok=True)
     spec_path, log_path, out_path = mdir / protocol.SPEC, mdir / "worker.log", mdir / protocol.ANSWER
     out_path.unlink(missing_ok=True)
     protocol.write_spec(spec_path, spec)
     cmd = [sys.executable, "-m", "harness.worker", "eval", "--spec", str(spec_path)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HARNESS_PARENT_PID": str(os.getpid())}
-    if opts.threads or "OMP_NUM_THREADS" not in env:  # paddle would pin itself to 1 thread
-        env["OMP_NUM_THREADS"] = str(opts.threads or os.cpu_count() or 1)
-    if opts.gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = opts.gpu
     timeout_s = opts.timeout_s
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(opts), start_new_session=True
     )
     _RUNNING.add(proc)
     timed_out = threading.Event()
@@ -76,18 +69,7 @@ def run_worker(
     if cancel is not None:
         threading.Thread(target=_kill_when, args=(cancel, proc), daemon=True).start()
     try:
-        quiet = None if opts.progress is None else not opts.progress
-        with (
-            log_path.open("w") as logf,
-            tqdm(desc=label, unit="img", disable=quiet, file=sys.stderr, leave=False) as bar,
-        ):
-            for line in proc.stdout:  # type: ignore[union-attr]
-                if line.startswith(protocol.PROGRESS):
-                    done, total = (int(x) for x in line.split()[1:3])
-                    bar.total = total
-                    bar.update(done - bar.n)
-                    continue
-                logf.write(line)
+        _stream(proc, log_path, label, opts.progress)
         rc = proc.wait()
     except BaseException:  # KeyboardInterrupt included: never leave a worker behind
         _kill_group(proc)
@@ -104,6 +86,39 @@ def run_worker(
             log_tail=log_tail(log_path),
             hint="raise --timeout, or use --subset",
         )
+    return _answer(out_path, log_path, rc)
+
+
+def _env(opts: Options) -> dict[str, str]:
+    """The worker's environment: unbuffered output, the parent's pid (die_with_parent), its threads and GPU."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HARNESS_PARENT_PID": str(os.getpid())}
+    if opts.threads or "OMP_NUM_THREADS" not in env:  # paddle would pin itself to 1 thread
+        env["OMP_NUM_THREADS"] = str(opts.threads or os.cpu_count() or 1)
+    if opts.gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = opts.gpu
+    return env
+
+
+def _stream(proc: subprocess.Popen, log_path: Path, label: str, progress: bool | None) -> None:
+    """The worker's output into its log, except its progress lines, which move a bar on stderr."""
+    from tqdm import tqdm
+
+    quiet = None if progress is None else not progress
+    with (
+        log_path.open("w") as logf,
+        tqdm(desc=label, unit="img", disable=quiet, file=sys.stderr, leave=False) as bar,
+    ):
+        for line in proc.stdout:  # type: ignore[union-attr]
+            if line.startswith(protocol.PROGRESS):
+                done, total = (int(x) for x in line.split()[1:3])
+                bar.total = total
+                bar.update(done - bar.n)
+                continue
+            logf.write(line)
+
+
+def _answer(out_path: Path, log_path: Path, rc: int) -> WorkerResult:
+    """The worker's answer; none at all is a crash, named by how the process ended."""
     record = protocol.read_answer(out_path)
     if record is None:
         how = f"killed by signal {signal.Signals(-rc).name}" if rc < 0 else f"exited with code {rc}"

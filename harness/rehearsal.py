@@ -34,9 +34,9 @@ import yaml
 from harness import source
 from harness.archive import extract
 from harness.artifacts import fetch
-from harness.errors import ExitCode, HarnessError, UsageError
+from harness.errors import ArtifactError, ExitCode, HarnessError, UsageError
 from harness.files import atomic_write_bytes, atomic_write_json, read_json, remove_tree
-from harness.manifest import Artifact, Source, Zoo, load_zoo
+from harness.manifest import Artifact, Model, Source, Zoo, load_zoo
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +64,40 @@ COCO_NAMES = (
 ).split()
 
 
-def _archive_of(commit: str, cache: Path) -> tuple[Path, bool]:
-    """The PaddleDetection archive: ../shared/fixtures beside a checkout (True: a trimmed fixture), else the
-    real one from GitHub (False)."""
-    here = Path(__file__).resolve().parents[1]
-    shared = Path(os.environ.get("HARNESS_SHARED", here.parent / "shared"))
-    local = shared / "fixtures" / f"PaddleDetection-{commit}.tar.gz"
+class ArchiveUnavailable(HarnessError):
+    """Neither a PaddleDetection archive in the shared fixtures nor the zoo's (GitHub's) reachable: nothing to
+    rehearse with, and nothing the rehearsal itself can fix (the message says which file goes where)."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
+def _shared() -> tuple[Path, str]:
+    """The shared directory ($HARNESS_SHARED, else ../shared beside the checkout) and how it was chosen."""
+    if env := os.environ.get("HARNESS_SHARED"):
+        return Path(env), "$HARNESS_SHARED"
+    return Path(__file__).resolve().parents[2] / "shared", "../shared beside the checkout"
+
+
+def _archive_of(pin: Source, cache: Path) -> tuple[Path, bool]:
+    """The PaddleDetection archive: the shared fixtures' (True: a trimmed fixture), else the zoo's own, GitHub's
+    archive of the commit (False). Neither is an ArchiveUnavailable naming both places and the fix."""
+    shared, chosen = _shared()
+    name = f"PaddleDetection-{pin.commit}.tar.gz"
+    local = shared / "fixtures" / name
     if local.is_file():
         return local, True
-    return fetch(f"https://github.com/PaddlePaddle/PaddleDetection/archive/{commit}.tar.gz", root=cache).path, False
+    url = pin.archive_artifact().url
+    try:
+        return fetch(url, root=cache).path, False
+    except ArtifactError as exc:
+        reason = exc.message.splitlines()[0].removeprefix(f"{url}: ")
+        raise ArchiveUnavailable(
+            f"rehearsal: no PaddleDetection archive of commit {pin.commit}:\n"
+            f"  looked for {local} (the fixtures of {chosen}): no such file\n"
+            f"  fetched {url}: {reason}",
+            hint=f"put {name} ({url}, downloaded where GitHub is reachable, or the trimmed test fixture) at "
+            f"{local}, or set HARNESS_SHARED to a directory holding fixtures/{name}",
+        ) from None
 
 
 def _content_tree(archive: Path, scratch: Path) -> str:
@@ -176,14 +201,45 @@ def build_mirror(
         remove_tree(stale, inside=work)
     (work / "zoo.lock").unlink(missing_ok=True)
     pin = zoo.sources[stack]
-    origin, trimmed = (archive, True) if archive else _archive_of(pin.commit, cache)
-    served = mirror / "PaddlePaddle" / "PaddleDetection" / "archive" / f"{pin.commit}.tar.gz"
+    tree = _serve_archive(work, pin, archive)
+    staging = _serve_dataset(work, n_images)
+    built = source.prepare(
+        Source(
+            repository="local",
+            commit=pin.commit,
+            tree=tree,
+            paddle=pin.paddle,
+            archive=Artifact(url=str(_served_archive(mirror, pin.commit))),
+        ),
+        root=cache,
+    )
+    for m in zoo.models:
+        _random_weights(m, built, mirror / "models" / f"{m.name}.pdparams", staging / "val2017", failed)
+    remove_tree(cache / "src", inside=cache)  # extracted only to build the models
+    remove_tree(staging, inside=work)
+    atomic_write_json(done, {**want, "tree": tree, "failed": failed or {}})
+    return mirror
+
+
+def _served_archive(mirror: Path, commit: str) -> Path:
+    return mirror / "PaddlePaddle" / "PaddleDetection" / "archive" / f"{commit}.tar.gz"
+
+
+def _serve_archive(work: Path, pin: Source, archive: Path | None) -> str:
+    """Copy the PaddleDetection archive into the mirror; returns the content tree the mirror's zoo pins."""
+    origin, trimmed = (archive, True) if archive else _archive_of(pin, work / "cache")
+    served = _served_archive(work / "mirror", pin.commit)
     served.parent.mkdir(parents=True)
     shutil.copyfile(origin, served)
     # The real archive must have the real tree; any other (a trimmed fixture) has its own, pinned in the
     # mirror's zoo. An archive handed in is always hashed: nothing is assumed about it.
-    tree = _content_tree(served, work / "scratch") if trimmed else pin.tree
+    return _content_tree(served, work / "scratch") if trimmed else pin.tree
 
+
+def _serve_dataset(work: Path, n_images: int) -> Path:
+    """The synthetic COCO set, zipped into the mirror as COCO's own archives; returns the staging directory
+    (its images calibrate the random weights)."""
+    mirror = work / "mirror"
     log.info("rehearsal: building %d synthetic images", n_images)
     staging = work / "staging"
     remove_tree(staging, inside=work)
@@ -195,62 +251,57 @@ def build_mirror(
         (mirror / sub).mkdir(parents=True)
     _zip_dir(mirror / "zips" / "val2017.zip", staging, sorted((staging / "val2017").iterdir()))
     _zip_dir(mirror / "annotations" / "annotations_trainval2017.zip", staging, [ann])
+    return staging
 
-    built = source.prepare(
-        Source(repository="local", commit=pin.commit, tree=tree, paddle=pin.paddle, archive=Artifact(url=str(served))),
-        root=cache,
+
+def _random_weights(m: Model, built: source.SourceTree, out: Path, images: Path, failed: dict[str, str] | None) -> None:
+    """The model's random-initialised, batch-norm calibrated weights at `out`, made by the worker from its config
+    (`init-weights`); a config missing or not building goes into `failed` (an error without it)."""
+    log.info("rehearsal: random-initialised weights for %s (building the model from its config)", m.name)
+    t0 = time.perf_counter()
+    try:
+        config = built.config(m)
+    except HarnessError as exc:
+        if failed is None:
+            raise
+        failed[m.name] = exc.message.splitlines()[0]
+        return
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.worker",
+            "init-weights",
+            "--ppdet-root",
+            str(built.root),
+            "--config",
+            str(config),
+            "--out",
+            str(out),
+            "--short-side",
+            str(EVAL_SIZE),
+            "--calibrate",
+            *map(str, sorted(images.iterdir())),
+        ],
+        capture_output=True,
+        text=True,
     )
-    for m in zoo.models:
-        out = mirror / "models" / f"{m.name}.pdparams"
-        log.info("rehearsal: random-initialised weights for %s (building the model from its config)", m.name)
-        t0 = time.perf_counter()
-        try:
-            config = built.config(m)
-        except HarnessError as exc:
-            if failed is None:
-                raise
-            failed[m.name] = exc.message.splitlines()[0]
-            continue
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "harness.worker",
-                "init-weights",
-                "--ppdet-root",
-                str(built.root),
-                "--config",
-                str(config),
-                "--out",
-                str(out),
-                "--short-side",
-                str(EVAL_SIZE),
-                "--calibrate",
-                *map(str, sorted((staging / "val2017").iterdir())),
-            ],
-            capture_output=True,
-            text=True,
+    if proc.returncode != 0 and failed is not None:
+        failed[m.name] = f"building the model failed: {_last_error(proc.stderr)}"
+        return
+    if proc.returncode != 0:
+        raise HarnessError(
+            f"rehearsal: building {m.name} failed:\n{proc.stderr[-2000:]}",
+            hint="is the paddle stack installed? (scripts/rehearse.sh installs it)",
         )
-        if proc.returncode != 0 and failed is not None:
-            failed[m.name] = f"building the model failed: {_last_error(proc.stderr)}"
-            continue
-        if proc.returncode != 0:
-            raise HarnessError(
-                f"rehearsal: building {m.name} failed:\n{proc.stderr[-2000:]}",
-                hint="is the paddle stack installed? (scripts/rehearse.sh installs it)",
-            )
-        info = json.loads(proc.stdout.strip().splitlines()[-1])
-        log.info(
-            "rehearsal:   %d keys, %d params, %.1f MB in %.1f s",
-            info["keys"],
-            info["params"],
-            info["bytes"] / 1e6,
-            time.perf_counter() - t0,
-        )
-    remove_tree(cache / "src", inside=cache)  # extracted only to build the models
-    remove_tree(staging, inside=work)
-    atomic_write_json(done, {**want, "tree": tree, "failed": failed or {}})
-    return mirror
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    log.info(
+        "rehearsal:   %d keys, %d params, %.1f MB in %.1f s",
+        info["keys"],
+        info["params"],
+        info["bytes"] / 1e6,
+        time.perf_counter() - t0,
+    )
 
 
 def _last_error(stderr: str) -> str:
@@ -345,47 +396,8 @@ def rehearse(
             + yaml.safe_dump(mirror_zoo(zoo, stack, base, mirror), sort_keys=False, allow_unicode=True)
         )
         atomic_write_bytes(zoo_file, text.encode())
-        z = ["--zoo", str(zoo_file)]
-        run_opts = [
-            "--locked",
-            "--device",
-            "cpu",
-            "--eval-size",
-            str(EVAL_SIZE),
-            "--out",
-            str(run_dir),
-            *TIMING,
-            "--sample",
-            str(n_images),
-        ]
-        steps = [
-            ("cold cache: download, verify, record zoo.lock", ["fetch", *z, "--dataset"]),
-            ("warm cache: no download, no re-hash", ["fetch", *z, "--dataset", "--locked"]),
-            ("the zoo", ["list", *z]),
-            (
-                f"one model: evaluate with PaddleDetection, score, judge, time ({EVAL_SIZE} px)",
-                ["verify", zoo.models[0].name, *z, *run_opts],
-            ),
-            (
-                "the nightly over the zoo; --resume keeps the model verified above",
-                ["run", *z, *run_opts, "--resume", "--history", str(work / "history.jsonl")],
-            ),
-            (
-                "the table again and the web page, from the result files alone (open site/index.html)",
-                [
-                    "report",
-                    str(run_dir),
-                    "--out",
-                    str(run_dir / "table.md"),
-                    "--history",
-                    str(work / "history.jsonl"),
-                    "--html",
-                    str(work / "site"),
-                ],
-            ),
-        ]
         worst = 0
-        for title, argv in steps:
+        for title, argv in _steps(zoo, zoo_file, work, run_dir, n_images):
             shown = " ".join("ZOO" if a == str(zoo_file) else a for a in argv)
             print(f"\n== harness {shown}\n   ({title})", flush=True)
             t0 = time.perf_counter()
@@ -401,3 +413,38 @@ def rehearse(
         f"== {'OK' if worst == 0 else 'FAILED'}: exit {worst}"
     )
     return worst
+
+
+def _steps(zoo: Zoo, zoo_file: Path, work: Path, run_dir: Path, n_images: int) -> list[tuple[str, list[str]]]:
+    """The user's commands the rehearsal runs, in order, each with what it shows (title, argv)."""
+    z = ["--zoo", str(zoo_file)]
+    run_opts = [
+        "--locked",
+        "--device",
+        "cpu",
+        "--eval-size",
+        str(EVAL_SIZE),
+        "--out",
+        str(run_dir),
+        *TIMING,
+        "--sample",
+        str(n_images),
+    ]
+    history = ["--history", str(work / "history.jsonl")]
+    return [
+        ("cold cache: download, verify, record zoo.lock", ["fetch", *z, "--dataset"]),
+        ("warm cache: no download, no re-hash", ["fetch", *z, "--dataset", "--locked"]),
+        ("the zoo", ["list", *z]),
+        (
+            f"one model: evaluate with PaddleDetection, score, judge, time ({EVAL_SIZE} px)",
+            ["verify", zoo.models[0].name, *z, *run_opts],
+        ),
+        (
+            "the nightly over the zoo; --resume keeps the model verified above",
+            ["run", *z, *run_opts, "--resume", *history],
+        ),
+        (
+            "the table again and the web page, from the result files alone (open site/index.html)",
+            ["report", str(run_dir), "--out", str(run_dir / "table.md"), *history, "--html", str(work / "site")],
+        ),
+    ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -303,7 +304,9 @@ def _pop_mark(stack: list, marks: list[int]) -> list:
     return items
 
 
-def _setitems(target: object, items: list) -> None:
+def _set_into(m: _Machine, items: list) -> None:
+    """SETITEM, SETITEMS: `items` (already popped) into the dict below them."""
+    target = m.top("SETITEMS")
     if not isinstance(target, dict) or len(items) % 2:
         raise Refused("SETITEMS on something that is not a dict")
     for key, value in zip(items[::2], items[1::2], strict=True):
@@ -312,89 +315,165 @@ def _setitems(target: object, items: list) -> None:
         target[key] = value
 
 
-def interpret(r: Reader, max_ops: int) -> object:  # noqa: C901, PLR0912, PLR0915  # one branch per allowed opcode: the allow-list reads as one dispatch
+def _append_to(m: _Machine, items: list) -> None:
+    """APPEND, APPENDS: `items` (already popped) onto the list below them."""
+    target = m.top("APPEND")
+    if not isinstance(target, list):
+        raise Refused("APPEND to something that is not a list")
+    target.extend(items)
+
+
+class _Stop(Exception):
+    """Not an error: how STOP hands its object out of the loop (pickle's own _Stop)."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+
+class _Machine:
+    """The interpreter's state: the file, the stack, the MARKs, the memo and the protocol PROTO declared."""
+
+    __slots__ = ("marks", "memo", "proto", "r", "stack")
+
+    def __init__(self, r: Reader) -> None:
+        self.r = r
+        self.stack: list = []
+        self.marks: list[int] = []
+        self.memo: dict[int, object] = {}
+        self.proto = 0
+
+    def pop(self, n: int, what: str) -> list:
+        return _pop(self.stack, self.marks, n, what)
+
+    def top(self, what: str) -> object:
+        return _top(self.stack, self.marks, what)
+
+    def pop_mark(self) -> list:
+        return _pop_mark(self.stack, self.marks)
+
+    def push(self, obj: object) -> None:
+        self.stack.append(obj)
+
+
+def _proto(m: _Machine) -> None:
+    m.proto = m.r.uint(1)
+    if not 2 <= m.proto <= 5:
+        raise Refused("unsupported pickle protocol")
+
+
+def _frame(m: _Machine) -> None:
+    """FRAME: after the end of the previous one; its length must fit the file."""
+    r = m.r
+    n = r.uint(8)
+    if n > r.size - r.pos or r.pos < r.frame_end:
+        raise Refused("frame longer than the file, or inside another")
+    r.frame_end = r.pos + n
+
+
+def _stop(m: _Machine) -> None:
+    if len(m.stack) != 1 or m.marks:
+        raise Refused("STOP with an unbalanced stack")
+    raise _Stop(m.stack[0])
+
+
+def _long1(m: _Machine) -> None:
+    n = m.r.uint(1)
+    if n > 8:
+        raise Refused("integer wider than 64 bits")
+    m.push(m.r.sint(n))
+
+
+def _stack_global(m: _Machine) -> None:
+    module, name = m.pop(2, "STACK_GLOBAL")
+    m.push(_global(module, name, m.proto))
+
+
+def _build(m: _Machine) -> None:
+    (state,) = m.pop(1, "BUILD")
+    target = m.top("BUILD")
+    if not isinstance(target, _Stub):
+        raise Refused("BUILD on something that is not an array or dtype")
+    target.build(state)
+
+
+def _put(m: _Machine, idx: int) -> None:
+    """MEMOIZE, BINPUT, LONG_BINPUT: the top item as memo entry `idx`."""
+    if idx > len(m.memo):  # picklers number entries in order; pickle's memo table grows to twice an index
+        raise Refused(f"memo entry {idx} stored before entry {len(m.memo)}")
+    m.memo[idx] = m.top("memo store")
+
+
+def _get(m: _Machine, idx: int) -> None:
+    """BINGET, LONG_BINGET."""
+    if idx not in m.memo:
+        raise Refused(f"memo {idx} read before it was stored")
+    m.push(m.memo[idx])
+
+
+def _pop_one(m: _Machine) -> None:
+    """POP: of the MARK itself when nothing is above it, as pickle does."""
+    if m.marks and m.marks[-1] == len(m.stack):
+        m.marks.pop()
+    else:
+        m.pop(1, "POP")
+
+
+# One handler per allowed opcode, as pickle.py's `dispatch`: the table is the allow-list. Arguments are read in
+# the order written (GLOBAL's two lines; a length, then its bytes), items popped before the target is looked at.
+DISPATCH: dict[bytes, Callable[[_Machine], object]] = {
+    b"\x80": _proto,  # PROTO
+    b"\x95": _frame,  # FRAME
+    b".": _stop,  # STOP
+    b"(": lambda m: m.marks.append(len(m.stack)),  # MARK
+    b"}": lambda m: m.push({}),  # EMPTY_DICT
+    b"]": lambda m: m.push([]),  # EMPTY_LIST
+    b")": lambda m: m.push(()),  # EMPTY_TUPLE
+    b"t": lambda m: m.push(tuple(m.pop_mark())),  # TUPLE
+    b"\x85": lambda m: m.push(tuple(m.pop(1, "TUPLE"))),  # TUPLE1
+    b"\x86": lambda m: m.push(tuple(m.pop(2, "TUPLE"))),  # TUPLE2
+    b"\x87": lambda m: m.push(tuple(m.pop(3, "TUPLE"))),  # TUPLE3
+    b"s": lambda m: _set_into(m, m.pop(2, "SETITEM")),  # SETITEM
+    b"u": lambda m: _set_into(m, m.pop_mark()),  # SETITEMS
+    b"a": lambda m: _append_to(m, m.pop(1, "APPEND")),  # APPEND
+    b"e": lambda m: _append_to(m, m.pop_mark()),  # APPENDS
+    b"\x8c": lambda m: m.push(m.r.text(m.r.uint(1))),  # SHORT_BINUNICODE
+    b"X": lambda m: m.push(m.r.text(m.r.uint(4))),  # BINUNICODE
+    b"\x8d": lambda m: m.push(m.r.text(m.r.uint(8))),  # BINUNICODE8
+    b"C": lambda m: m.push(m.r.blob(m.r.uint(1))),  # SHORT_BINBYTES
+    b"B": lambda m: m.push(m.r.blob(m.r.uint(4))),  # BINBYTES
+    b"\x8e": lambda m: m.push(m.r.blob(m.r.uint(8))),  # BINBYTES8
+    b"K": lambda m: m.push(m.r.uint(1)),  # BININT1
+    b"M": lambda m: m.push(m.r.uint(2)),  # BININT2
+    b"J": lambda m: m.push(m.r.sint(4)),  # BININT
+    b"\x8a": _long1,  # LONG1
+    b"\x88": lambda m: m.push(True),  # NEWTRUE
+    b"\x89": lambda m: m.push(False),  # NEWFALSE
+    b"N": lambda m: m.push(None),  # NONE
+    b"c": lambda m: m.push(_global(m.r.line(), m.r.line(), m.proto)),  # GLOBAL
+    b"\x93": _stack_global,  # STACK_GLOBAL
+    b"R": lambda m: m.push(_reduce(*m.pop(2, "REDUCE"))),  # REDUCE
+    b"b": _build,  # BUILD
+    b"\x94": lambda m: _put(m, len(m.memo)),  # MEMOIZE
+    b"q": lambda m: _put(m, m.r.uint(1)),  # BINPUT
+    b"r": lambda m: _put(m, m.r.uint(4)),  # LONG_BINPUT
+    b"h": lambda m: _get(m, m.r.uint(1)),  # BINGET
+    b"j": lambda m: _get(m, m.r.uint(4)),  # LONG_BINGET
+    b"0": _pop_one,  # POP
+    b"1": lambda m: m.pop_mark(),  # POP_MARK
+}
+
+
+def interpret(r: Reader, max_ops: int) -> object:
     """Run the opcode stream; returns the object STOP leaves. Builds only str, int, bool, None, tuple, list,
-    dict, bytes and the inert stubs above, each exactly as pickle would (or refuses)."""
-    stack: list = []
-    marks: list[int] = []
-    memo: dict[int, object] = {}
-    proto = 0
-    for _ in range(max_ops):
-        op = r.take(1)
-        if op == b"\x80":  # PROTO
-            proto = r.uint(1)
-            if not 2 <= proto <= 5:
-                raise Refused("unsupported pickle protocol")
-        elif op == b"\x95":  # FRAME: after the end of the previous one; its length must fit the file
-            n = r.uint(8)
-            if n > r.size - r.pos or r.pos < r.frame_end:
-                raise Refused("frame longer than the file, or inside another")
-            r.frame_end = r.pos + n
-        elif op == b".":  # STOP
-            if len(stack) != 1 or marks:
-                raise Refused("STOP with an unbalanced stack")
-            return stack[0]
-        elif op == b"(":
-            marks.append(len(stack))
-        elif op in (b"}", b"]", b")"):
-            stack.append({} if op == b"}" else [] if op == b"]" else ())
-        elif op == b"t":
-            stack.append(tuple(_pop_mark(stack, marks)))
-        elif op in (b"\x85", b"\x86", b"\x87"):  # TUPLE1..3
-            stack.append(tuple(_pop(stack, marks, op[0] - 0x84, "TUPLE")))
-        elif op in (b"s", b"u"):  # SETITEM, SETITEMS
-            pairs = _pop(stack, marks, 2, "SETITEM") if op == b"s" else _pop_mark(stack, marks)
-            _setitems(_top(stack, marks, "SETITEMS"), pairs)
-        elif op in (b"a", b"e"):  # APPEND, APPENDS
-            added = _pop(stack, marks, 1, "APPEND") if op == b"a" else _pop_mark(stack, marks)
-            target = _top(stack, marks, "APPEND")
-            if not isinstance(target, list):
-                raise Refused("APPEND to something that is not a list")
-            target.extend(added)
-        elif op in (b"\x8c", b"X", b"\x8d"):  # SHORT_BINUNICODE, BINUNICODE, BINUNICODE8
-            stack.append(r.text(r.uint({b"\x8c": 1, b"X": 4, b"\x8d": 8}[op])))
-        elif op in (b"C", b"B", b"\x8e"):  # SHORT_BINBYTES, BINBYTES, BINBYTES8
-            stack.append(r.blob(r.uint({b"C": 1, b"B": 4, b"\x8e": 8}[op])))
-        elif op in (b"K", b"M"):  # BININT1, BININT2
-            stack.append(r.uint(1 if op == b"K" else 2))
-        elif op == b"J":
-            stack.append(r.sint(4))
-        elif op == b"\x8a":  # LONG1
-            n = r.uint(1)
-            if n > 8:
-                raise Refused("integer wider than 64 bits")
-            stack.append(r.sint(n))
-        elif op in (b"\x88", b"\x89", b"N"):
-            stack.append({b"\x88": True, b"\x89": False, b"N": None}[op])
-        elif op in (b"c", b"\x93"):  # GLOBAL, STACK_GLOBAL
-            module, name = (r.line(), r.line()) if op == b"c" else _pop(stack, marks, 2, "STACK_GLOBAL")
-            stack.append(_global(module, name, proto))
-        elif op == b"R":
-            func, args = _pop(stack, marks, 2, "REDUCE")
-            stack.append(_reduce(func, args))
-        elif op == b"b":  # BUILD
-            (state,) = _pop(stack, marks, 1, "BUILD")
-            target = _top(stack, marks, "BUILD")
-            if not isinstance(target, _Stub):
-                raise Refused("BUILD on something that is not an array or dtype")
-            target.build(state)
-        elif op in (b"\x94", b"q", b"r"):  # MEMOIZE, BINPUT, LONG_BINPUT
-            idx = len(memo) if op == b"\x94" else r.uint(1 if op == b"q" else 4)
-            if idx > len(memo):  # picklers number entries in order; pickle's memo table grows to twice an index
-                raise Refused(f"memo entry {idx} stored before entry {len(memo)}")
-            memo[idx] = _top(stack, marks, "memo store")
-        elif op in (b"h", b"j"):  # BINGET, LONG_BINGET
-            idx = r.uint(1 if op == b"h" else 4)
-            if idx not in memo:
-                raise Refused(f"memo {idx} read before it was stored")
-            stack.append(memo[idx])
-        elif op == b"0":  # POP: of the MARK itself when nothing is above it, as pickle does
-            if marks and marks[-1] == len(stack):
-                marks.pop()
-            else:
-                _pop(stack, marks, 1, "POP")
-        elif op == b"1":
-            _pop_mark(stack, marks)
-        else:
-            raise Refused(f"opcode {op!r} is not part of paddle's checkpoint format")
+    dict, bytes and the inert stubs above, each exactly as pickle would (or refuses): an opcode not in
+    DISPATCH is refused."""
+    m = _Machine(r)
+    try:
+        for _ in range(max_ops):
+            op = r.take(1)
+            if (handler := DISPATCH.get(op)) is None:
+                raise Refused(f"opcode {op!r} is not part of paddle's checkpoint format")
+            handler(m)
+    except _Stop as stop:
+        return stop.value
     raise Refused(f"more than {max_ops} opcodes: not a checkpoint of this size")

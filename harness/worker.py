@@ -1,4 +1,6 @@
-"""The model side: the only module that imports paddle and ppdet, always in a subprocess of its own.
+"""The model side: the process that imports paddle and ppdet, always a subprocess of its own. It builds the model
+(harness/model_build.py), loads the checkpoint into it (harness/weights.py), runs ppdet's eval and checks the
+prediction files it wrote (harness/predictions.py).
 
 Why a subprocess per model: ppdet's `load_config` is process-global state (docs/stacks.md), and a crash or an OOM in a
 model must not take the caller (or the other models' results) down. The parent hands over a spec
@@ -18,157 +20,32 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-from harness import checkpoint, protocol
+from harness import checkpoint, geometry, protocol, weights
 from harness.errors import ExitCode, HarnessError
-from harness.files import sha256_or_none
-from harness.protocol import Spec
+from harness.model_build import build_model, crash_handlers, no_pretrained_downloads, ppdet_on_path, resolve_device
+from harness.predictions import prediction_files
+from harness.protocol import Spec, TimingSpec
 from harness.results import digests
 from harness.timing import device_name
 
 
-def _ppdet(root: Path) -> None:
-    """Put the pinned PaddleDetection source first on sys.path, the way its tools/eval.py runs.
-
-    paddle 2.x's dy2static export only works with ENABLE_FALL_BACK=False ("Can't call main_program when
-    full_graph=False"; docs/stacks.md, Export and inference); it must be set before paddle is imported.
-    """
-    from importlib.metadata import PackageNotFoundError, version
-
-    for dist in ("paddlepaddle", "paddlepaddle-gpu"):
-        try:
-            if version(dist).split(".")[0] == "2":
-                os.environ.setdefault("ENABLE_FALL_BACK", "False")
-        except PackageNotFoundError:
-            continue
-    if sys.pycache_prefix is None and not sys.dont_write_bytecode:
-        # Never write __pycache__ into the source tree: its stamp lists every entry, and one added would make it
-        # extracted again (harness.stamps). Where bytecode is not written at all (PYTHONDONTWRITEBYTECODE, common
-        # in containers) there is nothing to redirect, and a prefix would only hide site-packages' own caches.
-        from harness.artifacts import cache_root
-
-        sys.pycache_prefix = str(cache_root() / "pycache")
-    sys.path.insert(0, str(root))
-
-
-def _crash_handlers() -> None:
-    """Right after `import paddle`: fatal signals go to Python's faulthandler, not to paddle's glog handler.
-
-    paddle's handler symbolises a C++ stack inside the signal handler (locks, malloc); a SIGSEGV arriving while
-    such a lock is held deadlocks it, and the worker then hangs instead of dying (seen here: a worker stuck
-    in a futex with SIGSEGV blocked, its parent waiting for ever). `paddle.disable_signal_handler()` is
-    paddle's documented way out; faulthandler only uses async-signal-safe calls: it writes the Python
-    traceback to the log, then the default action kills the process, which the parent reports as "killed
-    by signal SIGSEGV". Called before ppdet is imported, so the window with paddle's handler is the import.
-    """
-    import faulthandler
-
-    import paddle
-
-    paddle.disable_signal_handler()
-    for sig in (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT):
-        signal.signal(sig, signal.SIG_DFL)
-    faulthandler.enable(file=sys.stderr, all_threads=True)
-
-
-def _device(requested: str) -> str:
-    import paddle
-
-    cuda = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
-    if requested == "auto":
-        return "gpu" if cuda else "cpu"
-    if requested == "gpu" and not cuda:
-        raise HarnessError(
-            f"--device gpu: this paddle ({paddle.__version__}) "
-            + ("has no CUDA support" if not paddle.device.is_compiled_with_cuda() else "sees no GPU"),
-            hint="install paddle's GPU build (README: 'Verifying the real zoo'), or use --device cpu",
-        )
-    return requested
-
-
-@contextlib.contextmanager
-def no_pretrained_downloads() -> Iterator[list[str]]:
-    """While building a model: every download paddle's `get_weights_path_from_url` would make is recorded
-    and answered with an empty state dict instead; yields the list of URLs.
-
-    Swin, FocalNet, ConvNeXt and the CAE ViTs load ImageNet weights *while being constructed*, from a URL in
-    the config or from a table in the code (Swin turns `pretrained: None` into one). That is a download of
-    bytes no zoo file names, and offline it makes the build fail (the audit found 14 such models). Every
-    parameter is then replaced by the checkpoint under the strict weight check, so nothing of those bytes
-    could reach an AP. The modules disagree on what "no pretrained" means (`if pretrained:` in some,
-    `is not None` in others), so the download itself is answered, not the argument changed.
-    """
-    import tempfile
-
-    import paddle
-    import paddle.utils.download as download
-
-    original = download.get_weights_path_from_url
-    asked: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="harness-no-pretrained-") as tmp:
-        empty = str(Path(tmp) / "empty.pdparams")
-        paddle.save({}, empty)
-
-        def answer(url: str, *args, **kwargs) -> str:
-            asked.append(url)
-            return empty
-
-        # ppdet modules that imported the function by name hold their own reference: replace those too
-        holders = [
-            m
-            for name, m in list(sys.modules.items())
-            if (name == download.__name__ or name.startswith("ppdet."))
-            and getattr(m, "get_weights_path_from_url", None) is original
-        ]
-        for m in holders:
-            m.get_weights_path_from_url = answer  # type: ignore[attr-defined]  # patched where it is
-        try:
-            yield asked
-        finally:
-            for m in holders:
-                m.get_weights_path_from_url = original  # type: ignore[attr-defined]
-
-
-def build_model(
-    config: Path,
-    *,
-    device: str = "cpu",
-    overrides: dict | None = None,
-    short: int | None = None,
-    square: int | None = None,
-):
-    """Load a real config plus overrides, set its eval geometry (geometry.apply) and build its architecture on
-    `device`, without the construction-time downloads of pretrained backbones (no_pretrained_downloads);
-    returns (cfg, model, geometry, the URLs of pretrained weights not downloaded)."""
-    import paddle
-    from ppdet.core.workspace import create, load_config, merge_config
-
-    from harness import geometry
-
-    cfg = load_config(str(config))
-    merge_config({"use_gpu": device == "gpu", **(overrides or {})})
-    geo = geometry.apply(cfg, short=short, square=square)
-    paddle.set_device("gpu" if device == "gpu" else "cpu")
-    with no_pretrained_downloads() as skipped:
-        model = create(cfg.architecture)
-    return cfg, model, geo, skipped
-
-
-def _calibrate_batchnorm(model, images: list[Path], short_side: int) -> None:
+def _calibrate_batchnorm(cfg, model, images: list[Path], short_side: int) -> None:
     """Set every BatchNorm's running mean/variance to the statistics of its input on `images`.
 
     A freshly initialised backbone has mean 0 / variance 1 running statistics, its activations explode
     through 50 layers, and the random model outputs nothing but degenerate boxes. Normalising each layer
     with the statistics it actually sees (one forward pass, each BatchNorm set just before it runs) keeps
     the weights random but lets the model emit ordinary boxes and masks, so a rehearsal exercises the
-    whole prediction and scoring path. The detections are still meaningless: AP ≈ 0.
+    whole prediction and scoring path. The detections are still meaningless: AP ≈ 0. Each image is resized as
+    the config's EvalReader resizes it, scaled to `short_side` (geometry.keep_ratio_scale).
     """
     import cv2
     import numpy as np
@@ -179,7 +56,7 @@ def _calibrate_batchnorm(model, images: list[Path], short_side: int) -> None:
     for path in images:
         im = cv2.imread(str(path))[:, :, ::-1].astype("float32") / 255.0
         h, w = im.shape[:2]
-        scale = min(short_side / min(h, w), short_side * 1333 / 800 / max(h, w))
+        scale = geometry.keep_ratio_scale(geometry.target(cfg), short_side, h, w)
         resized = cv2.resize(im, (round(w * scale), round(h * scale)))
         batch.append(((resized - mean) / std).transpose(2, 0, 1).astype("float32"))
     shape = np.max([b.shape for b in batch], axis=0)
@@ -211,13 +88,13 @@ def init_weights(
     keys and shapes of a published checkpoint; only the values are random. With `calibrate`, the
     BatchNorm statistics are set from those images (see `_calibrate_batchnorm`).
     """
-    _ppdet(root)
+    ppdet_on_path(root)
     import paddle
 
     paddle.seed(seed)
-    _, model, _, _ = build_model(config)
+    cfg, model, _, _ = build_model(config)
     if calibrate:
-        _calibrate_batchnorm(model, calibrate, short_side)
+        _calibrate_batchnorm(cfg, model, calibrate, short_side)
     state = model.state_dict()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -239,12 +116,12 @@ def build_many(root: Path, configs: list[str]) -> None:
     R-CNN, PP-YOLOE, RT-DETR and SOLOv2 configs). A failure is reported with its exception; the parent
     confirms it in a fresh process before calling it a failure.
     """
-    _ppdet(root)
+    ppdet_on_path(root)
     import copy
 
     import paddle
 
-    _crash_handlers()
+    crash_handlers()
     import ppdet.modeling  # noqa: F401  (registers every module)
     from ppdet.core import workspace
 
@@ -284,66 +161,6 @@ class _Clock:
         self.t = now
 
 
-def _dtype_name(dtype) -> str:
-    """paddle's dtype as numpy names it (`paddle.float32` -> `float32`; bfloat16 has no numpy twin)."""
-    return str(dtype).removeprefix("paddle.")
-
-
-def _load_weights(model, weights: Path, expected_sha256: str | None) -> dict:
-    """Strict: an exact fit of keys and shapes, finite values, exact casts, and the very bytes the harness
-    verified; otherwise a CheckpointError, and the model is never evaluated.
-
-    The checkpoint is hashed as it is read, so the sha256 recorded with the result is of the bytes that were
-    loaded: a cache entry replaced after the fetch (another process, a person) is caught here. A file that will
-    not read is the published file's fault only if it is the verified file: else it changed (and its pin, which
-    is right, must not be forgotten with it).
-    """
-    actual: str | None
-    try:
-        ckpt = checkpoint.read(weights)
-        actual = ckpt.sha256
-    except checkpoint.FormatError:
-        if not expected_sha256 or (actual := sha256_or_none(weights)) in (expected_sha256, None):
-            raise
-    if expected_sha256 and actual != expected_sha256:
-        raise ChangedError(
-            f"{weights}: the file changed between its verification (sha256 {expected_sha256}) and its loading "
-            f"(sha256 {actual}); nothing was evaluated",
-            hint="the cache entry rotted or was replaced: run again (it is downloaded and verified anew)",
-        )
-    params = model.state_dict()
-    check = checkpoint.compare(ckpt.shapes(), {k: list(v.shape) for k, v in params.items()})
-    if not check.ok:
-        raise checkpoint.WeightsError(f"{weights.name}: {check.summary()}", hint=check.hint(), check=check)
-    casts = checkpoint.assign(
-        ckpt, {k: _dtype_name(v.dtype) for k, v in params.items()}, lambda name, arr: params[name].set_value(arr)
-    )
-    return {**check.as_json(), "dtype_casts": casts, "sha256": ckpt.sha256, "size": ckpt.size}
-
-
-class ChangedError(checkpoint.CheckpointError):
-    """The bytes read are not the bytes the harness verified (a cache entry that rotted keeping its size and
-    mtime, or was replaced): the entry goes, its pin stays (the pin is right, the copy is not)."""
-
-
-def _weights_error(exc: checkpoint.CheckpointError) -> dict:
-    """worker.json's fields for a refused checkpoint: the kind tells the parent whether to evict it."""
-    if isinstance(exc, ChangedError):
-        kind = "checkpoint_changed"
-    elif isinstance(exc, checkpoint.FormatError):
-        kind = "checkpoint_unreadable"  # not a checkpoint: the cache entry (and a pin learned from it) must go
-    elif isinstance(exc, checkpoint.LocalError):
-        kind = "checkpoint_local"  # this machine failed to read it: keep the entry and its pin
-    else:
-        kind = "weights_mismatch" if getattr(exc, "check", None) else "weights_values"  # a WeightsError's check
-    return {
-        "status": "error",
-        "error": str(exc),
-        "error_kind": kind,
-        "weight_check": exc.check.as_json() if isinstance(exc, checkpoint.WeightsError) and exc.check else None,
-    }
-
-
 def evaluate(spec: Spec) -> dict:
     """Evaluate one model with PaddleDetection's own eval loop; predictions go to `<out>/predictions`.
 
@@ -353,18 +170,40 @@ def evaluate(spec: Spec) -> dict:
     (bbox.json, mask.json or segm.json) and leaves scoring to the harness.
     """
     clock = _Clock()
-    out = Path(spec.out)
-    preds = out / "predictions"
+    preds = Path(spec.out) / "predictions"
     preds.mkdir(parents=True, exist_ok=True)
-    _ppdet(Path(spec.ppdet_root))
-    import paddle
-
-    _crash_handlers()
-    from ppdet.engine import Trainer
-    from ppdet.engine.callbacks import Callback
-
+    _import_stack(Path(spec.ppdet_root))
     clock.mark("import")
-    device = _device(spec.device)
+    device = resolve_device(spec.device)
+    overrides = _overrides(spec, preds)
+    cfg, model, geo, skipped = build_model(
+        Path(spec.config), device=device, overrides=overrides, short=spec.eval_short, square=spec.input_size
+    )
+    clock.mark("build")
+    record = _record(cfg, device, overrides, geo, skipped)
+    try:
+        record["weight_check"] = weights.load(model, Path(spec.weights), spec.weights_sha256)
+    except checkpoint.CheckpointError as exc:
+        return {**record, **weights.refusal(exc), "durations": clock.stages}
+    clock.mark("load_weights")
+    if spec.eval:
+        record.update(_eval(cfg, model, preds, spec.metrics, clock))
+    if spec.timing:
+        record.update(_timing(spec, spec.timing, cfg, model, device))
+        clock.mark("timing")
+    return {**record, "durations": clock.stages}
+
+
+def _import_stack(root: Path) -> None:
+    """paddle, its crash handlers replaced (crash_handlers), then ppdet's engine: the `import` stage."""
+    ppdet_on_path(root)
+    crash_handlers()
+    importlib.import_module("ppdet.engine")
+    importlib.import_module("ppdet.engine.callbacks")
+
+
+def _overrides(spec: Spec, preds: Path) -> dict:
+    """What the worker changes in the real config (evaluate's docstring), plus the spec's own `opts`."""
     images, annotations = Path(spec.images), Path(spec.annotations)
     root = Path(os.path.commonpath([images, annotations]))
     overrides = {
@@ -382,10 +221,13 @@ def evaluate(spec: Spec) -> dict:
     overrides["TestDataset"] = {"dataset_dir": str(root), "anno_path": overrides["EvalDataset"]["anno_path"]}
     if spec.workers is not None:  # else the config's own worker_num (verification.loader_workers)
         overrides["worker_num"] = spec.workers
-    cfg, model, geo, skipped = build_model(
-        Path(spec.config), device=device, overrides=overrides, short=spec.eval_short, square=spec.input_size
-    )
-    clock.mark("build")
+    return overrides
+
+
+def _record(cfg, device: str, overrides: dict, geo: dict, skipped: list[str]) -> dict:
+    """The answer's fields known once the model is built: what ran, where, with which config changes."""
+    import paddle
+
     record = {
         "status": "ok",
         "paddle": paddle.__version__,
@@ -399,62 +241,65 @@ def evaluate(spec: Spec) -> dict:
     }
     if skipped:  # what the config would have downloaded while building (replaced by the checkpoint anyway)
         record["pretrained_not_loaded"] = skipped
+    return record
+
+
+def _eval(cfg, model, preds: Path, metrics: list[str], clock: _Clock) -> dict:
+    """ppdet's Trainer evaluates the built, checked and loaded model; its progress goes to stdout for the parent's
+    bar. Returns the answer's prediction fields."""
+    from ppdet.engine import Trainer
+    from ppdet.engine.callbacks import Callback
+
+    cfg["model"] = model  # Trainer evaluates this model (already checked and loaded) instead of a new one
+    trainer = Trainer(cfg, mode="eval")
+    total = len(trainer.dataset)
+
+    class Progress(Callback):
+        def on_step_end(self, status):
+            print(f"{protocol.PROGRESS} {status['step_id'] + 1} {total}", flush=True)
+
+    trainer.register_callbacks([Progress(trainer)])
+    clock.mark("dataloader")
+    trainer.evaluate()
+    clock.mark("eval")
+    files = prediction_files(preds, metrics)
+    counts = {k: len(json.loads(Path(p).read_text())) for k, p in files.items()}
+    return {"predictions": files, "detections": counts, "num_images": total, "predictions_sha256": digests(files)}
+
+
+def _timing(spec: Spec, t: TimingSpec, cfg, model, device: str) -> dict:
+    """The answer's `timing` (backends.bench). A failure is recorded in it, and fails the answer only when there
+    is no eval: paddle raises assorted types, and a timing failure must not cost the eval's AP."""
+    from harness import backends
+    from harness.timing import Method
+
     try:
-        record["weight_check"] = _load_weights(model, Path(spec.weights), spec.weights_sha256)
-    except checkpoint.CheckpointError as exc:
-        return {**record, **_weights_error(exc), "durations": clock.stages}
-    clock.mark("load_weights")
-
-    if spec.eval:
-        cfg["model"] = model  # Trainer evaluates this model (already checked and loaded) instead of a new one
-        trainer = Trainer(cfg, mode="eval")
-        total = len(trainer.dataset)
-
-        class Progress(Callback):
-            def on_step_end(self, status):
-                print(f"{protocol.PROGRESS} {status['step_id'] + 1} {total}", flush=True)
-
-        trainer.register_callbacks([Progress(trainer)])
-        clock.mark("dataloader")
-        trainer.evaluate()
-        clock.mark("eval")
-        files = prediction_files(preds, spec.metrics)
-        counts = {k: len(json.loads(Path(p).read_text())) for k, p in files.items()}
-        record.update(predictions=files, detections=counts, num_images=total, predictions_sha256=digests(files))
-    if spec.timing:
-        from harness import backends
-        from harness.timing import Method
-
-        t = spec.timing
-        try:
-            record["timing"] = backends.bench(
+        return {
+            "timing": backends.bench(
                 cfg,
                 model,
                 device=device,
-                annotations=annotations,
-                images=images,
-                out=out,
+                annotations=Path(spec.annotations),
+                images=Path(spec.images),
+                out=Path(spec.out),
                 backends=t.backends,
                 method=Method(**t.method),
             )
-        except Exception as exc:  # paddle raises assorted types: a timing failure must not cost the eval's AP
-            import traceback
+        }
+    except Exception as exc:  # paddle raises assorted types: a timing failure must not cost the eval's AP
+        import traceback
 
-            traceback.print_exc()
-            record["timing"] = {
+        traceback.print_exc()
+        fields: dict = {
+            "timing": {
                 "error": str(exc)
                 if isinstance(exc, HarnessError)
                 else f"{type(exc).__name__}: {exc} (traceback in worker.log)"
             }
-            if not spec.eval:
-                record.update(status="error", error=f"timing: {exc}")
-        clock.mark("timing")
-    return {**record, "durations": clock.stages}
-
-
-# What ppdet's COCO metric writes with save_prediction_only: bbox.json (boxes), mask.json (R-CNN masks),
-# segm.json (SOLOv2), and which metric prefix each one serves.
-PREDICTION_FILES = {"bbox": "box", "mask": "mask", "segm": "mask"}
+        }
+        if not spec.eval:
+            fields.update(status="error", error=f"timing: {exc}")
+        return fields
 
 
 def _threads() -> int | None:
@@ -462,38 +307,6 @@ def _threads() -> int | None:
     on it on a CPU (docs/stacks.md), so every record states it."""
     value = os.environ.get("OMP_NUM_THREADS", "")
     return int(value) if value.isdigit() else None
-
-
-def prediction_files(preds: Path, metrics: list[str]) -> dict[str, str]:
-    """The prediction files ppdet wrote, checked against what the documented metrics need.
-
-    Nothing written at all is a model that detected nothing: AP 0, not an error (the files the metrics need
-    are written empty). Some predictions written but none for a documented metric (masks of a box-only
-    model, say) is an error naming the metric: it would otherwise be "not measured" or 0 for a wrong reason.
-    """
-    found = {kind: preds / f"{kind}.json" for kind in PREDICTION_FILES if (preds / f"{kind}.json").exists()}
-    for prefix in set(PREDICTION_FILES.values()):
-        if len(twins := sorted(p.name for k, p in found.items() if PREDICTION_FILES[k] == prefix)) > 1:
-            raise HarnessError(
-                f"PaddleDetection wrote {' and '.join(twins)}: two files of {prefix} predictions, and one result "
-                "can be scored from only one of them",
-                hint="check the model's config (its metric writes one prediction file per kind)",
-            )
-    needed = {m.split("_", 1)[0] for m in metrics}
-    served = {PREDICTION_FILES[k] for k in found}
-    if not found:
-        for prefix in sorted(needed):
-            kind = "bbox" if prefix == "box" else "mask"
-            (preds / f"{kind}.json").write_text("[]")
-            found[kind] = preds / f"{kind}.json"
-    elif missing := sorted(m for m in metrics if m.split("_", 1)[0] not in served):
-        raise HarnessError(
-            f"the documented {', '.join(missing)} cannot be measured: PaddleDetection wrote "
-            f"{', '.join(sorted(p.name for p in found.values()))} and no "
-            f"{'mask' if any(m.startswith('mask') for m in missing) else 'box'} predictions",
-            hint="check the model's config and `expected:` in the zoo file",
-        )
-    return {k: str(p) for k, p in found.items()}
 
 
 def die_with_parent() -> None:

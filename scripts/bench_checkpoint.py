@@ -5,7 +5,7 @@ to the model one at a time, releasing the bytes as it goes. Measured in fresh pr
 lifetime peak), each on the rehearsal's real checkpoints (the models of the real configs, saved by paddle):
 
 - `read`: `checkpoint.read` + every array built and kept (the worst case for the reader alone);
-- `worker`: what the worker does: build the model from its config with ppdet, then `_load_weights` (read,
+- `worker`: what the worker does: build the model from its config with ppdet, then `weights.load` (read,
   key/shape check, finiteness, exact casts, `set_value` into the model one tensor at a time); the peak is
   measured above the RSS of the built model;
 - `pickle.load`: the same file with plain pickle (unsafe; the reference for speed and memory).
@@ -35,9 +35,9 @@ PROBE = textwrap.dedent("""
 
     how, path = sys.argv[1], Path(sys.argv[2])
     if how == "worker":
-        from harness import worker
-        worker._ppdet(Path(sys.argv[3]))
-        _, model, _, _ = worker.build_model(Path(sys.argv[4]))
+        from harness import model_build, weights
+        model_build.ppdet_on_path(Path(sys.argv[3]))
+        _, model, _, _ = model_build.build_model(Path(sys.argv[4]))
     elif how == "read":
         from harness import checkpoint
     else:
@@ -46,7 +46,7 @@ PROBE = textwrap.dedent("""
     base = rss()
     t0 = time.perf_counter()
     if how == "worker":
-        info = worker._load_weights(model, path, None)
+        info = weights.load(model, path, None)
     elif how == "read":
         arrays = dict(checkpoint.read(path).arrays())
     else:

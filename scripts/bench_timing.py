@@ -71,12 +71,12 @@ def overhead(spec_path: Path, rounds: int, iters: int) -> dict:
     """Bare loop vs the harness loop over the same calls, alternated `rounds` times in this process."""
     spec = json.loads(spec_path.read_text())
     sys.path.insert(0, spec["ppdet_root"])
-    from harness import backends
+    from harness import backends, weights
+    from harness.model_build import build_model
     from harness.timing import Method, run
-    from harness.worker import _load_weights, build_model
 
     cfg, model, _, _ = build_model(Path(spec["config"]), short=spec.get("eval_short"), square=spec.get("input_size"))
-    _load_weights(model, Path(spec["weights"]))
+    weights.load(model, Path(spec["weights"]), None)
     from ppdet.data.source.category import get_categories
 
     clsid2catid, _ = get_categories("COCO", spec["annotations"])

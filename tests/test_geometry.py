@@ -83,3 +83,16 @@ def test_the_models_own_eval_size_follows(reader):
     cfg = {**reader("configs/ppyoloe/_base_/ppyoloe_plus_reader.yml"), "PPYOLOEHead": head}
     geometry.apply(cfg, short=320)
     assert head["eval_size"] == [320, 320] and cfg["eval_height"] == 320
+
+
+def test_the_batchnorm_calibration_resizes_as_the_config_does(reader):
+    """The rehearsal's random weights are calibrated on images resized as the config's EvalReader resizes them at
+    the rehearsal's short side: an R-CNN's [800, 1333] keeps its ratio (what the worker hard-coded as 1333/800), a
+    square target bounds the long side at that side, and a config without a Resize leaves each image as it is."""
+    rcnn = geometry.target(reader("configs/faster_rcnn/_base_/faster_fpn_reader.yml"))
+    assert geometry.keep_ratio_scale(rcnn, 320, 240, 320) == 320 / 240  # the short side binds
+    assert geometry.keep_ratio_scale(rcnn, 320, 100, 400) == 320 * 1333 / 800 / 400  # the long side binds
+    square = geometry.target(reader("configs/ppyoloe/_base_/ppyoloe_plus_reader.yml"))
+    assert geometry.keep_ratio_scale(square, 320, 240, 480) == 320 / 480
+    centernet = geometry.target(reader("configs/centernet/_base_/centernet_reader.yml"))
+    assert centernet is None and geometry.keep_ratio_scale(centernet, 320, 240, 480) == 1.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.errors import HarnessError
-from harness.worker import prediction_files
+from harness.predictions import prediction_files
 
 
 def _wrote(tmp_path, *names: str):

@@ -1,0 +1,45 @@
+"""The prediction files PaddleDetection's eval wrote, checked against the metrics the zoo documents for the model:
+which file serves which metric, and what an empty or a mismatched set of files means.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+# What ppdet's COCO metric writes with save_prediction_only: bbox.json (boxes), mask.json (R-CNN masks),
+# segm.json (SOLOv2), and which metric prefix each one serves.
+PREDICTION_FILES = {"bbox": "box", "mask": "mask", "segm": "mask"}
+
+
+def prediction_files(preds: Path, metrics: list[str]) -> dict[str, str]:
+    """The prediction files ppdet wrote, checked against what the documented metrics need.
+
+    Nothing written at all is a model that detected nothing: AP 0, not an error (the files the metrics need
+    are written empty). Some predictions written but none for a documented metric (masks of a box-only
+    model, say) is an error naming the metric: it would otherwise be "not measured" or 0 for a wrong reason.
+    """
+    found = {kind: preds / f"{kind}.json" for kind in PREDICTION_FILES if (preds / f"{kind}.json").exists()}
+    for prefix in set(PREDICTION_FILES.values()):
+        if len(twins := sorted(p.name for k, p in found.items() if PREDICTION_FILES[k] == prefix)) > 1:
+            raise HarnessError(
+                f"PaddleDetection wrote {' and '.join(twins)}: two files of {prefix} predictions, and one result "
+                "can be scored from only one of them",
+                hint="check the model's config (its metric writes one prediction file per kind)",
+            )
+    needed = {m.split("_", 1)[0] for m in metrics}
+    served = {PREDICTION_FILES[k] for k in found}
+    if not found:
+        for prefix in sorted(needed):
+            kind = "bbox" if prefix == "box" else "mask"
+            (preds / f"{kind}.json").write_text("[]")
+            found[kind] = preds / f"{kind}.json"
+    elif missing := sorted(m for m in metrics if m.split("_", 1)[0] not in served):
+        raise HarnessError(
+            f"the documented {', '.join(missing)} cannot be measured: PaddleDetection wrote "
+            f"{', '.join(sorted(p.name for p in found.values()))} and no "
+            f"{'mask' if any(m.startswith('mask') for m in missing) else 'box'} predictions",
+            hint="check the model's config and `expected:` in the zoo file",
+        )
+    return {k: str(p) for k, p in found.items()}
