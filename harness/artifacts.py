@@ -35,7 +35,7 @@ from harness.cache import (
     remove,
     write_stamp,
 )
-from harness.downloaders import PIN_HINT, Job, choose_downloader
+from harness.downloaders import PIN_HINT, Downloader, Job, choose_downloader
 from harness.entrylock import entry_lock
 from harness.errors import ArtifactError, HarnessError, IntegrityError, LockedError
 from harness.fetchplan import Action, Do, Seen, download_action
@@ -155,6 +155,7 @@ def fetch(
     bar only when stderr is a terminal. `verify` re-hashes a cached entry instead of trusting its stamp.
     `require_pin` (--locked) names the lock file without whose sha256 nothing is fetched or served.
     """
+    download = choose_downloader(url)  # before anything touches the cache: an unknown scheme is refused at once
     entry = entry_path(url, root)
     seen = replace(_seen(entry, url, sha256, size, verify=verify), require_pin=require_pin is not None)
     action = download_action(seen)
@@ -167,7 +168,7 @@ def fetch(
     if action.do is Do.REUSE:  # outside the lock: a warm fetch never waits for anyone
         return _reused(entry, url, seen)
     try:
-        return _fetch_locked(url, entry, sha256, size, policy, check, progress, verify)
+        return _fetch_locked(url, entry, download, sha256, size, policy, check, progress, verify)
     except OSError as exc:  # the cache itself: read-only, disk full, file-size limit (network errors are
         # converted to ArtifactError before they get here)
         raise ArtifactError(
@@ -180,6 +181,7 @@ def fetch(
 def _fetch_locked(
     url: str,
     entry: Path,
+    download: Downloader,
     sha256: str | None,
     size: int | None,
     policy: Policy | None,
@@ -195,7 +197,7 @@ def _fetch_locked(
             return _reused(entry, url, seen)  # another process finished it while we waited, or it was hashed
         part = part_path(entry)
         job = Job(url, part, sha256, size, policy, progress, time.monotonic() + policy.deadline_s)
-        choose_downloader(url)(job)
+        download(job)
         try:
             actual = _verify(url, part, sha256, size)
             if check:

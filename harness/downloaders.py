@@ -352,5 +352,21 @@ DOWNLOADERS: dict[str, Downloader] = {
 
 
 def choose_downloader(url: str) -> Downloader:
-    """The downloader for `url`'s scheme. Any other scheme is read as a local path, as it always was."""
-    return DOWNLOADERS.get(urlsplit(url).scheme, copy_local)
+    """The downloader for `url`'s scheme; a scheme without one is an error naming the URL and the fix.
+
+    Only `scheme://` counts as a scheme (zoo.yaml's rule): `weights:v1.pdparams` is a local path with a colon,
+    and `file:/x` a file URL that copy_local reads as such."""
+    scheme = urlsplit(url).scheme
+    if not url[len(scheme) :].startswith("://"):
+        scheme = "file" if scheme == "file" else ""
+    if (download := DOWNLOADERS.get(scheme)) is None:
+        raise ArtifactError(
+            f"{url}: no downloader for {scheme}:// URLs (the harness fetches {_known()})",
+            hint="use an http(s):// or file:// URL or a local path, or download the file yourself and point "
+            "zoo.yaml at it",
+        )
+    return download
+
+
+def _known() -> str:
+    return ", ".join(f"{s}://" if s else "local paths" for s in DOWNLOADERS)
