@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from harness.cache import discard_part, local_source, read_meta, write_meta
 from harness.errors import ArtifactError, IntegrityError
 from harness.fetchplan import Do, Seen, download_action
+from harness.neterrors import summary, unresolvable
 from harness.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -130,10 +131,13 @@ def _copy_bounded(url: str, fin, fout, limit: int, deadline: float, bar) -> None
 
 
 def download_http(job: Job) -> None:
-    """Attempts under the policy's retry budget; every failure leaves as one ArtifactError naming the URL."""
+    """Attempts under the policy's retry budget; every failure leaves as one ArtifactError naming the URL.
+
+    Retried: connection errors, timeouts, resets, 5xx/429, short bodies. Not retried: 4xx, redirect loops,
+    and a host name that does not resolve (DNS will not answer otherwise a second later)."""
     import requests
     import urllib3
-    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
     # The body is read from urllib3 directly (see _stream), so its errors count too.
     transient = (
@@ -147,39 +151,54 @@ def download_http(job: Job) -> None:
     retrying = Retrying(
         stop=stop_after_attempt(policy.attempts),
         wait=wait_random_exponential(multiplier=policy.backoff_s, max=policy.max_backoff_s),
-        retry=retry_if_exception_type(transient),
+        retry=retry_if_exception(lambda e: isinstance(e, transient) and not unresolvable(e)),
         before_sleep=lambda rs: log.warning(
             "%s: %s; retrying (attempt %d of %d)",
             url,
-            rs.outcome.exception() if rs.outcome else None,
+            _say(url, rs.outcome.exception()) if rs.outcome else None,
             rs.attempt_number + 1,
             policy.attempts,
         ),
         reraise=True,
     )
+    tries = 0
     with requests.Session() as session:
         try:
             for attempt in retrying:
                 with attempt:
+                    tries += 1
                     _download_once(session, job)
-        except transient as exc:
-            kept = _keep_or_discard(job)
-            raise ArtifactError(
-                f"{url}: download failed after {policy.attempts} attempts: {exc}",
-                hint=f"check the network and the URL; run the same command again to resume ({kept} bytes kept)"
-                if kept
-                else "check the network and the URL, then run the command again",
-            ) from None
-        except _Deadline as exc:
-            kept = _keep_or_discard(job)
-            raise ArtifactError(
-                f"{url}: {exc}",
-                hint=f"$HARNESS_DEADLINE_S sets the limit; run the command again to resume ({kept} bytes kept)"
-                if kept
-                else "$HARNESS_DEADLINE_S sets the limit",
-            ) from None
+        except (*transient, _Deadline) as exc:
+            raise _failed(job, exc, tries) from None
         except requests.RequestException as exc:  # redirect loops, invalid URLs: retrying will not help
-            raise ArtifactError(f"{url}: {exc}", hint="check the URL in zoo.yaml") from None
+            raise ArtifactError(f"{url}: {_say(url, exc)}", hint="check the URL in zoo.yaml") from None
+
+
+def _say(url: str, exc: BaseException | None) -> str:
+    """One line for a failed attempt: the harness's own reasons as they are, a network error summarised."""
+    if exc is None or isinstance(exc, _Transient | _Deadline):
+        return str(exc)
+    return summary(url, exc)
+
+
+def _failed(job: Job, exc: BaseException, tries: int) -> ArtifactError:
+    """The error a failed download ends with; a resumable part is kept and the hint says so."""
+    kept = _keep_or_discard(job)
+    resume = f"run the same command again to resume ({kept} bytes kept)"
+    if isinstance(exc, _Deadline):
+        limit = "$HARNESS_DEADLINE_S sets the limit"
+        return ArtifactError(f"{job.url}: {exc}", hint=f"{limit}; {resume}" if kept else limit)
+    if unresolvable(exc):
+        return ArtifactError(
+            f"{job.url}: {summary(job.url, exc)} (not retried)",
+            hint="check the host name in the URL, and this machine's DNS and network; then run the command again",
+        )
+    return ArtifactError(
+        f"{job.url}: download failed after {tries} attempts: {_say(job.url, exc)}",
+        hint=f"check the network and the URL; {resume}"
+        if kept
+        else "check the network and the URL, then run the command again",
+    )
 
 
 def _part_seen(job: Job) -> tuple[Seen, dict]:
