@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.errors import LockedError, ManifestError
+from harness.errors import ManifestError
 from harness.files import atomic_write_json
 from harness.manifest import Artifact, Sha256, validated
 
@@ -92,8 +92,9 @@ class LockFile:
             atomic_write_json(self.path, {"format": FORMAT, "artifacts": records})
             return True
 
-    def pin(self, artifact: Artifact, *, locked: bool = False) -> Pin:
-        """Expected sha256/size: zoo.yaml's own pin wins, else zoo.lock's, else unknown.
+    def pin(self, artifact: Artifact) -> Pin:
+        """Expected sha256/size: zoo.yaml's own pin wins, else zoo.lock's, else unknown (`--locked` refuses
+        an unknown sha256: harness.fetchplan's rule).
 
         Both present and different is an error: one of the two files is wrong and a person must decide.
         """
@@ -106,10 +107,4 @@ class LockFile:
             )
         sha = artifact.sha256 or (recorded.sha256 if recorded else None)
         size = artifact.size or (recorded.size if recorded else None)
-        if locked and not sha:
-            raise LockedError(
-                f"--locked: no recorded sha256 for {artifact.url}",
-                hint=f"fetch once without --locked on a trusted network and commit {self.path.name}, "
-                "or write sha256: under the artifact in zoo.yaml",
-            )
         return Pin(sha, size)

@@ -177,8 +177,8 @@ def test_a_lock_waiter_gives_up_in_time_and_names_the_holder(server, cache):
     entry = entry_path(url, cache)
     entry.parent.mkdir(parents=True)
     code = (
-        "import sys, time; from pathlib import Path; from harness.artifacts import _entry_lock\n"
-        f"with _entry_lock(Path({str(entry)!r}), {url!r}, 1):\n    print('held', flush=True)\n    time.sleep(60)"
+        "import sys, time; from pathlib import Path; from harness.entrylock import entry_lock\n"
+        f"with entry_lock(Path({str(entry)!r}), {url!r}, 1):\n    print('held', flush=True)\n    time.sleep(60)"
     )
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
