@@ -38,7 +38,7 @@ def test_rehearsal_without_the_archive_or_the_network_says_what_to_put_where(tmp
     local = shared / "fixtures" / name
     assert f"no PaddleDetection archive of commit {pin.commit}" in message
     assert f"looked for {local} (the fixtures of $HARNESS_SHARED): no such file" in message
-    assert f"fetched {repository}/archive/{pin.commit}.tar.gz: " in message and "Connection refused" in message
+    assert f"fetched {repository}/archive/{pin.commit}.tar.gz: " in message and "connection refused" in message.lower()
     assert f"fix: put {name} (" in message and f"at {local}, or" in message
     assert f"set HARNESS_SHARED to a directory holding fixtures/{name}" in message
     assert "Traceback" not in message and not (tmp_path / "work" / "mirror" / "models").exists()
