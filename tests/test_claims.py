@@ -104,11 +104,11 @@ def test_report_and_rescore_refuse_a_record_whose_predictions_changed(tmp_path):
 
 
 def test_the_default_run_directory_of_two_commands_in_one_second_is_not_shared(tmp_path, monkeypatch):
-    from harness import cli
+    from harness.commands.options import Path, default_run_dir
 
     monkeypatch.chdir(tmp_path)
-    made = {cli.default_run_dir() for _ in range(3)}
-    assert len(made) == 3 and all(p.is_dir() and p.parent == cli.Path("runs") for p in made)
+    made = {default_run_dir() for _ in range(3)}
+    assert len(made) == 3 and all(p.is_dir() and p.parent == Path("runs") for p in made)
 
 
 @pytest.mark.stack
