@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import textwrap
 import threading
 from collections.abc import Collection, Sequence
 
@@ -20,7 +21,11 @@ from harness.errors import ExitCode, HarnessError
 
 log = logging.getLogger("harness")
 
-DESCRIPTION = "Reproduce PaddleDetection's Res2Net model zoo: fetch, verify, report."
+DESCRIPTION = (
+    "A benchmark and reproduction harness for PaddleDetection model zoos: fetch each model's weights, evaluate it "
+    "with PaddleDetection, score it, judge its AP against the one its README documents, and report. The bundled "
+    "zoo is the models of PaddleDetection's Res2Net README; `harness import` reads other READMEs into zoo files."
+)
 
 EPILOG = """\
 examples:
@@ -47,7 +52,7 @@ def build_parser(only: Collection[str] | None = None) -> argparse.ArgumentParser
     common = options.common(sub=True)
     parser = argparse.ArgumentParser(
         prog="harness",
-        description=DESCRIPTION,
+        description=textwrap.fill(DESCRIPTION, 100),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[options.common(sub=False)],
