@@ -38,8 +38,8 @@ def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argp
         formatter_class=argparse.RawDescriptionHelpFormatter,
         help=HELP,
         description="Fetch, check the weights strictly, evaluate with PaddleDetection, score the predictions "
-        f"(with {DEFAULT} unless --scorer says otherwise), judge against the documented AP with the zoo's tolerance, write <out>/<model>/result.json and print "
-        "the table row. Exit 0 pass, 1 fail, 3 could not measure.",
+        f"(with {DEFAULT} unless --scorer says otherwise), judge against the documented AP with the zoo's "
+        "tolerance, write <out>/<model>/result.json and print the table row. Exit 0 pass, 1 fail, 3 could not measure.",
         epilog=EPILOG,
     )
     options.common_eval(p)
