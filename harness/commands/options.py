@@ -253,3 +253,9 @@ def parallel_value(text: str) -> int | str:
     if k < 1:
         raise UsageError(f"--parallel {text}: expected a number of slices (1 or more) or auto")
     return k
+
+
+def load_zoo(path: str | Path | None = None) -> Zoo:
+    """The library's `harness.load_zoo`: the zoo file at `path` (default: $HARNESS_ZOO, ./zoo.yaml, else the
+    bundled one), validated; every problem is a `ManifestError` naming the field, as `--zoo` gives it."""
+    return load(path)[0]
