@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.commands import options
-from harness.errors import ExitCode, HarnessError
+from harness.errors import ExitCode, HarnessError, LockedError
 
 if TYPE_CHECKING:
     from harness.lockfile import LockFile
@@ -91,12 +91,36 @@ class Fetched:
         return max((f.exit_code for f in self.failures), default=ExitCode.OK)
 
 
+def check_locked(zoo: Zoo, lock: LockFile, request: Request) -> None:
+    """`--locked`: every artifact the request would download has a recorded sha256 (zoo.yaml or zoo.lock),
+    checked before the first request, so that a refusal (exit 2) has fetched nothing. The PaddleDetection
+    source is not in the lock: it is pinned by its git tree, checked after extraction."""
+    artifacts = [m.weights for m in zoo.select(request.models)]
+    if request.wants_dataset and request.data is None:
+        artifacts += [zoo.dataset.images, zoo.dataset.annotations]
+    missing: dict[str, LockedError] = {}
+    for artifact in artifacts:
+        try:
+            lock.pin(artifact, locked=True)
+        except LockedError as exc:
+            missing[artifact.url] = exc
+    if len(missing) > 1:
+        first = next(iter(missing.values()))
+        urls = ", ".join(missing)
+        raise LockedError(f"--locked: no recorded sha256 for {len(missing)} artifacts: {urls}", hint=first.hint)
+    if missing:
+        raise next(iter(missing.values()))
+
+
 def fetch(zoo: Zoo, lock: LockFile, request: Request) -> Fetched:
-    """Fetch (or find cached and check) everything the request names; never raises for one artifact."""
+    """Fetch (or find cached and check) everything the request names; never raises for one artifact, only
+    for a request that cannot be (an unknown model, `--locked` with an artifact nobody pinned)."""
     from harness import dataset, source
     from harness.artifacts import fetch_artifact
 
     models = zoo.select(request.models)
+    if request.locked:
+        check_locked(zoo, lock, request)
     stack, pin = zoo.source(request.stack)
     done = Fetched()
     cached = "verified" if request.verify else "cached"
