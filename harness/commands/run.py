@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -60,8 +61,8 @@ def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argp
         "--history",
         type=Path,
         metavar="PATH",
-        help="history store to append to (default: $HARNESS_HISTORY or reports/history.jsonl; "
-        "sharded runs append nothing: the merging `harness report` does)",
+        help="history store to read estimates from and append to (default: $HARNESS_HISTORY, else "
+        "<run dir>/history.jsonl; sharded runs append nothing: the merging `harness report` does)",
     )
     p.add_argument("--no-timing", dest="timing", action="store_false", help="skip the fps measurement")
     p.set_defaults(func=main)
@@ -76,6 +77,17 @@ class Ran:
     run_dir: Path
     history: Path | None
     published: dict
+
+
+def history_path(explicit: Path | None, run_dir: Path) -> Path:
+    """`--history`, else $HARNESS_HISTORY, else the run directory's own `history.jsonl`: a run writes into the
+    repository's reports/ (or any shared store) only when asked to."""
+    from harness.history import HISTORY_ENV
+
+    if explicit is not None:
+        return explicit
+    env = os.environ.get(HISTORY_ENV)
+    return Path(env) if env else run_dir / "history.jsonl"
 
 
 def run(
@@ -103,8 +115,9 @@ def run(
     opts = dataclasses.replace(options, run_id=options.run_id or run_dir.name)
     if the_zoo.notice:
         log.warning("%s", the_zoo.notice)
-    path = None if shard.total > 1 else (history or hist.default_path())
-    past = hist.load(history or hist.default_path())
+    store = history_path(history, run_dir)
+    path = None if shard.total > 1 else store
+    past = hist.load(store)
     records = runner.run(
         the_zoo,
         zoo_path,
