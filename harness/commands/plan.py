@@ -39,6 +39,12 @@ def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argp
     p.add_argument("--images", type=int, default=5000, help="images per model (default: val2017's 5000)")
     kinds = [d for d in options.devices() if d != "auto"]
     p.add_argument("--device", choices=kinds, default="gpu", help="history entries of this device")
+    p.add_argument(
+        "--eval-size",
+        type=int,
+        metavar="PX",
+        help="history entries of runs at this eval size (as `harness run --eval-size`; default: full size)",
+    )
     p.add_argument("--parallel", default="auto", metavar="K|auto", help="slices per model (default: auto)")
     p.add_argument(
         "--history",
@@ -69,13 +75,17 @@ def plan(
     device: str = "gpu",
     parallel: int | str = "auto",
     history: list[dict] | None = None,
+    eval_size: int | None = None,
 ) -> Planned:
-    """The schedules of the zoo's models for each of `gpus` workers, from `history`'s durations."""
+    """The schedules of the zoo's models for each of `gpus` workers, from `history`'s durations on `device` at
+    `eval_size` (None: full size)."""
     from harness import schedule
 
     if any(g < 1 for g in gpus) or images < 1:
         raise UsageError("plan: --gpus and --images must be 1 or more")
-    estimates = [schedule.estimate(zoo, m, images, history or [], device=device) for m in zoo.models]
+    estimates = [
+        schedule.estimate(zoo, m, images, history or [], device=device, eval_size=eval_size) for m in zoo.models
+    ]
     return Planned(
         estimates,
         {g: schedule.plan(estimates, g, parallel=parallel) for g in gpus},
@@ -91,8 +101,16 @@ def main(args: argparse.Namespace) -> int:
     path = args.zoo_path
     parallel = options.parallel_value(args.parallel)
     past = history.load(args.history or history.default_path())
-    done = plan(zoo, args.gpus, images=args.images, device=args.device, parallel=parallel, history=past)
-    text = schedule.markdown(path.name, done.estimates, done.plans, done.baseline)
+    done = plan(
+        zoo,
+        args.gpus,
+        images=args.images,
+        device=args.device,
+        parallel=parallel,
+        history=past,
+        eval_size=args.eval_size,
+    )
+    text = schedule.markdown(path.name, done.estimates, done.plans, done.baseline, device=args.device)
     if args.json:
         doc = {
             "zoo": str(path),
