@@ -25,9 +25,7 @@ import numpy as np
 import paddle
 
 from harness.errors import HarnessError
-from harness.timing import Method, Pipeline, device_name, run, summarize
-
-BACKENDS = ("dygraph", "inference", "trt-fp32", "trt-fp16")
+from harness.timing import BACKENDS, Method, Pipeline, device_name, run, summarize
 
 
 class Device:

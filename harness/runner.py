@@ -310,6 +310,7 @@ class Queue:
             if st["left"] == 0:
                 self.scored.append(scoring.submit(self._finish, jobs[name], st))
         units = [u for u in plan.units if u.model in jobs and u.index not in state[u.model]["units"]]
+        self.started, self.total, self.left_s = 0, len(units), sum(u.seconds for u in units)
         try:
             futures = [pool.submit(self._one, jobs[u.model], state[u.model], u, scoring) for u in units]
             for f in futures:
@@ -334,6 +335,7 @@ class Queue:
             if st["cancel"].is_set():
                 answer = None
             else:
+                self._started(unit)
                 try:
                     answer = v.run_unit(job, unit.index, v.unit_options(job, unit.index, slot), st["cancel"])
                 except HarnessError as exc:
@@ -351,6 +353,16 @@ class Queue:
             last = st["left"] == 0
         if last:
             self.scored.append(scoring.submit(self._finish, job, st))
+
+    def _started(self, unit: schedule.Unit) -> None:
+        """One progress line as a unit starts; the ETA is the plan's estimate of the work not yet started
+        (this unit's included) shared by the slots."""
+        with self.guard:
+            self.started += 1
+            eta = self.left_s / max(1, len(self.slots))
+            self.left_s -= unit.seconds
+            line = progress_line(self.started, self.total, unit, eta)
+        log.info("%s", line)
 
     def _finish(self, job: v.Job, st: dict) -> None:
         try:
@@ -372,6 +384,18 @@ def _sliced(exc: HarnessError, unit: schedule.Unit) -> HarnessError:
             details=exc.details,
         )
     return exc
+
+
+NAME_WIDTH = 60  # a progress line stays one line: longer model names are cut
+
+
+def progress_line(n: int, total: int, unit: schedule.Unit, eta_s: float) -> str:
+    """`[12/240] ppyoloe_crn_l_300e_coco … slice 1/4 · ETA 1:02:03`: the n-th of the run's `total` units starts;
+    the slice only when the model is cut, the ETA from the plan's estimates (h:mm:ss)."""
+    name = unit.model if len(unit.model) <= NAME_WIDTH else unit.model[: NAME_WIDTH - 1] + "…"
+    piece = f" … slice {unit.index + 1}/{unit.slices}" if unit.slices > 1 else ""
+    h, rest = divmod(max(0, round(eta_s)), 3600)
+    return f"[{n}/{total}] {name}{piece} · ETA {h}:{rest // 60:02d}:{rest % 60:02d}"
 
 
 def _announce(rec: Result) -> None:

@@ -192,20 +192,23 @@ def _timing_s(fps: float) -> float:
     return max(m.min_seconds, (m.warmup + m.min_iters) / fps)
 
 
-def markdown(zoo_name: str, estimates: list[Estimate], plans: dict[int, Plan], baseline: dict[int, Plan]) -> str:
+def markdown(
+    zoo_name: str, estimates: list[Estimate], plans: dict[int, Plan], baseline: dict[int, Plan], *, device: str = "gpu"
+) -> str:
     """The plans for several GPU counts as a table, against one-model-per-unit (today's `--gpus`), with
-    where the estimates came from."""
+    where the estimates came from. On a CPU (`device`) the work is CPU-hours and the slots are workers."""
+    kind, slots = ("CPU", "workers") if device == "cpu" else ("GPU", "GPUs")
     sources: dict[str, int] = {}
     for e in estimates:
         key = e.source.split(" ")[0] if not e.source.startswith("documented") else "documented fps"
         sources[key] = sources.get(key, 0) + 1
     work = sum(e.seconds() for e in estimates)
     lines = [
-        f"### {zoo_name}: {len(estimates)} models, {work / 3600:.2f} GPU-hours of work unsliced",
+        f"### {zoo_name}: {len(estimates)} models, {work / 3600:.2f} {kind}-hours of work unsliced",
         "",
         "estimates: " + ", ".join(f"{n} from {k}" for k, n in sorted(sources.items())),
         "",
-        "| GPUs | units | makespan | lower bound | makespan / bound | one model per GPU | its / bound |",
+        f"| {slots} | units | makespan | lower bound | makespan / bound | one model per {slots[:-1]} | its / bound |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for g, p in plans.items():

@@ -41,20 +41,36 @@ RECORD = {
 FAST = Policy(attempts=4, backoff_s=0.01, max_backoff_s=0.05, connect_timeout_s=5, read_timeout_s=5)
 
 
+def harness_argv(*args: str) -> list[str]:
+    """`python -m harness ARGS` as an argv, for a test that wraps the command (a shell, a namespace)."""
+    return [sys.executable, "-m", "harness", *args]
+
+
+def _environ(cache: Path | None, env: dict | None, drop: tuple[str, ...]) -> dict:
+    extra = {"HARNESS_CACHE": str(cache)} if cache is not None else {}
+    return {k: v for k, v in {**os.environ, **extra, **(env or {})}.items() if k not in drop}
+
+
 def harness(
-    *args: str, cache: Path | None = None, env: dict | None = None, timeout: float = 900, **kw
+    *args: str,
+    cache: Path | None = None,
+    env: dict | None = None,
+    drop: tuple[str, ...] = (),
+    timeout: float = 900,
+    **kw,
 ) -> subprocess.CompletedProcess:
     """`python -m harness ARGS` as a user runs it, in its own process with its output captured; `cache` sets
-    $HARNESS_CACHE, `env` adds variables, other keywords (cwd=...) go to subprocess.run."""
-    extra = {"HARNESS_CACHE": str(cache)} if cache is not None else {}
+    $HARNESS_CACHE, `env` adds variables, `drop` removes some, other keywords (cwd=, input=, preexec_fn=...)
+    go to subprocess.run."""
     return subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **extra, **(env or {})},
-        **kw,
+        harness_argv(*args), capture_output=True, text=True, timeout=timeout, env=_environ(cache, env, drop), **kw
     )
+
+
+def harness_process(*args: str, cache: Path | None = None, env: dict | None = None, **kw) -> subprocess.Popen:
+    """`python -m harness ARGS` started and not waited for (a test that signals it, or waits for what it
+    writes); `cache` and `env` as for `harness`, other keywords (stdout=, text=...) go to subprocess.Popen."""
+    return subprocess.Popen(harness_argv(*args), env=_environ(cache, env, ()), **kw)
 
 
 def wait_until(condition, seconds: float = 300) -> bool:
@@ -177,17 +193,10 @@ def rehearsal(tmp_path_factory):
     """One run of the README's main job (`harness rehearse`) per session, shared by the stack tests:
     mini-zoo built from the real configs, served on 127.0.0.1, fetched, verified for all three models,
     reported. Its mirror is served again by tests that need more (weights variants)."""
-    import subprocess
-    import sys
     from types import SimpleNamespace
 
     work = tmp_path_factory.mktemp("rehearsal")
-    out = subprocess.run(
-        [sys.executable, "-m", "harness", "rehearse", "--dir", str(work), "--port", "0", "--images", "3"],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+    out = harness("rehearse", "--dir", str(work), "--port", "0", "--images", "3", timeout=1200)
     runs = sorted((work / "runs").iterdir()) if (work / "runs").exists() else []
     return SimpleNamespace(work=work, out=out, run_dir=runs[-1] if runs else None)
 

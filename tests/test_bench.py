@@ -4,12 +4,9 @@ the exported model's predictions scored against the dygraph model's; verify's ti
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-from conftest import FASTER
+from conftest import FASTER, harness
 
 from harness.timing import STAGES, TOTAL
 
@@ -29,30 +26,22 @@ def _positive_timing(b: dict) -> None:
 def test_bench_times_both_backends_and_scores_the_exported_model(served, tmp_path):
     make, cache, _ = served
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness",
-            "bench",
-            FASTER,
-            "--zoo",
-            str(make(tmp_path)),
-            "--out",
-            str(out),
-            "--eval-size",
-            "320",
-            "--device",
-            "cpu",
-            "--threads",
-            "2",
-            "--json",
-            *TINY,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "HARNESS_CACHE": str(cache)},
+    proc = harness(
+        "bench",
+        FASTER,
+        "--zoo",
+        str(make(tmp_path)),
+        "--out",
+        str(out),
+        "--eval-size",
+        "320",
+        "--device",
+        "cpu",
+        "--threads",
+        "2",
+        "--json",
+        *TINY,
+        cache=cache,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     timing = json.loads(proc.stdout)
@@ -89,28 +78,20 @@ def test_verify_fills_the_fps_column_with_the_full_timing_record(rehearsal):
 
 def test_trt_on_a_cpu_is_refused_clearly(served, tmp_path):
     make, cache, _ = served
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness",
-            "bench",
-            FASTER,
-            "--zoo",
-            str(make(tmp_path)),
-            "--out",
-            str(tmp_path / "run"),
-            "--eval-size",
-            "320",
-            "--device",
-            "cpu",
-            "--backend",
-            "trt-fp16",
-            *TINY,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "HARNESS_CACHE": str(cache)},
+    proc = harness(
+        "bench",
+        FASTER,
+        "--zoo",
+        str(make(tmp_path)),
+        "--out",
+        str(tmp_path / "run"),
+        "--eval-size",
+        "320",
+        "--device",
+        "cpu",
+        "--backend",
+        "trt-fp16",
+        *TINY,
+        cache=cache,
     )
     assert proc.returncode == 3 and "--backend trt-fp16 needs a GPU" in proc.stderr

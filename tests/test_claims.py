@@ -7,14 +7,13 @@ the CLI as a user runs it. Paddle-free except the last test (two real verifies i
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 
 import pytest
 import yaml
-from conftest import FASTER, REPO, harness, wait_until
+from conftest import FASTER, REPO, harness, harness_process, wait_until
 from test_trust import _scored_run
 
 HOLD = (
@@ -104,11 +103,11 @@ def test_report_and_rescore_refuse_a_record_whose_predictions_changed(tmp_path):
 
 
 def test_the_default_run_directory_of_two_commands_in_one_second_is_not_shared(tmp_path, monkeypatch):
-    from harness import cli
+    from harness.commands.options import Path, default_run_dir
 
     monkeypatch.chdir(tmp_path)
-    made = {cli.default_run_dir() for _ in range(3)}
-    assert len(made) == 3 and all(p.is_dir() and p.parent == cli.Path("runs") for p in made)
+    made = {default_run_dir() for _ in range(3)}
+    assert len(made) == 3 and all(p.is_dir() and p.parent == Path("runs") for p in made)
 
 
 @pytest.mark.stack
@@ -122,8 +121,7 @@ def test_two_verifies_into_one_directory_the_second_is_refused_and_the_first_is_
     zoo, run = make(tmp_path), tmp_path / "quick"
     args = ["verify", FASTER, "--zoo", str(zoo), "--out", str(run), "--json"]
     args += ["--device", "cpu", "--eval-size", "320", "--no-timing", "--subset", "2"]
-    env = {**os.environ, "HARNESS_CACHE": str(cache)}
-    first = subprocess.Popen([sys.executable, "-m", "harness", *args], env=env, stdout=subprocess.PIPE, text=True)
+    first = harness_process(*args, cache=cache, stdout=subprocess.PIPE, text=True)
     assert wait_until(lambda: (run / FASTER / "worker.log").exists() or first.poll() is not None)
     second = harness(*args, cache=cache)
     out, _ = first.communicate(timeout=900)

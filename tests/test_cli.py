@@ -113,11 +113,15 @@ def test_fetch_verify_rehashes_every_entry_and_fetches_what_rotted(loopback_zoo,
     assert ann.read_bytes() == good  # made anew from the re-verified archive
 
 
-def test_locked_without_records_exits_2(loopback_zoo, server, cache):
+def test_locked_without_records_exits_2_before_any_request(loopback_zoo, server, cache):
+    """The lock is checked before the first request: not the weights, not the source archive, not the dataset."""
     out = harness("fetch", NAMES[0], "--zoo", str(loopback_zoo), "--locked")
     assert out.returncode == 2
     assert "--locked: no recorded sha256" in out.stderr and "fix:" in out.stderr
-    assert server.gets(f"/models/{NAMES[0]}.pdparams") == []  # refused before downloading
+    assert server.requests == [] and not cache.exists()
+    out = harness("fetch", "--zoo", str(loopback_zoo), "--dataset", "--locked")
+    assert out.returncode == 2 and "no recorded sha256 for 5 artifacts" in out.stderr
+    assert server.requests == []
 
 
 def test_one_failing_download_does_not_stop_the_others(loopback_zoo, server, cache):

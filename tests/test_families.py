@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, harness
 
 pytestmark = [
     pytest.mark.stack,
@@ -57,28 +55,21 @@ def test_every_family_goes_through_the_whole_pipeline(families, tmp_path, ppdet_
     with serve(mirror, 0) as base:
         served = tmp_path / "served.yaml"
         served.write_text(yaml.safe_dump(mirror_zoo(zoo, stack, base, mirror), allow_unicode=True))
-        run = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "harness",
-                "run",
-                "--zoo",
-                str(served),
-                "--out",
-                str(tmp_path / "run"),
-                "--device",
-                "cpu",
-                "--eval-size",
-                "160",
-                "--no-timing",
-                "--history",
-                str(tmp_path / "h.jsonl"),
-            ],
-            capture_output=True,
-            text=True,
+        run = harness(
+            "run",
+            "--zoo",
+            str(served),
+            "--out",
+            str(tmp_path / "run"),
+            "--device",
+            "cpu",
+            "--eval-size",
+            "160",
+            "--no-timing",
+            "--history",
+            str(tmp_path / "h.jsonl"),
             timeout=1200,
-            env={**os.environ, "HARNESS_CACHE": str(tmp_path / "cache")},
+            cache=tmp_path / "cache",
         )
     assert run.returncode == 1, run.stderr[-3000:]  # random weights: every verdict fails, nothing errors
     for name, kinds in FAMILIES.items():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FAST, RECORD, REPO, namespaced
+from conftest import FAST, RECORD, REPO, harness_argv, namespaced
 from loopback import Drop, Endless, Gzip, IgnoreIfRange, LieLength, Stall, Trickle
 
 from harness.artifacts import Policy, entry_path, fetch, fetch_artifact
@@ -219,7 +219,7 @@ def _cli_fetch(server, tmp_path, cache: Path, *, preexec=None, wrap: list[str] |
         server.add(f"/PaddlePaddle/PaddleDetection/archive/{src['commit']}.tar.gz", archive)
     zoo = tmp_path / "zoo.yaml"
     zoo.write_text(yaml.safe_dump(raw))
-    cmd = [sys.executable, "-m", "harness", "fetch", name, "--zoo", str(zoo)]
+    cmd = harness_argv("fetch", name, "--zoo", str(zoo))
     shell = " ".join(f"'{c}'" for c in cmd) + f"; echo rc=$?; find {cache} -type f | sort"
     proc = subprocess.run(
         [*(wrap or []), "sh", "-c", shell] if wrap else cmd,

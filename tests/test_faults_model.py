@@ -7,11 +7,10 @@ import json
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 import yaml
-from conftest import CURRENT, FASTER, harness, wait_until, workers_of
+from conftest import CURRENT, FASTER, harness, harness_process, wait_until, workers_of
 
 from harness.artifacts import entry_path
 
@@ -83,20 +82,15 @@ def _worker_started(run_dir, proc) -> bool:
 def test_sigint_during_verify_stops_the_worker_removes_partial_files_and_exits_130(served, tmp_path):
     make, cache, _ = served
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "harness",
-            "verify",
-            FASTER,
-            "--zoo",
-            str(make(tmp_path)),
-            "--out",
-            str(run_dir),
-            *QUICK,
-        ],
-        env={**os.environ, "HARNESS_CACHE": str(cache)},
+    proc = harness_process(
+        "verify",
+        FASTER,
+        "--zoo",
+        str(make(tmp_path)),
+        "--out",
+        str(run_dir),
+        *QUICK,
+        cache=cache,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -118,9 +112,6 @@ def test_sigterm_stops_a_parallel_run_and_resume_finishes_it(served, tmp_path):
     run_dir, zoo = tmp_path / "run", make(tmp_path)
     names = [m["name"] for m in yaml.safe_load(zoo.read_text())["models"]]
     cmd = [
-        sys.executable,
-        "-m",
-        "harness",
         "run",
         "--zoo",
         str(zoo),
@@ -134,9 +125,7 @@ def test_sigterm_stops_a_parallel_run_and_resume_finishes_it(served, tmp_path):
         "1",
         *QUICK,
     ]
-    proc = subprocess.Popen(
-        cmd, env={**os.environ, "HARNESS_CACHE": str(cache)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    proc = harness_process(*cmd, cache=cache, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert _wait_for(run_dir / names[0] / "worker.log", proc)
     assert _wait_for(run_dir / names[1] / "worker.log", proc)
     assert wait_until(lambda: len(workers_of(run_dir)) >= 2 or proc.poll() is not None)  # both workers running
@@ -148,9 +137,7 @@ def test_sigterm_stops_a_parallel_run_and_resume_finishes_it(served, tmp_path):
     assert not (run_dir / names[0]).exists() and not (run_dir / names[1]).exists()
     spec = json.loads((run_dir / "run.json").read_text())
     assert spec["finished"] is None and spec["gpus"] == ["0", "1"]
-    again = subprocess.run(
-        [*cmd, "--resume"], env={**os.environ, "HARNESS_CACHE": str(cache)}, capture_output=True, text=True, timeout=900
-    )
+    again = harness(*cmd, "--resume", cache=cache)
     assert again.returncode == 1, again.stderr[-2000:]
     assert all(json.loads((run_dir / n / "result.json").read_text())["status"] == "fail" for n in names)
 
@@ -159,21 +146,16 @@ def test_sigterm_stops_a_parallel_run_and_resume_finishes_it(served, tmp_path):
 def test_a_worker_killed_by_a_signal_is_that_models_error(served, tmp_path, sig):
     make, cache, _ = served
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "harness",
-            "verify",
-            FASTER,
-            "--zoo",
-            str(make(tmp_path)),
-            "--out",
-            str(run_dir),
-            "--json",
-            *QUICK,
-        ],
-        env={**os.environ, "HARNESS_CACHE": str(cache)},
+    proc = harness_process(
+        "verify",
+        FASTER,
+        "--zoo",
+        str(make(tmp_path)),
+        "--out",
+        str(run_dir),
+        "--json",
+        *QUICK,
+        cache=cache,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -254,9 +236,16 @@ def _verify_and_meddle(zoo, tmp_path, meddle) -> dict:
     """Run verify; once its worker has started (after the fetch, before it reads the weights: paddle's import
     alone takes seconds), call `meddle()`. Returns the result record."""
     cache, run_dir = tmp_path / "cache", tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", "verify", FASTER, "--zoo", str(zoo), "--out", str(run_dir), "--json", *QUICK],
-        env={**os.environ, "HARNESS_CACHE": str(cache)},
+    proc = harness_process(
+        "verify",
+        FASTER,
+        "--zoo",
+        str(zoo),
+        "--out",
+        str(run_dir),
+        "--json",
+        *QUICK,
+        cache=cache,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -7,13 +7,11 @@ configs/**/README*.md and every config of the commit) and checks one thing the r
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 import yaml
-from conftest import CURRENT, REPO
+from conftest import CURRENT, REPO, harness
 
 from harness import readme
 from harness.manifest import load_zoo, parse_zoo
@@ -112,24 +110,17 @@ def test_names_are_unique_and_plain_and_every_row_is_accounted_for(everything):
 
 def test_harness_import_all_writes_a_zoo_that_list_shows(tree, tmp_path):
     out, cov = tmp_path / "all.yaml", tmp_path / "coverage.md"
-    env = {**os.environ, "HARNESS_CACHE": str(tmp_path / "cache")}
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness",
-            "import",
-            "--all",
-            "--ppdet-root",
-            str(tree),
-            "--out",
-            str(out),
-            "--coverage",
-            str(cov),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
+    cache = tmp_path / "cache"
+    run = harness(
+        "import",
+        "--all",
+        "--ppdet-root",
+        str(tree),
+        "--out",
+        str(out),
+        "--coverage",
+        str(cov),
+        cache=cache,
         timeout=300,
     )
     assert run.returncode == 0, run.stderr
@@ -139,19 +130,7 @@ def test_harness_import_all_writes_a_zoo_that_list_shows(tree, tmp_path):
     assert raw == yaml.safe_load((REPO / "zoos" / "paddledetection.yaml").read_text())
     assert raw["sources"] == yaml.safe_load((REPO / "zoo.yaml").read_text())["sources"]
     assert "| README files read |" in cov.read_text() and "config missing at the pin" in cov.read_text()
-    listed = subprocess.run(
-        [sys.executable, "-m", "harness", "list", "--zoo", str(out), "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    listed = harness("list", "--zoo", str(out), "--json", cache=cache, timeout=120)
     assert listed.returncode == 0 and len(json.loads(listed.stdout)) == len(raw["models"])
-    unknown = subprocess.run(
-        [sys.executable, "-m", "harness", "import", "nope", "--ppdet-root", str(tree)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    unknown = harness("import", "nope", "--ppdet-root", str(tree), cache=cache, timeout=120)
     assert unknown.returncode == 2 and "nope: no such README" in unknown.stderr

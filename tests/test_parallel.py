@@ -7,13 +7,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import FASTER, MASK
+from conftest import FASTER, MASK, harness
 
 pytestmark = pytest.mark.stack
 
@@ -21,13 +19,7 @@ QUICK = ["--device", "cpu", "--eval-size", "320", "--no-timing", "--threads", "1
 
 
 def verify(zoo, out, *extra, cache):
-    proc = subprocess.run(
-        [sys.executable, "-m", "harness", "verify", MASK, "--zoo", str(zoo), "--out", str(out), *QUICK, *extra],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "HARNESS_CACHE": str(cache)},
-    )
+    proc = harness("verify", MASK, "--zoo", str(zoo), "--out", str(out), *QUICK, *extra, cache=cache)
     return proc, (json.loads(proc.stdout) if proc.stdout.startswith("{") else None)
 
 
@@ -112,10 +104,7 @@ def test_the_run_queue_fails_only_the_broken_model_and_resumes_per_unit(served, 
         "--history",
         str(tmp_path / "h.jsonl"),
     ]
-    env = {**os.environ, "HARNESS_CACHE": str(cache)}
-    first = subprocess.run(
-        [sys.executable, "-m", "harness", *cmd], capture_output=True, text=True, timeout=900, env=env
-    )
+    first = harness(*cmd, cache=cache)
     assert first.returncode == 3, first.stderr[-3000:]
     broken = json.loads((run / MASK / "result.json").read_text())
     assert broken["status"] == "error" and broken["error"]["stage"] == "weights"
@@ -129,9 +118,7 @@ def test_the_run_queue_fails_only_the_broken_model_and_resumes_per_unit(served, 
     before = kept.read_bytes(), kept.stat().st_mtime_ns
     (run / FASTER / "result.json").unlink()
     shutil.rmtree(run / FASTER / "slices" / "2")
-    again = subprocess.run(
-        [sys.executable, "-m", "harness", *cmd, "--resume"], capture_output=True, text=True, timeout=900, env=env
-    )
+    again = harness(*cmd, "--resume", cache=cache)
     assert again.returncode == 3, again.stderr[-3000:]
     assert (kept.read_bytes(), kept.stat().st_mtime_ns) == before  # the finished slice was not run again
     assert f"{FASTER}: unit 1/2 kept (--resume)" in again.stderr

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -30,14 +27,7 @@ def test_threads_overrides_and_content_keyed_resume(served, rehearsal, tmp_path)
     args = ["run", FASTER, "--zoo", str(zoo), "--out", str(run), "--data", str(root), "--threads", "1"]
     args += ["-o", "EvalReader.batch_size=1", "--history", str(tmp_path / "h.jsonl"), *QUICK]
 
-    writes = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # as on a user's machine
-    first = subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        env={**writes, "HARNESS_CACHE": str(cache)},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    first = harness(*args, cache=cache, drop=("PYTHONDONTWRITEBYTECODE",))  # bytecode written, as on a user's machine
     assert first.returncode == 1, first.stderr[-3000:]  # random weights: measured, a fail verdict
     rec = json.loads((run / FASTER / "result.json").read_text())
     assert rec["threads"] == 1 and rec["device"] == "cpu"

@@ -6,13 +6,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, ppdet_tree
+from conftest import REPO, harness, ppdet_tree
 
 from harness.scoring import STATS
 
@@ -78,9 +76,7 @@ def test_every_result_record_is_complete(rehearsal):
 
 
 def test_report_rerenders_the_same_table_from_the_files(rehearsal):
-    out = subprocess.run(
-        [sys.executable, "-m", "harness", "report", str(rehearsal.run_dir)], capture_output=True, text=True
-    )
+    out = harness("report", str(rehearsal.run_dir))
     assert out.returncode == 0
     assert out.stdout == (rehearsal.run_dir / "table.md").read_text()
     assert (rehearsal.run_dir / "report.md").read_text().startswith(out.stdout)  # + history, plots
@@ -110,11 +106,7 @@ def test_rescore_recomputes_every_stat_from_the_stored_predictions(rehearsal, tm
     shutil.copytree(rehearsal.run_dir, copy)
     before = _results(copy)
     assert all(r["scorer"]["name"] == "faster-coco-eval" for r in before.values())
-    out = subprocess.run(
-        [sys.executable, "-m", "harness", "rescore", str(copy), "--scorer", "pycocotools"],
-        capture_output=True,
-        text=True,
-    )
+    out = harness("rescore", str(copy), "--scorer", "pycocotools")
     assert out.returncode == 1, out.stderr  # random weights: every verdict is a fail
     after = _results(copy)
     for name in NAMES:

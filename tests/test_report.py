@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 
 import pytest
-from conftest import results
+from conftest import harness, results
 
 from harness.report import SEED, markdown
 from harness.results import write
@@ -120,17 +118,11 @@ def test_notes_say_what_makes_numbers_incomparable():
 def test_report_command_reads_results_and_refuses_empty_dirs(tmp_path):
     write(tmp_path / "run", _record())
     write(tmp_path / "run", _record("m_b", zoo_index=1))
-    out = subprocess.run(
-        [sys.executable, "-m", "harness", "report", str(tmp_path / "run"), "--out", str(tmp_path / "r.md")],
-        capture_output=True,
-        text=True,
-    )
+    out = harness("report", str(tmp_path / "run"), "--out", str(tmp_path / "r.md"))
     assert out.returncode == 0 and out.stdout == (tmp_path / "r.md").read_text()
     assert out.stdout.count("| Res2Net50-FPN") == 2
     (tmp_path / "empty").mkdir()
-    out = subprocess.run(
-        [sys.executable, "-m", "harness", "report", str(tmp_path / "empty")], capture_output=True, text=True
-    )
+    out = harness("report", str(tmp_path / "empty"))
     assert out.returncode == 2 and "no result.json" in out.stderr
 
 
@@ -138,9 +130,7 @@ def test_report_command_reads_results_and_refuses_empty_dirs(tmp_path):
 def test_a_damaged_result_is_a_clear_error(tmp_path, content):
     (tmp_path / "run" / "m").mkdir(parents=True)
     (tmp_path / "run" / "m" / "result.json").write_text(content)
-    out = subprocess.run(
-        [sys.executable, "-m", "harness", "report", str(tmp_path / "run")], capture_output=True, text=True
-    )
+    out = harness("report", str(tmp_path / "run"))
     assert out.returncode == 2 and "result.json" in out.stderr
 
 
@@ -232,9 +222,7 @@ def test_a_record_that_does_not_fit_the_schema_is_refused_by_readers_and_writers
     bad = tmp_path / "run" / "m_a"
     bad.mkdir(parents=True)
     (bad / "result.json").write_text(json.dumps({"schema": 1, "model": "m_a", "status": "pass"}))
-    out = subprocess.run(
-        [sys.executable, "-m", "harness", "report", str(tmp_path / "run")], capture_output=True, text=True
-    )
+    out = harness("report", str(tmp_path / "run"))
     assert out.returncode == 2 and "not a result record of schema 1" in out.stderr and "run_id" in out.stderr
     with pytest.raises(HarnessError, match=r"internal error, result not written: .*surprise"):
         write(tmp_path / "run2", _record(surprise=1))
@@ -259,10 +247,13 @@ def test_hostile_record_text_is_escaped_in_every_output(tmp_path):
     write(tmp_path / "run", _record())
     write(tmp_path / "run", hostile | {"zoo_index": 1})
     out, site = tmp_path / "out", str(tmp_path / "site")
-    done = subprocess.run(
-        [sys.executable, "-m", "harness", "report", str(tmp_path / "run"), "--outputs", str(out), "--html", site],
-        capture_output=True,
-        text=True,
+    done = harness(
+        "report",
+        str(tmp_path / "run"),
+        "--outputs",
+        str(out),
+        "--html",
+        site,
         preexec_fn=lambda: os.umask(0o027),
         timeout=120,
     )

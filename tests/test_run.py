@@ -7,10 +7,9 @@ import json
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
-from conftest import FASTER, harness, wait_until, workers_of
+from conftest import FASTER, harness, harness_process, wait_until, workers_of
 
 from harness import plots
 from harness.history import load
@@ -31,22 +30,8 @@ def full_run(served, tmp_path_factory):
     make, cache, _ = served
     tmp = tmp_path_factory.mktemp("killed")
     zoo, run_dir = make(tmp), tmp / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "harness",
-        "run",
-        "--zoo",
-        str(zoo),
-        "--out",
-        str(run_dir),
-        "--history",
-        str(tmp / "history.jsonl"),
-        *QUICK,
-    ]
-    proc = subprocess.Popen(
-        cmd, env={**os.environ, "HARNESS_CACHE": str(cache)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    cmd = ["run", "--zoo", str(zoo), "--out", str(run_dir), "--history", str(tmp / "history.jsonl"), *QUICK]
+    proc = harness_process(*cmd, cache=cache, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = run_dir / NAMES[0] / "result.json"
     wait_until(lambda: first.exists() or proc.poll() is not None, 600)
     assert first.exists(), "the first model never finished"

@@ -4,7 +4,7 @@ estimates come from (history under the same conditions, the README's fps, a defa
 from __future__ import annotations
 
 import pytest
-from conftest import REPO, result
+from conftest import REPO, harness, result
 
 from harness import schedule
 from harness.manifest import load_zoo
@@ -118,26 +118,17 @@ def test_history_keeps_what_the_planner_needs_of_a_sliced_result():
 
 def test_harness_plan_prints_the_schedule_for_each_gpu_count(tmp_path):
     import json
-    import subprocess
-    import sys
 
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness",
-            "plan",
-            "--zoo",
-            str(REPO / "zoos" / "paddledetection.yaml"),
-            "--gpus",
-            "1",
-            "8",
-            "--history",
-            str(tmp_path / "none.jsonl"),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
+    out = harness(
+        "plan",
+        "--zoo",
+        str(REPO / "zoos" / "paddledetection.yaml"),
+        "--gpus",
+        "1",
+        "8",
+        "--history",
+        str(tmp_path / "none.jsonl"),
+        "--json",
     )
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
@@ -151,7 +142,5 @@ def test_harness_plan_prints_the_schedule_for_each_gpu_count(tmp_path):
         for k in [eight["slices"][e["model"]]]
         for i in range(k)
     )  # every unit once
-    md = subprocess.run(
-        [sys.executable, "-m", "harness", "plan", "--gpus", "8", "--parallel", "0"], capture_output=True, text=True
-    )
+    md = harness("plan", "--gpus", "8", "--parallel", "0")
     assert md.returncode == 2 and "--parallel 0" in md.stderr

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import math
 import re
-import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from conftest import harness
 from nights import NIGHTS, ZOO, write_nights
 
 from harness import history, results, site
@@ -149,8 +148,8 @@ def test_a_directory_the_harness_did_not_make_is_refused_and_left_alone(tmp_path
 def test_harness_report_html_writes_the_site(tmp_path):
     runs, hist = write_nights(tmp_path)
     out = tmp_path / "site"
-    cmd = [sys.executable, "-m", "harness", "report", str(runs[-1]), "--history", str(hist), "--html", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    cmd = ["report", str(runs[-1]), "--history", str(hist), "--html", str(out)]
+    done = harness(*cmd, timeout=120)
     assert done.returncode == 0, done.stderr
     assert f"site: {out / 'index.html'}" in done.stderr and "| " in done.stdout
     page = _read(out / "index.html")
@@ -158,7 +157,7 @@ def test_harness_report_html_writes_the_site(tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("x")
-    refused = subprocess.run([*cmd[:-1], str(mine)], capture_output=True, text=True, timeout=120)
+    refused = harness(*cmd[:-1], str(mine), timeout=120)
     assert refused.returncode == 2 and "not a site the harness wrote" in refused.stderr
 
 
@@ -188,8 +187,8 @@ def test_hostile_inputs_are_refused_or_left_out(tmp_path):
     lines = hist.read_text().splitlines()
     broken = tmp_path / "broken.jsonl"
     broken.write_text("\n".join([*lines[:3], "{not json", *lines[3:]]) + "\n")
-    cmd = [sys.executable, "-m", "harness", "report", str(runs[-1]), "--html", str(tmp_path / "s1")]
-    done = subprocess.run([*cmd, "--history", str(broken)], capture_output=True, text=True, timeout=120)
+    cmd = ["report", str(runs[-1]), "--html", str(tmp_path / "s1")]
+    done = harness(*cmd, "--history", str(broken), timeout=120)
     assert done.returncode == 2 and f"{broken}:4: not a history entry" in done.stderr and "Traceback" not in done.stderr
     (tmp_path / "x.jsonl").write_text('{"a": 1}\n')
     with pytest.raises(UsageError, match=r":1: not a history entry: run_id: Field required"):

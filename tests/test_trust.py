@@ -10,13 +10,12 @@ import copy
 import json
 import os
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FAST, REPO, coco_zips, harness, namespaced
+from conftest import FAST, REPO, coco_zips, harness, harness_argv, namespaced
 
 from harness import dataset
 from harness.artifacts import entry_path, fetch_artifact
@@ -282,10 +281,7 @@ def _in_tmpfs(tmp_path: Path, size: str, ds: Dataset, weights: str):
     cache = tmp_path / "cache"
     wrap = namespaced(f"size={size}", cache)
     zoo, tree = _zoo(tmp_path, weights, ds)
-    cmd = [
-        sys.executable,
-        "-m",
-        "harness",
+    cmd = harness_argv(
         "fetch",
         RAW["models"][0]["name"],
         "--zoo",
@@ -293,7 +289,7 @@ def _in_tmpfs(tmp_path: Path, size: str, ds: Dataset, weights: str):
         "--dataset",
         "--ppdet-root",
         tree,
-    ]
+    )
     shell = (
         " ".join(f"'{c}'" for c in cmd) + f"; echo rc=$?; df -k --output=avail {cache} | tail -1; "
         f"find {cache} -type f | sort"

@@ -3,40 +3,30 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-from conftest import FASTER
+from conftest import FASTER, harness
 
 pytestmark = pytest.mark.stack
 
 
 def verify(zoo_path, out, *extra, cache):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness",
-            "verify",
-            FASTER,
-            "--zoo",
-            str(zoo_path),
-            "--out",
-            str(out),
-            "--eval-size",
-            "320",
-            "--device",
-            "cpu",
-            "--json",
-            "--no-timing",
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
+    proc = harness(
+        "verify",
+        FASTER,
+        "--zoo",
+        str(zoo_path),
+        "--out",
+        str(out),
+        "--eval-size",
+        "320",
+        "--device",
+        "cpu",
+        "--json",
+        "--no-timing",
+        *extra,
         timeout=600,
-        env={**os.environ, "HARNESS_CACHE": str(cache)},
+        cache=cache,
     )
     rec = json.loads(proc.stdout) if proc.stdout.startswith("{") else None
     return proc, rec
@@ -99,11 +89,7 @@ def test_gpu_asked_of_a_cpu_build_is_a_clear_error(served, tmp_path):
 
 def test_unknown_model_and_bad_opt_are_usage_errors(served, tmp_path):
     make, cache, _ = served
-    bad = subprocess.run(
-        [sys.executable, "-m", "harness", "verify", "faster_rcnn", "--zoo", str(make(tmp_path))],
-        capture_output=True,
-        text=True,
-    )
+    bad = harness("verify", "faster_rcnn", "--zoo", str(make(tmp_path)))
     assert bad.returncode == 2 and f"did you mean: {FASTER}" in bad.stderr
     proc, _ = verify(make(tmp_path), tmp_path / "run", "-o", "nonsense", cache=cache)
     assert proc.returncode == 2 and "expected KEY=VALUE" in proc.stderr

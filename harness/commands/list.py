@@ -1,0 +1,75 @@
+"""`harness list`: the zoo, its documented AP and what is cached. Starts in a blink: no paddle, no network."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import TYPE_CHECKING
+
+from harness.commands import options
+from harness.errors import ExitCode
+
+if TYPE_CHECKING:
+    from harness.manifest import Zoo
+
+NAME = "list"
+HELP = "show the zoo with documented AP and cache state"
+
+
+def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        NAME,
+        parents=[common],
+        help=HELP,
+        epilog="examples:\n  harness list\n  harness list --json | jq '.[].name'\n"
+        "  harness list --zoo zoos/paddledetection.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=main)
+    return p
+
+
+def rows(zoo: Zoo) -> list[dict]:
+    """One row per model: its name, table, documented metrics, README labels and whether its weights are cached."""
+    from harness.artifacts import is_cached
+
+    return [
+        {
+            "name": m.name,
+            "table": m.table,
+            "box_ap": m.expected.get("box_ap"),
+            "mask_ap": m.expected.get("mask_ap"),
+            "expected": m.expected,
+            "labels": m.labels,
+            "input_size": m.input_size,
+            "cached": is_cached(m.weights.url),
+        }
+        for m in zoo.models
+    ]
+
+
+def table(rows: list[dict]) -> str:
+    """The rows as the github-style table `harness list` prints."""
+    from tabulate import tabulate
+
+    headers = ["model", "table", "box AP", "mask AP", "other documented", "weights"]
+    body = [
+        [
+            r["name"],
+            r["table"] or "-",
+            "-" if r["box_ap"] is None else f"{r['box_ap']:.1f}",
+            "-" if r["mask_ap"] is None else f"{r['mask_ap']:.1f}",
+            ", ".join(f"{k} {v:g}" for k, v in r["expected"].items() if k not in ("box_ap", "mask_ap")) or "-",
+            "cached" if r["cached"] else "-",
+        ]
+        for r in rows
+    ]
+    return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def main(args: argparse.Namespace) -> int:
+    zoo, _ = options.zoo(args)
+    found = rows(zoo)
+    print(json.dumps(found, indent=2, ensure_ascii=False) if args.json else table(found))
+    return ExitCode.OK

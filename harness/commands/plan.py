@@ -1,0 +1,127 @@
+"""`harness plan`: the nightly's schedule for G GPUs (units, makespan, lower bound) from the history's
+durations, without running a model: what `harness run --gpus ... --parallel auto` would do."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from harness.commands import options
+from harness.errors import ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from harness.manifest import Zoo
+    from harness.results import HistoryEntry
+    from harness.schedule import Estimate, Plan
+
+NAME = "plan"
+HELP = "the nightly's schedule for G GPUs: units, makespan, lower bound (no model runs)"
+
+
+def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        NAME,
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help=HELP,
+        description="Estimates each model's work (its last run in the history under the same conditions, else "
+        "its README's fps, else a default), cuts models into slices where that shortens the night, and "
+        "schedules the units longest first onto the GPU free first, as `harness run --gpus ... --parallel auto` "
+        "does. Prints the makespan against the lower bound max(work / G, longest unit) and against one model "
+        "per GPU.",
+        epilog="examples:\n  harness plan --gpus 8\n"
+        "  harness plan --zoo zoos/paddledetection.yaml --gpus 1 8 64 --out reports/plan-nightly.md\n"
+        "  harness plan --gpus 8 --json | jq .plans[0].assignment",
+    )
+    p.add_argument("--gpus", type=int, nargs="+", default=[8], metavar="G", help="GPU counts to plan for (8)")
+    p.add_argument("--images", type=int, default=5000, help="images per model (default: val2017's 5000)")
+    kinds = [d for d in options.devices() if d != "auto"]
+    p.add_argument("--device", choices=kinds, default="gpu", help="history entries of this device")
+    p.add_argument(
+        "--eval-size",
+        type=int,
+        metavar="PX",
+        help="history entries of runs at this eval size (as `harness run --eval-size`; default: full size)",
+    )
+    p.add_argument("--parallel", default="auto", metavar="K|auto", help="slices per model (default: auto)")
+    p.add_argument(
+        "--history",
+        type=Path,
+        metavar="PATH",
+        help="durations of earlier runs (default: $HARNESS_HISTORY or reports/history.jsonl)",
+    )
+    p.add_argument("--json", action="store_true", help="print the plans as JSON")
+    p.add_argument("--out", type=Path, metavar="FILE", help="also write the markdown to FILE")
+    p.set_defaults(func=main)
+    return p
+
+
+@dataclass(frozen=True)
+class Planned:
+    """Each model's estimate, the plan for each GPU count, and one-model-per-GPU for comparison."""
+
+    estimates: list[Estimate]
+    plans: dict[int, Plan]
+    baseline: dict[int, Plan]
+
+
+def plan(
+    zoo: Zoo,
+    gpus: list[int],
+    *,
+    images: int = 5000,
+    device: str = "gpu",
+    parallel: int | str = "auto",
+    history: list[HistoryEntry] | None = None,
+    eval_size: int | None = None,
+) -> Planned:
+    """The schedules of the zoo's models for each of `gpus` workers, from `history`'s durations on `device` at
+    `eval_size` (None: full size)."""
+    from harness import schedule
+
+    if any(g < 1 for g in gpus) or images < 1:
+        raise UsageError("plan: --gpus and --images must be 1 or more")
+    estimates = [
+        schedule.estimate(zoo, m, images, history or [], device=device, eval_size=eval_size) for m in zoo.models
+    ]
+    return Planned(
+        estimates,
+        {g: schedule.plan(estimates, g, parallel=parallel) for g in gpus},
+        {g: schedule.plan(estimates, g, parallel=1) for g in gpus},
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    from harness import history, schedule
+    from harness.files import atomic_write_bytes
+
+    zoo, _ = options.zoo(args)
+    path = args.zoo_path
+    parallel = options.parallel_value(args.parallel)
+    past = history.load(args.history or history.default_path())
+    done = plan(
+        zoo,
+        args.gpus,
+        images=args.images,
+        device=args.device,
+        parallel=parallel,
+        history=past,
+        eval_size=args.eval_size,
+    )
+    text = schedule.markdown(path.name, done.estimates, done.plans, done.baseline, device=args.device)
+    if args.json:
+        doc = {
+            "zoo": str(path),
+            "images": args.images,
+            "estimates": [vars(e) for e in done.estimates],
+            "plans": [p.as_json() for p in done.plans.values()],
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        print(text, end="")
+    if args.out:
+        atomic_write_bytes(args.out, text.encode())
+    return ExitCode.OK
