@@ -15,9 +15,10 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.errors import ManifestError, UsageError
+from harness.kinds import COCO_STATS, KINDS, of_metric
 
 ZOO_ENV = "HARNESS_ZOO"
 STACK_ENV = "HARNESS_STACK"
@@ -91,13 +92,26 @@ class Dataset(_Strict):
         return _relative_path(path)
 
 
-# The COCO summary statistics in COCOeval's order; a metric is `<box|mask>_<stat>` in AP points (box_ap,
-# mask_ap, box_ap50, ...). scoring.py computes every one of them; a model is judged on those it documents.
-STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-KINDS = {"box": "bbox", "mask": "segm"}  # metric prefix -> COCO iouType
-_METRIC = rf"({'|'.join(KINDS)})_({'|'.join(s.lower() for s in STATS)})"
-Metric = Annotated[str, Field(pattern=rf"^{_METRIC}$")]
-ToleranceKey = Annotated[str, Field(pattern=rf"^(default|{_METRIC})$")]
+# A metric is `<kind>_<stat>` in AP points (box_ap, mask_ap, box_ap50, ...): a kind of kinds.KINDS and one of its
+# statistics. scoring.py computes every one of them; a model is judged on those it documents.
+STATS = COCO_STATS
+
+
+def _metric(name: str) -> str:
+    if of_metric(name) is None:
+        kinds = ", ".join(KINDS)
+        raise ValueError(
+            f"{name!r} is not a metric: expected <kind>_<stat>, a kind of {kinds} (box_ap, mask_ap50, ...)"
+        )
+    return name
+
+
+def _tolerance_key(name: str) -> str:
+    return name if name == "default" else _metric(name)
+
+
+Metric = Annotated[str, AfterValidator(_metric)]
+ToleranceKey = Annotated[str, AfterValidator(_tolerance_key)]
 
 
 class Table(_Strict):

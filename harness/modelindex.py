@@ -13,10 +13,9 @@ from pathlib import Path
 import yaml
 
 from harness.files import atomic_write_bytes
+from harness.kinds import KINDS
 from harness.manifest import Model, Zoo
 from harness.results import Result
-
-TASKS = {"box": "Object Detection", "mask": "Instance Segmentation"}
 
 
 def _label(metric: str) -> str:
@@ -27,14 +26,14 @@ def _label(metric: str) -> str:
 
 def _model(m: Model, collection: str, rec: Result | None) -> dict:
     results = []
-    for kind, task in TASKS.items():
-        mine = {_label(k): v for k, v in m.expected.items() if k.startswith(f"{kind}_")}
-        for k in (k for k in m.expected if k.startswith(f"{kind}_")):
+    for kind in KINDS.values():
+        mine = {_label(k): v for k, v in m.expected.items() if k.startswith(f"{kind.prefix}_")}
+        for k in (k for k in m.expected if k.startswith(f"{kind.prefix}_")):
             measured = rec.measured(k) if rec is not None else None
             if measured is not None:
                 mine[f"measured {_label(k)}"] = round(measured, 2)
         if mine:
-            results.append({"Task": task, "Dataset": "COCO", "Metrics": mine})
+            results.append({"Task": kind.task, "Dataset": "COCO", "Metrics": mine})
     meta: dict = {str(k): v for k, v in m.labels.items()}
     timing = rec.timing if rec is not None else None
     if timing is not None and timing.fps and timing.backend:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.kinds import KINDS
 from harness.results import HistoryEntry
 
 
@@ -21,13 +22,14 @@ def _models(history: list[HistoryEntry]) -> list[str]:
 
 
 def ap_per_run(history: list[HistoryEntry], path: Path) -> dict[str, list[str]]:
-    """Box AP (left) and mask AP (right) of every run, one line per model; dashed: documented.
+    """Each kind's AP (box AP, mask AP, ...: one panel each) of every run, one line per model; dashed: documented.
     Returns the line labels per panel (what a test can check without reading pixels)."""
     plt = _pyplot()
     runs = list(dict.fromkeys(e.run_id for e in history))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+    panels = list(KINDS.values())  # one panel per kind of the kinds table
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), constrained_layout=True, squeeze=False)
     drawn: dict[str, list[str]] = {}
-    for ax, metric, title in ((axes[0], "box_ap", "box AP"), (axes[1], "mask_ap", "mask AP")):
+    for ax, metric, title in ((axes[0][i], k.headline, k.label) for i, k in enumerate(panels)):
         for i, model in enumerate(_models(history)):
             points = [
                 (runs.index(e.run_id), e.metrics[metric])

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness import kinds
 from harness.errors import HarnessError
 
-# What ppdet's COCO metric writes with save_prediction_only: bbox.json (boxes), mask.json (R-CNN masks),
-# segm.json (SOLOv2), and which metric prefix each one serves.
-PREDICTION_FILES = {"bbox": "box", "mask": "mask", "segm": "mask"}
+
+def _prefix(file: str) -> str:
+    kind = kinds.by_file(file)
+    assert kind is not None  # only files of kinds.prediction_files() are looked at
+    return kind.prefix
 
 
 def prediction_files(preds: Path, metrics: list[str]) -> dict[str, str]:
@@ -20,26 +23,26 @@ def prediction_files(preds: Path, metrics: list[str]) -> dict[str, str]:
     are written empty). Some predictions written but none for a documented metric (masks of a box-only
     model, say) is an error naming the metric: it would otherwise be "not measured" or 0 for a wrong reason.
     """
-    found = {kind: preds / f"{kind}.json" for kind in PREDICTION_FILES if (preds / f"{kind}.json").exists()}
-    for prefix in set(PREDICTION_FILES.values()):
-        if len(twins := sorted(p.name for k, p in found.items() if PREDICTION_FILES[k] == prefix)) > 1:
+    found = {f: preds / f"{f}.json" for f in kinds.prediction_files() if (preds / f"{f}.json").exists()}
+    for prefix in kinds.KINDS:
+        if len(twins := sorted(p.name for k, p in found.items() if _prefix(k) == prefix)) > 1:
             raise HarnessError(
                 f"PaddleDetection wrote {' and '.join(twins)}: two files of {prefix} predictions, and one result "
                 "can be scored from only one of them",
                 hint="check the model's config (its metric writes one prediction file per kind)",
             )
     needed = {m.split("_", 1)[0] for m in metrics}
-    served = {PREDICTION_FILES[k] for k in found}
+    served = {_prefix(k) for k in found}
     if not found:
         for prefix in sorted(needed):
-            kind = "bbox" if prefix == "box" else "mask"
-            (preds / f"{kind}.json").write_text("[]")
-            found[kind] = preds / f"{kind}.json"
+            file = kinds.KINDS[prefix].files[0]
+            (preds / f"{file}.json").write_text("[]")
+            found[file] = preds / f"{file}.json"
     elif missing := sorted(m for m in metrics if m.split("_", 1)[0] not in served):
         raise HarnessError(
             f"the documented {', '.join(missing)} cannot be measured: PaddleDetection wrote "
             f"{', '.join(sorted(p.name for p in found.values()))} and no "
-            f"{'mask' if any(m.startswith('mask') for m in missing) else 'box'} predictions",
+            f"{' or '.join(sorted({m.split('_', 1)[0] for m in missing}))} predictions",
             hint="check the model's config and `expected:` in the zoo file",
         )
     return {k: str(p) for k, p in found.items()}

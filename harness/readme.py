@@ -25,6 +25,7 @@ import yaml
 
 from harness.errors import UsageError
 from harness.files import is_component
+from harness.kinds import KINDS
 
 VOCABULARY = Path(__file__).with_name("readme.yaml")
 _GITHUB = re.compile(r"^https?://github\.com/PaddlePaddle/PaddleDetection/(?:tree|blob)/[^/]+/(configs/.+)$")
@@ -448,7 +449,7 @@ def _row(root: Path, table: Table, row: tuple[Cell, ...], line: str, cols: list[
             labels[col.title] = cell.text
         elif col.role in ("label", "fps") and cell.text and cell.text.strip("-— ") and not cell.links:
             labels[col.title] = cell.text
-    if "box_ap" not in expected and "mask_ap" not in expected:
+    if not any(k.headline in expected for k in KINDS.values()):
         metric_cols = [c.title for c in cols if c.role == "metric"]
         return "no documented COCO val2017 AP" if metric_cols else "no COCO val2017 AP column"
     if problem := _config_problem(root, config, anno_file):

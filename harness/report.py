@@ -13,6 +13,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from harness.files import atomic_write_bytes
+from harness.kinds import KINDS
 from harness.manifest import V1_TABLE, Table
 from harness.results import HistoryEntry, Result
 from harness.timing import TimingRecord
@@ -313,7 +314,7 @@ def rows(records: list[Result]) -> list[dict]:
             "eval_size": rec.reduced_eval_size[0] if rec.reduced_eval_size else None,
             "error": (rec.error.message.split("\n")[0] or None) if rec.error else None,
         }
-        for name in ("box_ap", "mask_ap"):
+        for name in (k.headline for k in KINDS.values()):  # one group of columns per kind of the kinds table
             m = rec.verdict(name)
             for field in ("measured", "documented", "delta", "tolerance", "status"):
                 row[f"{name}_{field}"] = getattr(m, field) if m is not None else None

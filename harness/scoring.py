@@ -24,13 +24,12 @@ from concurrent.futures.process import BrokenProcessPool
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from harness import kinds
 from harness.errors import HarnessError
-from harness.manifest import KINDS, STATS
+from harness.kinds import COCO_STATS as STATS
 
 log = logging.getLogger(__name__)
 
-# ppdet's prediction file name -> COCO iouType (SOLOv2 writes segm.json, the R-CNNs mask.json)
-IOU_TYPES = {"bbox": "bbox", "mask": "segm", "segm": "segm"}
 SCORERS = ("faster-coco-eval", "pycocotools")
 DEFAULT = SCORERS[0]
 
@@ -117,6 +116,18 @@ def score(gt, predictions: list[dict], iou_type: str, using: Scorer | None = Non
     return dict(zip(STATS, using.stats(gt, using.results(gt, predictions), iou_type), strict=True))
 
 
+def _kind(file: str) -> kinds.Kind:
+    kind = kinds.by_file(file)
+    if kind is None:
+        raise HarnessError(f"{file}.json: not a prediction file of any kind the harness knows (kinds.py)")
+    return kind
+
+
+def score_kind(gt, predictions: list[dict], kind: kinds.Kind, using: Scorer) -> dict[str, float]:
+    """A kind's statistics: its own scorer's, or COCOeval's with its iouType."""
+    return kind.score(gt, predictions, using) if kind.score else score(gt, predictions, kind.stats_key, using)
+
+
 def score_files(
     annotations: Path, files: Mapping[str, str | Path], using: Scorer | None = None, *, concurrent: bool = True
 ) -> dict[str, dict[str, float]]:
@@ -134,8 +145,8 @@ def score_files(
     if concurrent and len(files) > 1 and "fork" in multiprocessing.get_all_start_methods():
         return _forked(gt, using, files)
     return {
-        IOU_TYPES[kind]: score(gt, json.loads(Path(path).read_bytes()), IOU_TYPES[kind], using)
-        for kind, path in files.items()
+        _kind(file).stats_key: score_kind(gt, json.loads(Path(path).read_bytes()), _kind(file), using)
+        for file, path in files.items()
     }
 
 
@@ -149,7 +160,9 @@ def _forked(gt, using: Scorer, files: Mapping[str, str | Path]) -> dict[str, dic
         _GT = gt
         try:
             with ProcessPoolExecutor(max_workers=len(files), mp_context=multiprocessing.get_context("fork")) as pool:
-                futures = {IOU_TYPES[k]: pool.submit(_score_in_child, k, str(p), using.name) for k, p in files.items()}
+                futures = {
+                    _kind(k).stats_key: pool.submit(_score_in_child, k, str(p), using.name) for k, p in files.items()
+                }
                 return {iou: f.result() for iou, f in futures.items()}
         except BrokenProcessPool as exc:
             raise HarnessError(
@@ -161,16 +174,16 @@ def _forked(gt, using: Scorer, files: Mapping[str, str | Path]) -> dict[str, dic
 
 
 def _score_in_child(kind: str, path: str, scorer_name: str) -> dict[str, float]:
-    return score(_GT, json.loads(Path(path).read_bytes()), IOU_TYPES[kind], scorer(scorer_name))
+    return score_kind(_GT, json.loads(Path(path).read_bytes()), _kind(kind), scorer(scorer_name))
 
 
 def metrics(stats: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Every metric a zoo can document, in AP points: `<box|mask>_<stat>` = the COCO stat × 100 (box_ap,
-    mask_ap, box_ap50, ...; manifest.STATS)."""
+    """Every metric a zoo can document, in AP points: `<kind>_<stat>` = the stat × 100 (box_ap, mask_ap,
+    box_ap50, ...; kinds.KINDS)."""
     out = {}
-    for prefix, iou_type in KINDS.items():
-        for stat, value in (stats.get(iou_type) or {}).items():
-            out[f"{prefix}_{stat.lower()}"] = round(value * 100, 4)
+    for kind in kinds.KINDS.values():
+        for stat, value in (stats.get(kind.stats_key) or {}).items():
+            out[kind.metric(stat)] = round(value * 100, 4)
     return out
 
 
@@ -212,9 +225,10 @@ def fidelity(annotations: Path, image_ids: list[int], predictions: dict[str, dic
     gt = restrict(using.load(annotations), image_ids, using)
 
     def aps(p: dict[str, list]) -> dict[str, float]:
-        out = {"box_ap": round(score(gt, p["bbox"], "bbox", using)["AP"] * 100, 4)}
-        if p.get("mask"):
-            out["mask_ap"] = round(score(gt, p["mask"], "segm", using)["AP"] * 100, 4)
+        out = {}
+        for i, (file, dets) in enumerate(p.items()):  # the first file (boxes) always: the match rate's reference
+            if (kind := kinds.by_file(file)) is not None and (dets or i == 0):
+                out[kind.headline] = round(score_kind(gt, dets, kind, using)["AP"] * 100, 4)
         return out
 
     ref = aps(predictions["dygraph"])

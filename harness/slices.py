@@ -23,8 +23,8 @@ from pathlib import Path
 from harness.artifacts import cache_root
 from harness.errors import HarnessError, StageError, UsageError
 from harness.files import atomic_write_bytes, atomic_write_json, read_json
+from harness.kinds import by_file
 from harness.launcher import interrupt_all
-from harness.scoring import IOU_TYPES
 
 KEY = "harness_slice"  # the slice's own description, in its annotation file's `info`
 
@@ -109,11 +109,11 @@ def merge(slices: list[Slice], predictions: list[dict[str, str]], out: Path) -> 
                     hint="the slice's annotation file and its predictions disagree: re-run",
                 )
             merged.setdefault(kind, []).extend(dets)
-    served = {IOU_TYPES[k] for k, dets in merged.items() if dets}
+    served = {_key(k) for k, dets in merged.items() if dets}
     out.mkdir(parents=True, exist_ok=True)
     files = {}
     for kind, dets in merged.items():
-        if not dets and IOU_TYPES[kind] in served:
+        if not dets and _key(kind) in served:
             continue
         dets.sort(key=lambda d: position[d["image_id"]])  # stable: each image's own order is kept
         target = out / f"{kind}.json"
@@ -162,3 +162,9 @@ def run_all(k: int, one, *, what: str) -> list:
             ) from exc
         raise exc
     return [f.result() for f in futures]
+
+
+def _key(file: str) -> str | None:
+    """The stats key of a prediction file's kind (mask.json and segm.json are one kind)."""
+    kind = by_file(file)
+    return kind.stats_key if kind else None

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from harness.scoring import IOU_TYPES, STATS, scorer
+from harness.kinds import by_file
+from harness.scoring import STATS, scorer
 
 REPO = Path(__file__).resolve().parents[1]
 W, H = 480, 360
@@ -97,7 +98,7 @@ def run(name: str, ann: Path, files: dict[str, Path]) -> tuple[float, dict]:
     gt = using.load(ann)
     stats = {}
     for kind, path in files.items():
-        iou = IOU_TYPES[kind]
+        iou = by_file(kind).stats_key  # bbox.json, mask.json: known kinds
         dt = using.results(gt, json.loads(path.read_text()))
         stats[iou] = using.stats(gt, dt, iou)
     return time.perf_counter() - t0, stats

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from harness.commands import options
 from harness.errors import ExitCode
+from harness.kinds import KINDS
 
 if TYPE_CHECKING:
     from harness.manifest import Zoo
@@ -38,8 +39,7 @@ def rows(zoo: Zoo) -> list[dict]:
         {
             "name": m.name,
             "table": m.table,
-            "box_ap": m.expected.get("box_ap"),
-            "mask_ap": m.expected.get("mask_ap"),
+            **{k.headline: m.expected.get(k.headline) for k in KINDS.values()},
             "expected": m.expected,
             "labels": m.labels,
             "input_size": m.input_size,
@@ -53,14 +53,14 @@ def table(rows: list[dict]) -> str:
     """The rows as the github-style table `harness list` prints."""
     from tabulate import tabulate
 
-    headers = ["model", "table", "box AP", "mask AP", "other documented", "weights"]
+    heads = [k.headline for k in KINDS.values()]  # one column per kind of the kinds table
+    headers = ["model", "table", *(k.label for k in KINDS.values()), "other documented", "weights"]
     body = [
         [
             r["name"],
             r["table"] or "-",
-            "-" if r["box_ap"] is None else f"{r['box_ap']:.1f}",
-            "-" if r["mask_ap"] is None else f"{r['mask_ap']:.1f}",
-            ", ".join(f"{k} {v:g}" for k, v in r["expected"].items() if k not in ("box_ap", "mask_ap")) or "-",
+            *("-" if r.get(h) is None else f"{r[h]:.1f}" for h in heads),
+            ", ".join(f"{k} {v:g}" for k, v in r["expected"].items() if k not in heads) or "-",
             "cached" if r["cached"] else "-",
         ]
         for r in rows

@@ -1,0 +1,77 @@
+"""The kinds of predictions a model is judged on, as one table (detectron2's `{"bbox": ..., "segm": ...}[iou_type]`).
+
+One row per kind says everything the harness knows of it: the metric prefix a zoo file documents (`box_ap`,
+`mask_ap50`), the key of its stats in a record (COCO's iouType), the files PaddleDetection's eval writes for it,
+its model-index task, its column label, its statistics and how they are computed. Every module iterates this
+table: the zoo file's metric names, the worker's prediction files, scoring, the report's columns, the CSV,
+`harness list`, the plots and the model index. Adding a kind is adding a row (and its scorer, when COCOeval's
+iouTypes do not cover it); nothing else changes.
+
+No harness imports here: every stage reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+# COCOeval's 12 summary statistics, in its order (fractions; -1 where a size range has no objects).
+COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+# A kind's own scorer: (ground truth as the scorer loaded it, the predictions, the scorer) -> {stat: fraction}.
+ScoreFn = Callable[[Any, list[dict], Any], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Kind:
+    prefix: str  # metric prefix: `box` -> box_ap, box_ap50, ...
+    stats_key: str  # the record's stats[...] key; for COCOeval kinds its iouType
+    files: tuple[str, ...]  # ppdet's prediction files (without .json) holding this kind; the first is written empty
+    task: str  # OpenMMLab model-index task
+    label: str  # column label: "box AP"
+    stats: tuple[str, ...] = COCO_STATS
+    score: ScoreFn | None = None  # None: COCOeval with iouType=stats_key
+
+    @property
+    def headline(self) -> str:
+        """The metric a table shows for the kind: `box_ap`."""
+        return f"{self.prefix}_ap"
+
+    def metric(self, stat: str) -> str:
+        return f"{self.prefix}_{stat.lower()}"
+
+
+KINDS: dict[str, Kind] = {
+    k.prefix: k
+    for k in (
+        Kind("box", "bbox", ("bbox",), "Object Detection", "box AP"),
+        # R-CNNs write mask.json, SOLOv2 segm.json: either is the kind's file (never both: predictions.py)
+        Kind("mask", "segm", ("mask", "segm"), "Instance Segmentation", "mask AP"),
+    )
+}
+
+
+def by_file(name: str) -> Kind | None:
+    """The kind a prediction file (`bbox`, `mask`, `segm`: ppdet's name without .json) holds."""
+    return next((k for k in KINDS.values() if name in k.files), None)
+
+
+def by_stats_key(key: str) -> Kind | None:
+    return next((k for k in KINDS.values() if k.stats_key == key), None)
+
+
+def of_metric(metric: str) -> Kind | None:
+    """The kind of a metric name (`mask_ap50` -> mask), if the name is one of its statistics."""
+    prefix, _, stat = metric.partition("_")
+    kind = KINDS.get(prefix)
+    return kind if kind is not None and stat in {s.lower() for s in kind.stats} else None
+
+
+def metric_names() -> list[str]:
+    """Every metric a zoo file can document, kind by kind, in statistic order."""
+    return [k.metric(s) for k in KINDS.values() for s in k.stats]
+
+
+def prediction_files() -> tuple[str, ...]:
+    return tuple(f for k in KINDS.values() for f in k.files)
