@@ -323,52 +323,58 @@ def build(
         nights = _nights(history, rec)
         rows.append(overview_row(rec, nights))
         details.append((rec, trends(rec, nights, exists)))
-    families = Counter(r.family for r in rows)
-    summary = [
-        {"family": f, "models": n, **Counter(r.status for r in rows if r.family == f)} for f, n in families.items()
-    ]
-    runs = sorted({r.run_id for r in records})
     written = {
         "index": out / "index.html",
         "markdown": out / "report.md",
         "junit": out / "junit.xml",
         "csv": out / "results.csv",
     }
-    regressions = hist.regressions(history, records) if history else []
-    _write(
-        written["index"],
-        env.get_template("index.html").render(
-            rows=rows,
-            summary=summary,
-            runs=runs,
-            statuses=["pass", "fail", "error"],
-            stacks=sorted({r.stack for r in rows}),
-            regressions=regressions,
-            notices=sorted({r.notice for r in records if r.notice}),  # a rehearsal says so at the top
-            notes=report.notes(records),
-            root="",
-        ),
-    )
+    _write(written["index"], _index(env, records, rows, history))
     for rec, charts in details:
         path = out / page_of(rec.run_id, rec.model)
-        _write(
-            path,
-            env.get_template("model.html").render(
-                rec=rec,
-                row=next(r for r in rows if r.model == rec.model),
-                charts=charts,
-                timing=_timing_rows(rec.timing),
-                durations=rec.durations.model_dump(exclude_none=True),
-                log=log_tail(run_dirs, rec),
-                overrides=report.overrides_text(rec.overrides) if rec.overrides else "",
-                root="../../",
-            ),
-        )
+        _write(path, _model_page(env, rec, next(r for r in rows if r.model == rec.model), charts, run_dirs))
         written[rec.model] = path
     atomic_write_bytes(written["markdown"], report.markdown(records).encode())
     report.junit(records, written["junit"])
     report.csv(records, written["csv"])
     return written
+
+
+def _index(env, records: list[Result], rows: list[Row], history: list[HistoryEntry]) -> str:
+    """The overview page: a summary per family, every model's row, tonight's regressions and the notes."""
+    from harness import report
+
+    families = Counter(r.family for r in rows)
+    summary = [
+        {"family": f, "models": n, **Counter(r.status for r in rows if r.family == f)} for f, n in families.items()
+    ]
+    return env.get_template("index.html").render(
+        rows=rows,
+        summary=summary,
+        runs=sorted({r.run_id for r in records}),
+        statuses=["pass", "fail", "error"],
+        stacks=sorted({r.stack for r in rows}),
+        regressions=hist.regressions(history, records) if history else [],
+        notices=sorted({r.notice for r in records if r.notice}),  # a rehearsal says so at the top
+        notes=report.notes(records),
+        root="",
+    )
+
+
+def _model_page(env, rec: Result, row: Row, charts: list[Chart], run_dirs: Sequence[Path]) -> str:
+    """One model's page of one run: verdicts, trends, stats, timing, weight check, environment, log."""
+    from harness import report
+
+    return env.get_template("model.html").render(
+        rec=rec,
+        row=row,
+        charts=charts,
+        timing=_timing_rows(rec.timing),
+        durations=rec.durations.model_dump(exclude_none=True),
+        log=log_tail(run_dirs, rec),
+        overrides=report.overrides_text(rec.overrides) if rec.overrides else "",
+        root="../../",
+    )
 
 
 def _timing_rows(timing: TimingRecord | None) -> list[dict]:
