@@ -24,6 +24,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 
+class Geometry(BaseModel):
+    """The eval geometry a result was measured at (what `apply` decided): the config's own target, the one
+    used, what changed it, or why nothing could be scaled (`unscaled`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: list[int] | None = None
+    eval: list[int] | None = None
+    changed_by: Literal["eval_size", "input_size"] | None = None
+    unscaled: str | None = None
+
+
 def _resize(reader: dict) -> dict | None:
     """The parameters of the reader's Resize transform (the dict ppdet's Compose will read), if any."""
     for t in (reader or {}).get("sample_transforms") or []:
@@ -74,12 +86,12 @@ def _shared_sizes(cfg: Any, own: list[int], new: list[int]) -> None:
             value["eval_size"] = list(new)
 
 
-def apply(cfg: Any, *, short: int | None = None, square: int | None = None) -> dict:
-    """Change the config's eval (and export) geometry as asked; returns {"config": the config's own target,
-    "eval": the target used, "changed_by": "eval_size" | "input_size" | None}."""
+def apply(cfg: Any, *, short: int | None = None, square: int | None = None) -> Geometry:
+    """Change the config's eval (and export) geometry as asked; returns what was decided (`Geometry`: the
+    config's own target, the target used, what changed it, or why nothing could be scaled)."""
     own = target(cfg)
     if short is None and square is None:
-        return {"config": own, "eval": own, "changed_by": None}
+        return Geometry(config=own, eval=own)
     if own is None:  # each image at its own size (no Resize): nothing to scale or to set
         names = [
             next(iter(t)) for t in (cfg.get("EvalReader") or {}).get("sample_transforms") or [] if isinstance(t, dict)
@@ -87,11 +99,11 @@ def apply(cfg: Any, *, short: int | None = None, square: int | None = None) -> d
         why = f"no Resize in the EvalReader ({', '.join(names)}): each image at its own size"
         if square is not None:
             why += f"; the documented {square}x{square} is not an eval size for this config"
-        return {"config": None, "eval": None, "changed_by": None, "unscaled": why}
+        return Geometry(unscaled=why)
     base = [square, square] if square is not None else own
     new = scaled(base, short) if short is not None else base
     if new == own:
-        return {"config": own, "eval": own, "changed_by": None}
+        return Geometry(config=own, eval=own)
     for reader in ("EvalReader", "TestReader"):
         resize = _resize(cfg.get(reader) or {})
         if resize is not None and "target_size" in resize:
@@ -101,16 +113,4 @@ def apply(cfg: Any, *, short: int | None = None, square: int | None = None) -> d
     shape = ((cfg.get("TestReader") or {}).get("inputs_def") or {}).get("image_shape")
     if isinstance(shape, list) and len(shape) >= 2 and all(isinstance(x, int) and x > 0 for x in shape[-2:]):
         shape[-2:] = new  # a fixed export shape (square models) follows the new size
-    return {"config": own, "eval": new, "changed_by": "eval_size" if short is not None else "input_size"}
-
-
-class Geometry(BaseModel):
-    """The eval geometry a result was measured at (what `apply` decided): the config's own target, the one
-    used, what changed it, or why nothing could be scaled (`unscaled`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    config: list[int] | None = None
-    eval: list[int] | None = None
-    changed_by: Literal["eval_size", "input_size"] | None = None
-    unscaled: str | None = None
+    return Geometry(config=own, eval=new, changed_by="eval_size" if short is not None else "input_size")

@@ -224,7 +224,7 @@ def _overrides(spec: Spec, preds: Path) -> dict:
     return overrides
 
 
-def _record(cfg, device: str, overrides: dict, geo: dict, skipped: list[str]) -> dict:
+def _record(cfg, device: str, overrides: dict, geo: geometry.Geometry, skipped: list[str]) -> dict:
     """The answer's fields known once the model is built: what ran, where, with which config changes."""
     import paddle
 

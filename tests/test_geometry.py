@@ -30,7 +30,7 @@ def test_rcnn_keep_ratio_target_is_scaled_by_its_short_side(reader):
     cfg = reader("configs/faster_rcnn/_base_/faster_fpn_reader.yml")
     assert geometry.target(cfg) == [800, 1333]
     geo = geometry.apply(cfg, short=320)
-    assert geo == {"config": [800, 1333], "eval": [320, 533], "changed_by": "eval_size"}
+    assert geo == geometry.Geometry(config=[800, 1333], eval=[320, 533], changed_by="eval_size")
     assert geometry.target(cfg) == [320, 533] and geometry.target(cfg, "TestReader") == [320, 533]
 
 
@@ -38,20 +38,20 @@ def test_a_square_model_is_scaled_square_and_its_export_shape_follows(reader):
     cfg = reader("configs/ppyoloe/_base_/ppyoloe_plus_reader.yml")
     assert geometry.target(cfg) == [640, 640]
     geo = geometry.apply(cfg, short=320)
-    assert geo["eval"] == [320, 320] and cfg["TestReader"]["inputs_def"]["image_shape"][-2:] == [320, 320]
+    assert geo.eval == [320, 320] and cfg["TestReader"]["inputs_def"]["image_shape"][-2:] == [320, 320]
 
 
 def test_a_documented_input_size_sets_a_square_target(reader):
     cfg = reader("configs/ppyolo/_base_/ppyolo_reader.yml")
     own = geometry.target(cfg)
     geo = geometry.apply(copy.deepcopy(cfg), square=320)
-    assert geo == {"config": own, "eval": [320, 320], "changed_by": "input_size"}
+    assert geo == geometry.Geometry(config=own, eval=[320, 320], changed_by="input_size")
 
 
 def test_nothing_asked_changes_nothing(reader):
     cfg = reader("configs/rtdetr/_base_/rtdetr_reader.yml")
     before = copy.deepcopy(cfg)
-    assert geometry.apply(cfg) == {"config": [640, 640], "eval": [640, 640], "changed_by": None} and cfg == before
+    assert geometry.apply(cfg) == geometry.Geometry(config=[640, 640], eval=[640, 640]) and cfg == before
 
 
 def test_each_image_at_its_own_size_is_left_alone_and_says_so(reader):
@@ -60,17 +60,17 @@ def test_each_image_at_its_own_size_is_left_alone_and_says_so(reader):
     cfg = reader("configs/centernet/_base_/centernet_reader.yml")
     before = copy.deepcopy(cfg)
     geo = geometry.apply(cfg, short=160)
-    assert geo["eval"] is None and geo["changed_by"] is None and "WarpAffine" in geo["unscaled"] and cfg == before
+    assert geo.eval is None and geo.changed_by is None and "WarpAffine" in geo.unscaled and cfg == before
     geo = geometry.apply(cfg, square=512)
-    assert "the documented 512x512 is not an eval size" in geo["unscaled"] and cfg == before
+    assert "the documented 512x512 is not an eval size" in geo.unscaled and cfg == before
 
 
 def test_eval_size_scales_the_documented_size_and_an_equal_size_is_no_change(reader):
     cfg = reader("configs/ppyolo/_base_/ppyolo_reader.yml")
     own = geometry.target(cfg)
-    assert geometry.apply(copy.deepcopy(cfg), square=own[0]) == {"config": own, "eval": own, "changed_by": None}
+    assert geometry.apply(copy.deepcopy(cfg), square=own[0]) == geometry.Geometry(config=own, eval=own)
     geo = geometry.apply(copy.deepcopy(cfg), square=416, short=208)
-    assert geo == {"config": own, "eval": [208, 208], "changed_by": "eval_size"}
+    assert geo == geometry.Geometry(config=own, eval=[208, 208], changed_by="eval_size")
 
 
 def test_the_models_own_eval_size_follows(reader):
