@@ -144,3 +144,16 @@ def test_harness_plan_prints_the_schedule_for_each_gpu_count(tmp_path):
     )  # every unit once
     md = harness("plan", "--gpus", "8", "--parallel", "0")
     assert md.returncode == 2 and "--parallel 0" in md.stderr
+
+
+def test_the_cpu_warning_uses_the_models_own_cpu_run_when_the_history_has_one():
+    from harness.inputs import CPU_SECONDS_PER_IMAGE, cpu_estimate
+
+    seed, _ = load_zoo(REPO / "zoo.yaml")
+    mask = seed.models[1]
+    own = cpu_estimate(mask, 5000, [_entry(mask.name, device="cpu", eval=400.0, images=100)])
+    assert "4.0 s/image in its CPU run r1" in own and "about 5.6 h" in own  # 5000 × 4 s
+    gpu_only = cpu_estimate(mask, 5000, [_entry(mask.name)])  # a GPU night says nothing of this CPU
+    assert f"no CPU run of {mask.name}" in gpu_only and f"{CPU_SECONDS_PER_IMAGE} s/image" in gpu_only
+    reduced = cpu_estimate(mask, 5000, [_entry(mask.name, device="cpu", eval_size=[320, 533])], eval_size=None)
+    assert "no CPU run" in reduced  # a 320 px run is not the full-size eval's cost

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.commands import options
-from harness.errors import ExitCode
+from harness.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     from harness.inputs import Options
@@ -69,7 +69,7 @@ def verify_into(
 ) -> tuple[Result, Path]:
     """`verify`, and the run directory the record was written into (made here when `out` is None, after the
     inputs are ready: a run that fails before any model leaves no empty directory)."""
-    from harness import slices
+    from harness import history, slices
     from harness import verification as v
     from harness.commands.options import default_run_dir, load
     from harness.inputs import Options, cpu_estimate, prepare
@@ -82,7 +82,11 @@ def verify_into(
     inputs = prepare(the_zoo, lock, opts)
     slices.check(opts.slices, inputs.data.num_images)
     if inputs.device == "cpu" and opts.subset is None and inputs.data.num_images > 50:
-        log.warning("%s", cpu_estimate(inputs.data.num_images))
+        try:  # the model's own CPU runs, when there are any; a damaged history costs the estimate, not the run
+            past = history.load(history.default_path())
+        except UsageError:
+            past = []
+        log.warning("%s", cpu_estimate(chosen, inputs.data.num_images, past, eval_size=opts.eval_size))
     run_dir = Path(out) if out else default_run_dir()
     return v.verify(the_zoo, chosen, inputs, lock, opts, run_dir), run_dir
 
