@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from harness.errors import HarnessError, UsageError
 from harness.manifest import Zoo
-from harness.protocol import Strict
+from harness.schema import Strict
 from harness.source import SourceTree
 
 BATCH = 40  # configs per worker process (import costs ~4 s; a build ~1 s)

@@ -86,3 +86,8 @@ def remove_tree(path: Path, *, inside: Path) -> bool:
         return False
     shutil.rmtree(target, ignore_errors=True)
     return True
+
+
+def digests(files: dict[str, str] | dict[str, Path]) -> dict[str, str]:
+    """sha256 of each predictions file: the record names the exact bytes it was scored from."""
+    return {k: sha256_file(Path(p)) for k, p in files.items()}

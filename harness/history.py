@@ -15,9 +15,8 @@ from pydantic import ValidationError
 
 from harness.errors import UsageError
 from harness.files import atomic_write_bytes
-from harness.protocol import fields
-from harness.results import Conditions, HistoryEntry, Judged, Result
-from harness.schedule import seconds_of
+from harness.results import Conditions, HistoryEntry, Judged, Result, Seconds
+from harness.schema import fields
 
 HISTORY_ENV = "HARNESS_HISTORY"
 HINT = "repair or remove that line (each line is one model of one run, as `harness run` writes it)"
@@ -128,3 +127,21 @@ def _moved(cur: HistoryEntry, base: HistoryEntry, fps_drop: float) -> list[str]:
 
 def recent(history: list[HistoryEntry], model: str, last: int = 5) -> list[HistoryEntry]:
     return [e for e in history if e.model == model][-last:]
+
+
+def seconds_of(rec: Result) -> Seconds | None:
+    """The planner's facts of a result (None when the model never got through its worker)."""
+    stages = rec.durations.worker_stages or {}
+    ds = rec.dataset
+    units = [(u.stages, u.images) for u in rec.parallel.units] if rec.parallel else []
+    units = units or [(stages, ds.num_images if ds else None)]
+    if "eval" not in stages or not all(st and n for st, n in units):
+        return None
+    startup = sum(stages.get(k, 0.0) for k in ("import", "build", "load_weights", "dataloader"))
+    return Seconds(
+        startup=round(startup, 3),
+        eval=round(sum((st or {}).get("eval", 0.0) for st, _ in units), 3),
+        images=sum(n or 0 for _, n in units),
+        timing=stages.get("timing", 0.0),
+        device=rec.device,
+    )

@@ -13,14 +13,11 @@ from harness import dataset, source
 from harness.dataset import CocoData
 from harness.errors import UsageError
 from harness.lockfile import LockFile
-from harness.manifest import Model, Zoo
-from harness.results import HistoryEntry
-from harness.schedule import from_history
+from harness.manifest import Zoo
 from harness.source import SourceTree
 from harness.timing import Method
 
 # Measured on these machines (docs/stacks.md): 2 cores, 800 px, Faster R-CNN; Mask R-CNN is slower still.
-CPU_SECONDS_PER_IMAGE = 10.8
 
 
 @dataclass(frozen=True)
@@ -85,26 +82,6 @@ def resolve_device(requested: str) -> str:
     if requested != "auto":
         return requested
     return "gpu" if Path("/dev/nvidiactl").exists() or Path("/dev/nvidia0").exists() else "cpu"
-
-
-def cpu_estimate(model: Model, num_images: int, history: list[HistoryEntry], *, eval_size: int | None = None) -> str:
-    """How long the model's eval takes on this CPU: from its own last CPU run at this eval size in the history,
-    else the one CPU measurement the harness has (Faster R-CNN), said to be that."""
-    e = from_history(history, model.name, device="cpu", eval_size=eval_size)
-    if e is not None and e.seconds is not None:
-        per_image = e.seconds.eval / e.seconds.images
-        basis = f"{per_image:.1f} s/image in its CPU run {e.run_id}"
-    else:
-        per_image = CPU_SECONDS_PER_IMAGE
-        basis = (
-            f"no CPU run of {model.name} in the history; {per_image} s/image was measured for Faster R-CNN at "
-            "800 px on 2 cores, and Mask R-CNN is slower"
-        )
-    hours = num_images * per_image / 3600
-    return (
-        f"no GPU: {num_images} images on the CPU take about {hours:.1f} h ({basis}). "
-        "Use --subset N for a sample, or a GPU machine for the full val2017."
-    )
 
 
 def prepare(zoo: Zoo, lock: LockFile, opts: Options) -> Inputs:

@@ -12,11 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import Field, ValidationError
 
 from harness.errors import HarnessError
 from harness.files import atomic_write_json
 from harness.geometry import Geometry
+from harness.schema import Strict, fields
 
 SPEC, ANSWER = "spec.json", "worker.json"
 PROGRESS = "@@progress"  # a worker's stdout line `@@progress DONE TOTAL`: the parent's progress bar
@@ -30,18 +31,6 @@ ERROR_KINDS = {
     "weights_values": "values not finite, or a cast that is not exact: the model's error",
 }
 WEIGHT_ERRORS = tuple(ERROR_KINDS)
-
-
-class Strict(BaseModel):
-    """A record that crosses a boundary: a field nobody defined is an error, never silently kept or dropped
-    (worker protocol here; results.Result and audit.Audit too)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-def fields(exc: ValidationError, limit: int = 5) -> str:
-    """A validation error as `field.path: message; ...` for one-line error messages."""
-    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:limit])
 
 
 class TimingSpec(Strict):
@@ -64,8 +53,8 @@ class Spec(Strict):
     device: Literal["auto", "cpu", "gpu"] = "auto"
     eval_short: int | None = None
     input_size: int | None = None
-    metrics: list[str] = ["box_ap"]
-    opts: dict[str, Any] = {}
+    metrics: list[str] = Field(default_factory=lambda: ["box_ap"])
+    opts: dict[str, Any] = Field(default_factory=dict)
     workers: int | None = None  # data-loader worker processes; None: the config's own worker_num
     eval: bool = True
     timing: TimingSpec | None = None

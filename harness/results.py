@@ -21,7 +21,7 @@ from harness.errors import HarnessError, UsageError
 from harness.files import atomic_write_json, is_component, read_json, sha256_file
 from harness.geometry import Geometry
 from harness.manifest import V1_LABELS, V1_TABLE, Table
-from harness.protocol import Strict, fields
+from harness.schema import Strict, fields
 from harness.timing import TimingRecord as Timing
 from harness.verdict import Status, Verdict
 
@@ -222,7 +222,7 @@ class HistoryEntry(Strict):
     fps: float | None = None
     ppdet_commit: str | None = None
     paddle: str | None = None
-    seconds: Seconds | None = None  # what the planner keeps (schedule.seconds_of)
+    seconds: Seconds | None = None  # what the planner keeps (history.seconds_of)
 
     def measured(self, metric: str) -> float | None:
         m = self.metrics.get(metric)
@@ -403,11 +403,6 @@ def finished(run_dir: Path, model: str) -> Result | None:
     except UsageError:
         return None
     return rec if rec is not None and rec.model == model and rec.finished else None
-
-
-def digests(files: dict[str, str] | dict[str, Path]) -> dict[str, str]:
-    """sha256 of each predictions file: the record names the exact bytes it was scored from."""
-    return {k: sha256_file(Path(p)) for k, p in files.items()}
 
 
 def unchanged_predictions(path: Path, rec: Result) -> dict[str, Path]:

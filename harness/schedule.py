@@ -18,12 +18,13 @@ import re
 from dataclasses import dataclass, field
 
 from harness.manifest import Model, Zoo
-from harness.results import HistoryEntry, Result, Seconds
+from harness.results import HistoryEntry
 from harness.timing import Method
 
 # Defaults where neither the history nor the README says anything (stated as such in every plan):
 STARTUP_S = 30.0  # one worker: import paddle + ppdet, build, load and check the weights (GPU machine)
 TIMING_S = 60.0  # the fps measurement of the default method (5 warm-up + 50 images, ≥ 10 s) and its export
+CPU_SECONDS_PER_IMAGE = 10.8  # Faster R-CNN at 800 px on 2 cores (docs/stacks.md): a CPU estimate without history
 DEFAULT_FPS = 10.0  # a model with no history and no documented speed
 NOMINAL_IMAGES = 5000  # COCO val2017: the images a model is planned for before the dataset is opened
 EVAL_SLOWDOWN = 1.0  # documented (model-only) fps → eval images/s: kept 1, said in the plan's notes
@@ -225,19 +226,21 @@ def _hms(seconds: float) -> str:
     return f"{h}:{rem // 60:02d}:{rem % 60:02d}"
 
 
-def seconds_of(rec: Result) -> Seconds | None:
-    """The planner's facts of a result (None when the model never got through its worker)."""
-    stages = rec.durations.worker_stages or {}
-    ds = rec.dataset
-    units = [(u.stages, u.images) for u in rec.parallel.units] if rec.parallel else []
-    units = units or [(stages, ds.num_images if ds else None)]
-    if "eval" not in stages or not all(st and n for st, n in units):
-        return None
-    startup = sum(stages.get(k, 0.0) for k in ("import", "build", "load_weights", "dataloader"))
-    return Seconds(
-        startup=round(startup, 3),
-        eval=round(sum((st or {}).get("eval", 0.0) for st, _ in units), 3),
-        images=sum(n or 0 for _, n in units),
-        timing=stages.get("timing", 0.0),
-        device=rec.device,
+def cpu_estimate(model: Model, num_images: int, history: list[HistoryEntry], *, eval_size: int | None = None) -> str:
+    """How long the model's eval takes on this CPU: from its own last CPU run at this eval size in the history,
+    else the one CPU measurement the harness has (Faster R-CNN), said to be that."""
+    e = from_history(history, model.name, device="cpu", eval_size=eval_size)
+    if e is not None and e.seconds is not None:
+        per_image = e.seconds.eval / e.seconds.images
+        basis = f"{per_image:.1f} s/image in its CPU run {e.run_id}"
+    else:
+        per_image = CPU_SECONDS_PER_IMAGE
+        basis = (
+            f"no CPU run of {model.name} in the history; {per_image} s/image was measured for Faster R-CNN at "
+            "800 px on 2 cores, and Mask R-CNN is slower"
+        )
+    hours = num_images * per_image / 3600
+    return (
+        f"no GPU: {num_images} images on the CPU take about {hours:.1f} h ({basis}). "
+        "Use --subset N for a sample, or a GPU machine for the full val2017."
     )

@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Final, Literal
 
-from harness.protocol import Strict
+from harness.schema import Strict
 
 Status = Literal["pass", "fail", "error"]
 PASS: Final = "pass"

@@ -21,7 +21,7 @@ from harness import __version__, protocol, slices
 from harness.artifacts import Fetched, discard, fetch_artifact, invalidate
 from harness.claims import claim
 from harness.errors import HarnessError, StageError, UsageError
-from harness.files import atomic_write_json, remove_tree, sha256_file
+from harness.files import atomic_write_json, digests, remove_tree, sha256_file
 from harness.geometry import Geometry
 from harness.inputs import Inputs, Options
 from harness.launcher import log_tail, run_worker
@@ -42,7 +42,6 @@ from harness.results import (
     Unit,
     WeightCheck,
     WeightsRef,
-    digests,
     finished,
     model_dir,
     now,

@@ -30,10 +30,10 @@ from pathlib import Path
 
 from harness import checkpoint, geometry, protocol, weights
 from harness.errors import ExitCode, HarnessError
+from harness.files import digests
 from harness.model_build import build_model, crash_handlers, no_pretrained_downloads, ppdet_on_path, resolve_device
 from harness.predictions import prediction_files
 from harness.protocol import Spec, TimingSpec
-from harness.results import digests
 from harness.timing import device_name
 
 

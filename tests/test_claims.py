@@ -75,7 +75,7 @@ def test_a_run_takes_every_models_claim_before_writing_anything(tmp_path, cache)
 
 
 def _scored_with_digest(tmp_path):
-    from harness.results import digests
+    from harness.files import digests
 
     run = _scored_run(tmp_path, "m")
     path = run / "m" / "result.json"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from conftest import REPO, harness, result
 
-from harness import schedule
+from harness import history, schedule
 from harness.manifest import load_zoo
 from harness.schedule import Estimate, Unit
 
@@ -110,10 +110,10 @@ def test_history_keeps_what_the_planner_needs_of_a_sliced_result():
             ],
         },
     }
-    seconds = schedule.seconds_of(result(rec))
+    seconds = history.seconds_of(result(rec))
     assert seconds is not None
     assert seconds.model_dump() == {"startup": 8.5, "eval": 70, "images": 100, "timing": 9, "device": "gpu"}
-    assert schedule.seconds_of(result({"durations": {"worker_stages": {"import": 5}}})) is None  # no eval: nothing
+    assert history.seconds_of(result({"durations": {"worker_stages": {"import": 5}}})) is None  # no eval: nothing
 
 
 def test_harness_plan_prints_the_schedule_for_each_gpu_count(tmp_path):
@@ -147,7 +147,7 @@ def test_harness_plan_prints_the_schedule_for_each_gpu_count(tmp_path):
 
 
 def test_the_cpu_warning_uses_the_models_own_cpu_run_when_the_history_has_one():
-    from harness.inputs import CPU_SECONDS_PER_IMAGE, cpu_estimate
+    from harness.schedule import CPU_SECONDS_PER_IMAGE, cpu_estimate
 
     seed, _ = load_zoo(REPO / "zoo.yaml")
     mask = seed.models[1]

@@ -72,7 +72,8 @@ def verify_into(
     from harness import history, slices
     from harness import verification as v
     from harness.commands.options import default_run_dir, load
-    from harness.inputs import Options, cpu_estimate, prepare
+    from harness.inputs import Options, prepare
+    from harness.schedule import cpu_estimate
 
     the_zoo, _, lock = load(zoo)
     chosen = the_zoo.model(model)
