@@ -6,7 +6,7 @@ The library API, the functions the commands themselves call:
 
     import harness
 
-    zoo = harness.load_zoo()  # or a path; a Zoo (manifest.py) with .models, .model(name), ...
+    zoo = harness.load_zoo()  # or a path; a Zoo (zoo/manifest.py) with .models, .model(name), ...
     record = harness.verify(zoo.models[0].name, options=harness.Options(device="cpu", subset=8), out="runs/q")
     print(record.status, record.measured("box_ap"), harness.report(["runs/q"]))
 
@@ -17,8 +17,6 @@ subprocess, does), so `harness list` and `harness report` stay fast.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -28,41 +26,19 @@ __all__ = ["Options", "__version__", "load_zoo", "report", "verify"]
 _LAZY = {
     "verify": ("harness.commands.verify", "verify"),
     "load_zoo": ("harness.commands.options", "load_zoo"),
-    "Options": ("harness.inputs", "Options"),
-    "report": ("harness.report", None),  # the module, made callable below
+    "Options": ("harness.model.inputs", "Options"),
+    "report": ("harness.commands.report", "report"),
 }
 
 if TYPE_CHECKING:
     from harness.commands.options import load_zoo
+    from harness.commands.report import report
     from harness.commands.verify import verify
-    from harness.inputs import Options
+    from harness.model.inputs import Options
 
 
 def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'harness' has no attribute {name!r}")
     module, attr = _LAZY[name]
-    found = importlib.import_module(module)
-    return getattr(found, attr) if attr else getattr(sys.modules[__name__], name)
-
-
-class _CallableReport(types.ModuleType):
-    """harness/report.py's module, callable: `harness.report(runs, ...)` is `commands.report.report` (the
-    markdown of those run directories, as `harness report` prints it). Why a module that can be called: the
-    import system sets `harness.report` to that submodule whenever anything imports it, so an API function of
-    the same name would be replaced by the module; the module's own names (`markdown`, `junit`, ...) stay."""
-
-    def __call__(self, *args: Any, **kw: Any) -> str:
-        from harness.commands.report import report
-
-        return report(*args, **kw)
-
-
-class _Package(types.ModuleType):
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "report" and type(value) is types.ModuleType:
-            value.__class__ = _CallableReport
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+    return getattr(importlib.import_module(module), attr)

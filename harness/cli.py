@@ -17,7 +17,7 @@ from collections.abc import Collection, Sequence
 
 from harness import __version__
 from harness.commands import COMMANDS, options
-from harness.errors import ExitCode, HarnessError
+from harness.core.errors import ExitCode, HarnessError
 
 log = logging.getLogger("harness")
 

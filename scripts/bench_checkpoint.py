@@ -1,4 +1,4 @@
-"""Benchmark: memory and time of reading a checkpoint with the harness's reader (harness/checkpoint.py).
+"""Benchmark: memory and time of reading a checkpoint with the harness's reader (harness/model/checkpoint.py).
 
 The reader interprets the pickle itself, keeps each array's bytes once, builds every array once and hands it
 to the model one at a time, releasing the bytes as it goes. Measured in fresh processes (ru_maxrss is a
@@ -35,11 +35,11 @@ PROBE = textwrap.dedent("""
 
     how, path = sys.argv[1], Path(sys.argv[2])
     if how == "worker":
-        from harness import model_build, weights
+        from harness.model import model_build, weights
         model_build.ppdet_on_path(Path(sys.argv[3]))
         _, model, _, _ = model_build.build_model(Path(sys.argv[4]))
     elif how == "read":
-        from harness import checkpoint
+        from harness.model import checkpoint
     else:
         import pickle
         import numpy

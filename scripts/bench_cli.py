@@ -34,9 +34,9 @@ def wall(argv: list[str], env: dict) -> float:
 
 def in_process_warm_fetch(zoo_path: Path) -> tuple[float, int]:
     """Time of fetch_artifact over every artifact of the zoo, in this process (no interpreter start)."""
-    from harness.artifacts import fetch, fetch_artifact
-    from harness.lockfile import LockFile
-    from harness.manifest import load_zoo
+    from harness.fetch.artifacts import fetch, fetch_artifact
+    from harness.zoo.lockfile import LockFile
+    from harness.zoo.manifest import load_zoo
 
     zoo, path = load_zoo(zoo_path)
     lock = LockFile.beside(path)

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import yaml
 
-from harness.manifest import load_zoo
-from harness.rehearsal import build_mirror, mirror_zoo, serve
+from harness.nightly.rehearsal import build_mirror, mirror_zoo, serve
+from harness.zoo.manifest import load_zoo
 
 REPO = Path(__file__).resolve().parents[1]
 FASTER = "faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco"

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from harness.kinds import by_file
-from harness.scoring import STATS, scorer
+from harness.score.scoring import STATS, scorer
+from harness.zoo.kinds import by_file
 
 REPO = Path(__file__).resolve().parents[1]
 W, H = 480, 360

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench_scoring import make
 
-from harness.scoring import score_files, scorer
+from harness.score.scoring import score_files, scorer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,7 +59,7 @@ def main() -> None:
         f"{os.cpu_count()} cores, Python {platform.python_version()}, faster-coco-eval {using.version}.",
         "",
         f"The synthetic val2017-sized set of bench_scoring.py: {args.images} images, {len(gt['annotations'])} "
-        f"objects, {len(bbox)} detections with RLE masks. Time = `harness.scoring.score_files` (load ground "
+        f"objects, {len(bbox)} detections with RLE masks. Time = `harness.score.scoring.score_files` (load ground "
         "truth once + load results + evaluate + accumulate + summarize, bbox and segm; concurrent: one "
         f"process per kind, forked after the parse), the two modes alternated, {args.repeats} times each.",
         "",

@@ -16,8 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import history, results, site
-from harness.manifest import load_zoo
+from harness.publish import site
+from harness.records import history, results
+from harness.zoo.manifest import load_zoo
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_S = 10.0

@@ -71,9 +71,9 @@ def overhead(spec_path: Path, rounds: int, iters: int) -> dict:
     """Bare loop vs the harness loop over the same calls, alternated `rounds` times in this process."""
     spec = json.loads(spec_path.read_text())
     sys.path.insert(0, spec["ppdet_root"])
-    from harness import backends, weights
-    from harness.model_build import build_model
-    from harness.timing import Method, run
+    from harness.model import backends, weights
+    from harness.model.model_build import build_model
+    from harness.model.timing import Method, run
 
     cfg, model, _, _ = build_model(Path(spec["config"]), short=spec.get("eval_short"), square=spec.get("input_size"))
     weights.load(model, Path(spec["weights"]), None)

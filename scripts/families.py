@@ -60,8 +60,8 @@ def _subzoo(zoo_path: Path, picks: dict[str, str]) -> dict:
 
 
 def run(args) -> dict:
-    from harness.manifest import parse_zoo
-    from harness.rehearsal import build_mirror, mirror_zoo, serve
+    from harness.nightly.rehearsal import build_mirror, mirror_zoo, serve
+    from harness.zoo.manifest import parse_zoo
 
     chosen = _picks(args.families)
     picks = {family: model for family, (model, _) in chosen.items()}

@@ -11,8 +11,9 @@ import platform
 import time
 from pathlib import Path
 
-from harness import history, schedule
-from harness.manifest import load_zoo
+from harness.nightly import schedule
+from harness.records import history
+from harness.zoo.manifest import load_zoo
 
 REPO = Path(__file__).resolve().parents[1]
 ZOOS = [REPO / "zoo.yaml", REPO / "zoos" / "paddledetection.yaml"]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.artifacts import Policy, fetch
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
+from harness.fetch.artifacts import Policy, fetch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from loopback import Loopback
@@ -208,8 +208,8 @@ def served(rehearsal, tmp_path_factory):
 
     import yaml
 
-    from harness.manifest import load_zoo
-    from harness.rehearsal import mirror_zoo, serve
+    from harness.nightly.rehearsal import mirror_zoo, serve
+    from harness.zoo.manifest import load_zoo
 
     mirror = rehearsal.work / "mirror"
     with (mirror / "models" / f"{FASTER}.pdparams").open("rb") as f:
@@ -260,7 +260,7 @@ def served(rehearsal, tmp_path_factory):
 def result(record: dict):
     """A test's record (the fields it looks at) as a `results.Result`: the start fields of RECORD filled in,
     each verdict named after its metric; validated like every record the harness reads."""
-    from harness.results import Result
+    from harness.records.results import Result
 
     metrics = {k: {"metric": k, "reason": "r", **v} for k, v in (record.get("metrics") or {}).items()}
     return Result.parse({"model": "m", "status": "pass", **RECORD, **record, "metrics": metrics}, "a test's record")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import history, results
+from harness.records import history, results
 
 NIGHTS = ["20261120-0100", "20261121-0100", "20261122-0100", "20261123-0100"]
 # model -> (family, documented, measured per night (None: an error that night), fps per night)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.checkpoint import PADDLE_META_KEY, read
-from harness.unpickler import DTYPES, GLOBALS
+from harness.model.checkpoint import PADDLE_META_KEY, read
+from harness.model.unpickler import DTYPES, GLOBALS
 
 PROTO2, PROTO4 = b"\x80\x02", b"\x80\x04"
 STOP = b"."

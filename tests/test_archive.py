@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.archive import Limits, extract, intact
-from harness.errors import ArchiveError
+from harness.core.errors import ArchiveError
+from harness.fetch.archive import Limits, extract, intact
 
 
 def _tar(path: Path, members: list[tuple[str, str, str | bytes]], commit: str | None = None) -> Path:

@@ -23,11 +23,11 @@ import pytest
 import yaml
 from conftest import CURRENT, PREVIOUS, REPO, coco_zips, harness, namespaced, ppdet_tree
 
-from harness import source
-from harness.archive import Limits, extract
-from harness.artifacts import entry_path
-from harness.errors import ArchiveError, ExitCode, LocalFault
-from harness.lockfile import LockFile
+from harness.core.errors import ArchiveError, ExitCode, LocalFault
+from harness.fetch import source
+from harness.fetch.archive import Limits, extract
+from harness.fetch.artifacts import entry_path
+from harness.zoo.lockfile import LockFile
 
 MiB = 1 << 20
 
@@ -271,7 +271,8 @@ def test_this_machines_faults_are_local(tmp_path, mount, members, expected):
     wrap = namespaced(mount, cache)
     _tar(tmp_path / "honest.tar.gz", members)
     code = (
-        "import sys; from pathlib import Path; from harness.archive import extract; from harness.errors import *\n"
+        "import sys; from pathlib import Path; from harness.fetch.archive import extract\n"
+        "from harness.core.errors import *\n"
         "try: extract(Path(sys.argv[1]), Path(sys.argv[2]) / 'out')\n"
         "except HarnessError as e: print(type(e).__name__, e.message)"
     )
@@ -285,7 +286,7 @@ def test_this_machines_faults_are_local(tmp_path, mount, members, expected):
 
 
 def test_the_links_kept_until_the_end_are_bounded(tmp_path, monkeypatch):
-    monkeypatch.setattr("harness.members.LINK_BYTES", 1000)
+    monkeypatch.setattr("harness.fetch.members.LINK_BYTES", 1000)
     archive = _tar(tmp_path / "links.tar.gz", [(f"l{i:03}", tarfile.SYMTYPE, "t" * 20) for i in range(100)])
     with pytest.raises(ArchiveError, match="symlinks' names and targets past 1000 bytes"):
         extract(archive, tmp_path / "out" / "x")

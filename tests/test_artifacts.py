@@ -13,11 +13,11 @@ import pytest
 from conftest import FAST, wait_until
 from loopback import Drop, IgnoreRange, Serve, Status
 
-from harness import artifacts
-from harness.artifacts import Policy, entry_path, fetch, fetch_artifact
-from harness.errors import ArtifactError, ExitCode, IntegrityError, LockedError, ManifestError
-from harness.lockfile import LockFile
-from harness.manifest import Artifact
+from harness.core.errors import ArtifactError, ExitCode, IntegrityError, LockedError, ManifestError
+from harness.fetch import artifacts
+from harness.fetch.artifacts import Policy, entry_path, fetch, fetch_artifact
+from harness.zoo.lockfile import LockFile
+from harness.zoo.manifest import Artifact
 
 BODY = os.urandom(1_000_000)
 SHA = hashlib.sha256(BODY).hexdigest()
@@ -213,7 +213,7 @@ def test_two_processes_fetching_one_file_download_it_once(server, cache, tmp_pat
     url = server.add(PATH, BODY)
     server.hold[PATH] = threading.Event()
     code = (
-        "import logging; from pathlib import Path; from harness.artifacts import fetch; "
+        "import logging; from pathlib import Path; from harness.fetch.artifacts import fetch; "
         "logging.basicConfig(level=logging.INFO); "
         f"g = fetch({url!r}, root=Path({str(cache)!r})); print(g.sha256, g.downloaded)"
     )

@@ -100,7 +100,7 @@ def test_audit_builds_each_config_and_names_what_does_not(tree, tmp_path):
 
     # built after a failed config in the same process, yet the same model as in a process of its own
     alone = subprocess.run(
-        [sys.executable, "-m", "harness.worker", "build", "--ppdet-root", str(tree), SEED],
+        [sys.executable, "-m", "harness.model.worker", "build", "--ppdet-root", str(tree), SEED],
         capture_output=True,
         text=True,
         timeout=300,

@@ -8,7 +8,7 @@ import json
 import pytest
 from conftest import FASTER, harness
 
-from harness.timing import STAGES, TOTAL
+from harness.model.timing import STAGES, TOTAL
 
 pytestmark = pytest.mark.stack
 

@@ -22,11 +22,12 @@ import pytest
 import yaml
 from conftest import REPO, ppdet_tree
 
-from harness import protocol, source
-from harness.checkpoint import load_state
-from harness.geometry import scaled
-from harness.manifest import Source, load_zoo
-from harness.rehearsal import synthetic_coco
+from harness.fetch import source
+from harness.model import protocol
+from harness.model.checkpoint import load_state
+from harness.model.geometry import scaled
+from harness.nightly.rehearsal import synthetic_coco
+from harness.zoo.manifest import Source, load_zoo
 
 pytestmark = pytest.mark.stack
 
@@ -94,7 +95,7 @@ def test_a_bfloat16_checkpoint_predicts_what_ppdets_own_eval_predicts(cache, ppd
     images = data / "val2017"
     f32 = tmp_path / "f32.pdparams"
     calibrate = ["--short-side", str(SHORT), "--calibrate", *map(str, sorted(images.iterdir()))]
-    worker = [sys.executable, "-m", "harness.worker"]
+    worker = [sys.executable, "-m", "harness.model.worker"]
     _run(
         [
             *worker,

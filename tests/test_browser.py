@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from nights import NIGHTS, ZOO, write_nights
 
-from harness import history, results, site
+from harness.publish import site
+from harness.records import history, results
 
 pytestmark = pytest.mark.browser
 FASTER, MASK, VD, YOLO = list(ZOO)

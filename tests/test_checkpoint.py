@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.checkpoint import (
+from harness.model.checkpoint import (
     PADDLE_META_KEY,
     FormatError,
     LocalError,
@@ -282,7 +282,7 @@ def test_a_refusal_never_writes_out_what_the_file_built(tmp_path):
     code = textwrap.dedent(f"""
         import json, resource
         from pathlib import Path
-        from harness.checkpoint import read
+        from harness.model.checkpoint import read
         vm = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
         resource.setrlimit(resource.RLIMIT_AS, (vm + (512 << 20), resource.RLIM_INFINITY))
         for name, path in {paths!r}.items():
@@ -527,7 +527,7 @@ def test_memory_pressure_is_a_local_error_not_a_broken_checkpoint(tmp_path):
     code = textwrap.dedent(f"""
         import resource, sys
         from pathlib import Path
-        from harness.checkpoint import LocalError, read
+        from harness.model.checkpoint import LocalError, read
         vm = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
         resource.setrlimit(resource.RLIMIT_AS, (vm + (64 << 20), resource.RLIM_INFINITY))
         try:

@@ -1,6 +1,6 @@
 """Differential fuzzing of the checkpoint reader against pickle + numpy themselves (`pickles.oracle`).
 
-The reader interprets pickle's opcodes itself (harness/checkpoint.py). Its contract, tested here as a class: any
+The reader interprets pickle's opcodes itself (harness/model/checkpoint.py). Its contract, tested here as a class: any
 bytes give exactly the arrays pickle + numpy build from them (for the subset it allows) or a FormatError: never
 another exception, never other arrays. Three generators, each derandomized (a fixed seed) with a budget of
 examples that keeps it to a few seconds:
@@ -35,7 +35,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.checkpoint import PADDLE_META_KEY, FormatError, read
+from harness.model.checkpoint import PADDLE_META_KEY, FormatError, read
 
 pytestmark = pytest.mark.numerics  # what pickle + numpy build differs by numpy version: run on every stack
 

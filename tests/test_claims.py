@@ -17,7 +17,7 @@ from conftest import FASTER, REPO, harness, harness_process, wait_until
 from test_trust import _scored_run
 
 HOLD = (
-    "import sys; from pathlib import Path; from harness.claims import claim\n"
+    "import sys; from pathlib import Path; from harness.records.claims import claim\n"
     "with claim(Path(sys.argv[1]), sys.argv[2], 'the test holder'):\n"
     "    print('held', flush=True); sys.stdin.read()\n"
 )
@@ -75,7 +75,7 @@ def test_a_run_takes_every_models_claim_before_writing_anything(tmp_path, cache)
 
 
 def _scored_with_digest(tmp_path):
-    from harness.files import digests
+    from harness.core.files import digests
 
     run = _scored_run(tmp_path, "m")
     path = run / "m" / "result.json"

@@ -49,7 +49,7 @@ def test_list_prints_the_zoo_without_importing_paddle(tmp_path, cache):
         (NAMES[2], 42.6, 38.1, False),
     ]
     heavy = "('paddle', 'ppdet', 'requests', 'pycocotools', 'faster_coco_eval', 'pandas', 'matplotlib')"
-    from harness.results import write
+    from harness.records.results import write
 
     write(tmp_path / "run", {**RECORD, "model": NAMES[0], "status": "fail"})
     for argv in (["list"], ["--help"], ["report", str(tmp_path / "run")]):
@@ -89,7 +89,7 @@ def test_fetch_everything_then_again_from_the_cache(loopback_zoo, server, cache)
 def test_fetch_verify_rehashes_every_entry_and_fetches_what_rotted(loopback_zoo, server, cache):
     """Bytes that rot keep their size and mtime, so the stamp looks fresh: `fetch --verify` hashes every entry
     (weights, source archive, dataset archives) and fetches again only what does not match."""
-    from harness.artifacts import entry_path
+    from harness.fetch.artifacts import entry_path
 
     assert harness("fetch", "--zoo", str(loopback_zoo), "--dataset").returncode == 0
     weights = entry_path(server.url(f"/models/{NAMES[0]}.pdparams"), cache)

@@ -14,8 +14,8 @@ from conftest import RECORD, REPO
 import harness
 from harness.cli import build_parser, command_of
 from harness.commands import COMMANDS, options
-from harness.errors import UsageError
-from harness.schedule import Unit
+from harness.core.errors import UsageError
+from harness.nightly.schedule import Unit
 
 NAMES = [c.NAME for c in COMMANDS]
 
@@ -61,8 +61,8 @@ def test_help_of_every_command_exits_0_and_says_what_the_tool_is(command, capsys
 
 
 def test_verify_help_names_the_default_scorer_and_choices_come_from_their_owners(capsys):
-    from harness.scoring import DEFAULT, SCORERS
-    from harness.timing import BACKENDS
+    from harness.model.timing import BACKENDS
+    from harness.score.scoring import DEFAULT, SCORERS
 
     with pytest.raises(SystemExit):
         cli(["verify", "--help"])
@@ -76,8 +76,8 @@ def test_verify_help_names_the_default_scorer_and_choices_come_from_their_owners
 
 def test_the_library_api_is_what_the_commands_call(tmp_path, monkeypatch):
     from harness.commands import report, verify
-    from harness.report import markdown
-    from harness.results import read, write
+    from harness.publish.report import markdown
+    from harness.records.results import read, write
 
     zoo = harness.load_zoo(REPO / "zoo.yaml")
     assert len(zoo.models) == 3 and zoo.model(zoo.models[0].name) is zoo.models[0]
@@ -89,10 +89,7 @@ def test_the_library_api_is_what_the_commands_call(tmp_path, monkeypatch):
     text = harness.report([tmp_path / "run"], out=tmp_path / "r.md")
     assert text == markdown(read([tmp_path / "run"])) == (tmp_path / "r.md").read_text()
     assert "| fail " in text
-    import harness.report as module  # the submodule import keeps harness.report callable, with its names
-
-    assert module is harness.report and callable(harness.report) and harness.report.markdown is markdown
-    assert harness.report([str(tmp_path / "run")]) == text and report.report([tmp_path / "run"]) == text
+    assert harness.report is report.report and harness.report([str(tmp_path / "run")]) == text
 
 
 def test_import_harness_imports_neither_paddle_nor_the_commands():
@@ -102,7 +99,7 @@ def test_import_harness_imports_neither_paddle_nor_the_commands():
 
 
 def test_the_progress_line_of_a_starting_unit():
-    from harness.runner import progress_line
+    from harness.nightly.runner import progress_line
 
     assert progress_line(12, 240, Unit("ppyoloe_crn_l_300e_coco", 0, 4, 9.0), 3723.4) == (
         "[12/240] ppyoloe_crn_l_300e_coco … slice 1/4 · ETA 1:02:03"

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from conftest import FAST
 
-from harness import dataset
-from harness.errors import DatasetError, UsageError
-from harness.lockfile import LockFile
-from harness.manifest import Dataset
+from harness.core.errors import DatasetError, UsageError
+from harness.fetch import dataset
+from harness.zoo.lockfile import LockFile
+from harness.zoo.manifest import Dataset
 
 N = 7
 

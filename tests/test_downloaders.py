@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import FAST
 
-from harness import downloaders
-from harness.artifacts import fetch
-from harness.errors import ArtifactError
+from harness.core.errors import ArtifactError
+from harness.fetch import downloaders
+from harness.fetch.artifacts import fetch
 
 
 @pytest.mark.parametrize(
@@ -87,7 +87,7 @@ def test_summary_finds_the_cause_at_the_bottom_of_requests_and_urllib3s_wrapping
     import requests
     from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError
 
-    from harness.neterrors import summary, unresolvable
+    from harness.fetch.neterrors import summary, unresolvable
 
     url = "https://example.org/w.pdparams"
     reset = ProtocolError("Connection aborted.", ConnectionResetError(104, "Connection reset by peer"))

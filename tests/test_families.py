@@ -45,8 +45,8 @@ def families(tmp_path_factory):
 
 
 def test_every_family_goes_through_the_whole_pipeline(families, tmp_path, ppdet_archive):
-    from harness.manifest import load_zoo
-    from harness.rehearsal import build_mirror, mirror_zoo, serve
+    from harness.nightly.rehearsal import build_mirror, mirror_zoo, serve
+    from harness.zoo.manifest import load_zoo
 
     zoo, _ = load_zoo(families)
     stack = zoo.source()[0]

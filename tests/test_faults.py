@@ -19,10 +19,10 @@ import yaml
 from conftest import FAST, RECORD, REPO, harness_argv, namespaced
 from loopback import Drop, Endless, Gzip, IgnoreIfRange, LieLength, Stall, Trickle
 
-from harness.artifacts import Policy, entry_path, fetch, fetch_artifact
-from harness.errors import ArtifactError, DatasetError, ExitCode, IntegrityError, ManifestError
-from harness.lockfile import LockFile
-from harness.manifest import Artifact, parse_zoo
+from harness.core.errors import ArtifactError, DatasetError, ExitCode, IntegrityError, ManifestError
+from harness.fetch.artifacts import Policy, entry_path, fetch, fetch_artifact
+from harness.zoo.lockfile import LockFile
+from harness.zoo.manifest import Artifact, parse_zoo
 
 BODY = os.urandom(1_000_000)
 SHA = hashlib.sha256(BODY).hexdigest()
@@ -96,7 +96,7 @@ def test_four_processes_fetching_one_file_download_it_once(server, cache):
     url = server.add(PATH, BODY)
     server.rate[PATH] = 1_000_000
     code = (
-        "import sys; from pathlib import Path; from harness.artifacts import fetch; "
+        "import sys; from pathlib import Path; from harness.fetch.artifacts import fetch; "
         f"g = fetch({url!r}, root=Path({str(cache)!r})); print(g.sha256)"
     )
     procs = [
@@ -177,7 +177,7 @@ def test_a_lock_waiter_gives_up_in_time_and_names_the_holder(server, cache):
     entry = entry_path(url, cache)
     entry.parent.mkdir(parents=True)
     code = (
-        "import sys, time; from pathlib import Path; from harness.entrylock import entry_lock\n"
+        "import sys, time; from pathlib import Path; from harness.fetch.entrylock import entry_lock\n"
         f"with entry_lock(Path({str(entry)!r}), {url!r}, 1):\n    print('held', flush=True)\n    time.sleep(60)"
     )
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -236,7 +236,7 @@ def _tiny_ppdet(tmp_path: Path, commit: str) -> tuple[Path, str]:
     """A tar in git-archive form holding a minimal PaddleDetection tree, and its git tree id (the pin)."""
     import tarfile
 
-    from harness.source import tree_id
+    from harness.fetch.source import tree_id
 
     top = tmp_path / "tiny" / f"PaddleDetection-{commit}"
     for name in ("ppdet/__init__.py", "configs/x.yml"):
@@ -356,8 +356,8 @@ def test_wrong_types_are_named(path, value, expected):
 
 
 def test_annotations_listing_no_images_are_refused(tmp_path):
-    from harness import dataset
-    from harness.manifest import Dataset
+    from harness.fetch import dataset
+    from harness.zoo.manifest import Dataset
 
     root = tmp_path / "coco"
     (root / "val2017").mkdir(parents=True)
@@ -378,10 +378,10 @@ def test_sigkill_during_result_writes_never_leaves_a_half_written_result(tmp_pat
     file is either absent or a complete record: readers (report, --resume) never see half a result."""
     import signal
 
-    from harness.results import finished
+    from harness.records.results import finished
 
     code = (
-        "import sys; from pathlib import Path; from harness.results import write\n"
+        "import sys; from pathlib import Path; from harness.records.results import write\n"
         f"rec = {{**{RECORD!r}, 'model': 'm', 'status': 'fail', 'finished': 'now', 'notice': 'x' * 2_000_000}}\n"
         "print('ready', flush=True)\n"
         "while True:\n    write(Path(sys.argv[1]), rec)\n"

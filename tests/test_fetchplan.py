@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.fetchplan import Action, Do, Seen, download_action
+from harness.fetch.fetchplan import Action, Do, Seen, download_action
 
 PIN, OTHER = "a" * 64, "b" * 64
 

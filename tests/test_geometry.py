@@ -9,8 +9,8 @@ import pytest
 import yaml
 from conftest import CURRENT
 
-from harness import geometry
-from harness.readme import _Untagged
+from harness.model import geometry
+from harness.zoo.readme import _Untagged
 
 
 @pytest.fixture(scope="module")

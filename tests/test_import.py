@@ -13,8 +13,8 @@ import pytest
 import yaml
 from conftest import CURRENT, REPO, harness
 
-from harness import readme
-from harness.manifest import load_zoo, parse_zoo
+from harness.zoo import readme
+from harness.zoo.manifest import load_zoo, parse_zoo
 
 
 @pytest.fixture(scope="module")

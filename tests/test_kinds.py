@@ -1,4 +1,4 @@
-"""A kind of prediction is a row of harness/kinds.py: a made-up kind, added as one row with its scorer, is
+"""A kind of prediction is a row of harness/zoo/kinds.py: a made-up kind, added as one row with its scorer, is
 documented in a zoo file, listed, scored, judged, and shown in the report, the CSV and the page — with no
 other change to the harness."""
 
@@ -12,9 +12,11 @@ import pytest
 import yaml
 from conftest import REPO
 
-from harness import kinds, report, results, site
 from harness.cli import main as cli
-from harness.verification import rescore
+from harness.nightly.verification import rescore
+from harness.publish import report, site
+from harness.records import results
+from harness.zoo import kinds
 
 
 def _count_score(gt, predictions: list[dict], using) -> dict[str, float]:
@@ -47,8 +49,8 @@ def _zoo(tmp_path: Path) -> Path:
 def _run(tmp_path: Path, zoo_path: Path) -> Path:
     """A run directory with the first model's result as verify writes it, its count predictions on 1 of 2
     images (the made-up scorer's AP: 0.5, i.e. 50.0 points)."""
-    from harness.manifest import load_zoo
-    from harness.verification import start_record
+    from harness.nightly.verification import start_record
+    from harness.zoo.manifest import load_zoo
 
     zoo, _ = load_zoo(zoo_path)
     model = zoo.models[0]
@@ -70,7 +72,7 @@ def _run(tmp_path: Path, zoo_path: Path) -> Path:
 
 
 def kinds_verdict(tolerance: float):
-    from harness.verdict import judge
+    from harness.score.verdict import judge
 
     return judge("count_ap", None, 50.0, tolerance)  # not measured yet: rescore measures it
 
@@ -99,8 +101,8 @@ def test_a_new_kind_is_one_row_of_the_kinds_table(tmp_path, count_kind, capsys):
 
 
 def test_without_its_row_the_kind_is_not_a_metric(tmp_path):
-    from harness.errors import ManifestError
-    from harness.manifest import load_zoo
+    from harness.core.errors import ManifestError
+    from harness.zoo.manifest import load_zoo
 
     with pytest.raises(ManifestError, match="'count_ap' is not a metric"):
         load_zoo(_zoo(tmp_path))

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from conftest import REPO
 
-from harness.errors import ExitCode, ManifestError, UsageError
-from harness.manifest import load_zoo, parse_zoo
+from harness.core.errors import ExitCode, ManifestError, UsageError
+from harness.zoo.manifest import load_zoo, parse_zoo
 
 RAW = yaml.safe_load((REPO / "zoo.yaml").read_text())
 FASTER, MASK_VB, MASK_VD = (m["name"] for m in RAW["models"])

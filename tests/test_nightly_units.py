@@ -15,13 +15,13 @@ import pytest
 import yaml
 from conftest import REPO, result
 
-from harness import history
 from harness.cli import build_parser
-from harness.errors import UsageError
-from harness.manifest import load_zoo
-from harness.modelindex import export
-from harness.report import junit, rows
-from harness.runner import Shard
+from harness.core.errors import UsageError
+from harness.nightly.runner import Shard
+from harness.publish.modelindex import export
+from harness.publish.report import junit, rows
+from harness.records import history
+from harness.zoo.manifest import load_zoo
 
 ZOO, _ = load_zoo(REPO / "zoo.yaml")
 
@@ -213,7 +213,7 @@ def test_the_kubernetes_indexed_job_validates_and_its_shards_cover_the_zoo():
 def test_merging_shards_that_split_the_zoo_differently_is_flagged(tmp_path):
     import json
 
-    from harness.results import RUN, shard_disagreement
+    from harness.records.results import RUN, shard_disagreement
 
     def run_json(run_id: str, shard: str, digest: str) -> str:  # what `harness run` writes (results.RunRecord)
         return json.dumps(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.errors import HarnessError
-from harness.predictions import prediction_files
+from harness.core.errors import HarnessError
+from harness.model.predictions import prediction_files
 
 
 def _wrote(tmp_path, *names: str):

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from conftest import REPO, harness, ppdet_tree
 
-from harness.scoring import STATS
+from harness.score.scoring import STATS
 
 pytestmark = pytest.mark.stack
 

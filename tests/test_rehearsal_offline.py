@@ -10,8 +10,8 @@ import socket
 import yaml
 from conftest import REPO, harness
 
-from harness.errors import ExitCode
-from harness.manifest import load_zoo
+from harness.core.errors import ExitCode
+from harness.zoo.manifest import load_zoo
 
 
 def test_rehearsal_without_the_archive_or_the_network_says_what_to_put_where(tmp_path):

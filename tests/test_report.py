@@ -8,8 +8,8 @@ import re
 import pytest
 from conftest import harness, results
 
-from harness.report import SEED, markdown
-from harness.results import write
+from harness.publish.report import SEED, markdown
+from harness.records.results import write
 
 
 def _record(model="m_a", status="pass", box=40.5, mask=None, **extra) -> dict:
@@ -151,7 +151,7 @@ def _laid_out(model: str, table: str, layout: dict, labels: dict, documented: di
 
 
 def test_each_table_is_rendered_in_its_own_layout():
-    from harness.manifest import load_zoo
+    from harness.zoo.manifest import load_zoo
 
     seed = load_zoo()[0].tables["res2net"].model_dump()
     rtdetr = {
@@ -217,7 +217,7 @@ def test_each_table_is_rendered_in_its_own_layout():
 def test_a_record_that_does_not_fit_the_schema_is_refused_by_readers_and_writers(tmp_path):
     """One schema (results.Result) for every writer and reader: a record missing a field, or carrying one
     nobody defined, is named at the boundary instead of being half-read."""
-    from harness.errors import HarnessError
+    from harness.core.errors import HarnessError
 
     bad = tmp_path / "run" / "m_a"
     bad.mkdir(parents=True)

@@ -11,8 +11,8 @@ import subprocess
 import pytest
 from conftest import FASTER, harness, harness_process, wait_until, workers_of
 
-from harness import plots
-from harness.history import load
+from harness.publish import plots
+from harness.records.history import load
 
 pytestmark = pytest.mark.stack
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 from conftest import REPO, harness, result
 
-from harness import history, schedule
-from harness.manifest import load_zoo
-from harness.schedule import Estimate, Unit
+from harness.nightly import schedule
+from harness.nightly.schedule import Estimate, Unit
+from harness.records import history
+from harness.zoo.manifest import load_zoo
 
 
 def units(*seconds: float) -> list[Unit]:
@@ -64,7 +65,7 @@ def test_one_worker_is_never_sliced():
 
 
 def _entry(model, device="gpu", eval_size=None, run_id="r1", **seconds):
-    from harness.results import HistoryEntry
+    from harness.records.results import HistoryEntry
 
     times = {"startup": 20.0, "eval": 50.0, "images": 100, "timing": 30.0, **seconds}
     return HistoryEntry(
@@ -147,7 +148,7 @@ def test_harness_plan_prints_the_schedule_for_each_gpu_count(tmp_path):
 
 
 def test_the_cpu_warning_uses_the_models_own_cpu_run_when_the_history_has_one():
-    from harness.schedule import CPU_SECONDS_PER_IMAGE, cpu_estimate
+    from harness.nightly.schedule import CPU_SECONDS_PER_IMAGE, cpu_estimate
 
     seed, _ = load_zoo(REPO / "zoo.yaml")
     mask = seed.models[1]

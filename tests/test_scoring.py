@@ -14,7 +14,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from harness.scoring import SCORERS, STATS, metrics, score_files, scorer
+from harness.score.scoring import SCORERS, STATS, metrics, score_files, scorer
 
 pytestmark = pytest.mark.numerics  # numpy / pycocotools differ by stack: run on every stack
 
@@ -167,7 +167,7 @@ def test_each_scorer_is_what_it_says(name):
 def test_without_faster_coco_eval_the_default_is_pycocotools():
     """The only mock here: an import that fails (uninstalling a package inside the test run is not an option)."""
     code = (
-        "import sys; sys.modules['faster_coco_eval'] = None; from harness.scoring import scorer; "
+        "import sys; sys.modules['faster_coco_eval'] = None; from harness.score.scoring import scorer; "
         "print(scorer().describe()['name'])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

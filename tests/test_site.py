@@ -11,8 +11,9 @@ import pytest
 from conftest import harness
 from nights import NIGHTS, ZOO, write_nights
 
-from harness import history, results, site
-from harness.errors import UsageError
+from harness.core.errors import UsageError
+from harness.publish import site
+from harness.records import history, results
 
 FASTER, MASK, VD, YOLO = list(ZOO)
 

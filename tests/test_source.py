@@ -11,10 +11,10 @@ import tarfile
 import pytest
 from conftest import CURRENT, FAST, PREVIOUS, ppdet_tree
 
-from harness import source
-from harness.artifacts import entry_path
-from harness.errors import ArchiveError, UsageError
-from harness.manifest import Source, load_zoo
+from harness.core.errors import ArchiveError, UsageError
+from harness.fetch import source
+from harness.fetch.artifacts import entry_path
+from harness.zoo.manifest import Source, load_zoo
 
 MODEL = load_zoo()[0].models[0]
 

@@ -10,8 +10,8 @@ import sys
 import pytest
 from conftest import REPO, ppdet_tree
 
-from harness import source
-from harness.manifest import Source, load_zoo
+from harness.fetch import source
+from harness.zoo.manifest import Source, load_zoo
 
 pytestmark = pytest.mark.stack
 

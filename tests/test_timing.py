@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.timing import TOTAL, Method, Pipeline, Samples, cv, percentiles, run, summarize
+from harness.model.timing import TOTAL, Method, Pipeline, Samples, cv, percentiles, run, summarize
 
 pytestmark = pytest.mark.numerics  # numpy / pycocotools differ by stack: run on every stack
 

@@ -17,14 +17,14 @@ import pytest
 import yaml
 from conftest import FAST, REPO, coco_zips, harness, harness_argv, namespaced
 
-from harness import dataset
-from harness.artifacts import entry_path, fetch_artifact
-from harness.errors import DatasetError, ExitCode, ManifestError, UsageError
-from harness.files import remove_tree
-from harness.lockfile import LockFile
-from harness.manifest import Artifact, Dataset, parse_zoo
-from harness.results import model_dir, write
-from harness.verification import rescore
+from harness.core.errors import DatasetError, ExitCode, ManifestError, UsageError
+from harness.core.files import remove_tree
+from harness.fetch import dataset
+from harness.fetch.artifacts import entry_path, fetch_artifact
+from harness.nightly.verification import rescore
+from harness.records.results import model_dir, write
+from harness.zoo.lockfile import LockFile
+from harness.zoo.manifest import Artifact, Dataset, parse_zoo
 
 RAW = yaml.safe_load((REPO / "zoo.yaml").read_text())
 SHA = "ab" * 32

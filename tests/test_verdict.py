@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from harness.verdict import ERROR, FAIL, PASS, judge, overall
+from harness.score.verdict import ERROR, FAIL, PASS, judge, overall
 
 
 @pytest.mark.parametrize(

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.commands import options
-from harness.errors import ExitCode
+from harness.core.errors import ExitCode
 
 if TYPE_CHECKING:
-    from harness.audit import Audit
-    from harness.manifest import Zoo
+    from harness.nightly.audit import Audit
+    from harness.zoo.manifest import Zoo
 
 NAME = "audit"
 HELP = "offline, without weights: does every model's config exist, stay in the tree and build?"
@@ -49,8 +49,8 @@ def audit(
     """Every selected model's config checked and built (in workers) against the pinned source of `stack`."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from harness import audit as checks
-    from harness import source
+    from harness.fetch import source
+    from harness.nightly import audit as checks
 
     name, pin = zoo.source(stack)
     tree = source.checkout(ppdet_root, pin) if ppdet_root else source.prepare(pin)
@@ -63,8 +63,8 @@ def audit(
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness import audit as checks
-    from harness.files import atomic_write_bytes, atomic_write_json
+    from harness.core.files import atomic_write_bytes, atomic_write_json
+    from harness.nightly import audit as checks
 
     if args.merge:
         text = checks.markdown([checks.load(path) for path in args.merge])

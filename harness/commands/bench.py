@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.commands import options
-from harness.errors import ExitCode
+from harness.core.errors import ExitCode
 
 if TYPE_CHECKING:
-    from harness.inputs import Options
-    from harness.timing import TimingRecord
+    from harness.model.inputs import Options
+    from harness.model.timing import TimingRecord
 
 NAME = "bench"
 HELP = "time inference (fps, latency per stage) without evaluating"
@@ -40,9 +40,9 @@ def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argp
 def bench(model: str, *, zoo: str | Path | None, options: Options, out: str | Path | None) -> tuple[TimingRecord, Path]:
     """Time `model` on `options.backends`; returns the timing record (also `<out>/<model>/timing.json`) and
     the run directory (`out`, else a new `runs/<UTC time>`)."""
-    from harness import verification as v
     from harness.commands.options import default_run_dir, load
-    from harness.inputs import prepare
+    from harness.model.inputs import prepare
+    from harness.nightly import verification as v
 
     the_zoo, _, lock = load(zoo)
     chosen = the_zoo.model(model)
@@ -52,7 +52,7 @@ def bench(model: str, *, zoo: str | Path | None, options: Options, out: str | Pa
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness.report import timing_lines
+    from harness.publish.report import timing_lines
 
     opts = options.build_options(args, timing=True, backends=("dygraph", "inference"))
     timing, run_dir = bench(args.model, zoo=args.zoo, options=opts, out=args.out)

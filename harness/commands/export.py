@@ -8,18 +8,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.commands import options
-from harness.errors import ExitCode
+from harness.core.errors import ExitCode
 
 if TYPE_CHECKING:
-    from harness.manifest import Zoo
-    from harness.results import Result
+    from harness.records.results import Result
+    from harness.zoo.manifest import Zoo
 
 NAME = "export"
 HELP = "write the zoo in another format (OpenMMLab model-index), optionally with a run's results"
 
 
 def _model_index(zoo: Zoo, out: Path, records: list[Result] | None) -> list[Path]:
-    from harness.modelindex import export
+    from harness.publish.modelindex import export
 
     return export(zoo, out, records)
 
@@ -46,7 +46,7 @@ def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argp
 
 def export(zoo: Zoo, out: Path, runs: list[Path] | None = None, fmt: str = "model-index") -> list[Path]:
     """Write the zoo as `fmt` into `out` (with the results of `runs` when given); returns the files written."""
-    from harness.results import read
+    from harness.records.results import read
 
     return FORMATS[fmt](zoo, out, read(runs) if runs else None)
 

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.commands import options
-from harness.errors import ExitCode, HarnessError, LockedError
+from harness.core.errors import ExitCode, HarnessError, LockedError
 
 if TYPE_CHECKING:
-    from harness.lockfile import LockFile
-    from harness.manifest import Zoo
+    from harness.zoo.lockfile import LockFile
+    from harness.zoo.manifest import Zoo
 
 NAME = "fetch"
 HELP = "download and verify weights, source and dataset into the cache"
@@ -117,8 +117,8 @@ def check_locked(zoo: Zoo, lock: LockFile, request: Request) -> None:
 def fetch(zoo: Zoo, lock: LockFile, request: Request) -> Fetched:
     """Fetch (or find cached and check) everything the request names; never raises for one artifact, only
     for a request that cannot be (an unknown model, `--locked` with an artifact nobody pinned)."""
-    from harness import dataset, source
-    from harness.artifacts import fetch_artifact
+    from harness.fetch import dataset, source
+    from harness.fetch.artifacts import fetch_artifact
 
     models = zoo.select(request.models)
     if request.locked:

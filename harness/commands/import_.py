@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.commands import options
-from harness.errors import ExitCode, UsageError
+from harness.core.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
-    from harness.manifest import Zoo
-    from harness.readme import Imported as ReadmeResult
+    from harness.zoo.manifest import Zoo
+    from harness.zoo.readme import Imported as ReadmeResult
 
 NAME = "import"
 HELP = "read PaddleDetection's README model-zoo tables into a zoo file (`--zoo` takes it)"
@@ -78,8 +78,9 @@ def import_zoo(
     `stack` (or `ppdet_root`); sources, dataset and tolerance are `zoo`'s. Checked to be a valid zoo file."""
     import yaml
 
-    from harness import readme, source
-    from harness.manifest import parse_zoo
+    from harness.fetch import source
+    from harness.zoo import readme
+    from harness.zoo.manifest import parse_zoo
 
     _named(sources, every)
     pin = zoo.source(stack)[1]
@@ -101,8 +102,8 @@ def import_zoo(
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness import readme
-    from harness.files import atomic_write_bytes
+    from harness.core.files import atomic_write_bytes
+    from harness.zoo import readme
 
     _named(args.sources, args.all)  # before the zoo is read
     zoo, _ = options.zoo(args)

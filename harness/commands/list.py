@@ -7,11 +7,11 @@ import json
 from typing import TYPE_CHECKING
 
 from harness.commands import options
-from harness.errors import ExitCode
-from harness.kinds import KINDS
+from harness.core.errors import ExitCode
+from harness.zoo.kinds import KINDS
 
 if TYPE_CHECKING:
-    from harness.manifest import Zoo
+    from harness.zoo.manifest import Zoo
 
 NAME = "list"
 HELP = "show the zoo with documented AP and cache state"
@@ -33,7 +33,7 @@ def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argp
 
 def rows(zoo: Zoo) -> list[dict]:
     """One row per model: its name, table, documented metrics, README labels and whether its weights are cached."""
-    from harness.artifacts import is_cached
+    from harness.fetch.artifacts import is_cached
 
     return [
         {

@@ -14,12 +14,12 @@ import typing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.errors import UsageError
+from harness.core.errors import UsageError
 
 if TYPE_CHECKING:
-    from harness.inputs import Options
-    from harness.lockfile import LockFile
-    from harness.manifest import Zoo
+    from harness.model.inputs import Options
+    from harness.zoo.lockfile import LockFile
+    from harness.zoo.manifest import Zoo
 
 Subparsers = argparse._SubParsersAction  # the object `add_subparsers` returns: each command adds its parser
 
@@ -71,7 +71,7 @@ def inputs() -> argparse.ArgumentParser:
 
 def timing(default_backends: str) -> argparse.ArgumentParser:
     """How fps is measured (README: 'How fps is measured'); shared by verify, bench and run."""
-    from harness.timing import BACKENDS, Method
+    from harness.model.timing import BACKENDS, Method
 
     d = Method()
     p = argparse.ArgumentParser(add_help=False)
@@ -109,14 +109,14 @@ def timing(default_backends: str) -> argparse.ArgumentParser:
 
 def devices() -> tuple[str, ...]:
     """The devices a worker accepts (`auto`, then the kinds), from the worker protocol's own field."""
-    from harness.protocol import Spec
+    from harness.model.protocol import Spec
 
     return typing.get_args(Spec.model_fields["device"].annotation)
 
 
 def scorer(p: argparse.ArgumentParser) -> None:
     """`--scorer`: its choices and default from scoring.py, which owns them."""
-    from harness.scoring import DEFAULT, SCORERS
+    from harness.score.scoring import DEFAULT, SCORERS
 
     others = ", ".join(s for s in SCORERS if s != DEFAULT)
     p.add_argument(
@@ -173,8 +173,8 @@ def parallel(p: argparse.ArgumentParser, *, gpus_help: str) -> None:
 
 def load(zoo_path: str | Path | None) -> tuple[Zoo, Path, LockFile]:
     """The zoo file (`--zoo`, else the default), its resolved path and the zoo.lock beside it."""
-    from harness.lockfile import LockFile
-    from harness.manifest import load_zoo
+    from harness.zoo.lockfile import LockFile
+    from harness.zoo.manifest import load_zoo
 
     zoo, path = load_zoo(zoo_path)
     return zoo, path, LockFile.beside(path)
@@ -205,8 +205,8 @@ def default_run_dir() -> Path:
 
 def build_options(args: argparse.Namespace, *, timing: bool, backends: tuple[str, ...]) -> Options:
     """The `inputs.Options` of an evaluating command's parsed options."""
-    from harness.inputs import Options, parse_opts
-    from harness.timing import Method
+    from harness.model.inputs import Options, parse_opts
+    from harness.model.timing import Method
 
     method = Method(
         warmup=args.warmup, min_iters=args.iters, min_seconds=args.min_seconds, sample=args.sample, seed=args.seed
@@ -233,7 +233,7 @@ def build_options(args: argparse.Namespace, *, timing: bool, backends: tuple[str
 
 def with_parallel(args: argparse.Namespace, opts: Options) -> Options:
     """`--parallel K` and `--gpus`: K slices (default: one per GPU named), slice i on gpus[i mod len]."""
-    from harness.runner import gpu_list
+    from harness.nightly.runner import gpu_list
 
     gpus = tuple(gpu_list(args.gpus))
     k = args.parallel if args.parallel is not None else max(1, len(gpus))

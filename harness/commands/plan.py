@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.commands import options
-from harness.errors import ExitCode, UsageError
+from harness.core.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
-    from harness.manifest import Zoo
-    from harness.results import HistoryEntry
-    from harness.schedule import Estimate, Plan
+    from harness.nightly.schedule import Estimate, Plan
+    from harness.records.results import HistoryEntry
+    from harness.zoo.manifest import Zoo
 
 NAME = "plan"
 HELP = "the nightly's schedule for G GPUs: units, makespan, lower bound (no model runs)"
@@ -80,7 +80,7 @@ def plan(
 ) -> Planned:
     """The schedules of the zoo's models for each of `gpus` workers, from `history`'s durations on `device` at
     `eval_size` (None: full size)."""
-    from harness import schedule
+    from harness.nightly import schedule
 
     if any(g < 1 for g in gpus) or images < 1:
         raise UsageError("plan: --gpus and --images must be 1 or more")
@@ -95,8 +95,9 @@ def plan(
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness import history, schedule
-    from harness.files import atomic_write_bytes
+    from harness.core.files import atomic_write_bytes
+    from harness.nightly import schedule
+    from harness.records import history
 
     zoo, _ = options.zoo(args)
     path = args.zoo_path

@@ -30,6 +30,6 @@ def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argp
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness.rehearsal import rehearse
+    from harness.nightly.rehearsal import rehearse
 
     return rehearse(args.dir, zoo_path=args.zoo, stack=args.stack, port=args.port, n_images=args.images)

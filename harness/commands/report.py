@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.commands import options
-from harness.errors import ExitCode
+from harness.core.errors import ExitCode
 
 NAME = "report"
 HELP = "render the reports of one or more run directories (shards merge) from their result files"
@@ -66,14 +66,14 @@ def render(
 ) -> Rendered:
     """What `harness report` does: read the results (refusing a record whose predictions changed), write the
     requested outputs, and return the markdown."""
-    from harness.files import atomic_write_bytes
-    from harness.report import markdown, publish
-    from harness.results import read, shard_disagreement
+    from harness.core.files import atomic_write_bytes
+    from harness.publish.report import markdown, publish
+    from harness.records.results import read, shard_disagreement
 
     runs = list(runs)
     records = read(runs, check_predictions=True)
     if html:  # refuse a directory that is not ours before anything is written anywhere
-        from harness import site
+        from harness.publish import site
 
         site.claim(html)
     if warning := shard_disagreement(runs):
@@ -86,7 +86,7 @@ def render(
         atomic_write_bytes(out, markdown(records).encode())
     if not html:
         return Rendered(text)
-    from harness import history as hist
+    from harness.records import history as hist
 
     past = hist.load(history) if history else []
     pages = site.build(records, html, history=past, run_dirs=runs)

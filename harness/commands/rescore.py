@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from harness.commands import options
 
 if TYPE_CHECKING:
-    from harness.results import Result
+    from harness.records.results import Result
 
 NAME = "rescore"
 HELP = "recompute every stat and verdict of a run from its stored predictions (no model is run)"
@@ -33,15 +33,15 @@ def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argp
 
 def rescore(runs: Sequence[Path], scorer: str | None = None) -> list[Result]:
     """The rescored records of every run directory, in zoo order (each also rewritten in place)."""
-    from harness.verification import rescore as rescore_run
+    from harness.nightly.verification import rescore as rescore_run
 
     records = [rec for run in runs for rec in rescore_run(run, scorer)]
     return sorted(records, key=lambda r: (r.zoo_index, r.model))
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness import runner
-    from harness.report import markdown
+    from harness.nightly import runner
+    from harness.publish.report import markdown
 
     records = rescore(args.runs, args.scorer)
     print(markdown(records), end="")

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 from harness.commands import options
 
 if TYPE_CHECKING:
-    from harness.inputs import Options
-    from harness.results import Result
-    from harness.runner import Shard
+    from harness.model.inputs import Options
+    from harness.nightly.runner import Shard
+    from harness.records.results import Result
 
 NAME = "run"
 HELP = "the nightly: verify every model (or a shard) into one run directory, then publish the reports"
@@ -83,7 +83,7 @@ class Ran:
 def history_path(explicit: Path | None, run_dir: Path) -> Path:
     """`--history`, else $HARNESS_HISTORY, else the run directory's own `history.jsonl`: a run writes into the
     repository's reports/ (or any shared store) only when asked to."""
-    from harness.history import HISTORY_ENV
+    from harness.records.history import HISTORY_ENV
 
     if explicit is not None:
         return explicit
@@ -104,10 +104,10 @@ def run(
 ) -> Ran:
     """`harness run`: the selected models (empty: all) of this shard through the work queue into `out` (default:
     a new `runs/<UTC time>`), then report.md, junit.xml, results.csv and, unless sharded, the history."""
-    from harness import history as hist
-    from harness import runner
     from harness.commands.options import default_run_dir, load
-    from harness.report import publish
+    from harness.nightly import runner
+    from harness.publish.report import publish
+    from harness.records import history as hist
 
     the_zoo, zoo_path, lock = load(zoo)
     the_zoo.select(models)  # unknown names are a usage error before anything runs
@@ -135,7 +135,7 @@ def run(
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness import runner
+    from harness.nightly import runner
 
     opts = options.build_options(args, timing=args.timing, backends=("dygraph",))
     opts = dataclasses.replace(opts, run_id=args.run_id, parallel=options.parallel_value(args.parallel))

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.commands import options
-from harness.errors import ExitCode, UsageError
+from harness.core.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
-    from harness.inputs import Options
-    from harness.results import Result
+    from harness.model.inputs import Options
+    from harness.records.results import Result
 
 NAME = "verify"
 HELP = "evaluate one model with PaddleDetection and judge its AP against the documented one"
@@ -31,7 +31,7 @@ examples:
 
 
 def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    from harness.scoring import DEFAULT
+    from harness.score.scoring import DEFAULT
 
     p = sub.add_parser(
         NAME,
@@ -69,11 +69,12 @@ def verify_into(
 ) -> tuple[Result, Path]:
     """`verify`, and the run directory the record was written into (made here when `out` is None, after the
     inputs are ready: a run that fails before any model leaves no empty directory)."""
-    from harness import history, slices
-    from harness import verification as v
     from harness.commands.options import default_run_dir, load
-    from harness.inputs import Options, prepare
-    from harness.schedule import cpu_estimate
+    from harness.model import slices
+    from harness.model.inputs import Options, prepare
+    from harness.nightly import verification as v
+    from harness.nightly.schedule import cpu_estimate
+    from harness.records import history
 
     the_zoo, _, lock = load(zoo)
     chosen = the_zoo.model(model)
@@ -93,8 +94,8 @@ def verify_into(
 
 
 def main(args: argparse.Namespace) -> int:
-    from harness import verification as v
-    from harness.report import markdown
+    from harness.nightly import verification as v
+    from harness.publish.report import markdown
 
     opts = options.with_parallel(args, options.build_options(args, timing=args.timing, backends=("dygraph",)))
     rec, run_dir = verify_into(args.model, zoo=args.zoo, options=opts, out=args.out)

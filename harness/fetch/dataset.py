@@ -1,0 +1,237 @@
+"""COCO val2017: fetched and extracted into the cache, or an existing root; plus deterministic subsets.
+
+A subset is written as its own annotation file holding exactly the chosen images, so that everything
+downstream (ppdet's reader, scoring) sees those images and nothing else: AP on a subset is then the AP of
+those images, not a full-set score diluted by missing predictions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from harness.core.errors import DatasetError, DatasetRecordError, UsageError
+from harness.core.files import atomic_write_json, read_json, sha256_file
+from harness.fetch.archive import unpack
+from harness.fetch.artifacts import cache_root, fetch_artifact
+from harness.zoo.lockfile import LockFile
+from harness.zoo.manifest import Dataset
+
+
+@dataclass(frozen=True)
+class CocoData:
+    images: Path  # directory of the image files
+    annotations: Path  # instances json (the subset's file when a subset is chosen)
+    num_images: int
+    subset: dict | None = None  # {"n", "seed", "source", "image_ids"} when a subset is in use
+    sha256: dict[str, str] = field(default_factory=dict)  # archive url -> sha256 when fetched
+    annotations_sha256: str | None = None  # of `annotations` as prepared: what a kept unit must have seen
+
+    def as_json(self) -> dict:
+        return {
+            "images": str(self.images),
+            "annotations": str(self.annotations),
+            "num_images": self.num_images,
+            "subset": self.subset,
+            "archives_sha256": self.sha256,
+            "annotations_sha256": self.annotations_sha256,
+        }
+
+
+def _repair_hint(path: Path) -> str:
+    """A hint that repairs: a file the harness extracted is extracted again once it is missing or changed
+    (archive.intact); a file of the user's COCO root (--data) must be restored by the user."""
+    if path.resolve().is_relative_to((cache_root() / "extracted").resolve()):
+        return f"delete {path} and run `harness fetch --dataset` (a missing or changed file is extracted again)"
+    return f"restore {path} from COCO's annotations_trainval2017.zip"
+
+
+def _load(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise DatasetError(
+            f"annotations not found: {path}", hint="pass --data with a COCO root, or run `harness fetch --dataset`"
+        ) from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise DatasetError(f"{path}: not readable COCO json: {exc}", hint=_repair_hint(path)) from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "categories")):
+        raise DatasetError(
+            f"{path}: not COCO instances json (needs 'images' and 'categories' lists)",
+            hint="point annotation_file in zoo.yaml at instances_val2017.json",
+        )
+    _check_records(path, data)
+    return data
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """A value of the file in a message: its repr, cut (a record may be megabytes)."""
+    text = repr(value) if isinstance(value, str | int | float | bool) or value is None else type(value).__name__
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def _bad_file_name(name: object) -> str | None:
+    """Why a `file_name` could make a reader open a file outside the image directory (or none at all)."""
+    if not isinstance(name, str) or not name:
+        return "file_name is not a non-empty string"
+    parts = PurePosixPath(name).parts
+    if name.startswith(("/", "\\")) or "\\" in name or "\0" in name or (len(name) > 1 and name[1] == ":"):
+        return "file_name is an absolute path or holds a backslash or NUL"
+    if ".." in parts:
+        return "file_name climbs out of the image directory ('..')"
+    return None
+
+
+def _check_records(path: Path, data: dict) -> None:
+    """Every image a record with an integer id (unique) and a file name inside the image directory; every
+    annotation and category a record: else a DatasetRecordError naming the record, before any reader (ppdet,
+    pycocotools, the subset maker) trips over it with a traceback or opens a file elsewhere."""
+    fix = "correct the annotation file, or point --data / annotation_file at COCO's instances_val2017.json"
+    seen: set[int] = set()
+    for i, img in enumerate(data["images"]):
+        where = f"{path}: images[{i}]"
+        if not isinstance(img, dict):
+            raise DatasetRecordError(f"{where} is a {type(img).__name__}, not an image record", hint=fix)
+        ident = img.get("id")
+        if type(ident) is not int:
+            raise DatasetRecordError(f"{where}: id {_shown(ident)} is not an integer (COCO image ids are)", hint=fix)
+        if ident in seen:
+            raise DatasetRecordError(f"{where}: id {ident} appears twice", hint=fix)
+        seen.add(ident)
+        if why := _bad_file_name(img.get("file_name")):
+            raise DatasetRecordError(f"{where} (id {ident}): {why}: {_shown(img.get('file_name'))}", hint=fix)
+    for key in ("annotations", "categories"):
+        records = data.get(key, [])
+        if not isinstance(records, list):
+            raise DatasetRecordError(f"{path}: '{key}' is a {type(records).__name__}, not a list", hint=fix)
+        for i, rec in enumerate(records):
+            if not isinstance(rec, dict):
+                raise DatasetRecordError(f"{path}: {key}[{i}] is a {type(rec).__name__}, not a record", hint=fix)
+
+
+def _check_images(images: Path, records: list[dict], annotations: Path) -> None:
+    if not images.is_dir():
+        raise DatasetError(
+            f"image directory not found: {images}",
+            hint="pass --data with a COCO root holding it, or run `harness fetch --dataset`",
+        )
+    missing = [r.get("file_name", "?") for r in records if not (images / str(r.get("file_name", ""))).is_file()]
+    if missing:
+        raise DatasetError(
+            f"{len(missing)} of {len(records)} images listed in {annotations.name} are missing from "
+            f"{images}: {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}",
+            hint="re-extract the images archive, or use --subset over the images you have",
+        )
+
+
+def open_root(ds: Dataset, data_dir: Path) -> tuple[Path, Path]:
+    """(images dir, annotation file) of an existing COCO root given with --data."""
+    root = data_dir.expanduser().resolve()
+    if not root.is_dir():
+        raise UsageError(f"--data {root}: no such directory", hint="pass the COCO root (holds val2017/)")
+    return root / ds.image_dir, root / ds.annotation_file
+
+
+def fetch(
+    ds: Dataset, lock: LockFile | None, *, root: Path | None = None, locked: bool = False, **fetch_kw
+) -> tuple[Path, Path, dict[str, str]]:
+    """Fetch both archives and extract what the zoo needs: all images, one annotation file."""
+    base = (root or cache_root()) / "extracted"
+    imgs = fetch_artifact(ds.images, lock, locked=locked, root=root, **fetch_kw)
+    anns = fetch_artifact(ds.annotations, lock, locked=locked, root=root, **fetch_kw)
+    refetch = "harness fetch --dataset"
+    again = bool(fetch_kw.get("verify"))  # `fetch --verify`: the extractions are made anew too
+    img_root = unpack(
+        ds.images,
+        imgs.path,
+        base / imgs.sha256[:16],
+        lock,
+        refetch,
+        root=root,
+        tag={"archive_sha256": imgs.sha256},
+        verify=again,
+    )
+    ann_root = unpack(
+        ds.annotations,
+        anns.path,
+        base / anns.sha256[:16],
+        lock,
+        refetch,
+        root=root,
+        want=lambda name: name == ds.annotation_file,
+        tag={"archive_sha256": anns.sha256, "want": ds.annotation_file},
+        verify=again,
+    )
+    if not (ann_root / ds.annotation_file).is_file():
+        raise DatasetError(
+            f"{ds.annotations.url}: archive has no {ds.annotation_file}",
+            hint="check dataset.annotations and dataset.annotation_file in zoo.yaml",
+        )
+    return img_root / ds.image_dir, ann_root / ds.annotation_file, {imgs.url: imgs.sha256, anns.url: anns.sha256}
+
+
+def _subset_path(annotations: Path, n: int, seed: int, root: Path | None) -> Path:
+    st = annotations.stat()
+    ident = f"{annotations.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()
+    return (
+        (root or cache_root()) / "subsets" / f"{annotations.stem}-n{n}-seed{seed}-"
+        f"{hashlib.sha256(ident).hexdigest()[:12]}.json"
+    )
+
+
+def make_subset(data: dict, annotations: Path, n: int, seed: int) -> dict:
+    """The annotation json restricted to `n` images chosen by a seeded sample of the sorted ids."""
+    ids = sorted(img["id"] for img in data["images"])
+    if not 1 <= n <= len(ids):
+        raise UsageError(f"--subset {n}: must be between 1 and the {len(ids)} images of {annotations.name}")
+    chosen = sorted(random.Random(seed).sample(ids, n))
+    keep = set(chosen)
+    info = dict(data.get("info") or {})  # pycocotools' loadRes needs an "info" key (docs/stacks.md)
+    info["harness_subset"] = {"n": n, "seed": seed, "source": str(annotations), "image_ids": chosen}
+    return {
+        "info": info,
+        "licenses": data.get("licenses", []),
+        "categories": data["categories"],
+        "images": [img for img in data["images"] if img["id"] in keep],
+        "annotations": [a for a in data.get("annotations", []) if a.get("image_id") in keep],
+    }
+
+
+def prepare(
+    ds: Dataset,
+    lock: LockFile | None,
+    *,
+    data_dir: Path | None = None,
+    subset: int | None = None,
+    seed: int = 0,
+    root: Path | None = None,
+    locked: bool = False,
+    **fetch_kw,
+) -> CocoData:
+    """The dataset ready for eval: located (or fetched), optionally subset, and checked image by image."""
+    shas: dict[str, str] = {}
+    if data_dir is not None:
+        images, annotations = open_root(ds, data_dir)
+    else:
+        images, annotations, shas = fetch(ds, lock, root=root, locked=locked, **fetch_kw)
+    meta = None
+    if not annotations.is_file():
+        _load(annotations)  # raises the error that names the missing file and the fix
+    if subset is not None:
+        path = _subset_path(annotations, subset, seed, root)
+        if not isinstance(read_json(path), dict):  # absent, or damaged: a subset is derived data, made again
+            atomic_write_json(path, make_subset(_load(annotations), annotations, subset, seed))
+        annotations = path
+    data = _load(annotations)
+    if subset is not None:
+        meta = data["info"]["harness_subset"]
+    if not data["images"]:
+        raise DatasetError(
+            f"{annotations}: lists no images: nothing to evaluate",
+            hint="point annotation_file (or --data) at instances_val2017.json",
+        )
+    _check_images(images, data["images"], annotations)
+    return CocoData(images, annotations, len(data["images"]), meta, shas, sha256_file(annotations))

@@ -1,0 +1,147 @@
+"""The history of runs: one JSON line per (run, model), and regressions against the last passing run.
+
+Why a file of lines: the nightly appends a handful of records a day, people diff it, CI caches or commits
+it; no database to run. Runs are comparable only under the same conditions (stack, device kind, subset,
+eval size): a 50-image CPU smoke run never flags a regression against a full-val GPU run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from harness.core.errors import UsageError
+from harness.core.files import atomic_write_bytes
+from harness.core.schema import fields
+from harness.records.results import Conditions, HistoryEntry, Judged, Result, Seconds
+
+HISTORY_ENV = "HARNESS_HISTORY"
+HINT = "repair or remove that line (each line is one model of one run, as `harness run` writes it)"
+FPS_DROP = 0.10  # an fps below 90 % of the last passing run's is a regression
+
+
+def default_path() -> Path:
+    return Path(os.environ.get(HISTORY_ENV, "reports/history.jsonl"))
+
+
+def conditions(rec: Result) -> Conditions:
+    ds = rec.dataset
+    subset = ds.subset if ds is not None else None
+    return Conditions(
+        stack=rec.stack,
+        device=rec.device,
+        subset=[subset.n, subset.seed] if subset else None,
+        eval_size=rec.reduced_eval_size,
+        backend=rec.timing.backend if rec.timing else None,
+    )
+
+
+def entry(rec: Result) -> HistoryEntry:
+    """What the history keeps of a result."""
+    return HistoryEntry(
+        run_id=rec.run_id,
+        finished=rec.finished,
+        model=rec.model,
+        status=rec.status,
+        conditions=conditions(rec),
+        metrics={
+            k: Judged(measured=v.measured, documented=v.documented, tolerance=v.tolerance, status=v.status)
+            for k, v in rec.metrics.items()
+        },
+        fps=rec.fps,
+        ppdet_commit=rec.ppdet.commit if rec.ppdet else None,
+        paddle=rec.paddle,
+        seconds=seconds_of(rec),
+    )
+
+
+def load(path: Path) -> list[HistoryEntry]:
+    """The history's entries; a line that is not one (a hand edit, a file cut short) is a usage error naming
+    the line, never a traceback, and nothing is rewritten."""
+    if not path.exists():
+        return []
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(HistoryEntry.model_validate_json(line))
+        except ValidationError as exc:
+            raise UsageError(f"{path}:{n}: not a history entry: {fields(exc, 3)}", hint=HINT) from None
+        except RecursionError:
+            raise UsageError(f"{path}:{n}: not a history entry: nested too deeply", hint=HINT) from None
+    return out
+
+
+def append(path: Path, records: list[Result]) -> list[HistoryEntry]:
+    """Add these results (replacing any earlier line of the same run and model); returns the history."""
+    new = [entry(r) for r in records]
+    keys = {(e.run_id, e.model) for e in new}
+    kept = [e for e in load(path) if (e.run_id, e.model) not in keys]
+    history = sorted(kept + new, key=lambda e: (e.finished or "", e.model))
+    atomic_write_bytes(path, "".join(json.dumps(e.model_dump(), sort_keys=True) + "\n" for e in history).encode())
+    return history
+
+
+def regressions(history: list[HistoryEntry], records: list[Result], fps_drop: float = FPS_DROP) -> list[str]:
+    """Each current result against the last earlier *passing* run of the same model under the same
+    conditions: an AP that moved beyond the metric's tolerance, or fps below (1 - fps_drop) of it."""
+    out = []
+    for rec in records:
+        cur = entry(rec)
+        earlier = [
+            e
+            for e in history
+            if e.model == cur.model
+            and e.conditions == cur.conditions
+            and e.status == "pass"
+            and e.run_id != cur.run_id
+            and (e.finished or "") <= (cur.finished or "")
+        ]
+        if earlier:
+            out += _moved(cur, earlier[-1], fps_drop)
+    return out
+
+
+def _moved(cur: HistoryEntry, base: HistoryEntry, fps_drop: float) -> list[str]:
+    out = []
+    for name, m in cur.metrics.items():
+        was = base.measured(name)
+        if was is None or m.measured is None or m.tolerance is None:
+            continue
+        if abs(m.measured - was) > m.tolerance + 1e-9:
+            out.append(
+                f"{cur.model}: {name} {m.measured:.2f} vs {was:.2f} in run {base.run_id} "
+                f"(last pass; tolerance {m.tolerance:g})"
+            )
+    if cur.fps and base.fps and cur.fps < base.fps * (1 - fps_drop):
+        out.append(
+            f"{cur.model}: fps {cur.fps:.2f} vs {base.fps:.2f} in run {base.run_id} "
+            f"(last pass; more than {fps_drop:.0%} slower)"
+        )
+    return out
+
+
+def recent(history: list[HistoryEntry], model: str, last: int = 5) -> list[HistoryEntry]:
+    return [e for e in history if e.model == model][-last:]
+
+
+def seconds_of(rec: Result) -> Seconds | None:
+    """The planner's facts of a result (None when the model never got through its worker)."""
+    stages = rec.durations.worker_stages or {}
+    ds = rec.dataset
+    units = [(u.stages, u.images) for u in rec.parallel.units] if rec.parallel else []
+    units = units or [(stages, ds.num_images if ds else None)]
+    if "eval" not in stages or not all(st and n for st, n in units):
+        return None
+    startup = sum(stages.get(k, 0.0) for k in ("import", "build", "load_weights", "dataloader"))
+    return Seconds(
+        startup=round(startup, 3),
+        eval=round(sum((st or {}).get("eval", 0.0) for st, _ in units), 3),
+        images=sum(n or 0 for _, n in units),
+        timing=stages.get("timing", 0.0),
+        device=rec.device,
+    )
