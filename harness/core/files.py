@@ -91,3 +91,17 @@ def remove_tree(path: Path, *, inside: Path) -> bool:
 def digests(files: dict[str, str] | dict[str, Path]) -> dict[str, str]:
     """sha256 of each predictions file: the record names the exact bytes it was scored from."""
     return {k: sha256_file(Path(p)) for k, p in files.items()}
+
+
+def own_directory(path: Path, marker: str, note: str, *, ours: bool = False, refusal: str, hint: str) -> None:
+    """Make `path` a directory the harness owns, marked by the file `marker` (holding `note`): a directory that
+    holds anything and carries no marker (nor is `ours` by another sign) is refused with `refusal` and `hint`, so
+    a typo (`--html ~`, `--dir ~`) never lets the harness write over, or later delete, a user's files."""
+    from harness.core.errors import UsageError
+
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{path}: not a directory", hint=hint)
+    if path.is_dir() and any(path.iterdir()) and not (ours or (path / marker).is_file()):
+        raise UsageError(refusal, hint=hint)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / marker).write_text(note)

@@ -144,26 +144,15 @@ def fetch(
     anns = fetch_artifact(ds.annotations, lock, locked=locked, root=root, **fetch_kw)
     refetch = "harness fetch --dataset"
     again = bool(fetch_kw.get("verify"))  # `fetch --verify`: the extractions are made anew too
-    img_root = unpack(
-        ds.images,
-        imgs.path,
-        base / imgs.sha256[:16],
-        lock,
-        refetch,
-        root=root,
-        tag={"archive_sha256": imgs.sha256},
-        verify=again,
-    )
-    ann_root = unpack(
+    def unpacked(artifact, got, **kw):  # each archive into its own directory, named by its sha256
+        return unpack(artifact, got.path, base / got.sha256[:16], lock, refetch, root=root, verify=again, **kw)
+
+    img_root = unpacked(ds.images, imgs, tag={"archive_sha256": imgs.sha256})
+    ann_root = unpacked(
         ds.annotations,
-        anns.path,
-        base / anns.sha256[:16],
-        lock,
-        refetch,
-        root=root,
+        anns,
         want=lambda name: name == ds.annotation_file,
         tag={"archive_sha256": anns.sha256, "want": ds.annotation_file},
-        verify=again,
     )
     if not (ann_root / ds.annotation_file).is_file():
         raise DatasetError(

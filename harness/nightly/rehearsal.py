@@ -31,8 +31,8 @@ from pathlib import Path
 
 import yaml
 
-from harness.core.errors import ArtifactError, ExitCode, HarnessError, UsageError
-from harness.core.files import atomic_write_bytes, atomic_write_json, read_json, remove_tree
+from harness.core.errors import ArtifactError, ExitCode, HarnessError
+from harness.core.files import atomic_write_bytes, atomic_write_json, own_directory, read_json, remove_tree
 from harness.fetch import source
 from harness.fetch.archive import extract
 from harness.fetch.artifacts import fetch
@@ -361,14 +361,14 @@ MARKER = ".harness-rehearsal"
 def _claim(work: Path) -> None:
     """The rehearsal deletes and rebuilds what it made under `work` (mirror/, cache/): it refuses a directory
     that holds anything it did not make, so `--dir ~` can never delete a user's files."""
-    ours = (work / MARKER).exists() or (work / "mirror" / ".complete.json").exists()
-    if work.exists() and any(work.iterdir()) and not ours:
-        raise UsageError(
-            f"--dir {work}: not empty and not a rehearsal directory",
-            hint="pass a new or empty directory (the rehearsal owns everything under it)",
-        )
-    work.mkdir(parents=True, exist_ok=True)
-    (work / MARKER).write_text("made by `harness rehearse`; everything here may be deleted and rebuilt\n")
+    own_directory(
+        work,
+        MARKER,
+        "made by `harness rehearse`; everything here may be deleted and rebuilt\n",
+        ours=(work / "mirror" / ".complete.json").exists(),
+        refusal=f"--dir {work}: not empty and not a rehearsal directory",
+        hint="pass a new or empty directory (the rehearsal owns everything under it)",
+    )
 
 
 def rehearse(

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.core.errors import UsageError
-from harness.core.files import atomic_write_bytes, is_component
+from harness.core.files import atomic_write_bytes, is_component, own_directory
 from harness.model.timing import TimingRecord
 from harness.records import history as hist
 from harness.records.results import RESULT, Conditions, HistoryEntry, Result
@@ -288,13 +288,13 @@ def claim(out: Path) -> None:
     `--html ~` must never write pages over a user's files)."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--html {out}: not a directory", hint="name a new or empty directory, or an earlier site")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARK).is_file():
-        raise UsageError(
-            f"--html {out}: not empty and not a site the harness wrote",
-            hint="name a new or empty directory, or the directory of an earlier `--html`",
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARK).write_text("written by `harness report --html`; the harness rewrites the pages in here\n")
+    own_directory(
+        out,
+        MARK,
+        "written by `harness report --html`; the harness rewrites the pages in here\n",
+        refusal=f"--html {out}: not empty and not a site the harness wrote",
+        hint="name a new or empty directory, or the directory of an earlier `--html`",
+    )
 
 
 def build(

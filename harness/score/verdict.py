@@ -33,38 +33,25 @@ class Verdict(Strict):
 
 
 def judge(metric: str, measured: float | None, documented: float, tolerance: float) -> Verdict:
-    if measured is None:
-        return Verdict(
-            metric=metric,
-            measured=None,
-            documented=documented,
-            tolerance=tolerance,
-            delta=None,
-            status=ERROR,
-            reason=f"{metric} was not measured",
-        )
-    if not math.isfinite(measured):
+    def verdict(delta: float | None, status: Status, reason: str) -> Verdict:
         return Verdict(
             metric=metric,
             measured=measured,
             documented=documented,
             tolerance=tolerance,
-            delta=None,
-            status=ERROR,
-            reason=f"{metric} is {measured}",
+            delta=delta,
+            status=status,
+            reason=reason,
         )
+
+    if measured is None:
+        return verdict(None, ERROR, f"{metric} was not measured")
+    if not math.isfinite(measured):
+        return verdict(None, ERROR, f"{metric} is {measured}")
     delta = round(measured - documented, 6)
     ok = abs(delta) <= tolerance + _EPS
     reason = f"measured {measured:.2f} vs documented {documented:.1f} ± {tolerance:g} (Δ {delta:+.2f})"
-    return Verdict(
-        metric=metric,
-        measured=measured,
-        documented=documented,
-        tolerance=tolerance,
-        delta=delta,
-        status=PASS if ok else FAIL,
-        reason=reason,
-    )
+    return verdict(delta, PASS if ok else FAIL, reason)
 
 
 def judge_all(
