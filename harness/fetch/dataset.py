@@ -144,6 +144,7 @@ def fetch(
     anns = fetch_artifact(ds.annotations, lock, locked=locked, root=root, **fetch_kw)
     refetch = "harness fetch --dataset"
     again = bool(fetch_kw.get("verify"))  # `fetch --verify`: the extractions are made anew too
+
     def unpacked(artifact, got, **kw):  # each archive into its own directory, named by its sha256
         return unpack(artifact, got.path, base / got.sha256[:16], lock, refetch, root=root, verify=again, **kw)
 
