@@ -124,4 +124,4 @@ def test_the_run_queue_fails_only_the_broken_model_and_resumes_per_unit(served, 
     assert f"{FASTER}: unit 1/2 kept (--resume)" in again.stderr
     resumed = json.loads((run / FASTER / "result.json").read_text())
     assert resumed["stats"] == good["stats"] and resumed["detections"] == good["detections"]
-    assert [u.get("kept", False) for u in resumed["parallel"]["units"]] == [True, False]
+    assert [bool(u.get("kept")) for u in resumed["parallel"]["units"]] == [True, False]

@@ -78,7 +78,7 @@ def test_sigkill_then_resume_gives_every_model_exactly_one_complete_result(full_
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["counts"] == {"pass": 0, "fail": 3, "error": 0} and len(meta["resumed"]) == 1
     assert meta["zoo_sha256"] and meta["harness"] and meta["environment"]["python"]
-    assert [e["model"] for e in load(full_run["tmp"] / "history.jsonl")] == sorted(NAMES)
+    assert [e.model for e in load(full_run["tmp"] / "history.jsonl")] == sorted(NAMES)
 
 
 def test_the_run_publishes_markdown_junit_csv_history_and_plots(full_run):
