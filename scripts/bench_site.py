@@ -101,7 +101,7 @@ def main() -> int:
         root = Path(tmp)
         hist = root / "history.jsonl"
         for night in range(args.nights):
-            recs = records(zoo, night, rng)
+            recs = [results.Result.parse(r, f"night {night}") for r in records(zoo, night, rng)]
             history.append(hist, recs)
         last = root / "run"
         for rec in recs:
