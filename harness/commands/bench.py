@@ -1,4 +1,5 @@
-"""`harness bench MODEL`: time inference on each backend without evaluating (README: 'How fps is measured')."""
+"""`harness bench MODEL`: time inference on each backend without evaluating (docs/commands.md: 'How fps is
+measured')."""
 
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argp
         parents=[common, options.inputs(), options.timing("dygraph and inference")],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         help=HELP,
-        description="Times the model with the published method (README: 'How fps is measured') on each backend "
-        "and scores the exported model's predictions against the dygraph model's on the same images. Writes "
+        description="Times the model with the published method (docs/commands.md: 'How fps is measured') on each "
+        "backend and scores the exported model's predictions against the dygraph model's on the same images. Writes "
         "<out>/<model>/timing.json, and fills result.json's timing when --out is a verify run.",
         epilog="examples:\n"
         "  harness bench faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco --device gpu --backend trt-fp16\n"

@@ -70,7 +70,7 @@ def inputs() -> argparse.ArgumentParser:
 
 
 def timing(default_backends: str) -> argparse.ArgumentParser:
-    """How fps is measured (README: 'How fps is measured'); shared by verify, bench and run."""
+    """How fps is measured (docs/commands.md: 'How fps is measured'); shared by verify, bench and run."""
     from harness.model.timing import BACKENDS, Method
 
     d = Method()

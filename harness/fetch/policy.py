@@ -44,7 +44,7 @@ class Policy:
 
     @classmethod
     def from_env(cls) -> Policy:
-        """Defaults, overridden by the environment variables in `ENV` (README: "The artifact cache")."""
+        """Defaults, overridden by the environment variables in `ENV` (docs/trust.md: "The artifact cache")."""
         kw = numbers_from_env(cls.ENV)
         if kw.get("attempts", 1) < 1:
             raise UsageError(f"$HARNESS_RETRIES={kw['attempts']}: at least 1", hint="unset HARNESS_RETRIES or fix it")
