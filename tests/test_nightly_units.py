@@ -139,6 +139,26 @@ def test_model_index_export(tmp_path):
     assert meta["Models"][0]["Weights"].endswith(".pdparams")
 
 
+def test_the_whole_zoos_export_loads_in_openmmlabs_model_index_library(tmp_path):
+    """What a client reads (OpenMMLab's `model-index`, as mim and Papers with Code do): every imported model once,
+    with every documented result — including tables of one README folder whose names differ only outside ASCII
+    (`picodet`, `picodet: 量化`), which once shared a metafile and lost 16 models."""
+    import modelindex
+
+    from harness.zoo.kinds import KINDS
+    from harness.zoo.manifest import load_zoo
+
+    whole, _ = load_zoo(REPO / "zoos" / "paddledetection.yaml")
+    files = export(whole, tmp_path)
+    index = yaml.safe_load(files[0].read_text())["Import"]
+    assert len(index) == len(set(index)) == len(whole.tables) and len(files) == len(index) + 1
+    loaded = modelindex.load(str(files[0]))
+    assert sorted(m.name for m in loaded.models) == sorted(m.name for m in whole.models)
+    documented = sum(any(k.startswith(f"{p}_") for k in m.expected) for m in whole.models for p in KINDS)
+    assert sum(len(m.results) for m in loaded.models) == documented
+    assert {r.task for m in loaded.models for r in m.results} == {"Object Detection", "Instance Segmentation"}
+
+
 def _valid_workflow(wf: Path) -> dict:
     """The workflow passes GitHub's schema (check-jsonschema's vendored copy) and zizmor's audits, offline."""
     exe = shutil.which("check-jsonschema") or f"{sys.prefix}/bin/check-jsonschema"

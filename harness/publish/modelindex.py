@@ -7,11 +7,13 @@ added: each model then also lists its measured values and inference time.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
 import yaml
 
+from harness.core.errors import HarnessError
 from harness.core.files import atomic_write_bytes
 from harness.records.results import Result
 from harness.zoo.kinds import KINDS
@@ -59,7 +61,13 @@ def _model(m: Model, collection: str, rec: Result | None) -> dict:
 
 
 def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "zoo"
+    """A table's metafile name: its name where that is a plain file name, else the name's ASCII part and a digest
+    of the whole name, so that tables whose names differ only outside ASCII (`picodet`, `picodet: 量化`) never
+    share a file (one would overwrite the other, and model-index.yml would import it twice)."""
+    plain = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "zoo"
+    if plain == name:
+        return plain
+    return f"{plain}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def export(zoo: Zoo, out: Path, records: list[Result] | None = None) -> list[Path]:
@@ -71,6 +79,8 @@ def export(zoo: Zoo, out: Path, records: list[Result] | None = None) -> list[Pat
     for name, models in groups.items():
         table = zoo.tables.get(name)
         rel = f"metafiles/{_slug(name)}.yml"
+        if rel in imports:  # two names with one slug and one digest prefix: never overwrite a table's file
+            raise HarnessError(f"model-index export: tables {name!r} and another share the file {rel}")
         collection = {"Name": name, "Metadata": {"README": table.readme} if table and table.readme else {}}
         meta = {"Collections": [collection], "Models": [_model(m, name, measured.get(m.name)) for m in models]}
         atomic_write_bytes(out / rel, yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).encode())
