@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from harness.core.errors import HarnessError
-from harness.fetch.artifacts import Policy, fetch
+from harness.fetch.artifacts import fetch
+from harness.fetch.policy import Policy
 
 sys.path.insert(0, str(Path(__file__).parent))
 from loopback import Loopback

@@ -26,7 +26,7 @@ from conftest import CURRENT, PREVIOUS, REPO, coco_zips, harness, namespaced, pp
 from harness.core.errors import ArchiveError, ExitCode, LocalFault
 from harness.fetch import source
 from harness.fetch.archive import Limits, extract
-from harness.fetch.artifacts import entry_path
+from harness.fetch.cache import entry_path
 from harness.zoo.lockfile import LockFile
 
 MiB = 1 << 20

@@ -15,7 +15,9 @@ from loopback import Drop, IgnoreRange, Serve, Status
 
 from harness.core.errors import ArtifactError, ExitCode, IntegrityError, LockedError, ManifestError
 from harness.fetch import artifacts
-from harness.fetch.artifacts import Policy, entry_path, fetch, fetch_artifact
+from harness.fetch.artifacts import fetch, fetch_artifact
+from harness.fetch.cache import entry_path
+from harness.fetch.policy import Policy
 from harness.zoo.lockfile import LockFile
 from harness.zoo.manifest import Artifact
 

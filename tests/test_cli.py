@@ -89,7 +89,7 @@ def test_fetch_everything_then_again_from_the_cache(loopback_zoo, server, cache)
 def test_fetch_verify_rehashes_every_entry_and_fetches_what_rotted(loopback_zoo, server, cache):
     """Bytes that rot keep their size and mtime, so the stamp looks fresh: `fetch --verify` hashes every entry
     (weights, source archive, dataset archives) and fetches again only what does not match."""
-    from harness.fetch.artifacts import entry_path
+    from harness.fetch.cache import entry_path
 
     assert harness("fetch", "--zoo", str(loopback_zoo), "--dataset").returncode == 0
     weights = entry_path(server.url(f"/models/{NAMES[0]}.pdparams"), cache)

@@ -20,7 +20,9 @@ from conftest import FAST, RECORD, REPO, harness_argv, namespaced
 from loopback import Drop, Endless, Gzip, IgnoreIfRange, LieLength, Stall, Trickle
 
 from harness.core.errors import ArtifactError, DatasetError, ExitCode, IntegrityError, ManifestError
-from harness.fetch.artifacts import Policy, entry_path, fetch, fetch_artifact
+from harness.fetch.artifacts import fetch, fetch_artifact
+from harness.fetch.cache import entry_path
+from harness.fetch.policy import Policy
 from harness.zoo.lockfile import LockFile
 from harness.zoo.manifest import Artifact, parse_zoo
 

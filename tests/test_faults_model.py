@@ -12,7 +12,7 @@ import pytest
 import yaml
 from conftest import CURRENT, FASTER, harness, harness_process, wait_until, workers_of
 
-from harness.fetch.artifacts import entry_path
+from harness.fetch.cache import entry_path
 
 pytestmark = pytest.mark.stack
 

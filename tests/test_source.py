@@ -13,7 +13,7 @@ from conftest import CURRENT, FAST, PREVIOUS, ppdet_tree
 
 from harness.core.errors import ArchiveError, UsageError
 from harness.fetch import source
-from harness.fetch.artifacts import entry_path
+from harness.fetch.cache import entry_path
 from harness.zoo.manifest import Source, load_zoo
 
 MODEL = load_zoo()[0].models[0]

@@ -20,7 +20,8 @@ from conftest import FAST, REPO, coco_zips, harness, harness_argv, namespaced
 from harness.core.errors import DatasetError, ExitCode, ManifestError, UsageError
 from harness.core.files import remove_tree
 from harness.fetch import dataset
-from harness.fetch.artifacts import entry_path, fetch_artifact
+from harness.fetch.artifacts import fetch_artifact
+from harness.fetch.cache import entry_path
 from harness.nightly.verification import rescore
 from harness.records.results import model_dir, write
 from harness.zoo.lockfile import LockFile

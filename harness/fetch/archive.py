@@ -43,8 +43,9 @@ from typing import TYPE_CHECKING, Protocol
 from harness.core.errors import ArchiveError, LocalFault
 from harness.core.files import remove_tree, sha256_or_none, umask
 from harness.fetch import stamps
-from harness.fetch.artifacts import Policy, discard, invalidate
+from harness.fetch.artifacts import discard, invalidate
 from harness.fetch.members import Limits, Stage, bomb, file_mode, over, refuse, shown, split
+from harness.fetch.policy import Policy
 from harness.fetch.stamps import intact
 
 if TYPE_CHECKING:

@@ -25,12 +25,9 @@ from pathlib import Path
 from harness.core.errors import ArtifactError, HarnessError, IntegrityError, LockedError
 from harness.core.files import sha256_file
 from harness.fetch.cache import (
-    CACHE_ENV,
     Fetched,
-    cache_root,
     discard_part,
     entry_path,
-    local_source,
     look,
     part_path,
     publish,
@@ -40,25 +37,11 @@ from harness.fetch.cache import (
 from harness.fetch.downloaders import PIN_HINT, Downloader, Job, choose_downloader
 from harness.fetch.entrylock import entry_lock
 from harness.fetch.fetchplan import Action, Do, Seen, download_action
-from harness.fetch.policy import Policy, numbers_from_env
+from harness.fetch.policy import Policy
 from harness.zoo.lockfile import LockFile, Pin
 from harness.zoo.manifest import Artifact
 
-__all__ = [
-    "CACHE_ENV",
-    "Fetched",
-    "Policy",
-    "cache_root",
-    "discard",
-    "entry_path",
-    "evict",
-    "fetch",
-    "fetch_artifact",
-    "invalidate",
-    "is_cached",
-    "local_source",
-    "numbers_from_env",
-]
+__all__ = ["discard", "evict", "fetch", "fetch_artifact", "invalidate", "is_cached"]
 
 log = logging.getLogger(__name__)
 

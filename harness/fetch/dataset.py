@@ -16,7 +16,8 @@ from pathlib import Path, PurePosixPath
 from harness.core.errors import DatasetError, DatasetRecordError, UsageError
 from harness.core.files import atomic_write_json, read_json, sha256_file
 from harness.fetch.archive import unpack
-from harness.fetch.artifacts import cache_root, fetch_artifact
+from harness.fetch.artifacts import fetch_artifact
+from harness.fetch.cache import cache_root
 from harness.zoo.lockfile import LockFile
 from harness.zoo.manifest import Dataset
 

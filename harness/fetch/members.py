@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.core.errors import ArchiveError, LocalFault
-from harness.fetch.artifacts import numbers_from_env
+from harness.fetch.policy import numbers_from_env
 
 NAME_MAX = 255  # bytes of one path component on Linux filesystems
 SHOWN = 200  # characters of a member name quoted in a message

@@ -22,7 +22,8 @@ import yaml
 
 from harness.core.errors import ArchiveError, UsageError
 from harness.fetch.archive import unpack
-from harness.fetch.artifacts import cache_root, fetch
+from harness.fetch.artifacts import fetch
+from harness.fetch.cache import cache_root
 from harness.zoo.manifest import Model, Source
 
 log = logging.getLogger(__name__)

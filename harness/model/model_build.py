@@ -36,7 +36,7 @@ def ppdet_on_path(root: Path) -> None:
         # Never write __pycache__ into the source tree: its stamp lists every entry, and one added would make it
         # extracted again (harness.fetch.stamps). Where bytecode is not written at all (PYTHONDONTWRITEBYTECODE, common
         # in containers) there is nothing to redirect, and a prefix would only hide site-packages' own caches.
-        from harness.fetch.artifacts import cache_root
+        from harness.fetch.cache import cache_root
 
         sys.pycache_prefix = str(cache_root() / "pycache")
     sys.path.insert(0, str(root))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from harness.core.errors import HarnessError, StageError, UsageError
 from harness.core.files import atomic_write_bytes, atomic_write_json, read_json
-from harness.fetch.artifacts import cache_root
+from harness.fetch.cache import cache_root
 from harness.model.launcher import interrupt_all
 from harness.zoo.kinds import by_file
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from harness import __version__
 from harness.core.errors import HarnessError, StageError, UsageError
 from harness.core.files import atomic_write_json, digests, remove_tree, sha256_file
-from harness.fetch.artifacts import Fetched, discard, fetch_artifact, invalidate
+from harness.fetch.artifacts import discard, fetch_artifact, invalidate
+from harness.fetch.cache import Fetched
 from harness.model import protocol, slices
 from harness.model.geometry import Geometry
 from harness.model.inputs import Inputs, Options
