@@ -21,11 +21,11 @@ log = logging.getLogger("harness")
 
 
 def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+    p = options.command(
+        sub,
+        common,
         NAME,
-        parents=[common],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        help=HELP,
+        HELP,
         description="For every model of the zoo (or those named): the config exists at the pin, its _BASE_ chain "
         "stays inside the tree, and the model builds on this environment's paddle (parameter count). Run it "
         "once per stack, from that stack's environment, and merge the JSON outputs.",

@@ -20,11 +20,12 @@ HELP = "time inference (fps, latency per stage) without evaluating"
 
 
 def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+    p = options.command(
+        sub,
+        common,
         NAME,
-        parents=[common, options.inputs(), options.timing("dygraph and inference")],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        help=HELP,
+        HELP,
+        parents=[options.inputs(), options.timing("dygraph and inference")],
         description="Times the model with the published method (docs/commands.md: 'How fps is measured') on each "
         "backend and scores the exported model's predictions against the dygraph model's on the same images. Writes "
         "<out>/<model>/timing.json, and fills result.json's timing when --out is a verify run.",

@@ -29,11 +29,11 @@ FORMATS: dict[str, Callable[[Zoo, Path, list[Result] | None], list[Path]]] = {"m
 
 
 def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+    p = options.command(
+        sub,
+        common,
         NAME,
-        parents=[common],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        help=HELP,
+        HELP,
         epilog="examples:\n  harness export --format model-index --out build/model-index\n"
         "  harness export --format model-index --out build/mi --run runs/nightly   # adds measured AP and timing",
     )

@@ -26,11 +26,12 @@ log = logging.getLogger("harness")
 
 
 def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+    p = options.command(
+        sub,
+        common,
         NAME,
-        parents=[common, options.inputs()],
-        help=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        HELP,
+        parents=[options.inputs()],
         epilog="examples:\n  harness fetch\n  harness fetch faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco --locked\n"
         "  harness fetch --dataset --subset 500 --seed 1\n  harness fetch --ppdet-root ~/PaddleDetection "
         "--data ~/coco --subset 50\n"

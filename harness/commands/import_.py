@@ -23,11 +23,11 @@ log = logging.getLogger("harness")
 
 
 def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+    p = options.command(
+        sub,
+        common,
         NAME,
-        parents=[common],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        help=HELP,
+        HELP,
         description="Reads the markdown tables of configs/**/README*.md in the pinned PaddleDetection source (or "
         "--ppdet-root): every row with a .pdparams link, a config present at the pin that evaluates on COCO "
         "val2017 and a documented COCO val2017 AP becomes a model; every other row is counted with the reason "

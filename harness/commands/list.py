@@ -18,13 +18,13 @@ HELP = "show the zoo with documented AP and cache state"
 
 
 def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+    p = options.command(
+        sub,
+        common,
         NAME,
-        parents=[common],
-        help=HELP,
+        HELP,
         epilog="examples:\n  harness list\n  harness list --json | jq '.[].name'\n"
         "  harness list --zoo zoos/paddledetection.yaml",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=main)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from harness.core.errors import UsageError
 
@@ -22,6 +23,26 @@ if TYPE_CHECKING:
     from harness.zoo.manifest import Zoo
 
 Subparsers = argparse._SubParsersAction  # the object `add_subparsers` returns: each command adds its parser
+
+
+def command(
+    sub: Subparsers,
+    common: argparse.ArgumentParser,
+    name: str,
+    summary: str,
+    *,
+    parents: Sequence[argparse.ArgumentParser] = (),
+    **kw: Any,
+) -> argparse.ArgumentParser:
+    """A command's parser as every command makes it: the common options (and `parents`), its one-line summary,
+    its description and examples printed as written."""
+    return sub.add_parser(
+        name,
+        parents=[common, *parents],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help=summary,
+        **kw,
+    )
 
 
 def common(*, sub: bool) -> argparse.ArgumentParser:

@@ -22,11 +22,11 @@ HELP = "the nightly's schedule for G GPUs: units, makespan, lower bound (no mode
 
 
 def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+    p = options.command(
+        sub,
+        common,
         NAME,
-        parents=[common],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        help=HELP,
+        HELP,
         description="Estimates each model's work (its last run in the history under the same conditions, else "
         "its README's fps, else a default), cuts models into slices where that shortens the night, and "
         "schedules the units longest first onto the GPU free first, as `harness run --gpus ... --parallel auto` "

@@ -12,11 +12,11 @@ HELP = "offline rehearsal: the whole pipeline on a random-weight mini-zoo served
 
 
 def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+    p = options.command(
+        sub,
+        common,
         NAME,
-        parents=[common],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        help=HELP,
+        HELP,
         description="Builds a mini-zoo from the real configs (random-initialised weights, synthetic COCO "
         "images, the pinned PaddleDetection archive), serves it on 127.0.0.1 and runs the harness's "
         "commands against it. Random weights: AP ≈ 0 is the expected result.",

@@ -19,11 +19,11 @@ log = logging.getLogger("harness")
 
 
 def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+    p = options.command(
+        sub,
+        common,
         NAME,
-        parents=[common],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        help=HELP,
+        HELP,
         epilog="examples:\n  harness report runs/20261125-101500\n  harness report runs/a runs/b --out report.md\n"
         "  harness report runs/shard-* --outputs runs/merged --history reports/history.jsonl\n"
         "  harness report runs/shard-* --history reports/history.jsonl --html site/   (open site/index.html)",

@@ -18,11 +18,11 @@ HELP = "recompute every stat and verdict of a run from its stored predictions (n
 
 
 def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+    p = options.command(
+        sub,
+        common,
         NAME,
-        parents=[common],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        help=HELP,
+        HELP,
         epilog="examples:\n  harness rescore runs/nightly\n  harness rescore runs/nightly --scorer pycocotools",
     )
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="directories written by verify or run")

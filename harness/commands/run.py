@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,11 +22,12 @@ log = logging.getLogger("harness")
 
 
 def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+    p = options.command(
+        sub,
+        common,
         NAME,
-        parents=[common, options.inputs(), options.timing("dygraph")],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        help=HELP,
+        HELP,
+        parents=[options.inputs(), options.timing("dygraph")],
         description="Verifies each selected model in its own worker (a crash, OOM or timeout is that model's "
         "error, the run goes on), writes results as each model finishes, then report.md, junit.xml, "
         "results.csv, history and plots. Exit 3 if any error, else 1 if any fail, else 0.",
@@ -83,12 +83,9 @@ class Ran:
 def history_path(explicit: Path | None, run_dir: Path) -> Path:
     """`--history`, else $HARNESS_HISTORY, else the run directory's own `history.jsonl`: a run writes into the
     repository's reports/ (or any shared store) only when asked to."""
-    from harness.records.history import HISTORY_ENV
+    from harness.records.history import default_path
 
-    if explicit is not None:
-        return explicit
-    env = os.environ.get(HISTORY_ENV)
-    return Path(env) if env else run_dir / "history.jsonl"
+    return explicit if explicit is not None else default_path(run_dir / "history.jsonl")
 
 
 def run(

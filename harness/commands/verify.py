@@ -33,11 +33,12 @@ examples:
 def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     from harness.score.scoring import DEFAULT
 
-    p = sub.add_parser(
+    p = options.command(
+        sub,
+        common,
         NAME,
-        parents=[common, options.inputs(), options.timing("dygraph")],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        help=HELP,
+        HELP,
+        parents=[options.inputs(), options.timing("dygraph")],
         description="Fetch, check the weights strictly, evaluate with PaddleDetection, score the predictions "
         f"(with {DEFAULT} unless --scorer says otherwise), judge against the documented AP with the zoo's "
         "tolerance, write <out>/<model>/result.json and print the table row. Exit 0 pass, 1 fail, 3 could not measure.",

@@ -23,8 +23,9 @@ HINT = "repair or remove that line (each line is one model of one run, as `harne
 FPS_DROP = 0.10  # an fps below 90 % of the last passing run's is a regression
 
 
-def default_path() -> Path:
-    return Path(os.environ.get(HISTORY_ENV, "reports/history.jsonl"))
+def default_path(fallback: Path = Path("reports/history.jsonl")) -> Path:
+    """$HARNESS_HISTORY, else `fallback` (a run's is its own directory's history.jsonl; plan reads reports/)."""
+    return Path(os.environ.get(HISTORY_ENV) or fallback)
 
 
 def conditions(rec: Result) -> Conditions:
