@@ -31,6 +31,7 @@ class Finding(Strict):
     model: str
     config: str
     status: Literal["built", "failed", "missing"]
+    dataset: str | None = None  # the zoo's dataset the model is evaluated on (its task's)
     architecture: str | None = None
     params: int | None = None
     keys: int | None = None
@@ -104,7 +105,11 @@ def run(zoo: Zoo, tree: SourceTree, names: list[str] | None = None, *, timeout_s
             tree.config(m)  # exists, and its _BASE_ chain stays inside the tree
         except HarnessError as exc:
             findings[m.name] = Finding(
-                model=m.name, config=m.config, status="missing", error=_short(exc.message, tree.root)
+                model=m.name,
+                config=m.config,
+                status="missing",
+                dataset=zoo.dataset_of(m).name,
+                error=_short(exc.message, tree.root),
             )
             continue
         to_build.append((m.name, m.config))
@@ -124,6 +129,7 @@ def run(zoo: Zoo, tree: SourceTree, names: list[str] | None = None, *, timeout_s
             model=name,
             config=config,
             status="built" if rec["ok"] else "failed",
+            dataset=zoo.dataset_of(zoo.model(name)).name,
             **{k: rec.get(k) for k in ("architecture", "params", "keys", "error", "seconds")},
         )
     return [findings[m.name] for m in models]
@@ -171,6 +177,8 @@ def markdown(runs: list[Audit]) -> str:
         if f.status != "built"
     ]
     lines.append(_table(bad, ["model", "stack", "status", "why"]) if bad else "none")
+    lines += ["", *_counts(runs, "dataset", "By dataset (the task it is judged on)")]
+    lines += ["", *_counts(runs, "architecture", "By architecture (the family)")]
     rows = []
     for name, fs in by_model.items():
         params = next((f.params for f in fs.values() if f.params), None)
@@ -185,6 +193,21 @@ def markdown(runs: list[Audit]) -> str:
         )
     lines += ["", "## Every model", "", _table(rows, ["model", "architecture", "params (M)", *stacks])]
     return "\n".join(lines) + "\n"
+
+
+def _counts(runs: list[Audit], field: str, title: str) -> list[str]:
+    """Built / models per value of `field` (dataset, architecture), one column per stack."""
+    keys = sorted(
+        {getattr(f, field) or "-" for a in runs for f in a.findings if f.status == "built" or field == "dataset"}
+    )
+    rows = []
+    for key in keys:
+        row: list = [key]
+        for a in runs:
+            mine = [f for f in a.findings if (getattr(f, field) or "-") == key]
+            row.append(f"{sum(f.status == 'built' for f in mine)}/{len(mine)}" if mine else "-")
+        rows.append(row)
+    return [f"## {title}", "", _table(rows, [field, *(f"{a.stack} built/models" for a in runs)])]
 
 
 def _table(rows: list[list], headers: list[str]) -> str:
