@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import keypoints
 import pytest
@@ -136,3 +137,111 @@ def test_list_shows_a_keypoint_column_only_where_a_model_documents_keypoints():
     head = text.splitlines()[0]
     assert "keypoint AP" in head and "mask AP" not in head and "box AP" in head
     assert "| 52.3 " in text and "kpt_ar 58" in text
+
+
+# ---- the coco-keypoints layout: what the worker tells ppdet, what prepare checks and keeps ----------------------
+
+
+def _kpt_root(tmp_path, data: dict | None = None):
+    root = tmp_path / "kpt"
+    data = data if data is not None else keypoints.dataset(5, size=(64, 48))
+    (root / "annotations").mkdir(parents=True)
+    (root / "annotations" / "person_keypoints_val2017.json").write_text(json.dumps(data))
+    (root / "val2017").mkdir()
+    for img in data["images"]:
+        (root / "val2017" / img["file_name"]).write_bytes(b"x")  # prepare checks presence, not pixels
+    return root, data
+
+
+def _kpt_dataset(**more):
+    from harness.zoo.manifest import Dataset
+
+    return Dataset(
+        name="coco-kpt",
+        layout="coco-keypoints",
+        images="http://unused.invalid/val2017.zip",
+        annotations="http://unused.invalid/ann.zip",
+        annotation_file="annotations/person_keypoints_val2017.json",
+        classes=["person"],
+        **more,
+    )
+
+
+def test_the_layout_points_the_keypoint_dataset_object_at_the_files(tmp_path):
+    """img_prefix too: ppdet's keypoint datasets derived it from dataset_dir and image_dir when the config built
+    them; a bbox_file (detected people) is given absolute, which ppdet's os.path.join keeps."""
+    from harness.zoo.layouts import LAYOUTS
+
+    root = tmp_path / "coco"
+    row = LAYOUTS["coco-keypoints"]
+    got = row.overrides(root, root / "val2017", root / "annotations" / "p.json", {})
+    assert got == {
+        "EvalDataset": {
+            "dataset_dir": str(root),
+            "image_dir": "val2017",
+            "anno_path": "annotations/p.json",
+            "img_prefix": str(root / "val2017"),
+        }
+    }
+    boxes = tmp_path / "elsewhere" / "person_boxes.json"
+    with_boxes = row.overrides(root, root / "val2017", root / "annotations" / "p.json", {"bbox_file": boxes})
+    assert with_boxes["EvalDataset"]["bbox_file"] == str(boxes)
+
+
+def test_overrides_of_an_object_section_become_its_attributes_and_dicts_merge_as_ppdet_does():
+    """ppdet's merge_config would replace the tagged dataset object by the dict (and `create` refuse it)."""
+    from harness.model.model_build import merge_into_objects
+
+    class Tagged:  # what `EvalDataset: !KeypointTopDownCocoDataset` loads as
+        def __init__(self):
+            self.dataset_dir, self.use_gt_bbox = "dataset/coco", True
+
+    obj = Tagged()
+    cfg = {"EvalDataset": obj, "EvalReader": {"batch_size": 16}, "TestDataset": {"name": "ImageFolder"}}
+    rest = merge_into_objects(cfg, {"EvalDataset": {"dataset_dir": "/d"}, "EvalReader": {"batch_size": 1}, "x": 1})
+    assert rest == {"EvalReader": {"batch_size": 1}, "x": 1}  # for merge_config
+    assert cfg["EvalDataset"] is obj and obj.dataset_dir == "/d" and obj.use_gt_bbox is True
+
+
+def test_a_keypoint_dataset_is_prepared_and_subset_with_its_people_in_the_files_order(tmp_path, cache):
+    from harness.fetch import dataset
+
+    root, data = _kpt_root(tmp_path)
+    got = dataset.prepare(_kpt_dataset(), None, data_dir=root)
+    assert (got.layout, got.num_images, got.name) == ("coco-keypoints", 5, "coco-kpt")
+    sub = dataset.prepare(_kpt_dataset(), None, data_dir=root, subset=3, seed=1)
+    kept = json.loads(sub.annotations.read_text())
+    ids = {img["id"] for img in kept["images"]}
+    assert len(ids) == 3 and [i["id"] for i in kept["images"]] == [i["id"] for i in data["images"] if i["id"] in ids]
+    assert kept["annotations"] == [a for a in data["annotations"] if a["image_id"] in ids]  # every field kept
+    assert kept["categories"] == data["categories"]
+
+
+def _broken(edit):
+    data = keypoints.dataset(3, size=(64, 48))
+    edit(data)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (lambda d: d["annotations"][1].update(keypoints=[1, 2, 2] * 16), "annotations[1] (id 2): keypoints must be 51"),
+        (lambda d: d["annotations"][0].update(keypoints=None), "keypoints must be 51 numbers (x, y, v per keypoint)"),
+        (lambda d: d["annotations"][2].update(num_keypoints=18), "annotations[2] (id 3): num_keypoints 18"),
+        (lambda d: d["annotations"][0].pop("num_keypoints"), "num_keypoints None is not an integer from 0 to 17"),
+        (lambda d: d["annotations"][1].update(bbox=[1, 2, 3]), "bbox [1, 2, 3] is not four numbers"),
+        (lambda d: d["annotations"][1].pop("area"), "area None is not a number"),
+        (lambda d: d["annotations"][1].update(iscrowd=2), "iscrowd 2 is not 0 or 1"),
+        (lambda d: d["categories"][0].update(keypoints="nose"), "categories[0]: keypoints is not a list"),
+        (lambda d: d["categories"][0].pop("keypoints"), "no category lists its keypoints: not a COCO keypoints file"),
+    ],
+)
+def test_a_malformed_keypoint_record_is_named_with_exit_2(tmp_path, cache, edit, named):
+    from harness.core.errors import DatasetError
+    from harness.fetch import dataset
+
+    root, _ = _kpt_root(tmp_path, _broken(edit))
+    with pytest.raises(DatasetError, match=re.escape(named)) as exc:
+        dataset.prepare(_kpt_dataset(), None, data_dir=root)
+    assert exc.value.exit_code == 2 and "person_keypoints_val2017.json" in exc.value.hint
