@@ -15,6 +15,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from harness.score.scoring import SCORERS, STATS, metrics, score_files, scorer
+from harness.zoo.kinds import KEYPOINT_STATS
 
 pytestmark = pytest.mark.numerics  # numpy / pycocotools differ by stack: run on every stack
 
@@ -188,3 +189,90 @@ def test_bbox_and_segm_scored_at_once_equal_one_after_the_other(tmp_path, name):
         **score_files(ann_path, {"mask": files["mask"]}, scorer(name)),
     }
     assert alone == serial
+
+
+# Keypoints (kinds.py's `kpt` row): COCOeval(iouType="keypoints"), its 10 statistics, on synthetic people.
+
+
+def _keypoints(tmp_path, n: int = 6):
+    import keypoints
+
+    data = keypoints.dataset(n)
+    return _write(tmp_path, "person_keypoints.json", data), data
+
+
+def test_both_scorers_take_cocos_keypoint_sigmas():
+    """The OKS of either scorer uses COCO's 17 per-keypoint sigmas (pycocotools' defaults are the reference)."""
+    from faster_coco_eval.core.cocoeval import Params
+    from pycocotools.cocoeval import Params as Reference
+
+    assert list(Params(iouType="keypoints").kpt_oks_sigmas) == list(Reference("keypoints").kpt_oks_sigmas)
+    assert len(Reference("keypoints").kpt_oks_sigmas) == 17
+
+
+@both
+def test_keypoint_ground_truth_as_predictions_scores_one(tmp_path, name):
+    ann_path, data = _keypoints(tmp_path)
+    gt = [
+        {"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"], "score": 1.0}
+        for a in data["annotations"]
+        if a["num_keypoints"] and not a["iscrowd"]
+    ]
+    stats = score_files(ann_path, {"keypoints_results": _write(tmp_path, "k.json", gt)}, scorer(name))
+    assert list(stats) == ["keypoints"]
+    assert stats["keypoints"] == dict.fromkeys(KEYPOINT_STATS, 1.0)  # medium and large people: none is -1
+
+
+@both
+def test_keypoint_stats_equal_pycocotools_run_directly(tmp_path, name):
+    """Both scorers' 10 keypoint stats, from either file ppdet writes them to, are pycocotools' own (its COCOeval
+    on the same files, as ppdet's KeyPointTopDownCOCOEval runs it), and the metrics are named after them."""
+    import keypoints
+
+    ann_path, data = _keypoints(tmp_path)
+    preds = _write(tmp_path, "keypoints_results.json", keypoints.predictions(data))
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(ann_path))
+        ev = COCOeval(gt, gt.loadRes(str(preds)), "keypoints")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert len(ev.stats) == 10 and 0.1 < ev.stats[0] < 0.9 and min(ev.stats) >= 0  # neither trivial nor undefined
+    for file in ("keypoints_results", "keypoint"):  # top-down and bottom-up (HigherHRNet) models' file
+        ours = score_files(ann_path, {file: preds}, scorer(name))["keypoints"]
+        assert list(ours) == list(KEYPOINT_STATS)
+        assert list(ours.values()) == pytest.approx(list(ev.stats), abs=1e-12)
+    named = metrics({"keypoints": ours})
+    assert list(named) == [f"kpt_{s}" for s in ("ap", "ap50", "ap75", "apm", "apl", "ar", "ar50", "ar75", "arm", "arl")]
+    assert named["kpt_ap"] == round(ev.stats[0] * 100, 4)
+
+
+@both
+def test_no_keypoint_predictions_is_ap_zero(tmp_path, name):
+    ann_path, _ = _keypoints(tmp_path)
+    stats = score_files(ann_path, {"keypoints_results": _write(tmp_path, "k.json", [])}, scorer(name))
+    assert stats["keypoints"]["AP"] == 0 and stats["keypoints"]["AR"] == 0
+
+
+@both
+def test_boxes_and_keypoints_scored_at_once_equal_each_alone(tmp_path, name):
+    """A model with boxes and keypoints (PETR-like): both kinds from one ground truth, forked or one after the
+    other, are each kind's stats alone."""
+    import keypoints
+
+    ann_path, data = _keypoints(tmp_path)
+    kpts = keypoints.predictions(data)
+    boxes = [{**{k: p[k] for k in ("image_id", "category_id", "score")}, "bbox": _box(p["keypoints"])} for p in kpts]
+    files = {"bbox": _write(tmp_path, "bbox.json", boxes), "keypoints_results": _write(tmp_path, "k.json", kpts)}
+    serial = score_files(ann_path, files, scorer(name), concurrent=False)
+    assert score_files(ann_path, files, scorer(name), concurrent=True) == serial
+    assert serial == {
+        **score_files(ann_path, {"bbox": files["bbox"]}, scorer(name)),
+        **score_files(ann_path, {"keypoints_results": files["keypoints_results"]}, scorer(name)),
+    }
+    assert len(serial["bbox"]) == 12 and len(serial["keypoints"]) == 10
+
+
+def _box(k: list[float]) -> list[float]:
+    xs, ys = k[0::3], k[1::3]
+    return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]

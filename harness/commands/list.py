@@ -53,8 +53,11 @@ def table(rows: list[dict]) -> str:
     """The rows as the github-style table `harness list` prints."""
     from tabulate import tabulate
 
-    heads = [k.headline for k in KINDS.values()]  # one column per kind of the kinds table
-    headers = ["model", "table", *(k.label for k in KINDS.values()), "other documented", "weights"]
+    # one column per kind of the kinds table that a model documents (the first kind always)
+    shown = [k for i, k in enumerate(KINDS.values()) if i == 0 or any(r.get(k.headline) is not None for r in rows)]
+    heads = [k.headline for k in shown]
+    headers = ["model", "table", *(k.label for k in shown), "other documented", "weights"]
+
     body = [
         [
             r["name"],

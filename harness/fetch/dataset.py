@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from harness.core.errors import DatasetError, DatasetRecordError, UsageError
 from harness.core.files import atomic_write_json, read_json, sha256_file
+from harness.fetch import keypoint_records
 from harness.fetch.archive import unpack
 from harness.fetch.artifacts import fetch_artifact
 from harness.fetch.cache import cache_root
@@ -262,9 +264,16 @@ def prepare(
         )
     _check_images(images, data["images"], annotations)
     _check_classes(ds, data, annotations)
+    if (check := LAYOUT_CHECKS.get(ds.layout)) is not None:
+        check(annotations, data)
     return CocoData(
         images, annotations, len(data["images"]), meta, shas, sha256_file(annotations), ds.name, ds.layout, files
     )
+
+
+# A layout's own check of the annotation file's records, beyond COCO json's (a row per layout that has one);
+# its subsets are COCO's (make_subset keeps the chosen images, in the file's order, and their annotations).
+LAYOUT_CHECKS: dict[str, Callable[[Path, dict], None]] = {"coco-keypoints": keypoint_records.check}
 
 
 def _check_classes(ds: Dataset, data: dict, annotations: Path) -> None:

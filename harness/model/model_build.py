@@ -120,6 +120,30 @@ def no_pretrained_downloads() -> Iterator[list[str]]:
                 m.get_weights_path_from_url = original  # type: ignore[attr-defined]
 
 
+def merge_into_objects(cfg, overrides: dict) -> dict:
+    """Apply the overrides of a section the config declares with a YAML tag (`EvalDataset:
+    !KeypointTopDownCocoDataset`: an object ppdet built while loading) as that object's attributes; return the
+    rest, for ppdet's merge_config.
+
+    Why: merge_config merges a dict into a dict (`EvalDataset: {name: COCODataSet, ...}`) but replaces an object
+    by the dict, which `create` then refuses ("The module EvalDataset is not registered"). Attributes the object
+    derived from its arguments when built are the override's to give (layouts.py: `img_prefix`)."""
+    rest = {}
+    for key, value in overrides.items():
+        target = cfg.get(key)
+        if (
+            isinstance(value, dict)
+            and target is not None
+            and not isinstance(target, dict)
+            and hasattr(target, "__dict__")
+        ):
+            for name, v in value.items():
+                setattr(target, name, v)
+        else:
+            rest[key] = value
+    return rest
+
+
 def build_model(
     config: Path,
     *,
@@ -137,7 +161,7 @@ def build_model(
     from harness.model import geometry
 
     cfg = load_config(str(config))
-    merge_config({"use_gpu": device == "gpu", **(overrides or {})})
+    merge_config({"use_gpu": device == "gpu", **merge_into_objects(cfg, overrides or {})})
     geo = geometry.apply(cfg, short=short, square=square)
     paddle.set_device("gpu" if device == "gpu" else "cpu")
     with no_pretrained_downloads() as skipped:

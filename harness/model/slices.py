@@ -2,10 +2,12 @@
 per slice, the predictions merged back into the order one worker writes them, scored once.
 
 Why the merge is exact: ppdet evaluates the images of its annotation file one at a time (batch size 1, the
-harness's override) in ascending image-id order (`COCODataSet.parse_dataset` sorts the ids), and an image's
-predictions depend on that image and the weights alone. A slice's worker therefore writes, for each of its
-images, what a single worker writes for it; a stable sort of the union by image position restores the single
-worker's files, detection for detection. A slice is its own annotation file (like `--subset`), so ppdet's
+harness's override) in the order of the kind's dataset (kinds.Kind.image_order: ascending ids for boxes and
+masks, `COCODataSet.parse_dataset` sorts them; the file's order for keypoints), and an image's predictions
+depend on that image and the weights alone (a keypoint model's OKS-NMS works within one image). A slice's
+worker therefore writes, for each of its images, what a single worker writes for it; a stable sort of the
+union by image position restores the single worker's predictions, detection for detection. A slice is its
+own annotation file (like `--subset`, the file's order kept), so ppdet's
 reader sees exactly its images. The tests compare `--parallel 2` with `--parallel 1` prediction for
 prediction and stat for stat.
 """
@@ -24,7 +26,7 @@ from harness.core.errors import HarnessError, StageError, UsageError
 from harness.core.files import atomic_write_bytes, atomic_write_json, read_json
 from harness.fetch.cache import cache_root
 from harness.model.launcher import interrupt_all
-from harness.zoo.kinds import by_file
+from harness.zoo.kinds import Kind, by_file
 
 KEY = "harness_slice"  # the slice's own description, in its annotation file's `info`
 
@@ -38,6 +40,7 @@ class Slice:
     total: int
     annotations: Path
     image_ids: tuple[int, ...]
+    file_index: tuple[int, ...]  # each image's place in the source file's `images` (image_ids' order)
 
     @property
     def label(self) -> str:
@@ -70,7 +73,8 @@ def cut(annotations: Path, k: int, root: Path | None = None) -> list[Slice]:
     back as exactly the slice it must be."""
     raw = annotations.read_bytes()
     data = json.loads(raw)
-    ids = sorted(img["id"] for img in data["images"])
+    listed = {img["id"]: i for i, img in enumerate(data["images"])}
+    ids = sorted(listed)
     check(k, len(ids))
     sha = hashlib.sha256(raw).hexdigest()
     folder = (root or cache_root()) / "slices" / f"{annotations.stem}-{sha[:16]}-k{k}"
@@ -86,7 +90,7 @@ def cut(annotations: Path, k: int, root: Path | None = None) -> list[Slice]:
             and sorted(img["id"] for img in have.get("images", [])) == part
         ):
             atomic_write_json(path, _part(data, meta), sort_keys=False)
-        out.append(Slice(i, k, path, tuple(part)))
+        out.append(Slice(i, k, path, tuple(part), tuple(listed[img] for img in part)))
     return out
 
 
@@ -98,6 +102,7 @@ def merge(slices: list[Slice], predictions: list[dict[str, str]], out: Path) -> 
     documented metrics need, `mask.json` where SOLOv2's others wrote `segm.json` — is dropped when another
     kind serves the same IoU type, as a single worker would not have written it."""
     position = {img: pos for pos, img in enumerate(sorted(i for s in slices for i in s.image_ids))}
+    in_file = {img: pos for s in slices for img, pos in zip(s.image_ids, s.file_index, strict=True)}
     merged: dict[str, list] = {}
     for s, files in zip(slices, predictions, strict=True):
         own = set(s.image_ids)
@@ -115,7 +120,8 @@ def merge(slices: list[Slice], predictions: list[dict[str, str]], out: Path) -> 
     for kind, dets in merged.items():
         if not dets and _key(kind) in served:
             continue
-        dets.sort(key=lambda d: position[d["image_id"]])  # stable: each image's own order is kept
+        order = in_file if _order(kind) == "file" else position
+        dets.sort(key=lambda d: order[d["image_id"]])  # stable: each image's own order is kept
         target = out / f"{kind}.json"
         atomic_write_bytes(target, json.dumps(dets).encode())
         files[kind] = str(target)
@@ -162,6 +168,11 @@ def run_all(k: int, one, *, what: str) -> list:
             ) from exc
         raise exc
     return [f.result() for f in futures]
+
+
+def _order(file: str) -> str:
+    kind: Kind | None = by_file(file)
+    return kind.image_order if kind else "id"
 
 
 def _key(file: str) -> str | None:

@@ -218,6 +218,7 @@ def _overrides(spec: Spec, preds: Path) -> dict:
     overrides = {
         "save_prediction_only": True,
         "output_eval": str(preds),
+        "save_dir": str(preds),  # where KeyPointTopDownCOCOEval writes keypoints_results.json (not output_eval)
         "weights": spec.weights,
         **dataset,
         "EvalReader": {"batch_size": 1},
@@ -268,7 +269,17 @@ def _eval(cfg, model, preds: Path, metrics: list[str], clock: _Clock) -> dict:
     clock.mark("eval")
     files = prediction_files(preds, metrics)
     counts = {k: len(json.loads(Path(p).read_text())) for k, p in files.items()}
-    return {"predictions": files, "detections": counts, "num_images": total, "predictions_sha256": digests(files)}
+    images = _images(trainer.dataset, total)
+    return {"predictions": files, "detections": counts, "num_images": images, "predictions_sha256": digests(files)}
+
+
+def _images(dataset, samples: int) -> int:
+    """The images an eval read: its samples, except for a top-down keypoint dataset, whose samples are people
+    (`db`, one record per person box, each naming its image's `im_id`)."""
+    people = getattr(dataset, "db", None)
+    if isinstance(people, list) and people and all(isinstance(r, dict) and "im_id" in r for r in people):
+        return len({r["im_id"] for r in people})
+    return samples
 
 
 def _timing(spec: Spec, t: TimingSpec, cfg, model, device: str) -> dict:

@@ -16,14 +16,17 @@ import yaml
 from harness.core.errors import HarnessError
 from harness.core.files import atomic_write_bytes
 from harness.records.results import Result
-from harness.zoo.kinds import KINDS
+from harness.zoo.kinds import KINDS, of_metric
 from harness.zoo.manifest import Model, Zoo
 
 
 def _label(metric: str) -> str:
-    """`box_ap` -> `box AP`, `mask_ap50` -> `mask AP50` (model-index's spelling)."""
-    kind, stat = metric.split("_", 1)
-    return f"{kind} {stat.upper().replace('APS', 'APs').replace('APM', 'APm').replace('APL', 'APl')}"
+    """`box_ap` -> `box AP`, `mask_ap50` -> `mask AP50`, `kpt_arm` -> `kpt ARm`: the statistic as its kind spells
+    it (kinds.py), model-index's spelling."""
+    kind = of_metric(metric)
+    prefix, stat = metric.split("_", 1)
+    spelled = next((s for s in kind.stats if s.lower() == stat), stat) if kind is not None else stat
+    return f"{prefix} {spelled}"
 
 
 def _model(m: Model, collection: str, rec: Result | None) -> dict:

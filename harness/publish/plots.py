@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.records.results import HistoryEntry
-from harness.zoo.kinds import KINDS
+from harness.zoo.kinds import KINDS, Kind
 
 
 def _pyplot():
@@ -26,7 +26,7 @@ def ap_per_run(history: list[HistoryEntry], path: Path) -> dict[str, list[str]]:
     Returns the line labels per panel (what a test can check without reading pixels)."""
     plt = _pyplot()
     runs = list(dict.fromkeys(e.run_id for e in history))
-    panels = list(KINDS.values())  # one panel per kind of the kinds table
+    panels = _kinds(history)  # one panel per kind of the kinds table that the history measured
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), constrained_layout=True, squeeze=False)
     drawn: dict[str, list[str]] = {}
     for ax, metric, title in ((axes[0][i], k.headline, k.label) for i, k in enumerate(panels)):
@@ -54,23 +54,32 @@ def ap_per_run(history: list[HistoryEntry], path: Path) -> dict[str, list[str]]:
     return drawn
 
 
+def _kinds(history: list[HistoryEntry]) -> list[Kind]:
+    """The kinds whose headline AP some entry measured, in the table's order; the first kind when none."""
+    found = [k for k in KINDS.values() if any(e.measured(k.headline) is not None for e in history)]
+    return found or [next(iter(KINDS.values()))]
+
+
 def ap_vs_fps(history: list[HistoryEntry], path: Path) -> list[str]:
-    """Box AP against fps, one line per model through its runs (the latest run marked larger)."""
+    """A model's AP against fps, one line per model through its runs (the latest run marked larger): box AP, or
+    the first kind's of the kinds table it measured (a keypoint model's keypoint AP, named in its label)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5), constrained_layout=True)
     labels = []
+    first = next(iter(KINDS.values()))
     for i, model in enumerate(_models(history)):
-        pts = [
-            (e.fps, box) for e in history if e.model == model and e.fps and (box := e.measured("box_ap")) is not None
-        ]
+        mine = [e for e in history if e.model == model]
+        kind = _kinds(mine)[0]
+        pts = [(e.fps, ap) for e in mine if e.fps and (ap := e.measured(kind.headline)) is not None]
         if not pts:
             continue
-        (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=model, color=f"C{i}")
+        label = model if kind is first else f"{model} ({kind.label})"
+        (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label, color=f"C{i}")
         ax.plot([pts[-1][0]], [pts[-1][1]], marker="o", markersize=11, color=line.get_color(), label="_latest")
-        labels.append(model)
+        labels.append(label)
     ax.set_xlabel("fps (batch 1, as measured; see the report's notes)")
-    ax.set_ylabel("box AP")
-    ax.set_title("box AP vs fps")
+    ax.set_ylabel(f"{first.label} (other kinds as labelled)")
+    ax.set_title("AP vs fps")
     if labels:
         ax.legend(fontsize=7)
     fig.savefig(path, dpi=110)

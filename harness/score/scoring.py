@@ -3,10 +3,14 @@
 Why outside: scoring from files makes `harness rescore` possible without running a model, and lets a
 faster scorer be swapped in without touching model code. Two scorers:
 - `faster-coco-eval` (default): a C++ drop-in for pycocotools' COCOeval, several times faster on
-  val2017-sized inputs, with the same 12 stats (checked in the tests and in scripts/bench_scoring.py);
+  val2017-sized inputs, with the same stats (checked in the tests and in scripts/bench_scoring.py);
 - `pycocotools`: the reference implementation (PaddleDetection's own eval uses it).
 If faster-coco-eval cannot be imported on a stack, pycocotools is used and the result records which
 scorer produced it. Chatter from either goes to a buffer, not the user's terminal.
+
+Each kind of kinds.py that COCOeval scores names its statistics there (12 for boxes and masks, 10 for
+keypoints, whose OKS takes COCOeval's default per-keypoint sigmas: both scorers' defaults are COCO's 17,
+checked in the tests); a scorer computes as many as the kind names, in COCOeval's order.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pathlib import Path
 
 from harness.core.errors import HarnessError
 from harness.zoo import kinds
-from harness.zoo.kinds import COCO_STATS as STATS
+from harness.zoo.kinds import COCO_STATS as STATS  # box and mask: what scripts and tests compare
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +39,7 @@ DEFAULT = SCORERS[0]
 
 
 class Scorer:
-    """One COCO evaluation backend: load ground truth, make a result set, compute the 12 stats."""
+    """One COCO evaluation backend: load ground truth, make a result set, compute an iouType's stats."""
 
     name = "pycocotools"
 
@@ -76,13 +80,16 @@ class Scorer:
         with contextlib.redirect_stdout(io.StringIO()):
             return gt.loadRes(copy.deepcopy(predictions))  # loadRes writes into the dicts it is given
 
-    def stats(self, gt, dt, iou_type: str) -> list[float]:
+    def stats(self, gt, dt, iou_type: str, count: int = len(STATS)) -> list[float]:
+        """COCOeval's first `count` summary statistics (faster-coco-eval may append extras after them)."""
         with contextlib.redirect_stdout(io.StringIO()):
             ev = self._eval(gt, dt, iou_type)
             ev.evaluate()
             ev.accumulate()
             ev.summarize()
-        return [float(x) for x in ev.stats[: len(STATS)]]
+        if len(ev.stats) < count:
+            raise HarnessError(f"{self.name} summarised {len(ev.stats)} {iou_type} statistics, not {count}")
+        return [float(x) for x in ev.stats[:count]]
 
 
 class FasterScorer(Scorer):
@@ -111,9 +118,13 @@ def scorer(name: str | None = None) -> Scorer:
 
 
 def score(gt, predictions: list[dict], iou_type: str, using: Scorer | None = None) -> dict[str, float]:
-    """The 12 COCO stats (fractions, -1 where undefined) of `predictions` against `gt`."""
+    """COCOeval's stats of `predictions` against `gt` (fractions, -1 where undefined), named as the kind of
+    `iou_type` names them (kinds.py): 12 for bbox and segm, 10 for keypoints."""
     using = using or scorer()
-    return dict(zip(STATS, using.stats(gt, using.results(gt, predictions), iou_type), strict=True))
+    kind = kinds.by_stats_key(iou_type)
+    names = kind.stats if kind is not None else STATS
+    stats = using.stats(gt, using.results(gt, predictions), iou_type, len(names))
+    return dict(zip(names, stats, strict=True))
 
 
 def _kind(file: str) -> kinds.Kind:
@@ -131,7 +142,9 @@ def score_kind(gt, predictions: list[dict], kind: kinds.Kind, using: Scorer) -> 
 def score_files(
     annotations: Path, files: Mapping[str, str | Path], using: Scorer | None = None, *, concurrent: bool = True
 ) -> dict[str, dict[str, float]]:
-    """{'bbox': stats, 'segm': stats} from ppdet's bbox.json / mask.json (whichever are given).
+    """{'bbox': stats, 'segm': stats, ...} from ppdet's prediction files (bbox.json, mask.json,
+    keypoints_results.json: whichever are given), keyed by the stats key of each file's kind.
+
 
     The ground truth is parsed once. With `concurrent` (and more than one kind), each kind is scored in its
     own process forked after the parse, so both inherit the parsed ground truth copy-on-write. Not threads:

@@ -18,6 +18,8 @@ from typing import Any
 
 # COCOeval's 12 summary statistics, in its order (fractions; -1 where a size range has no objects).
 COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+# COCOeval's 10 keypoint statistics (iouType "keypoints"), in its order: one maxDets (20), no small range.
+KEYPOINT_STATS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 
 # A kind's own scorer: (ground truth as the scorer loaded it, the predictions, the scorer) -> {stat: fraction}.
 ScoreFn = Callable[[Any, list[dict], Any], dict[str, float]]
@@ -32,6 +34,10 @@ class Kind:
     label: str  # column label: "box AP"
     stats: tuple[str, ...] = COCO_STATS
     score: ScoreFn | None = None  # None: COCOeval with iouType=stats_key
+    # The order ppdet's eval visits (and writes) images: "id", ascending ids (COCODataSet sorts them); "file",
+    # the annotation file's order (the keypoint datasets take pycocotools' getImgIds() as it is). slices.py
+    # merges the slices' predictions back into it.
+    image_order: str = "id"
 
     @property
     def headline(self) -> str:
@@ -48,6 +54,17 @@ KINDS: dict[str, Kind] = {
         Kind("box", "bbox", ("bbox",), "Object Detection", "box AP"),
         # R-CNNs write mask.json, SOLOv2 segm.json: either is the kind's file (never both: predictions.py)
         Kind("mask", "segm", ("mask", "segm"), "Instance Segmentation", "mask AP"),
+        # top-down models (KeyPointTopDownCOCOEval) write keypoints_results.json, bottom-up HigherHRNet
+        # (COCOMetric, IouType keypoints) keypoint.json; task as OpenMMLab's mmpose metafiles spell it
+        Kind(
+            "kpt",
+            "keypoints",
+            ("keypoints_results", "keypoint"),
+            "Body 2D Keypoint",
+            "keypoint AP",
+            KEYPOINT_STATS,
+            image_order="file",
+        ),
     )
 }
 

@@ -43,7 +43,32 @@ def _coco(root: Path, images: Path, annotations: Path, files: Mapping[str, Path]
     }
 
 
-LAYOUTS: dict[str, Layout] = {row.name: row for row in (Layout("coco", "COCO json (instances)", _coco),)}
+def _coco_keypoints(root: Path, images: Path, annotations: Path, files: Mapping[str, Path]) -> dict:
+    """ppdet's keypoint datasets (KeypointTopDownCocoDataset, KeypointBottomUpCocoDataset): dataset_dir, image_dir
+    and anno_path, plus `img_prefix`, which these datasets derive from the first two when built: their configs
+    declare them with a YAML tag (an object, not a dict), so the worker sets these as its attributes
+    (model_build.merge_into_objects) on the object already built. The person boxes stay the config's
+    (`use_gt_bbox`); a dataset that names a `bbox_file` (detected people, for configs that read them) gives
+    its absolute path, which ppdet's os.path.join(dataset_dir, bbox_file) keeps as it is."""
+    image_dir = str(images.relative_to(root))
+    dataset = {
+        "dataset_dir": str(root),
+        "image_dir": image_dir,
+        "anno_path": str(annotations.relative_to(root)),
+        "img_prefix": os.path.join(str(root), image_dir),
+    }
+    if "bbox_file" in files:
+        dataset["bbox_file"] = str(files["bbox_file"])
+    return {"EvalDataset": dataset}
+
+
+LAYOUTS: dict[str, Layout] = {
+    row.name: row
+    for row in (
+        Layout("coco", "COCO json (instances)", _coco),
+        Layout("coco-keypoints", "COCO keypoints json (person_keypoints)", _coco_keypoints),
+    )
+}
 
 
 def names() -> list[str]:
