@@ -156,7 +156,12 @@ def test_the_whole_zoos_export_loads_in_openmmlabs_model_index_library(tmp_path)
     assert sorted(m.name for m in loaded.models) == sorted(m.name for m in whole.models)
     documented = sum(any(k.startswith(f"{p}_") for k in m.expected) for m in whole.models for p in KINDS)
     assert sum(len(m.results) for m in loaded.models) == documented
-    assert {r.task for m in loaded.models for r in m.results} == {"Object Detection", "Instance Segmentation"}
+    tasks = {KINDS[p].task for m in whole.models for p in KINDS if any(k.startswith(f"{p}_") for k in m.expected)}
+    assert {r.task for m in loaded.models for r in m.results} == tasks and "Body 2D Keypoint" in tasks
+    by_name = {m.name: m for m in whole.models}
+    for m in loaded.models:  # each result on its model's own dataset (COCO for the COCO val2017 sets)
+        name = whole.dataset_of(by_name[m.name]).name
+        assert {r.dataset for r in m.results} == {"COCO" if name.startswith("coco-val2017") else name}
 
 
 def _valid_workflow(wf: Path) -> dict:

@@ -29,7 +29,13 @@ def _label(metric: str) -> str:
     return f"{prefix} {spelled}"
 
 
-def _model(m: Model, collection: str, rec: Result | None) -> dict:
+def _dataset(name: str) -> str:
+    """A result's `Dataset` as model-index readers name it: COCO for the COCO val2017 sets (boxes, masks and
+    keypoints, as OpenMMLab's metafiles write it), else the zoo's dataset name (`visdrone-det-val`)."""
+    return "COCO" if name.startswith("coco-val2017") else name
+
+
+def _model(m: Model, collection: str, rec: Result | None, dataset: str = "coco-val2017") -> dict:
     results = []
     for kind in KINDS.values():
         mine = {_label(k): v for k, v in m.expected.items() if k.startswith(f"{kind.prefix}_")}
@@ -38,7 +44,7 @@ def _model(m: Model, collection: str, rec: Result | None) -> dict:
             if measured is not None:
                 mine[f"measured {_label(k)}"] = round(measured, 2)
         if mine:
-            results.append({"Task": kind.task, "Dataset": "COCO", "Metrics": mine})
+            results.append({"Task": kind.task, "Dataset": _dataset(dataset), "Metrics": mine})
     meta: dict = {str(k): v for k, v in m.labels.items()}
     timing = rec.timing if rec is not None else None
     if timing is not None and timing.fps and timing.backend:
@@ -85,7 +91,10 @@ def export(zoo: Zoo, out: Path, records: list[Result] | None = None) -> list[Pat
         if rel in imports:  # two names with one slug and one digest prefix: never overwrite a table's file
             raise HarnessError(f"model-index export: tables {name!r} and another share the file {rel}")
         collection = {"Name": name, "Metadata": {"README": table.readme} if table and table.readme else {}}
-        meta = {"Collections": [collection], "Models": [_model(m, name, measured.get(m.name)) for m in models]}
+        meta = {
+            "Collections": [collection],
+            "Models": [_model(m, name, measured.get(m.name), zoo.dataset_of(m).name) for m in models],
+        }
         atomic_write_bytes(out / rel, yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).encode())
         files.append(out / rel)
         imports.append(rel)
