@@ -82,6 +82,9 @@ def test_a_rows_dataset_is_its_configs_and_a_heading_naming_another_is_a_second_
     visdrone = models["ppyoloe_crn_s_80e_visdrone"]
     assert visdrone.dataset.name == "visdrone-det-val" and set(visdrone.expected) == {"box_ap", "box_ap50"}
     assert not any(e.dataset.default and "keypoint" in e.config for e in everything.entries)
+    pose = models["hrnet_w32_256x192"]  # "AP(coco val)" of a KeyPointTopDownCOCOEval config: keypoint AP
+    assert pose.dataset.name == "coco-val2017-keypoints" and pose.expected == {"kpt_ap": 76.9}
+    assert models["tinypose_128x96"].expected == {"kpt_ap": 58.4}  # tiny_pose's "AP (COCO Val)"
     reasons = {r for f, _, r in everything.skipped if f == "configs/keypoint/README_en.md"}
     assert reasons and not any(r.startswith("not COCO val2017") for r in reasons)  # judged by their own task
 
