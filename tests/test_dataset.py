@@ -163,3 +163,96 @@ def test_a_hostile_or_malformed_image_record_is_named_with_exit_2(tmp_path, cach
     assert exc.value.exit_code == 2
     out = harness("fetch", *_offline(tmp_path), "--data", str(root), cache=cache)
     assert out.returncode == 2 and named in out.stderr and "Traceback" not in out.stderr, out.stderr[-1500:]
+
+
+# ---- a dataset per model: classes, further files, `--data NAME=DIR` --------------------------------------------
+
+
+def _root(tmp_path: Path, coco: dict) -> Path:
+    root = tmp_path / "root"
+    (root / "val2017").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    (root / "annotations" / "instances_val2017.json").write_text(json.dumps(coco))
+    for img in coco["images"]:
+        (root / "val2017" / img["file_name"]).write_bytes(b"x")
+    return root
+
+
+@pytest.mark.parametrize(
+    "classes, ok",
+    [(1, True), (["thing"], True), (80, False), (["person"], False), (["thing", "other"], False)],
+)
+def test_a_dataset_is_refused_unless_its_categories_are_the_classes_the_zoo_names(tmp_path, cache, classes, ok):
+    root = _root(tmp_path, _coco())
+    ds = Dataset(name="visdrone-val", images="http://unused.invalid/a.zip", annotations="b.zip", classes=classes)
+    if ok:
+        assert dataset.prepare(ds, None, data_dir=root).name == "visdrone-val"
+        return
+    with pytest.raises(DatasetError, match=r"has 1 categories \(thing\); dataset visdrone-val has") as err:
+        dataset.prepare(ds, None, data_dir=root)
+    assert "--data visdrone-val=DIR" in err.value.hint
+
+
+def test_a_layouts_further_file_must_be_in_the_root(tmp_path, cache):
+    root = _root(tmp_path, _coco())
+    ds = Dataset(name="d", images="a.zip", annotations="b.zip", files={"label_list": "label_list.txt"})
+    with pytest.raises(DatasetError, match=r"d: its label_list .*label_list.txt is missing"):
+        dataset.prepare(ds, None, data_dir=root)
+    (root / "label_list.txt").write_text("thing\n")
+    assert dataset.prepare(ds, None, data_dir=root).files == {"label_list": root / "label_list.txt"}
+
+
+def test_data_arguments_name_their_dataset_or_are_the_one_the_models_use(tmp_path):
+    from harness.commands.options import data_args
+
+    assert data_args(None) == (None, {})
+    assert data_args(["/c"]) == (Path("/c"), {})
+    assert data_args(["visdrone=/v", "/c", "voc-2007=/p"]) == (
+        Path("/c"),
+        {"visdrone": Path("/v"), "voc-2007": Path("/p")},
+    )
+    odd = tmp_path / "a=b"
+    odd.mkdir()
+    assert data_args([str(odd)]) == (odd, {})  # an existing directory whose name holds `=` is a plain root
+    with pytest.raises(UsageError, match="2 unnamed roots"):
+        data_args(["/c", "/d"])
+    with pytest.raises(UsageError, match="given twice"):
+        data_args(["v=/a", "v=/b"])
+
+
+def test_one_datasets_failure_is_its_models_error_and_no_other_models(tmp_path, cache):
+    from harness.model.inputs import Inputs, Options, data_roots
+    from harness.zoo.manifest import parse_zoo
+
+    raw = yaml_zoo()
+    raw["datasets"] = {"visdrone-val": {"images": "v.zip", "annotations": "w.zip", "classes": 10}}
+    raw["models"].append({**raw["models"][0], "name": "on-visdrone", "dataset": "visdrone-val"})
+    zoo = parse_zoo(raw)
+    coco, vis = zoo.models[0], zoo.model("on-visdrone")
+    assert zoo.dataset_of(coco).name == "coco-val2017" and zoo.dataset_of(vis).classes == 10
+    assert [d.name for d in zoo.datasets_of([vis, coco, vis])] == ["visdrone-val", "coco-val2017"]
+    with pytest.raises(UsageError, match="2 datasets"):
+        data_roots(zoo, Options(data=tmp_path), ["coco-val2017", "visdrone-val"])
+    with pytest.raises(UsageError, match="no dataset 'nope'"):
+        data_roots(zoo, Options(data_roots={"nope": tmp_path}), ["coco-val2017"])
+    assert data_roots(
+        zoo,
+        Options(data=tmp_path, data_roots={"visdrone-val": tmp_path / "v"}),
+        [
+            "coco-val2017",
+            "visdrone-val",
+        ],
+    ) == {"coco-val2017": tmp_path, "visdrone-val": tmp_path / "v"}
+    good = dataset.prepare(zoo.dataset, None, data_dir=_root(tmp_path, _coco()))
+    inputs = Inputs("current", None, {"coco-val2017": good, "visdrone-val": DatasetError("gone", hint="h")}, "cpu")  # type: ignore[arg-type]
+    assert inputs.data_for(coco) is good and inputs.images_of(coco) == N
+    assert inputs.images_of(vis) is None
+    with pytest.raises(DatasetError, match="gone"):
+        inputs.data_for(vis)
+
+
+def yaml_zoo() -> dict:
+    import yaml
+    from conftest import REPO
+
+    return yaml.safe_load((REPO / "zoo.yaml").read_text())

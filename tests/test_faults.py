@@ -326,7 +326,10 @@ def test_every_required_field_missing_in_turn_is_named(field):
     with pytest.raises(ManifestError) as err:
         parse_zoo(raw)
     text = str(err.value)
-    expected = {"tolerance.default": "tolerance.default is required"}
+    expected = {
+        "tolerance.default": "tolerance.default is required",
+        "dataset.annotations": "dataset: a coco dataset needs `annotations:`",
+    }
     assert expected.get(field, f"{_loc(field)}: required field is missing") in text
     assert err.value.exit_code == ExitCode.USAGE
 

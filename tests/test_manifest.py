@@ -213,3 +213,46 @@ def test_default_zoo_path_prefers_the_environment(tmp_path, monkeypatch):
     other.write_text(Path(REPO / "zoo.yaml").read_text())
     monkeypatch.setenv("HARNESS_ZOO", str(other))
     assert load_zoo()[1] == other.resolve()
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda r: r["models"][0].update(dataset="nope"), "models name datasets that `datasets` does not define: nope"),
+        (
+            lambda r: r.update(datasets={"x": {"images": "a", "annotations": "b", "layout": "tfrecord"}}),
+            "'tfrecord' is not a dataset layout",
+        ),
+        (
+            lambda r: r.update(datasets={"x": {"name": "y", "images": "a", "annotations": "b"}}),
+            "datasets whose name differs from their key: x",
+        ),
+        (lambda r: r.update(datasets={"x": {"images": "a"}}), "datasets.x: a coco dataset needs `annotations:`"),
+        (
+            lambda r: r.update(datasets={"x": {"images": "a", "annotations": "b", "files": {"l": "../l.txt"}}}),
+            "datasets.x.files: expected a relative path inside the tree",
+        ),
+        (lambda r: r.update(datasets={"x": {"images": "a", "annotations": "b", "classes": 0}}), "datasets.x.classes"),
+        (
+            lambda r: r.update(datasets={"coco-val2017": {"images": "a", "annotations": "b"}}),
+            "datasets.coco-val2017 differs from `dataset`",
+        ),
+    ],
+)
+def test_a_models_dataset_is_one_the_zoo_defines_with_a_known_layout(edit, message):
+    raw = yaml.safe_load((REPO / "zoo.yaml").read_text())
+    edit(raw)
+    with pytest.raises(ManifestError) as err:
+        parse_zoo(raw)
+    assert message in str(err.value)
+
+
+def test_models_without_a_dataset_use_the_default_and_a_named_one_its_own():
+    raw = yaml.safe_load((REPO / "zoo.yaml").read_text())
+    raw["datasets"] = {"voc-like": {"images": "a.tar", "annotations": "b.zip", "homepage": "https://example.org"}}
+    raw["models"][1]["dataset"] = "voc-like"
+    zoo = parse_zoo(raw)
+    assert zoo.dataset_of(zoo.models[0]) is zoo.dataset
+    assert zoo.dataset_of(zoo.models[1]).name == "voc-like" and zoo.datasets["voc-like"].layout == "coco"
+    with pytest.raises(UsageError, match="unknown dataset 'nope'"):
+        zoo.named_dataset("nope")

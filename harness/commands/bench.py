@@ -48,7 +48,7 @@ def bench(model: str, *, zoo: str | Path | None, options: Options, out: str | Pa
 
     the_zoo, _, lock = load(zoo)
     chosen = the_zoo.model(model)
-    inputs = prepare(the_zoo, lock, options)
+    inputs = prepare(the_zoo, lock, options, [chosen])
     run_dir = Path(out) if out else default_run_dir()
     return v.bench(the_zoo, chosen, inputs, lock, options, run_dir), run_dir
 

@@ -1,4 +1,4 @@
-"""`harness fetch`: weights, the PaddleDetection source and (optionally) COCO val2017 into the cache, each
+"""`harness fetch`: weights, the PaddleDetection source and (optionally) the datasets into the cache, each
 checked against its pin. One artifact failing does not stop the others; the worst failure sets the exit code.
 With `--locked` every artifact's pin is checked before the first request: a missing one is exit 2 and
 nothing was fetched."""
@@ -18,7 +18,7 @@ from harness.core.errors import ExitCode, HarnessError, LockedError
 
 if TYPE_CHECKING:
     from harness.zoo.lockfile import LockFile
-    from harness.zoo.manifest import Zoo
+    from harness.zoo.manifest import Dataset, Zoo
 
 NAME = "fetch"
 HELP = "download and verify weights, source and dataset into the cache"
@@ -33,7 +33,8 @@ def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argp
         HELP,
         parents=[options.inputs()],
         epilog="examples:\n  harness fetch\n  harness fetch faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco --locked\n"
-        "  harness fetch --dataset --subset 500 --seed 1\n  harness fetch --ppdet-root ~/PaddleDetection "
+        "  harness fetch --dataset --subset 500 --seed 1\n  harness fetch --dataset visdrone-val --locked\n"
+        "  harness fetch --ppdet-root ~/PaddleDetection "
         "--data ~/coco --subset 50\n"
         "  harness fetch --verify --dataset      re-hash every cached file, fetch again what rotted",
     )
@@ -45,7 +46,13 @@ def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argp
         "its sha256 is evicted and fetched again",
     )
     p.add_argument(
-        "--dataset", action="store_true", help="also fetch and check COCO val2017 (implied by --data and --subset)"
+        "--dataset",
+        action="append",
+        nargs="?",
+        const="",
+        metavar="NAME",
+        help="also fetch and check a dataset: NAME (repeatable), or without NAME the datasets of the MODELs "
+        "given (none given: the zoo's default, COCO val2017); implied by --data and --subset",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=main)
@@ -61,7 +68,9 @@ class Request:
     stack: str | None = None
     ppdet_root: Path | None = None
     dataset: bool = False
+    names: tuple[str, ...] = ()  # `--dataset NAME`s
     data: Path | None = None
+    data_roots: dict[str, Path] = field(default_factory=dict)
     subset: int | None = None
     seed: int = 0
     locked: bool = False
@@ -69,7 +78,16 @@ class Request:
 
     @property
     def wants_dataset(self) -> bool:
-        return self.dataset or self.subset is not None or self.data is not None
+        return self.dataset or bool(self.names or self.data_roots) or self.subset is not None or self.data is not None
+
+    def datasets(self, zoo: Zoo) -> list[Dataset]:
+        """The datasets asked for: by name, or those of the models named, or the zoo's default."""
+        if not self.wants_dataset:
+            return []
+        named = [zoo.named_dataset(n) for n in dict.fromkeys([*self.names, *self.data_roots])]
+        if named:
+            return named
+        return zoo.datasets_of(zoo.select(self.models)) if self.models else [zoo.dataset]
 
 
 @dataclass
@@ -97,8 +115,10 @@ def check_locked(zoo: Zoo, lock: LockFile, request: Request) -> None:
     checked before the first request, so that a refusal (exit 2) has fetched nothing. The PaddleDetection
     source is not in the lock: it is pinned by its git tree, checked after extraction."""
     artifacts = [m.weights for m in zoo.select(request.models)]
-    if request.wants_dataset and request.data is None:
-        artifacts += [zoo.dataset.images, zoo.dataset.annotations]
+    roots = _roots(zoo, request)
+    for ds in request.datasets(zoo):
+        if roots[ds.name] is None:
+            artifacts += [a for a in (ds.images, ds.annotations) if a is not None]
     missing: dict[str, LockedError] = {}
     for artifact in artifacts:
         if lock.pin(artifact).sha256 is None:
@@ -141,13 +161,14 @@ def fetch(zoo: Zoo, lock: LockFile, request: Request) -> Fetched:
             return {"status": "downloaded" if got.downloaded else cached, **got.as_json()}
 
         done.attempt("weights", m.name, weights)
-    if request.wants_dataset:
+    roots = _roots(zoo, request)
+    for ds in request.datasets(zoo):
 
-        def data() -> dict:
+        def data(ds=ds) -> dict:
             d = dataset.prepare(
-                zoo.dataset,
+                ds,
                 lock,
-                data_dir=request.data,
+                data_dir=roots[ds.name],
                 subset=request.subset,
                 seed=request.seed,
                 locked=request.locked,
@@ -155,8 +176,16 @@ def fetch(zoo: Zoo, lock: LockFile, request: Request) -> Fetched:
             )
             return {"status": "ok", "path": str(d.annotations), **d.as_json()}
 
-        done.attempt("dataset", zoo.dataset.name, data)
+        done.attempt("dataset", ds.name, data)
     return done
+
+
+def _roots(zoo: Zoo, request: Request) -> dict[str, Path | None]:
+    """Each requested dataset's `--data` root, as an evaluating command resolves them (inputs.data_roots)."""
+    from harness.model.inputs import Options, data_roots
+
+    opts = Options(data=request.data, data_roots=request.data_roots)
+    return data_roots(zoo, opts, [d.name for d in request.datasets(zoo)])
 
 
 def table(rows: list[dict]) -> str:
@@ -182,8 +211,10 @@ def main(args: argparse.Namespace) -> int:
         models=args.models,
         stack=args.stack,
         ppdet_root=args.ppdet_root,
-        dataset=args.dataset,
-        data=args.data,
+        dataset=args.dataset is not None,
+        names=tuple(n for n in args.dataset or [] if n),
+        data=options.data_args(args.data)[0],
+        data_roots=options.data_args(args.data)[1],
         subset=args.subset,
         seed=args.seed,
         locked=args.locked,

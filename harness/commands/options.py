@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,7 +85,13 @@ def inputs() -> argparse.ArgumentParser:
     g.add_argument(
         "--ppdet-root", type=Path, metavar="DIR", help="use this PaddleDetection checkout instead of the pinned archive"
     )
-    g.add_argument("--data", type=Path, metavar="DIR", help="use an existing COCO root instead of fetching")
+    g.add_argument(
+        "--data",
+        action="append",
+        metavar="[NAME=]DIR",
+        help="use an existing dataset root instead of fetching: DIR for the one dataset the models use (COCO "
+        "val2017 by default), NAME=DIR for the zoo's dataset NAME (repeatable)",
+    )
     g.add_argument("--subset", type=int, metavar="N", help="select N images deterministically")
     g.add_argument("--seed", type=int, default=0, help="seed of the subset sample (default: 0)")
     return p
@@ -224,6 +231,27 @@ def default_run_dir() -> Path:
     raise UsageError(f"runs/{stamp}: 999 run directories in one second", hint="pass --out DIR")
 
 
+def data_args(values: list[str] | None) -> tuple[Path | None, dict[str, Path]]:
+    """`--data` values: (the one unnamed DIR, {NAME: DIR}). `NAME=DIR` when the part before `=` is a dataset
+    name (letters, digits, `_.-`) and the whole is not an existing path (a directory may hold `=`)."""
+    plain: list[Path] = []
+    named: dict[str, Path] = {}
+    for value in values or []:
+        name, sep, rest = value.partition("=")
+        if sep and rest and re.fullmatch(r"[A-Za-z0-9_.-]+", name) and not Path(value).exists():
+            if name in named:
+                raise UsageError(f"--data {name}=...: given twice", hint="give each dataset one root")
+            named[name] = Path(rest)
+        else:
+            plain.append(Path(value))
+    if len(plain) > 1:
+        raise UsageError(
+            f"--data given {len(plain)} unnamed roots ({', '.join(map(str, plain))})",
+            hint="name each: --data NAME=DIR (NAME: a dataset of the zoo file)",
+        )
+    return (plain[0] if plain else None), named
+
+
 def build_options(args: argparse.Namespace, *, timing: bool, backends: tuple[str, ...]) -> Options:
     """The `inputs.Options` of an evaluating command's parsed options."""
     from harness.model.inputs import Options, parse_opts
@@ -236,7 +264,8 @@ def build_options(args: argparse.Namespace, *, timing: bool, backends: tuple[str
         device=args.device,
         subset=args.subset,
         seed=args.seed,
-        data=args.data,
+        data=data_args(args.data)[0],
+        data_roots=data_args(args.data)[1],
         ppdet_root=args.ppdet_root,
         locked=args.locked,
         eval_size=args.eval_size,

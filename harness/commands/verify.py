@@ -82,7 +82,7 @@ def verify_into(
     opts = options or Options()
     if the_zoo.notice:
         log.warning("%s", the_zoo.notice)
-    inputs = prepare(the_zoo, lock, opts)
+    inputs = prepare(the_zoo, lock, opts, [chosen])
     slices.check(opts.slices, inputs.data.num_images)
     if inputs.device == "cpu" and opts.subset is None and inputs.data.num_images > 50:
         try:  # the model's own CPU runs, when there are any; a damaged history costs the estimate, not the run

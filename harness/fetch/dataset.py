@@ -1,4 +1,5 @@
-"""COCO val2017: fetched and extracted into the cache, or an existing root; plus deterministic subsets.
+"""A zoo's datasets (COCO val2017 and others): fetched and extracted into the cache, or an existing root;
+plus deterministic subsets.
 
 A subset is written as its own annotation file holding exactly the chosen images, so that everything
 downstream (ppdet's reader, scoring) sees those images and nothing else: AP on a subset is then the AP of
@@ -30,9 +31,15 @@ class CocoData:
     subset: dict | None = None  # {"n", "seed", "source", "image_ids"} when a subset is in use
     sha256: dict[str, str] = field(default_factory=dict)  # archive url -> sha256 when fetched
     annotations_sha256: str | None = None  # of `annotations` as prepared: what a kept unit must have seen
+    name: str = "coco-val2017"  # the zoo's name of the dataset
+    layout: str = "coco"  # a row of zoo/layouts.py
+    files: dict[str, Path] = field(default_factory=dict)  # further files of the layout, by role
 
     def as_json(self) -> dict:
         return {
+            "name": self.name,
+            "layout": self.layout,
+            **({"files": {k: str(v) for k, v in self.files.items()}} if self.files else {}),
             "images": str(self.images),
             "annotations": str(self.annotations),
             "num_images": self.num_images,
@@ -128,40 +135,63 @@ def _check_images(images: Path, records: list[dict], annotations: Path) -> None:
         )
 
 
-def open_root(ds: Dataset, data_dir: Path) -> tuple[Path, Path]:
-    """(images dir, annotation file) of an existing COCO root given with --data."""
+def open_root(ds: Dataset, data_dir: Path) -> tuple[Path, Path, Path]:
+    """(root, images dir, annotation file) of an existing dataset root given with --data."""
     root = data_dir.expanduser().resolve()
     if not root.is_dir():
-        raise UsageError(f"--data {root}: no such directory", hint="pass the COCO root (holds val2017/)")
-    return root / ds.image_dir, root / ds.annotation_file
+        raise UsageError(
+            f"--data {root}: no such directory",
+            hint=f"pass the root of {ds.name} (holds {ds.image_dir}/), or --data {ds.name}=DIR",
+        )
+    return root, root / ds.image_dir, root / ds.annotation_file
+
+
+def _files(ds: Dataset, root: Path) -> dict[str, Path]:
+    """The layout's further files (zoo file `files:`), each present in the dataset's root."""
+    out = {role: root / rel for role, rel in ds.files.items()}
+    for role, path in out.items():
+        if not path.is_file():
+            raise DatasetError(
+                f"{ds.name}: its {role} {path} is missing",
+                hint=f"check files.{role} of dataset {ds.name} in the zoo file, or the dataset root",
+            )
+    return out
 
 
 def fetch(
     ds: Dataset, lock: LockFile | None, *, root: Path | None = None, locked: bool = False, **fetch_kw
-) -> tuple[Path, Path, dict[str, str]]:
-    """Fetch both archives and extract what the zoo needs: all images, one annotation file."""
+) -> tuple[Path, Path, dict[str, str], Path]:
+    """Fetch the archives and extract what the zoo needs: all images, the annotation file (from its own
+    archive, or the images' when the dataset names none), the layout's further files (from the images')."""
     base = (root or cache_root()) / "extracted"
-    imgs = fetch_artifact(ds.images, lock, locked=locked, root=root, **fetch_kw)
-    anns = fetch_artifact(ds.annotations, lock, locked=locked, root=root, **fetch_kw)
-    refetch = "harness fetch --dataset"
+    refetch = f"harness fetch --dataset {ds.name}"
     again = bool(fetch_kw.get("verify"))  # `fetch --verify`: the extractions are made anew too
+    imgs = fetch_artifact(ds.images, lock, locked=locked, root=root, **fetch_kw)
+    shas = {imgs.url: imgs.sha256}
 
     def unpacked(artifact, got, **kw):  # each archive into its own directory, named by its sha256
         return unpack(artifact, got.path, base / got.sha256[:16], lock, refetch, root=root, verify=again, **kw)
 
     img_root = unpacked(ds.images, imgs, tag={"archive_sha256": imgs.sha256})
-    ann_root = unpacked(
-        ds.annotations,
-        anns,
-        want=lambda name: name == ds.annotation_file,
-        tag={"archive_sha256": anns.sha256, "want": ds.annotation_file},
-    )
+    ann_root, where = img_root, ds.images.url
+    if ds.annotations is not None:
+        anns = fetch_artifact(ds.annotations, lock, locked=locked, root=root, **fetch_kw)
+        shas[anns.url] = anns.sha256
+        ann_root, where = (
+            unpacked(
+                ds.annotations,
+                anns,
+                want=lambda name: name == ds.annotation_file,
+                tag={"archive_sha256": anns.sha256, "want": ds.annotation_file},
+            ),
+            ds.annotations.url,
+        )
     if not (ann_root / ds.annotation_file).is_file():
         raise DatasetError(
-            f"{ds.annotations.url}: archive has no {ds.annotation_file}",
-            hint="check dataset.annotations and dataset.annotation_file in zoo.yaml",
+            f"{where}: archive has no {ds.annotation_file}",
+            hint=f"check the archives and annotation_file of dataset {ds.name} in the zoo file",
         )
-    return img_root / ds.image_dir, ann_root / ds.annotation_file, {imgs.url: imgs.sha256, anns.url: anns.sha256}
+    return img_root / ds.image_dir, ann_root / ds.annotation_file, shas, img_root
 
 
 def _subset_path(annotations: Path, n: int, seed: int, root: Path | None) -> Path:
@@ -205,9 +235,10 @@ def prepare(
     """The dataset ready for eval: located (or fetched), optionally subset, and checked image by image."""
     shas: dict[str, str] = {}
     if data_dir is not None:
-        images, annotations = open_root(ds, data_dir)
+        base, images, annotations = open_root(ds, data_dir)
     else:
-        images, annotations, shas = fetch(ds, lock, root=root, locked=locked, **fetch_kw)
+        images, annotations, shas, base = fetch(ds, lock, root=root, locked=locked, **fetch_kw)
+    files = _files(ds, base)
     meta = None
     if not annotations.is_file():
         _load(annotations)  # raises the error that names the missing file and the fix
@@ -225,4 +256,23 @@ def prepare(
             hint="point annotation_file (or --data) at instances_val2017.json",
         )
     _check_images(images, data["images"], annotations)
-    return CocoData(images, annotations, len(data["images"]), meta, shas, sha256_file(annotations))
+    _check_classes(ds, data, annotations)
+    return CocoData(
+        images, annotations, len(data["images"]), meta, shas, sha256_file(annotations), ds.name, ds.layout, files
+    )
+
+
+def _check_classes(ds: Dataset, data: dict, annotations: Path) -> None:
+    """The categories of the file are the classes the zoo says the dataset has (count, and names in order when
+    listed): a model scored against another class list would be scored wrong, not refused."""
+    if ds.classes is None:
+        return
+    names = [str(c.get("name")) for c in sorted(data["categories"], key=lambda c: c.get("id", 0))]
+    expected = ds.classes if isinstance(ds.classes, list) else None
+    if len(names) != ds.num_classes or (expected is not None and names != expected):
+        want = f"{ds.num_classes} classes" + (f" ({', '.join(expected[:5])}, …)" if expected else "")
+        raise DatasetError(
+            f"{annotations}: has {len(names)} categories ({', '.join(names[:5])}{', …' if len(names) > 5 else ''}); "
+            f"dataset {ds.name} has {want}",
+            hint=f"point --data {ds.name}=DIR at {ds.name}'s root, or correct `classes` in the zoo file",
+        )

@@ -1,5 +1,5 @@
-"""What a run needs before any model: the options it was given, and the inputs every model shares (the
-PaddleDetection source tree and the COCO data, prepared once), and the device.
+"""What a run needs before any model: the options it was given, and the inputs the models share (the
+PaddleDetection source tree and each dataset they are evaluated on, prepared once), and the device.
 """
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ from pathlib import Path
 
 import yaml
 
-from harness.core.errors import UsageError
+from harness.core.errors import HarnessError, UsageError
 from harness.fetch import dataset, source
 from harness.fetch.dataset import CocoData
 from harness.fetch.source import SourceTree
 from harness.model.timing import Method
 from harness.zoo.lockfile import LockFile
-from harness.zoo.manifest import Zoo
+from harness.zoo.manifest import Model, Zoo
 
 # Measured on these machines (docs/stacks.md): 2 cores, 800 px, Faster R-CNN; Mask R-CNN is slower still.
 
@@ -25,7 +25,8 @@ class Options:
     device: str = "auto"  # auto | cpu | gpu
     subset: int | None = None
     seed: int = 0
-    data: Path | None = None
+    data: Path | None = None  # `--data DIR`: the root of the one dataset the chosen models use
+    data_roots: dict[str, Path] = field(default_factory=dict)  # `--data NAME=DIR`, by dataset name
     ppdet_root: Path | None = None
     locked: bool = False
     eval_size: int | None = None  # short side in px the config's eval Resize is scaled to; None = the config's
@@ -54,12 +55,36 @@ class Options:
 
 @dataclass(frozen=True)
 class Inputs:
-    """What every model of a run shares: the source tree and the dataset, prepared once."""
+    """What the models of a run share: the source tree and their datasets, each prepared once. A dataset that
+    could not be prepared is kept as its error: it is the error of each model evaluated on it, and of no other."""
 
     stack: str
     tree: SourceTree
-    data: CocoData
+    datasets: dict[str, CocoData | HarnessError]
     device: str
+    default: str = "coco-val2017"  # the zoo's default dataset
+
+    def data_for(self, model: Model) -> CocoData:
+        """The prepared dataset `model` is evaluated on; raises its preparation's error."""
+        got = self.datasets[model.dataset or self.default]
+        if isinstance(got, HarnessError):
+            raise got
+        return got
+
+    def images_of(self, model: Model) -> int | None:
+        """How many images `model` is evaluated on (None: its dataset could not be prepared)."""
+        got = self.datasets[model.dataset or self.default]
+        return None if isinstance(got, HarnessError) else got.num_images
+
+    @property
+    def data(self) -> CocoData:
+        """The one dataset of a run whose models share one (verify, a COCO-only nightly)."""
+        if len(self.datasets) != 1:
+            raise AssertionError(f"Inputs.data with {len(self.datasets)} datasets: ask data_for(model)")
+        got = next(iter(self.datasets.values()))
+        if isinstance(got, HarnessError):
+            raise got
+        return got
 
 
 def parse_opts(items: list[str]) -> dict:
@@ -84,10 +109,38 @@ def resolve_device(requested: str) -> str:
     return "gpu" if Path("/dev/nvidiactl").exists() or Path("/dev/nvidia0").exists() else "cpu"
 
 
-def prepare(zoo: Zoo, lock: LockFile, opts: Options) -> Inputs:
+def data_roots(zoo: Zoo, opts: Options, names: list[str]) -> dict[str, Path | None]:
+    """Each dataset's `--data` root (None: fetched into the cache): `--data NAME=DIR` for its name, a plain
+    `--data DIR` for the one dataset the models use (with several it must be named)."""
+    if unknown := sorted(set(opts.data_roots) - {zoo.dataset.name, *zoo.datasets}):
+        raise UsageError(
+            f"--data {unknown[0]}=...: the zoo has no dataset {unknown[0]!r}",
+            hint=f"its datasets: {', '.join(sorted({zoo.dataset.name, *zoo.datasets}))}",
+        )
+    unnamed = [n for n in names if n not in opts.data_roots]
+    if opts.data is not None and len(unnamed) > 1:
+        raise UsageError(
+            f"--data {opts.data}: the chosen models use {len(unnamed)} datasets ({', '.join(unnamed)})",
+            hint="name the one it is: --data NAME=DIR (repeat for each)",
+        )
+    return {n: opts.data_roots.get(n, opts.data) for n in names}
+
+
+def prepare(zoo: Zoo, lock: LockFile, opts: Options, models: list[Model] | None = None) -> Inputs:
+    """The source tree and the datasets of `models` (default: the zoo's default dataset). A dataset that
+    fails is that dataset's models' error; when every one fails, the first error is raised (nothing can run)."""
     stack, pin = zoo.source(opts.stack)
     tree = source.checkout(opts.ppdet_root, pin) if opts.ppdet_root else source.prepare(pin)
-    data = dataset.prepare(
-        zoo.dataset, lock, data_dir=opts.data, subset=opts.subset, seed=opts.seed, locked=opts.locked
-    )
-    return Inputs(stack, tree, data, resolve_device(opts.device))
+    wanted = zoo.datasets_of(models) if models else [zoo.dataset]
+    roots = data_roots(zoo, opts, [d.name for d in wanted])
+    prepared: dict[str, CocoData | HarnessError] = {}
+    for ds in wanted:
+        try:
+            prepared[ds.name] = dataset.prepare(
+                ds, lock, data_dir=roots[ds.name], subset=opts.subset, seed=opts.seed, locked=opts.locked
+            )
+        except HarnessError as exc:
+            prepared[ds.name] = exc
+    if all(isinstance(p, HarnessError) for p in prepared.values()):
+        raise next(p for p in prepared.values() if isinstance(p, HarnessError))
+    return Inputs(stack, tree, prepared, resolve_device(opts.device), zoo.dataset.name)

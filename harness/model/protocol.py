@@ -49,6 +49,8 @@ class Spec(Strict):
     weights_sha256: str | None = None
     images: str
     annotations: str
+    layout: str = "coco"  # a row of zoo/layouts.py: how the config's EvalDataset is pointed at the files
+    files: dict[str, str] = Field(default_factory=dict)  # the layout's further files, by role (absolute paths)
     out: str
     device: Literal["auto", "cpu", "gpu"] = "auto"
     eval_short: int | None = None

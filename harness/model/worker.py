@@ -41,6 +41,7 @@ from harness.model.model_build import (
 from harness.model.predictions import prediction_files
 from harness.model.protocol import Spec, TimingSpec
 from harness.model.timing import device_name
+from harness.zoo import layouts
 
 
 def _calibrate_batchnorm(cfg, model, images: list[Path], short_side: int) -> None:
@@ -212,20 +213,17 @@ def _import_stack(root: Path) -> None:
 def _overrides(spec: Spec, preds: Path) -> dict:
     """What the worker changes in the real config (evaluate's docstring), plus the spec's own `opts`."""
     images, annotations = Path(spec.images), Path(spec.annotations)
-    root = Path(os.path.commonpath([images, annotations]))
+    root = layouts.common_root(images, annotations)
+    files = {role: Path(p) for role, p in spec.files.items()}
+    dataset = layouts.LAYOUTS[spec.layout].overrides(root, images, annotations, files)
     overrides = {
         "save_prediction_only": True,
         "output_eval": str(preds),
         "weights": spec.weights,
-        "EvalDataset": {
-            "dataset_dir": str(root),
-            "image_dir": str(images.relative_to(root)),
-            "anno_path": str(annotations.relative_to(root)),
-        },
+        **dataset,
         "EvalReader": {"batch_size": 1},
         **spec.opts,
     }
-    overrides["TestDataset"] = {"dataset_dir": str(root), "anno_path": overrides["EvalDataset"]["anno_path"]}
     if spec.workers is not None:  # else the config's own worker_num (verification.loader_workers)
         overrides["worker_num"] = spec.workers
     return overrides

@@ -246,14 +246,16 @@ def _evaluate(
         return
     run_id = opts.run_id or run_dir.name
     try:
-        inputs = prepare(zoo, lock, opts)
+        inputs = prepare(zoo, lock, opts, todo)
     except HarnessError as exc:
         log.error("preparing the run failed: %s", exc)
         for m in todo:
             write(run_dir, _error_result(zoo, m, run_id, zoo.source(opts.stack)[0], "prepare", exc))
         return
     estimates = [
-        schedule.estimate(zoo, m, inputs.data.num_images, history or [], device=inputs.device, eval_size=opts.eval_size)
+        schedule.estimate(
+            zoo, m, inputs.images_of(m) or 0, history or [], device=inputs.device, eval_size=opts.eval_size
+        )
         for m in todo
     ]
     slots: list[str | None] = list(gpus) if gpus else [None] * (1 if opts.parallel == "auto" else opts.slices)

@@ -82,13 +82,16 @@ def worker_spec(
     geometry from the config (`eval_short`, `input_size`: geometry.py) and checks that the documented
     `metrics` have predictions."""
     timing = TimingSpec(backends=list(opts.backends), method=asdict(opts.method)) if opts.timing else None
+    data = inputs.data_for(model)
     return Spec(
         ppdet_root=str(inputs.tree.root),
         config=str(config),
         weights=str(weights.path),
         weights_sha256=weights.sha256,
-        images=str(inputs.data.images),
-        annotations=str(inputs.data.annotations),
+        images=str(data.images),
+        annotations=str(data.annotations),
+        layout=data.layout,
+        files={role: str(p) for role, p in data.files.items()},
         out=str(mdir),
         device=inputs.device,  # type: ignore[arg-type]  # resolve_device's str; Spec (pydantic) checks the value
         eval_short=opts.eval_size,
@@ -99,7 +102,7 @@ def worker_spec(
         eval=evaluate,
         timing=timing,
         ppdet_tree=inputs.tree.tree,
-        annotations_sha256=inputs.data.annotations_sha256,
+        annotations_sha256=data.annotations_sha256,
     )
 
 
@@ -193,15 +196,22 @@ def begin(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options,
     rec = start_record(zoo, model, opts.run_id or run_dir.name, inputs.stack, inputs.tree.commit)
     rec.ppdet = Ppdet.model_validate(inputs.tree.as_json())
     rec.device = inputs.device
-    rec.dataset = Dataset(
-        name=zoo.dataset.name,
-        num_images=inputs.data.num_images,
-        subset=Subset.model_validate(inputs.data.subset) if inputs.data.subset else None,
-        annotations=str(inputs.data.annotations),
-        annotations_sha256=inputs.data.annotations_sha256,
-    )
+    name = zoo.dataset_of(model).name
+    try:
+        data = inputs.data_for(model)
+    except HarnessError:  # the dataset's preparation failed: prepare(job) raises it as this model's error
+        rec.dataset = Dataset(name=name)
+        rec.artifacts = Artifacts(source_archive_sha256=inputs.tree.archive_sha256)
+    else:
+        rec.dataset = Dataset(
+            name=name,
+            num_images=data.num_images,
+            subset=Subset.model_validate(data.subset) if data.subset else None,
+            annotations=str(data.annotations),
+            annotations_sha256=data.annotations_sha256,
+        )
+        rec.artifacts = Artifacts(source_archive_sha256=inputs.tree.archive_sha256, dataset=data.sha256)
     rec.overrides = opts.opts or None
-    rec.artifacts = Artifacts(source_archive_sha256=inputs.tree.archive_sha256, dataset=inputs.data.sha256)
     return Job(zoo, model, inputs, lock, opts, run_dir, rec)
 
 
@@ -209,13 +219,14 @@ def prepare(job: Job) -> None:
     """Fetch the weights (verified), find the config, cut the images into `--parallel` slices, write the
     units' specs: one worker per slice, the first also times the model (timing is measured once)."""
     clock = time.perf_counter()
+    data = job.inputs.data_for(job.model)  # its dataset's preparation error, if any, is this model's
     job.weights = fetch_artifact(job.model.weights, job.lock, locked=job.opts.locked)
     assert job.rec.artifacts is not None  # begin set it
     job.rec.artifacts.weights = WeightsRef(url=job.weights.url, sha256=job.weights.sha256, size=job.weights.size)
     config = job.inputs.tree.config(job.model)
     k = job.opts.slices
     if k > 1:
-        job.slices = slices.cut(job.inputs.data.annotations, k)
+        job.slices = slices.cut(data.annotations, k)
     for i in range(k):
         spec = worker_spec(job.inputs, job.model, config, job.weights, job.unit_dir(i), job.opts, evaluate=True)
         if job.slices is not None:
@@ -352,7 +363,7 @@ def finish(job: Job, units: list[tuple[WorkerResult, Unit]], worker_seconds: flo
     job.stage, clock = "score", time.perf_counter()
     using = scorer(job.opts.scorer)
     rec.scorer = Scorer.model_validate(using.describe())
-    rec.stats = score_files(job.inputs.data.annotations, predictions, using)  # under the model's claim
+    rec.stats = score_files(job.inputs.data_for(job.model).annotations, predictions, using)  # under the model's claim
     rec.durations.score = round(time.perf_counter() - clock, 3)
 
     job.stage = "verdict"

@@ -19,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from harness.core.errors import ManifestError, UsageError
 from harness.zoo.kinds import COCO_STATS, KINDS, of_metric
+from harness.zoo.layouts import LAYOUTS
 
 ZOO_ENV = "HARNESS_ZOO"
 STACK_ENV = "HARNESS_STACK"
@@ -80,16 +81,53 @@ class Source(_Strict):
 
 
 class Dataset(_Strict):
-    name: str
+    """A dataset models are evaluated on: where its archives are, its layout on disk, what it must hold.
+
+    `classes` (a count or the list in order) is what a model's config must agree with; `homepage` is where a
+    person gets it when no archive can be named (a licence to accept, a form); `files` names further files
+    the layout needs inside the root, by role (a VOC label list, a keypoint model's person boxes)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)]
+    layout: str = "coco"
     images: Artifact
-    annotations: Artifact
+    annotations: Artifact | None = None
     image_dir: str = "val2017"
     annotation_file: str = "annotations/instances_val2017.json"
+    classes: Annotated[int, Field(ge=1)] | list[str] | None = None
+    homepage: str | None = None
+    files: dict[str, str] = {}
 
     @field_validator("image_dir", "annotation_file")
     @classmethod
     def _inside(cls, path: str) -> str:
         return _relative_path(path)
+
+    @field_validator("files")
+    @classmethod
+    def _files_inside(cls, files: dict[str, str]) -> dict[str, str]:
+        for path in files.values():
+            _relative_path(path)
+        return files
+
+    @field_validator("layout")
+    @classmethod
+    def _known_layout(cls, layout: str) -> str:
+        if layout not in LAYOUTS:
+            raise ValueError(f"{layout!r} is not a dataset layout: expected one of {', '.join(LAYOUTS)}")
+        return layout
+
+    @model_validator(mode="after")
+    def _complete(self) -> Dataset:
+        row = LAYOUTS[self.layout]
+        if row.annotations_archive and self.annotations is None:
+            raise ValueError(f"a {self.layout} dataset needs `annotations:` (the archive of {self.annotation_file})")
+        if missing := [role for role in row.files if role not in self.files]:
+            raise ValueError(f"a {self.layout} dataset needs files: {', '.join(missing)}")
+        return self
+
+    @property
+    def num_classes(self) -> int | None:
+        return len(self.classes) if isinstance(self.classes, list) else self.classes
 
 
 # A metric is `<kind>_<stat>` in AP points (box_ap, mask_ap, box_ap50, ...): a kind of kinds.KINDS and one of its
@@ -164,6 +202,7 @@ class Model(_Strict):
     input_size: Annotated[int, Field(ge=32, le=4096)] | None = None  # the README documents this size
     row: str | None = None  # the README row as written
     tolerance: dict[ToleranceKey, Tol] = {}
+    dataset: str | None = None  # a name of the zoo's `datasets`; None: the zoo's `dataset`
 
     @model_validator(mode="before")
     @classmethod
@@ -203,7 +242,8 @@ class Zoo(_Strict):
     version: Literal[1, 2]
     notice: str | None = None  # printed by verify and in reports (the rehearsal zoo says its weights are random)
     sources: dict[str, Source] = Field(min_length=1)
-    dataset: Dataset
+    dataset: Dataset  # the default: models that name none are evaluated on it
+    datasets: dict[str, Dataset] = {}  # further datasets by name
     tolerance: dict[ToleranceKey, Tol]
     tables: dict[str, Table] = {}
     models: list[Model] = Field(min_length=1)
@@ -214,6 +254,9 @@ class Zoo(_Strict):
         """A version 1 zoo's models are shown in the seed table's layout."""
         if isinstance(data, dict) and data.get("version") == 1 and "tables" not in data:
             data = {**data, "tables": {"zoo": V1_TABLE}}
+        if isinstance(data, dict) and isinstance(data.get("datasets"), dict):  # a dataset's name is its key
+            named = {k: {"name": k, **v} if isinstance(v, dict) else v for k, v in data["datasets"].items()}
+            data = {**data, "datasets": named}
         return data
 
     @model_validator(mode="after")
@@ -227,6 +270,16 @@ class Zoo(_Strict):
         unknown = sorted({m.table for m in self.models if m.table and m.table not in self.tables})
         if unknown:
             raise ValueError(f"models name tables that `tables` does not define: {', '.join(unknown)}")
+        if renamed := sorted(k for k, d in self.datasets.items() if d.name != k):
+            raise ValueError(f"datasets whose name differs from their key: {', '.join(renamed)}")
+        if self.dataset.name in self.datasets and self.datasets[self.dataset.name] != self.dataset:
+            raise ValueError(f"datasets.{self.dataset.name} differs from `dataset`, which has the same name")
+        known = {self.dataset.name, *self.datasets}
+        if unknown := sorted({m.dataset for m in self.models if m.dataset and m.dataset not in known}):
+            raise ValueError(
+                f"models name datasets that `datasets` does not define: {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(known))})"
+            )
         return self
 
     def model(self, name: str) -> Model:
@@ -260,6 +313,26 @@ class Zoo(_Strict):
 
     def table_of(self, model: Model) -> Table | None:
         return self.tables.get(model.table) if model.table else None
+
+    def dataset_of(self, model: Model) -> Dataset:
+        """The dataset `model` is evaluated on (the zoo's default unless it names another)."""
+        return self.named_dataset(model.dataset) if model.dataset else self.dataset
+
+    def named_dataset(self, name: str) -> Dataset:
+        if name == self.dataset.name:
+            return self.dataset
+        if name in self.datasets:
+            return self.datasets[name]
+        known = ", ".join(sorted({self.dataset.name, *self.datasets}))
+        raise UsageError(f"unknown dataset {name!r}", hint=f"the zoo's datasets: {known}")
+
+    def datasets_of(self, models: list[Model]) -> list[Dataset]:
+        """The datasets `models` are evaluated on, each once, in first-use order."""
+        out: dict[str, Dataset] = {}
+        for m in models:
+            ds = self.dataset_of(m)
+            out.setdefault(ds.name, ds)
+        return list(out.values())
 
 
 # ---- loading -------------------------------------------------------------------------------------

@@ -1,0 +1,51 @@
+"""The layouts a dataset can have on disk, as one table: what PaddleDetection's eval reader is told to read.
+
+A zoo names one dataset per model (COCO val2017 by default; VisDrone, Objects365, ... in COCO's json; COCO
+keypoints; Pascal VOC). Each layout is a row: how the worker points the config's `EvalDataset` at the prepared
+files (the only place the harness changes what a config reads), and which further files a dataset of the
+layout names (`files:` in the zoo file, by role). Adding a layout is adding a row here and, where it is not
+COCO json, its preparation in fetch/dataset.py.
+
+No harness imports here: the zoo file validates `layout:` against this table, the worker reads it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+# (root, images dir, annotation file, further files by role) -> top-level config overrides
+Overrides = Callable[[Path, Path, Path, Mapping[str, Path]], dict]
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    label: str  # what a person calls it: "COCO json"
+    overrides: Overrides
+    files: tuple[str, ...] = ()  # roles of further files a dataset of this layout must name
+    annotations_archive: bool = True  # the annotation file comes in an archive of its own (`annotations:`)
+
+
+def common_root(images: Path, annotations: Path) -> Path:
+    """The directory ppdet's `dataset_dir` is: the deepest one holding both the images and the annotations."""
+    return Path(os.path.commonpath([images, annotations]))
+
+
+def _coco(root: Path, images: Path, annotations: Path, files: Mapping[str, Path]) -> dict:
+    """COCODataSet: dataset_dir, image_dir and anno_path; the TestDataset too (its anno_path names the
+    categories some configs read at build time)."""
+    anno = str(annotations.relative_to(root))
+    return {
+        "EvalDataset": {"dataset_dir": str(root), "image_dir": str(images.relative_to(root)), "anno_path": anno},
+        "TestDataset": {"dataset_dir": str(root), "anno_path": anno},
+    }
+
+
+LAYOUTS: dict[str, Layout] = {row.name: row for row in (Layout("coco", "COCO json (instances)", _coco),)}
+
+
+def names() -> list[str]:
+    return list(LAYOUTS)
