@@ -284,6 +284,9 @@ def _timing(spec: Spec, t: TimingSpec, cfg, model, device: str) -> dict:
     from harness.model import backends
     from harness.model.timing import Method
 
+    if spec.layout != "coco":  # backends.sample_images reads COCO json
+        why = f"timing samples its images from COCO json: not measured on a {spec.layout} dataset yet"
+        return {"timing": {"error": why}} if spec.eval else {"timing": {"error": why}, "status": "error", "error": why}
     try:
         return {
             "timing": backends.bench(
