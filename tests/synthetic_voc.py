@@ -58,9 +58,11 @@ def synthetic_voc(
     objects: tuple[int, int] = (1, 4),
     difficult: float = 0.25,
     edges: bool = True,
+    scale: tuple[float, float] = (0.15, 0.6),
 ) -> Voc:
     """`n` images of `size` (w, h) with objects of the first `use` classes (all by default: the others have no
-    ground truth); image i in `empty` has none. `edges`: some boxes cross the border or have no area."""
+    ground truth), each side a `scale` fraction of the image's; image i in `empty` has none. `edges`: some boxes
+    cross the border or have no area."""
     import cv2
     import numpy as np
 
@@ -78,7 +80,7 @@ def synthetic_voc(
         canvas = canvas.astype(np.uint8)
         objs: list[tuple[str, int, list[float]]] = []
         for _ in range(0 if i in empty else rng.randint(*objects)):
-            bw, bh = rng.uniform(0.15, 0.6) * w, rng.uniform(0.15, 0.6) * h
+            bw, bh = rng.uniform(*scale) * w, rng.uniform(*scale) * h
             x1, y1 = rng.uniform(-0.1 * w if edges else 0, w - bw), rng.uniform(-0.1 * h if edges else 0, h - bh)
             box = [round(x1, 1), round(y1, 1), round(x1 + bw, 1), round(y1 + bh, 1)]
             if edges and rng.random() < 0.1:
