@@ -1,5 +1,6 @@
 """A `voc` dataset (zoo/layouts.py's row): prepared and checked (fetch/dataset.py), cut by --subset, pointed at by
-the worker's EvalDataset overrides, and scored from files with the config's map_type (score/scoring.py). The
+the worker's EvalDataset overrides, its predictions tied to their images (model/vocpreds.py), and scored from
+files with the config's map_type (score/scoring.py). The
 VOC scorer itself is tests/test_vocmap.py's; a VOC model end to end is tests/test_voc_fidelity.py's."""
 
 from __future__ import annotations
@@ -119,3 +120,65 @@ def test_voc_predictions_are_scored_from_files_with_the_configs_map_type(tmp_pat
     assert 0 < eleven < 1 and eleven != integral["voc"]["AP"]
     with pytest.raises(HarnessError, match="without its images or label list"):
         score_files(Truth(voc.eval_list, "voc"), {"voc": tmp_path / "voc.json"})
+
+
+class _Metric:
+    """What vocpreds.Tie needs of ppdet's VOCMetric: its update (appending each batch, as VOCMetric does) and
+    its map_type; `accumulate` writes bbox.json as VOCMetric does with save_prediction_only."""
+
+    map_type = "integral"
+
+    def __init__(self) -> None:
+        self.results: dict[str, list] = {"bbox": [], "score": [], "label": []}
+
+    def update(self, inputs, outputs):
+        bbox = outputs["bbox"]
+        self.results["bbox"].append(bbox[:, 2:].tolist())
+        self.results["score"].append(bbox[:, 1].tolist())
+        self.results["label"].append(bbox[:, 0].tolist())
+
+    def accumulate(self, out: Path) -> None:
+        (out / "bbox.json").write_text(json.dumps(self.results))
+
+
+def _dataset(root: Path, ids: list[int]):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    recs = [{"im_id": np.array([i]), "im_file": str(root / "JPEGImages" / f"{i}.jpg")} for i in ids]
+    return SimpleNamespace(dataset_dir=str(root), image_dir="", roidbs=recs)
+
+
+def test_the_worker_ties_each_box_to_the_image_ppdet_gave_the_metric(tmp_path):
+    """Two batches, the first of two images (3 boxes and 1), the second of one image with no box: every box
+    goes to the image whose slice of its batch holds it, in ppdet's order; a count that does not add up stops."""
+    import numpy as np
+
+    from harness.model import vocpreds
+
+    metric = _Metric()
+    tie = vocpreds.Tie(metric, _dataset(tmp_path, [5, 9, 7]))
+    rows = np.array([[0, 0.9, 1, 1, 5, 5], [1, 0.8, 2, 2, 6, 6], [0, 0.7, 3, 3, 7, 7], [2, 0.6, 4, 4, 8, 8]])
+    metric.update({"im_id": np.array([[9], [5]])}, {"bbox": rows, "bbox_num": np.array([3, 1])})
+    metric.update({"im_id": np.array([[7]])}, {"bbox": np.zeros((0, 6)), "bbox_num": np.array([0])})
+    metric.accumulate(tmp_path)
+    written = tie.write(tmp_path)
+    got = json.loads(written.read_text())
+    assert [(r["image"], r["image_id"], r["category_id"], r["score"]) for r in got] == [
+        ("JPEGImages/9.jpg", 9, 0, 0.9),
+        ("JPEGImages/9.jpg", 9, 1, 0.8),
+        ("JPEGImages/9.jpg", 9, 0, 0.7),
+        ("JPEGImages/5.jpg", 5, 2, 0.6),
+    ]
+    assert got[3]["bbox"] == [4, 4, 8, 8] and tie.map_type == "integral"
+    assert not (tmp_path / "bbox.json").exists() and (tmp_path / "voc.ppdet.json").is_file()  # kept, renamed
+
+    metric = _Metric()
+    tie = vocpreds.Tie(metric, _dataset(tmp_path, [5, 9]))
+    metric.update({"im_id": np.array([[9], [5]])}, {"bbox": rows, "bbox_num": np.array([2, 1])})
+    metric.accumulate(tmp_path)
+    with pytest.raises(HarnessError, match="batch 1 has 4 boxes, its 2 images 3 by the model's counts"):
+        tie.write(tmp_path)
+    with pytest.raises(HarnessError, match="have the same id 5"):
+        vocpreds.Tie(_Metric(), _dataset(tmp_path, [5, 5]))
