@@ -302,7 +302,6 @@ REQUIRED = [
     "sources.current.paddle",
     "dataset.name",
     "dataset.images",
-    "dataset.annotations",
     "tolerance.default",
     *[f"models.1.{f}" for f in ("name", "config", "weights", "expected")],
 ]
@@ -328,7 +327,7 @@ def test_every_required_field_missing_in_turn_is_named(field):
     text = str(err.value)
     expected = {
         "tolerance.default": "tolerance.default is required",
-        "dataset.annotations": "dataset: a coco dataset needs `annotations:`",
+        "dataset.images": "dataset: a dataset needs `images:` (its archive) or `homepage:`",
     }
     assert expected.get(field, f"{_loc(field)}: required field is missing") in text
     assert err.value.exit_code == ExitCode.USAGE

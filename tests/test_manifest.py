@@ -139,7 +139,7 @@ def _set(path: str, value):
         (_set("tables.res2net.metrics", {"Box AP": "box_mAP"}), "'box_mAP' is not a metric"),
         (_set("sources.current.commit", "abc123"), "sources.current.commit: 'abc123' does not match"),
         (_set("sources.current.tree", "abc123"), "sources.current.tree: 'abc123' does not match"),
-        (_set("dataset.images", KeyError), "dataset.images: required field is missing"),
+        (_set("dataset.images", KeyError), "dataset: a dataset needs `images:` (its archive) or `homepage:`"),
         (_set("dataset.images", "ftp://x/val2017.zip"), "dataset.images.url: expected an http://"),
         (_set("models.0.weights", {"url": "http://x/w", "sha256": "00"}), "models[0].weights.sha256: '00' does not"),
         (_set("version", 3), "version: expected 1 or 2"),
@@ -227,7 +227,10 @@ def test_default_zoo_path_prefers_the_environment(tmp_path, monkeypatch):
             lambda r: r.update(datasets={"x": {"name": "y", "images": "a", "annotations": "b"}}),
             "datasets whose name differs from their key: x",
         ),
-        (lambda r: r.update(datasets={"x": {"images": "a"}}), "datasets.x: a coco dataset needs `annotations:`"),
+        (
+            lambda r: r.update(datasets={"x": {"classes": 3}}),
+            "datasets.x: a dataset needs `images:` (its archive) or `homepage:`",
+        ),
         (
             lambda r: r.update(datasets={"x": {"images": "a", "annotations": "b", "files": {"l": "../l.txt"}}}),
             "datasets.x.files: expected a relative path inside the tree",

@@ -103,7 +103,7 @@ def import_zoo(
 
 def main(args: argparse.Namespace) -> int:
     from harness.core.files import atomic_write_bytes
-    from harness.zoo import readme
+    from harness.zoo import coverage
 
     _named(args.sources, args.all)  # before the zoo is read
     zoo, _ = options.zoo(args)
@@ -121,5 +121,5 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(got.text, end="")
     if args.coverage:
-        atomic_write_bytes(args.coverage, readme.coverage(got.result, got.commit).encode())
+        atomic_write_bytes(args.coverage, coverage.coverage(got.result, got.commit).encode())
     return ExitCode.OK

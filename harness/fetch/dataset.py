@@ -174,6 +174,11 @@ def fetch(
     base = (root or cache_root()) / "extracted"
     refetch = f"harness fetch --dataset {ds.name}"
     again = bool(fetch_kw.get("verify"))  # `fetch --verify`: the extractions are made anew too
+    if ds.images is None:
+        raise DatasetError(
+            f"dataset {ds.name} has no archive the harness can fetch",
+            hint=f"get it from {ds.homepage} and pass --data {ds.name}=DIR (the root holding {ds.annotation_file})",
+        )
     imgs = fetch_artifact(ds.images, lock, locked=locked, root=root, **fetch_kw)
     shas = {imgs.url: imgs.sha256}
 

@@ -26,7 +26,6 @@ class Layout:
     label: str  # what a person calls it: "COCO json"
     overrides: Overrides
     files: tuple[str, ...] = ()  # roles of further files a dataset of this layout must name
-    annotations_archive: bool = True  # the annotation file comes in an archive of its own (`annotations:`)
 
 
 def common_root(images: Path, annotations: Path) -> Path:

@@ -89,8 +89,8 @@ class Dataset(_Strict):
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)]
     layout: str = "coco"
-    images: Artifact
-    annotations: Artifact | None = None
+    images: Artifact | None = None  # None: no archive is known; `homepage` says where to get it (`--data`)
+    annotations: Artifact | None = None  # None: the annotation file is in the images archive (or the root)
     image_dir: str = "val2017"
     annotation_file: str = "annotations/instances_val2017.json"
     classes: Annotated[int, Field(ge=1)] | list[str] | None = None
@@ -119,8 +119,8 @@ class Dataset(_Strict):
     @model_validator(mode="after")
     def _complete(self) -> Dataset:
         row = LAYOUTS[self.layout]
-        if row.annotations_archive and self.annotations is None:
-            raise ValueError(f"a {self.layout} dataset needs `annotations:` (the archive of {self.annotation_file})")
+        if self.images is None and not self.homepage:
+            raise ValueError("a dataset needs `images:` (its archive) or `homepage:` (where a person gets it)")
         if missing := [role for role in row.files if role not in self.files]:
             raise ValueError(f"a {self.layout} dataset needs files: {', '.join(missing)}")
         return self

@@ -15,21 +15,22 @@ what each row becomes.
 
 from __future__ import annotations
 
-import functools
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import yaml
-
 from harness.core.errors import UsageError
 from harness.core.files import is_component
+from harness.zoo.configs import EvalFacts, _Untagged, eval_facts
+from harness.zoo.identify import Known, Task, identify
 from harness.zoo.kinds import KINDS
 from harness.zoo.readme_tables import Cell, Column, Table, columns, normalise, number, size, tables, vocabulary
 
-_GITHUB = re.compile(r"^https?://github\.com/PaddlePaddle/PaddleDetection/(?:tree|blob)/[^/]+/(configs/.+)$")
+__all__ = ["Entry", "Finding", "Imported", "_Untagged", "find", "read", "zoo_document"]
+
+# A GitHub link into the tree; the branch may hold slashes (`tree/release/2.3/configs/...`).
+_GITHUB = re.compile(r"^https?://github\.com/PaddlePaddle/PaddleDetection/(?:tree|blob)/.+?/(configs/.+)$")
 
 
 @dataclass
@@ -45,6 +46,17 @@ class Entry:
     row: str
     input_size: int | None = None
     readme: str = ""  # where the row is (not written to the zoo: `table` names it)
+    line_no: int = 0  # its line in the README
+    dataset: Known | None = None  # None only in tests; the default dataset is `dataset.default`
+    facts: EvalFacts | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.readme}:{self.line_no}"
+
+    @property
+    def weights_file(self) -> str:
+        return PurePosixPath(self.weights.split("?")[0]).name
 
     def as_model(self) -> dict:
         out: dict[str, Any] = {
@@ -57,8 +69,19 @@ class Entry:
         }
         if self.input_size is not None:
             out["input_size"] = self.input_size
+        if self.dataset is not None and not self.dataset.default:
+            out["dataset"] = self.dataset.name
         out["row"] = self.row
         return out
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something wrong or doubtful in the READMEs, at a line: a maintainer fixes the README, the harness
+    imports no model for it (or says which reading it took)."""
+
+    where: str  # file:line
+    text: str
 
 
 @dataclass
@@ -72,6 +95,10 @@ class Imported:
     rows: int = 0
     duplicates: int = 0
     conflicts: dict[str, None] = field(default_factory=dict)  # a model documented twice with different values
+    findings: list[Finding] = field(default_factory=list)
+    dropped: int = 0  # rows the cross-checks turned into findings (not models, not skipped)
+    resolved: list[Finding] = field(default_factory=list)  # config links found by file name, as a person would
+    tasks: dict[str, str] = field(default_factory=dict)  # skip reason -> task label (counts by task)
 
 
 # ---- rows → entries -----------------------------------------------------------------------------------------
@@ -102,60 +129,6 @@ def _weights(row: tuple[Cell, ...], cols: list[Column]) -> str | None:
             if link.split("?")[0].endswith(".pdparams"):
                 return link
     return None
-
-
-class _Untagged(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]  # libyaml when built
-    """Safe YAML that reads ppdet's tags (`!COCODataSet`) as the plain data under them (libyaml's parser where
-    PyYAML has it: `harness import --all` reads ~2700 config files through their `_BASE_` chains)."""
-
-
-def _untag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-    if isinstance(node, yaml.MappingNode):
-        return loader.construct_mapping(node, deep=True)
-    if isinstance(node, yaml.SequenceNode):
-        return loader.construct_sequence(node, deep=True)
-    assert isinstance(node, yaml.ScalarNode)  # the third and last kind of YAML node
-    return loader.construct_scalar(node)
-
-
-_Untagged.add_multi_constructor("!", _untag)
-
-
-def eval_annotations(config: Path, root: Path, depth: int = 0) -> str | None:
-    """The `EvalDataset.anno_path` a config ends up with through its `_BASE_` chain (the including file wins,
-    later bases over earlier ones, as ppdet merges them)."""
-    if depth > 32:
-        return None
-    try:
-        st = config.stat()
-    except OSError:
-        return None
-    facts = _config_facts(str(config), st.st_mtime_ns, st.st_size)
-    if facts is None:
-        return None
-    bases, own = facts
-    anno = None
-    for base in bases:
-        target = (config.parent / base).resolve()
-        if target.is_relative_to(root.resolve()) and target.is_file():
-            anno = eval_annotations(target, root, depth + 1) or anno
-    return own or anno
-
-
-@functools.lru_cache(maxsize=4096)
-def _config_facts(path: str, mtime_ns: int, size: int) -> tuple[list[str], str | None] | None:
-    """A config's `_BASE_` list and own `EvalDataset.anno_path`, parsed once per file version (the bases are
-    shared by hundreds of configs); None when it is not a YAML mapping."""
-    try:
-        data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_Untagged) or {}  # a SafeLoader subclass
-    except (OSError, yaml.YAMLError, RecursionError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    bases = data.get("_BASE_") or []
-    ds = data.get("EvalDataset")
-    own = str(ds["anno_path"]) if isinstance(ds, dict) and ds.get("anno_path") else None
-    return [str(b) for b in ([bases] if isinstance(bases, str) else bases)], own
 
 
 def _table_key(table: Table, taken: dict[str, dict]) -> str:
@@ -190,7 +163,6 @@ def read(root: Path, readmes: list[str]) -> Imported:
     adds only metrics the home row lacks.
     """
     out = Imported()
-    anno_file = vocabulary()["coco_val_annotations"]
     found: list[tuple[Entry, Table, list[Column]]] = []
     for readme in readmes:
         path = root / readme
@@ -203,14 +175,16 @@ def read(root: Path, readmes: list[str]) -> Imported:
         out.readmes.append(readme)
         for table in tables(text, readme):
             cols = columns(table.header)
-            for row, line in zip(table.rows, table.lines, strict=False):
+            numbers = table.numbers or (0,) * len(table.rows)
+            for row, line, no in zip(table.rows, table.lines, numbers, strict=False):
                 out.rows += 1
-                verdict = _row(root, table, row, line, cols, anno_file)
+                verdict = _row(root, table, row, line, cols, out, no)
                 if isinstance(verdict, str):
                     out.skipped.append((readme, line, verdict))
                 else:
                     found.append((verdict, table, cols))
     found.sort(key=lambda f: PurePosixPath(f[0].config).parent != PurePosixPath(f[1].readme).parent)
+    found = _cross_checked(found, out)
     seen: dict[tuple[str, str], list[Entry]] = {}  # (config, weights file name) -> entries, one per size
     for entry, table, cols in found:
         key = (entry.config, PurePosixPath(entry.weights.split("?")[0]).name)
@@ -282,56 +256,190 @@ def _unique(entry: Entry, entries: list[Entry]) -> str:
     return f"{stem}_{n}"
 
 
-def _config_problem(root: Path, config: str, anno_file: str) -> str | None:
-    """Why the row's config cannot evaluate the documented number here, or None."""
-    if not (root / config).is_file():
-        return "config missing at the pin"
-    anno = eval_annotations(root / config, root)
-    if anno is None:
-        return "the config defines no EvalDataset"
-    if not anno.endswith(anno_file):
-        return f"not COCO val2017 (the config evaluates on {anno})"
+def _resolve(root: Path, config: str, readme: str, out: Imported, where: str) -> str | None:
+    """The config a link names, as a person finds it: the path itself, else the one file of that name under the
+    README's own folder (configs moved into a subfolder, the link kept). Several such files are a finding."""
+    if (root / config).is_file():
+        return config
+    folder = root / PurePosixPath(readme).parent
+    hits = sorted(str(p.relative_to(root)) for p in folder.rglob(PurePosixPath(config).name) if p.is_file())
+    if len(hits) == 1:
+        out.resolved.append(Finding(where, f"config link {config} (missing at the pin) taken as {hits[0]}"))
+        return hits[0]
+    if hits:
+        out.findings.append(
+            Finding(
+                where,
+                f"config link {config} is missing and {len(hits)} files of its name "
+                f"are under {folder.relative_to(root)}: {', '.join(hits)}",
+            )
+        )
     return None
 
 
-def _row(root: Path, table: Table, row: tuple[Cell, ...], line: str, cols: list[Column], anno_file: str) -> Entry | str:
-    """An entry, or the reason the row is skipped (a maintainer should accept it)."""
-    weights = _weights(row, cols)
-    if weights is None:
-        return "no .pdparams link"
+def _links(row: tuple[Cell, ...], cols: list[Column], readme: str) -> list[str]:
+    """Config paths the row links, its config column first, never inside its weights column."""
     order = sorted(range(len(row)), key=lambda j: (j >= len(cols) or cols[j].role != "config", j))
-    config_links = [
-        link
+    return [
+        path
         for j in order
         for link in row[j].links
-        if _config_path(link, table.readme) and (j >= len(cols) or cols[j].role != "weights")
+        if (path := _config_path(link, readme)) and (j >= len(cols) or cols[j].role != "weights")
     ]
-    config = _config_path(config_links[0], table.readme) if config_links else None
-    if config is None:
-        return "no config link"
-    if any(c.links for c, col in zip(row, cols, strict=False) if col.role == "slim"):
-        return "a compressed model: its PaddleSlim config (prune, quantisation) is needed to evaluate it"
-    if other := _other_dataset(table, row, cols):
-        return f"not COCO val2017 (the table names {other})"
+
+
+def _documented(
+    row: tuple[Cell, ...], cols: list[Column], task: Task
+) -> tuple[dict[str, float], dict[str, str], int | None]:
+    """The row's documented metrics (as the task's kind names them), its labels and its input size."""
     expected: dict[str, float] = {}
     labels: dict[str, str] = {}
     input_size = None
     for cell, col in zip(row, cols, strict=False):
-        if col.role == "metric" and col.metric:
+        if col.role == "metric" and col.metric and (metric := task.metric_of(col.metric)):
             value = number(cell.text)
             if value is not None and 0 < value <= 100:
-                expected.setdefault(col.metric, value)
+                expected.setdefault(metric, value)
         elif col.role == "size":
             input_size = size(cell.text)
             labels[col.title] = cell.text
-        elif col.role in ("label", "fps") and cell.text and cell.text.strip("-— ") and not cell.links:
+        elif col.role in ("label", "fps", "metric") and cell.text and cell.text.strip("-— ") and not cell.links:
             labels[col.title] = cell.text
-    if not any(k.headline in expected for k in KINDS.values()):
+    return expected, labels, input_size
+
+
+def _row(
+    root: Path, table: Table, row: tuple[Cell, ...], line: str, cols: list[Column], out: Imported, no: int
+) -> Entry | str:
+    """An entry, or the reason the row is skipped (a maintainer should accept it)."""
+    weights = _weights(row, cols)
+    if weights is None:
+        return "no .pdparams link"
+    links = _links(row, cols, table.readme)
+    if why := _unlinked(row, cols, links, out):
+        return why
+    config = _resolve(root, links[0], table.readme, out, f"{table.readme}:{no}")
+    if config is None:
+        return "config missing at the pin"
+    facts = eval_facts(root / config, root)
+    if facts is None or (facts.metric is None and facts.anno_path is None):
+        return "the config defines no EvalDataset"
+    found = identify(facts)
+    if found.reason is not None or found.task is None or found.dataset is None:
+        label = found.task.task or found.task.label if found.task else "unknown"
+        return _task(out, found.reason or "not evaluated", label)
+    if found.dataset.default and (why := _not_coco(table, row, cols)):
+        return why
+    expected, labels, input_size = _documented(row, cols, found.task)
+    kind = KINDS[found.task.kind or "box"]
+    if not expected:  # AP, or only AP50 (Objects365's tables): any statistic of the kind is judged
         metric_cols = [c.title for c in cols if c.role == "metric"]
-        return "no documented COCO val2017 AP" if metric_cols else "no COCO val2017 AP column"
-    if problem := _config_problem(root, config, anno_file):
-        return problem
-    return Entry(PurePosixPath(config).stem, config, weights, expected, labels, "", line, input_size, table.readme)
+        return f"no documented {kind.label}" if metric_cols else f"no {kind.label} column"
+    return Entry(
+        PurePosixPath(config).stem,
+        config,
+        weights,
+        expected,
+        labels,
+        "",
+        line,
+        input_size,
+        table.readme,
+        no,
+        found.dataset,
+        facts,
+    )
+
+
+def _not_coco(table: Table, row: tuple[Cell, ...], cols: list[Column]) -> str | None:
+    """The README's second signals against a config that reads COCO val2017: a heading or dataset column naming
+    another dataset, or notes above the table saying the data were mixed."""
+    if other := _other_dataset(table, row, cols):
+        return f"not COCO val2017 (the table names {other})"
+    if m := re.search(vocabulary()["mixed_data_notes"], table.notes):
+        return f"unpublished data: the README's notes above the table say the data were mixed ({m.group(0)})"
+    return None
+
+
+def _unlinked(row: tuple[Cell, ...], cols: list[Column], links: list[str], out: Imported) -> str | None:
+    """Why the row's links cannot give a plain model: none, or a PaddleSlim config among them (its slim column,
+    or a slim config linked beside the model's own, as PicoDet's quantised rows do)."""
+    if not links:
+        return "no config link"
+    slim_column = any(c.links for c, col in zip(row, cols, strict=False) if col.role == "slim")
+    compressed = [link for link in links[1:] if link.startswith("configs/slim/") and not _distilled(link)]
+    if slim_column or compressed:
+        return _task(
+            out, "a compressed model: its PaddleSlim config (prune, quantisation) is needed to evaluate it", "slim"
+        )
+    return None
+
+
+def _distilled(link: str) -> bool:
+    """A distillation config (configs/slim/distill/): it trains the student, whose own config evaluates it."""
+    return link.startswith("configs/slim/distill/")
+
+
+def _task(out: Imported, reason: str, task: str) -> str:
+    out.tasks[reason] = task
+    return reason
+
+
+def _cross_checked(found: list, out: Imported) -> list:
+    """The entries the READMEs' cross-checks leave; the others become findings.
+    - One weights file under two configs: the config whose name the weights carry (else the one in the
+      weights' home folder) is meant; a row pairing the weights with another config is a README slip.
+    - One (weights, config) documented at a size other than the config's own eval size, in a table that does not
+      document it at the config's own size, while another table does: the config evaluates at its own size."""
+    by_weights: dict[str, set[str]] = {}
+    for e, _, _ in found:
+        by_weights.setdefault(e.weights_file, set()).add(e.config)
+    dropped: set[int] = set()
+    for i, (e, _, _) in enumerate(found):
+        configs = by_weights[e.weights_file]
+        if len(configs) < 2:
+            continue
+        named = [
+            c
+            for c in dict.fromkeys(o.config for o, _, _ in found if o.weights_file == e.weights_file)
+            if PurePosixPath(c).stem == PurePosixPath(e.weights_file).stem
+        ]
+        if named and e.config not in named:
+            dropped.add(i)
+            out.findings.append(
+                Finding(
+                    e.where,
+                    f"{e.weights_file} is paired with {e.config}, but it is the "
+                    f"weights of {', '.join(named)} (one weights file under two configs)",
+                )
+            )
+        elif len(named) > 1 and e.config != named[0]:  # two configs of the weights' name in two folders
+            dropped.add(i)
+            out.findings.append(
+                Finding(
+                    e.where,
+                    f"{e.weights_file} is linked with {e.config} here and with {named[0]} (its "
+                    "home README, taken): two configs of one name for one weights file",
+                )
+            )
+    for i, (e, _, _) in enumerate(found):
+        own = e.facts.eval_size if e.facts else None
+        if i in dropped or own is None or e.input_size in (None, own):
+            continue
+        same = [(o, t) for o, t, _ in found if o.config == e.config and o.weights_file == e.weights_file]
+        if any(t is found[i][1] and o.input_size in (None, own) for o, t in same):
+            continue  # its own table documents the config's own size too: a table of sizes (PP-YOLO's 608 ... 320)
+        if home := [o for o, _ in same if o.input_size in (None, own)]:
+            dropped.add(i)
+            out.findings.append(
+                Finding(
+                    e.where,
+                    f"{e.weights_file} with {e.config} documented at {e.input_size}, "
+                    f"but the config evaluates at {own}, as {home[0].where} documents it",
+                )
+            )
+    out.dropped += len(dropped)
+    return [f for i, f in enumerate(found) if i not in dropped]
 
 
 # ---- whole trees -----------------------------------------------------------------------------------------------
@@ -354,69 +462,18 @@ def find(root: Path, sources: list[str], every: bool) -> list[str]:
     return found
 
 
-def coverage(result: Imported, commit: str | None) -> str:
-    """The coverage report: READMEs, rows, models imported, rows skipped by reason."""
-    reasons = Counter(re.sub(r" \(the (table names|config evaluates on) .*\)$", "", r) for _, _, r in result.skipped)
-    detail = Counter(
-        r.removeprefix("not COCO val2017 (").removesuffix(")")
-        for _, _, r in result.skipped
-        if r.startswith("not COCO val2017")
-    )
-    families = Counter(e.table.split(":")[0] for e in result.entries)
-    lines = [
-        "# PaddleDetection model-zoo tables: import coverage",
-        "",
-        f"`harness import --all` over `configs/**/README*.md` of PaddleDetection {commit or '(checkout)'}: a row "
-        "is imported when it has a .pdparams link, a config present at the pin whose EvalDataset reads COCO "
-        "val2017's instances file, and a documented COCO val2017 AP (box or mask). Every other row is counted "
-        "below with its reason.",
-        "",
-        "| | count |",
-        "|---|---|",
-        f"| README files read | {len(result.readmes)} |",
-        f"| table rows | {result.rows} |",
-        f"| models imported (COCO val2017, weights, config, documented AP) | {len(result.entries)} |",
-        f"| rows repeating an imported model (README_cn, a second table) | {result.duplicates} |",
-        f"| rows skipped | {len(result.skipped)} |",
-        "",
-        *(
-            [
-                "## A model documented twice with different values (the first is kept)",
-                "",
-                *[f"- {c}" for c in result.conflicts],
-                "",
-            ]
-            if result.conflicts
-            else []
-        ),
-        "## Rows skipped, by reason",
-        "",
-        "| reason | rows |",
-        "|---|---|",
-        *[f"| {r} | {n} |" for r, n in reasons.most_common()],
-        "",
-        "Datasets named by skipped rows (heading, dataset column or the config's EvalDataset):",
-        "",
-        "| where | rows |",
-        "|---|---|",
-        *[f"| {r} | {n} |" for r, n in detail.most_common()],
-        "",
-        "## Models imported, by folder",
-        "",
-        "| folder | models |",
-        "|---|---|",
-        *[f"| {f} | {n} |" for f, n in sorted(families.items())],
-        "",
-    ]
-    return "\n".join(lines)
-
-
 def zoo_document(base: dict, result: Imported) -> dict:
-    """A whole zoo file: `base`'s sources, dataset and tolerance with the imported tables and models."""
+    """A whole zoo file: `base`'s sources, dataset and tolerance with the imported tables, the datasets other
+    than the default the models use (datasets.yaml's entries), and the models."""
     used = {e.table for e in result.entries}
+    datasets: dict[str, dict] = {}
+    for e in result.entries:
+        if e.dataset is not None and not e.dataset.default and e.facts is not None:
+            datasets.setdefault(e.dataset.name, e.dataset.zoo_entry(e.facts))
     return {
         "version": 2,
         **{k: base[k] for k in ("sources", "dataset", "tolerance") if k in base},
+        **({"datasets": dict(sorted(datasets.items()))} if datasets else {}),
         "tables": {k: v for k, v in result.tables.items() if k in used},
         "models": [e.as_model() for e in result.entries],
     }

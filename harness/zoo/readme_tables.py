@@ -32,6 +32,8 @@ class Table:
     header: tuple[Cell, ...]
     rows: tuple[tuple[Cell, ...], ...]
     lines: tuple[str, ...]  # each row as written in the file
+    numbers: tuple[int, ...] = ()  # each row's line number in the file (1-based)
+    notes: str = ""  # the paragraphs since the last section heading (h1, h2) above the table
 
 
 @dataclass
@@ -68,16 +70,22 @@ def tables(text: str, readme: str) -> list[Table]:
     lines = text.splitlines()
     found: list[Table] = []
     headings: list[tuple[int, str]] = []
+    notes: list[str] = []
     i = 0
     while i < len(tokens):
         tok = tokens[i]
         if tok.type == "heading_open":
             level = int(tok.tag[1])
             headings = [h for h in headings if h[0] < level] + [(level, _cell(tokens[i + 1]).text)]
+            if level <= 2:
+                notes = []
+        elif tok.type == "paragraph_open":
+            notes.append(_cell(tokens[i + 1]).text)
         elif tok.type == "table_open":
             header: list[Cell] = []
             rows: list[tuple[Cell, ...]] = []
             raw: list[str] = []
+            numbers: list[int] = []
             current: list[Cell] = []
             in_head = True
             while tokens[i].type != "table_close":
@@ -86,6 +94,7 @@ def tables(text: str, readme: str) -> list[Table]:
                     current = []
                     if not in_head and t.map:
                         raw.append(lines[t.map[0]].strip())
+                        numbers.append(t.map[0] + 1)
                 elif t.type == "tr_close":
                     if in_head:
                         header = current
@@ -96,7 +105,17 @@ def tables(text: str, readme: str) -> list[Table]:
                 elif t.type == "inline":
                     current.append(_cell(t))
                 i += 1
-            found.append(Table(readme, tuple(h for _, h in headings), tuple(header), tuple(rows), tuple(raw)))
+            found.append(
+                Table(
+                    readme,
+                    tuple(h for _, h in headings),
+                    tuple(header),
+                    tuple(rows),
+                    tuple(raw),
+                    tuple(numbers),
+                    " ".join(notes),
+                )
+            )
         i += 1
     return found
 

@@ -1,0 +1,145 @@
+"""The import's coverage report (reports/zoo-coverage.md): what was imported, what was not and why, by task,
+the findings in the READMEs (each at its file:line), and the measured reasons of tasks the harness does not run.
+
+Why a module of its own: readme.py decides what each row becomes; this one only counts and writes, from the
+`Imported` record and harness/zoo/tasks.yaml (the measured outcome of each task not run, per stack).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from functools import cache
+from pathlib import Path, PurePosixPath
+
+import yaml
+
+from harness.zoo.readme import Imported
+
+TASKS = Path(__file__).with_name("tasks.yaml")
+
+
+@cache
+def measured() -> dict:
+    """tasks.yaml: per task not run, its label, reason and per-stack outcome (scripts/measure_tasks.sh)."""
+    if not TASKS.is_file():
+        return {}
+    return yaml.safe_load(TASKS.read_text(encoding="utf-8")) or {}
+
+
+def _distinct(result: Imported) -> tuple[set[str], dict[str, str]]:
+    """Distinct .pdparams file names imported, and each other one's first skip reason (with a documented
+    metric or not)."""
+    imported = {PurePosixPath(e.weights.split("?")[0]).name for e in result.entries}
+    others: dict[str, str] = {}
+    for _, line, reason in result.skipped:
+        for name in re.findall(r"/([^/()\s]+\.pdparams)", line):
+            if name not in imported:
+                others.setdefault(name, reason)
+    return imported, others
+
+
+def coverage(result: Imported, commit: str | None) -> str:
+    """The coverage report: READMEs, rows, models imported, rows skipped by reason and task, findings."""
+    reasons = Counter(re.sub(r" \((the table names|metric |config ).*\)$", "", r) for _, _, r in result.skipped)
+    tasks = Counter(result.tasks.get(r, "—") for _, _, r in result.skipped if r in result.tasks)
+    by_dataset = Counter((e.dataset.name if e.dataset else "coco-val2017") for e in result.entries)
+    families = Counter(e.table.split(":")[0] for e in result.entries)
+    imported, others = _distinct(result)
+    documented = {
+        n: r for n, r in others.items() if not r.startswith(("no documented", "no ")) or r == "no config link"
+    }
+    not_run = {t for t, row in measured().items() if isinstance(row, dict) and row.get("status") != "runs"}
+    not_run = not_run or {"slim", "mot", "rotated", "face"}
+    outside = {n for n, r in documented.items() if result.tasks.get(r) in not_run}
+    total = len(imported) + len(documented)
+    lines = [
+        "# PaddleDetection model-zoo tables: import coverage",
+        "",
+        f"`harness import --all` over `configs/**/README*.md` of PaddleDetection {commit or '(checkout)'}: a row "
+        "is imported when it has a .pdparams link, a config present at the pin (or found by its file name under "
+        "the README's folder), a dataset and task the harness evaluates — decided by the config itself: its "
+        "`metric`, `num_classes` and EvalDataset (harness/zoo/datasets.yaml) — and a documented value of that "
+        "task. Every other row is counted below with its reason; findings in the READMEs are listed with their "
+        "file and line.",
+        "",
+        "| | count |",
+        "|---|---|",
+        f"| README files read | {len(result.readmes)} |",
+        f"| table rows | {result.rows} |",
+        f"| models imported | {len(result.entries)} |",
+        f"| rows repeating an imported model (README_cn, a second table) | {result.duplicates} |",
+        f"| rows skipped | {len(result.skipped)} |",
+        f"| findings in the READMEs | {len(result.findings)} |",
+        "",
+        "## Coverage of the distinct checkpoints",
+        "",
+        f"The tables link {len(imported) + len(others)} distinct `.pdparams` files; {total} of them with a documented "
+        f"metric. Imported: {len(imported)} of {total}, **{100 * len(imported) / max(total, 1):.1f} %**. Without the "
+        f"tasks measured as not running on these stacks ({', '.join(sorted(not_run))}: {len(outside)} files, see "
+        f'"Tasks not run, measured"): {len(imported)} of {total - len(outside)}, '
+        f"**{100 * len(imported) / max(total - len(outside), 1):.1f} %**. A file counts once, under the first "
+        "reason its row was skipped for.",
+        "",
+        "| why a checkpoint is not imported | files |",
+        "|---|---|",
+        *[f"| {r} | {n} |" for r, n in Counter(re.sub(r" \(.*\)$", "", r) for r in documented.values()).most_common()],
+        "",
+        "## Models imported, by dataset",
+        "",
+        "| dataset | models |",
+        "|---|---|",
+        *[f"| {d} | {n} |" for d, n in sorted(by_dataset.items())],
+        "",
+        "## Rows of tasks not evaluated, by task",
+        "",
+        "| task | rows |",
+        "|---|---|",
+        *[f"| {t} | {n} |" for t, n in tasks.most_common()],
+        "",
+        *_measured_lines(),
+        "## Findings in the READMEs (not imported)",
+        "",
+        *[f"- `{f.where}`: {f.text}" for f in result.findings],
+        *[f"- {c}" for c in result.conflicts],
+        "",
+        "## Config links resolved by file name (imported)",
+        "",
+        *[f"- `{f.where}`: {f.text}" for f in result.resolved],
+        "",
+        "## Rows skipped, by reason",
+        "",
+        "| reason | rows |",
+        "|---|---|",
+        *[f"| {r} | {n} |" for r, n in reasons.most_common()],
+        "",
+        "## Models imported, by folder",
+        "",
+        "| folder | models |",
+        "|---|---|",
+        *[f"| {f} | {n} |" for f, n in sorted(families.items())],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _measured_lines() -> list[str]:
+    """Each task the harness does not run, with the outcome measured on each stack (tasks.yaml)."""
+    rows = measured()
+    if not rows:
+        return []
+    out = ["## Tasks not run, measured", "", "scripts/measure_tasks.sh re-measures these (harness/zoo/tasks.yaml).", ""]
+    for name, row in rows.items():
+        if not isinstance(row, dict):
+            continue
+        out += [
+            f"### {row.get('label', name)} (`{name}`): {row.get('status', '?')}",
+            "",
+            str(row.get("reason", "")).strip(),
+            "",
+        ]
+        for stack, got in (row.get("stacks") or {}).items():
+            if isinstance(got, dict):
+                out.append(f"- {stack}: {got.get('outcome', '?')} (measured {got.get('measured', '?')})")
+        out.append("")
+    return out
