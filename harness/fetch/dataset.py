@@ -329,7 +329,8 @@ def _voc(
         raise DatasetError(
             f"{len(missing)} files listed in {eval_list.name} are missing from {images}: "
             f"{', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}",
-            hint="re-extract the dataset's archive, or use --subset over the images you have",
+            hint=f"the list's paths are relative to image_dir ({ds.image_dir!r}: ppdet's dataset_dir/image_dir, '.' "
+            "for PaddleDetection's dataset/voc); else re-extract the dataset, or use --subset over the images you have",
         )
     gt = vocdata.ground_truth(images, eval_list, files["label_list"])  # every XML parsed: refused here, not in ppdet
     if ds.classes is not None:

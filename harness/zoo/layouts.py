@@ -66,7 +66,7 @@ LAYOUTS: dict[str, Layout] = {
     for row in (
         Layout("coco", "COCO json (instances)", _coco),
         # Pascal VOC (and sets laid out like it): the eval list and the XML files come in the images' archive
-        Layout("voc", "Pascal VOC (eval list, XML files, label list)", _voc, ("label_list",), False),
+        Layout("voc", "Pascal VOC (eval list, XML files, label list)", _voc, ("label_list",)),
     )
 }
 
