@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from harness.core.errors import DatasetError, DatasetRecordError, UsageError
-from harness.core.files import atomic_write_json, read_json, sha256_file
-from harness.fetch import keypoint_records
+from harness.core.files import atomic_write_bytes, atomic_write_json, read_json, sha256_file
+from harness.fetch import keypoint_records, vocdata
 from harness.fetch.archive import unpack
 from harness.fetch.artifacts import fetch_artifact
 from harness.fetch.cache import cache_root
@@ -36,6 +36,13 @@ class CocoData:
     name: str = "coco-val2017"  # the zoo's name of the dataset
     layout: str = "coco"  # a row of zoo/layouts.py
     files: dict[str, Path] = field(default_factory=dict)  # further files of the layout, by role
+
+    def layout_fields(self) -> dict:
+        """What a record keeps of a dataset not laid out as COCO json: its ground truth is not one file, and scoring
+        (`rescore` too) reads it from the images' directory and the layout's files."""
+        if self.layout == "coco":
+            return {}
+        return {"layout": self.layout, "images": str(self.images), "files": {k: str(p) for k, p in self.files.items()}}
 
     def as_json(self) -> dict:
         return {
@@ -246,6 +253,8 @@ def prepare(
     else:
         images, annotations, shas, base = fetch(ds, lock, root=root, locked=locked, **fetch_kw)
     files = _files(ds, base)
+    if (own := _PREPARE.get(ds.layout)) is not None:  # a layout whose annotations are not COCO json
+        return own(ds, images, annotations, files, shas, subset, seed, root)
     meta = None
     if not annotations.is_file():
         _load(annotations)  # raises the error that names the missing file and the fix
@@ -290,3 +299,58 @@ def _check_classes(ds: Dataset, data: dict, annotations: Path) -> None:
             f"dataset {ds.name} has {want}",
             hint=f"point --data {ds.name}=DIR at {ds.name}'s root, or correct `classes` in the zoo file",
         )
+
+
+def _voc(
+    ds: Dataset,
+    images: Path,
+    eval_list: Path,
+    files: dict[str, Path],
+    shas: dict[str, str],
+    subset: int | None,
+    seed: int,
+    root: Path | None,
+) -> CocoData:
+    """A VOC layout: the eval list (`annotation_file`, lines relative to `image_dir`), every image and XML file
+    it lists present, every XML parsed safely and naming only classes of the label list (vocdata), the label
+    list the zoo's `classes`. `--subset N` writes a list of N of its lines (a seeded sample of the line
+    numbers, kept in list order); the subset's `image_ids` are those line numbers (0-based)."""
+    if not eval_list.is_file():
+        raise DatasetError(
+            f"{ds.name}: eval list not found: {eval_list}",
+            hint=f"pass --data {ds.name}=DIR with the root holding {ds.annotation_file}, or run "
+            f"`harness fetch --dataset {ds.name}`",
+        )
+    lines = vocdata.read_list(eval_list, images)
+    meta = None
+    if subset is not None:
+        if not 1 <= subset <= len(lines):
+            raise UsageError(f"--subset {subset}: must be between 1 and the {len(lines)} images of {eval_list.name}")
+        chosen = sorted(random.Random(seed).sample(range(len(lines)), subset))
+        raw = eval_list.read_text(encoding="utf-8").splitlines()  # read_list checked it: one pair a line
+        path = _subset_path(eval_list, subset, seed, root).with_suffix(".txt")
+        atomic_write_bytes(path, "".join(raw[i].strip() + "\n" for i in chosen).encode())
+        meta = {"n": subset, "seed": seed, "source": str(eval_list), "image_ids": chosen}
+        eval_list, lines = path, [lines[i] for i in chosen]
+    missing = [str(p.relative_to(images)) for _, im, xml in lines for p in (im, xml) if not p.is_file()]
+    if missing:
+        raise DatasetError(
+            f"{len(missing)} files listed in {eval_list.name} are missing from {images}: "
+            f"{', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}",
+            hint=f"the list's paths are relative to image_dir ({ds.image_dir!r}: ppdet's dataset_dir/image_dir, '.' "
+            "for PaddleDetection's dataset/voc); else re-extract the dataset, or use --subset over the images you have",
+        )
+    gt = vocdata.ground_truth(images, eval_list, files["label_list"])  # every XML parsed: refused here, not in ppdet
+    if ds.classes is not None:
+        expected = ds.classes if isinstance(ds.classes, list) else None
+        if len(gt.classes) != ds.num_classes or (expected is not None and gt.classes != expected):
+            raise DatasetError(
+                f"{files['label_list']}: lists {len(gt.classes)} classes ({', '.join(gt.classes[:5])}, …); "
+                f"dataset {ds.name} has {ds.num_classes}",
+                hint=f"point --data {ds.name}=DIR at {ds.name}'s root, or correct `classes` in the zoo file",
+            )
+    return CocoData(images, eval_list, len(lines), meta, shas, sha256_file(eval_list), ds.name, ds.layout, files)
+
+
+# Layouts prepared by their own function (their annotations are not COCO json); the others go the COCO way.
+_PREPARE = {"voc": _voc}

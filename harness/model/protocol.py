@@ -82,6 +82,9 @@ class WorkerResult(Strict):
     predictions: dict[str, str] | None = None
     predictions_sha256: dict[str, str] | None = None  # of the files as the worker wrote them
     detections: dict[str, int] | None = None
+    # the parameters ppdet's metric was configured with, by prediction file, that scoring must use ({"voc":
+    # {"map_type": "11point"}}: harness/core/vocmap.py)
+    scoring: dict[str, dict[str, Any]] | None = None
     num_images: int | None = None
     threads: int | None = None  # OMP_NUM_THREADS the eval computed with
     loader_workers: int | None = None  # the data-loader worker processes the eval used

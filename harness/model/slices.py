@@ -67,10 +67,15 @@ def check(k: int, num_images: int) -> None:
         )
 
 
-def cut(annotations: Path, k: int, root: Path | None = None) -> list[Slice]:
+def cut(annotations: Path, k: int, root: Path | None = None, *, layout: str = "coco") -> list[Slice]:
     """The K slices of an annotation file, each written once as its own annotation file in the cache
     (`slices/`, keyed by the source file's content): derived data, made again whenever it does not read
-    back as exactly the slice it must be."""
+    back as exactly the slice it must be. COCO json only: another layout's dataset is refused (exit 2)."""
+    if layout != "coco":
+        raise UsageError(
+            f"--parallel {k}: {annotations.name} ({layout} layout) cannot be cut into slices yet",
+            hint="run the models of this dataset without --parallel",
+        )
     raw = annotations.read_bytes()
     data = json.loads(raw)
     listed = {img["id"]: i for i, img in enumerate(data["images"])}

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from harness.core.errors import ExitCode, HarnessError
 from harness.core.files import digests
-from harness.model import checkpoint, geometry, protocol, weights
+from harness.model import checkpoint, geometry, protocol, vocpreds, weights
 from harness.model.model_build import (
     build_model,
     crash_handlers,
@@ -174,7 +174,8 @@ def evaluate(spec: Spec) -> dict:
     `spec` (protocol.Spec) says what to evaluate and how; the answer is protocol.WorkerResult's fields.
     Overrides applied to the real config: the dataset paths, batch size 1 (as documented),
     device, data-loader workers, and `save_prediction_only` so ppdet writes its prediction files
-    (bbox.json, mask.json or segm.json) and leaves scoring to the harness.
+    (bbox.json, mask.json or segm.json; a VOC metric's bbox.json becomes voc.json, vocpreds.py) and leaves
+    scoring to the harness.
     """
     clock = _Clock()
     preds = Path(spec.out) / "predictions"
@@ -264,13 +265,19 @@ def _eval(cfg, model, preds: Path, metrics: list[str], clock: _Clock) -> dict:
             print(f"{protocol.PROGRESS} {status['step_id'] + 1} {total}", flush=True)
 
     trainer.register_callbacks([Progress(trainer)])
+    tie = vocpreds.attach(trainer)  # VOC's boxes come without image ids: tied to them as the metric gets them
     clock.mark("dataloader")
     trainer.evaluate()
+    if tie is not None:
+        tie.write(preds)
     clock.mark("eval")
     files = prediction_files(preds, metrics)
     counts = {k: len(json.loads(Path(p).read_text())) for k, p in files.items()}
     images = _images(trainer.dataset, total)
-    return {"predictions": files, "detections": counts, "num_images": images, "predictions_sha256": digests(files)}
+    answer = {"predictions": files, "detections": counts, "num_images": images, "predictions_sha256": digests(files)}
+    if tie is not None:
+        answer["scoring"] = {"voc": {"map_type": tie.map_type}}
+    return answer
 
 
 def _images(dataset, samples: int) -> int:
@@ -288,6 +295,9 @@ def _timing(spec: Spec, t: TimingSpec, cfg, model, device: str) -> dict:
     from harness.model import backends
     from harness.model.timing import Method
 
+    if spec.layout != "coco":  # backends.sample_images reads COCO json
+        why = f"timing samples its images from COCO json: not measured on a {spec.layout} dataset yet"
+        return {"timing": {"error": why}} if spec.eval else {"timing": {"error": why}, "status": "error", "error": why}
     try:
         return {
             "timing": backends.bench(

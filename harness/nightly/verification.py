@@ -52,7 +52,7 @@ from harness.records.results import (
     write,
     write_at,
 )
-from harness.score.scoring import metrics, score_files, scorer
+from harness.score.scoring import Truth, metrics, score_files, scorer
 from harness.score.verdict import ERROR, judge_all
 from harness.zoo.lockfile import LockFile
 from harness.zoo.manifest import Model, Zoo
@@ -209,6 +209,7 @@ def begin(zoo: Zoo, model: Model, inputs: Inputs, lock: LockFile, opts: Options,
             subset=Subset.model_validate(data.subset) if data.subset else None,
             annotations=str(data.annotations),
             annotations_sha256=data.annotations_sha256,
+            **data.layout_fields(),
         )
         rec.artifacts = Artifacts(source_archive_sha256=inputs.tree.archive_sha256, dataset=data.sha256)
     rec.overrides = opts.opts or None
@@ -226,7 +227,7 @@ def prepare(job: Job) -> None:
     config = job.inputs.tree.config(job.model)
     k = job.opts.slices
     if k > 1:
-        job.slices = slices.cut(data.annotations, k)
+        job.slices = slices.cut(data.annotations, k, layout=data.layout)
     for i in range(k):
         spec = worker_spec(job.inputs, job.model, config, job.weights, job.unit_dir(i), job.opts, evaluate=True)
         if job.slices is not None:
@@ -363,7 +364,8 @@ def finish(job: Job, units: list[tuple[WorkerResult, Unit]], worker_seconds: flo
     job.stage, clock = "score", time.perf_counter()
     using = scorer(job.opts.scorer)
     rec.scorer = Scorer.model_validate(using.describe())
-    rec.stats = score_files(job.inputs.data_for(job.model).annotations, predictions, using)  # under the model's claim
+    rec.scoring, where = first.scoring, Truth.of(rec.dataset)  # begin named the dataset: a worker ran on it
+    rec.stats = score_files(where, predictions, using, params=rec.scoring)  # under the model's claim
     rec.durations.score = round(time.perf_counter() - clock, 3)
 
     job.stage = "verdict"
@@ -475,13 +477,13 @@ def _rescore_one(path: Path, using) -> Result:
     if not rec.scored:
         return rec  # it never reached scoring
     files = unchanged_predictions(path, rec)
-    annotations = Path(rec.dataset.annotations) if rec.dataset and rec.dataset.annotations else None
-    if annotations is None or not annotations.is_file():
+    where = Truth.of(rec.dataset)
+    if not where.annotations.is_file():
         raise UsageError(
-            f"{path}: its annotations {annotations} are gone",
+            f"{path}: its annotations {rec.dataset.annotations if rec.dataset else None} are gone",
             hint="rescore on the machine (and cache) that ran it, or re-run the model",
         )
-    rec.stats = score_files(annotations, files, using)
+    rec.stats = score_files(where, files, using, params=rec.scoring)
     judged = rec.metrics
     rec.metrics, rec.status = judge_all(
         metrics(rec.stats), {m: v.documented for m, v in judged.items()}, lambda m: judged[m].tolerance

@@ -79,6 +79,11 @@ class Dataset(Strict):
     subset: Subset | None = None
     annotations: str | None = None
     annotations_sha256: str | None = None
+    # a dataset not laid out as COCO json (zoo/layouts.py): its layout, images directory and further files, which
+    # scoring (and `rescore`) reads its ground truth from
+    layout: str | None = None
+    images: str | None = None
+    files: dict[str, str] | None = None
     eval_size: list[int] | None = None  # set when --eval-size changed the geometry: the AP is not comparable
 
 
@@ -273,6 +278,7 @@ class Result(Strict):
     pretrained_not_loaded: list[str] | None = None  # URLs the config would have downloaded while building
     predictions: dict[str, str] | None = None
     predictions_sha256: dict[str, str] | None = None  # of the exact bytes scored (absent in older records)
+    scoring: dict[str, dict[str, Any]] | None = None  # a prediction file's metric parameters (a VOC map_type)
     detections: dict[str, int] | None = None
     loader_workers: int | None = None  # data-loader worker processes the eval used (GPU: the config's)
     threads: int | None = None  # CPU threads the eval computed with (predictions on a CPU depend on it)

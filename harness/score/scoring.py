@@ -25,10 +25,13 @@ import threading
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from harness.core.errors import HarnessError
+from harness.fetch import vocdata
 from harness.zoo import kinds
 from harness.zoo.kinds import COCO_STATS as STATS  # box and mask: what scripts and tests compare
 
@@ -134,17 +137,62 @@ def _kind(file: str) -> kinds.Kind:
     return kind
 
 
-def score_kind(gt, predictions: list[dict], kind: kinds.Kind, using: Scorer) -> dict[str, float]:
-    """A kind's statistics: its own scorer's, or COCOeval's with its iouType."""
-    return kind.score(gt, predictions, using) if kind.score else score(gt, predictions, kind.stats_key, using)
+def score_kind(
+    gt, predictions: list[dict], kind: kinds.Kind, using: Scorer, params: Mapping[str, Any] | None = None
+) -> dict[str, float]:
+    """A kind's statistics: its own scorer's (with the metric's `params` from the config, a VOC map_type), or
+    COCOeval's with its iouType."""
+    if kind.score:
+        return kind.score(gt, predictions, using, **(params or {}))
+    return score(gt, predictions, kind.stats_key, using)
+
+
+@dataclass(frozen=True)
+class Truth:
+    """Where a dataset's ground truth is, as its layout (zoo/layouts.py) lays it out: the annotation file (COCO
+    json, a VOC eval list), the images' directory (VOC's list is relative to it), further files by role."""
+
+    annotations: Path
+    layout: str = "coco"
+    images: Path | None = None
+    files: Mapping[str, Path] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, dataset: Any) -> Truth:
+        """From a record's `dataset` (records.results.Dataset: annotations, layout, images, files); a record
+        without annotations gives a path that is no file."""
+        annotations = Path(dataset.annotations) if dataset is not None and dataset.annotations else Path("")
+        if dataset is None or not dataset.layout:
+            return cls(annotations)
+        images = Path(dataset.images) if dataset.images else None
+        return cls(annotations, dataset.layout, images, {k: Path(p) for k, p in (dataset.files or {}).items()})
+
+    def load(self, using: Scorer):
+        return _GROUND_TRUTH[self.layout](self, using)
+
+
+def _voc_truth(truth: Truth, using: Scorer):
+    if truth.images is None or "label_list" not in truth.files:
+        raise HarnessError(f"{truth.annotations}: a VOC eval list, to be scored without its images or label list")
+    return vocdata.ground_truth(truth.images, truth.annotations, truth.files["label_list"])
+
+
+# The ground truth of a dataset, by its layout: COCO json through the COCO scorer, VOC's XML files read as ppdet does.
+_GROUND_TRUTH = {"coco": lambda truth, using: using.load(truth.annotations), "voc": _voc_truth}
 
 
 def score_files(
-    annotations: Path, files: Mapping[str, str | Path], using: Scorer | None = None, *, concurrent: bool = True
+    annotations: Path | Truth,
+    files: Mapping[str, str | Path],
+    using: Scorer | None = None,
+    *,
+    concurrent: bool = True,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """{'bbox': stats, 'segm': stats, ...} from ppdet's prediction files (bbox.json, mask.json,
-    keypoints_results.json: whichever are given), keyed by the stats key of each file's kind.
-
+    keypoints_results.json: whichever are given), keyed by the stats key of each file's kind; {'voc': stats} from
+    voc.json against a VOC dataset (`annotations` a Truth); `params`: a file's metric parameters (the worker's
+    answer's `scoring`: {"voc": {"map_type": "11point"}}).
 
     The ground truth is parsed once. With `concurrent` (and more than one kind), each kind is scored in its
     own process forked after the parse, so both inherit the parsed ground truth copy-on-write. Not threads:
@@ -154,11 +202,13 @@ def score_files(
     tests caught it). Each forked child has its own copy. Where fork is unavailable, one after the other.
     The tests and scripts/bench_scoring_parallel.py check the stats equal a serial run's."""
     using = using or scorer()
-    gt = using.load(annotations)
+    truth = annotations if isinstance(annotations, Truth) else Truth(annotations)
+    gt = truth.load(using)
+    params = params or {}
     if concurrent and len(files) > 1 and "fork" in multiprocessing.get_all_start_methods():
-        return _forked(gt, using, files)
+        return _forked(gt, using, files, params)
     return {
-        _kind(file).stats_key: score_kind(gt, json.loads(Path(path).read_bytes()), _kind(file), using)
+        _kind(file).stats_key: score_kind(gt, json.loads(Path(path).read_bytes()), _kind(file), using, params.get(file))
         for file, path in files.items()
     }
 
@@ -167,14 +217,17 @@ _FORK = threading.Lock()
 _GT = None  # the parsed ground truth, inherited by the scoring processes forked while it is set
 
 
-def _forked(gt, using: Scorer, files: Mapping[str, str | Path]) -> dict[str, dict[str, float]]:
+def _forked(
+    gt, using: Scorer, files: Mapping[str, str | Path], params: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, float]]:
     global _GT
     with _FORK:
         _GT = gt
         try:
             with ProcessPoolExecutor(max_workers=len(files), mp_context=multiprocessing.get_context("fork")) as pool:
                 futures = {
-                    _kind(k).stats_key: pool.submit(_score_in_child, k, str(p), using.name) for k, p in files.items()
+                    _kind(k).stats_key: pool.submit(_score_in_child, k, str(p), using.name, params.get(k))
+                    for k, p in files.items()
                 }
                 return {iou: f.result() for iou, f in futures.items()}
         except BrokenProcessPool as exc:
@@ -186,8 +239,8 @@ def _forked(gt, using: Scorer, files: Mapping[str, str | Path]) -> dict[str, dic
             _GT = None
 
 
-def _score_in_child(kind: str, path: str, scorer_name: str) -> dict[str, float]:
-    return score_kind(_GT, json.loads(Path(path).read_bytes()), _kind(kind), scorer(scorer_name))
+def _score_in_child(kind: str, path: str, scorer_name: str, params: Mapping[str, Any] | None) -> dict[str, float]:
+    return score_kind(_GT, json.loads(Path(path).read_bytes()), _kind(kind), scorer(scorer_name), params)
 
 
 def metrics(stats: dict[str, dict[str, float]]) -> dict[str, float]:

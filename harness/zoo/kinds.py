@@ -7,22 +7,24 @@ table: the zoo file's metric names, the worker's prediction files, scoring, the 
 `harness list`, the plots and the model index. Adding a kind is adding a row (and its scorer, when COCOeval's
 iouTypes do not cover it); nothing else changes.
 
-No harness imports here: every stage reads it.
+No harness imports here but core's (the `voc` kind's scorer, harness/core/vocmap.py): every stage reads it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+
+from harness.core import vocmap
 
 # COCOeval's 12 summary statistics, in its order (fractions; -1 where a size range has no objects).
 COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 # COCOeval's 10 keypoint statistics (iouType "keypoints"), in its order: one maxDets (20), no small range.
 KEYPOINT_STATS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 
-# A kind's own scorer: (ground truth as the scorer loaded it, the predictions, the scorer) -> {stat: fraction}.
-ScoreFn = Callable[[Any, list[dict], Any], dict[str, float]]
+# A kind's own scorer: (ground truth as the scorer loaded it, the predictions, the scorer) -> {stat: fraction}; the
+# metric's parameters that PaddleDetection's config sets (a VOC `map_type`) come as keywords.
+ScoreFn = Callable[..., dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,10 @@ KINDS: dict[str, Kind] = {
             KEYPOINT_STATS,
             image_order="file",
         ),
+        # Pascal VOC: mAP at IoU 0.5 under the config's map_type (11point or integral), as ppdet's VOCMetric
+        # prints it. ppdet writes its VOC boxes as bbox.json in a per-batch layout without image ids; the worker
+        # ties them to their images and writes voc.json (harness/model/vocpreds.py), so `bbox` stays COCO's.
+        Kind("voc", "voc", ("voc",), "Object Detection", "VOC mAP@0.5", stats=("AP",), score=vocmap.score),
     )
 }
 

@@ -62,11 +62,31 @@ def _coco_keypoints(root: Path, images: Path, annotations: Path, files: Mapping[
     return {"EvalDataset": dataset}
 
 
+def _voc(root: Path, images: Path, annotations: Path, files: Mapping[str, Path]) -> dict:
+    """VOCDataSet: dataset_dir, the eval list (`IMAGE XML` lines, relative to dataset_dir/image_dir: the
+    dataset's `image_dir`, usually `.`) and the label list, as an absolute path (ppdet joins it to dataset_dir,
+    which keeps an absolute path as it is, and the label list need not lie under the common root of a subset's
+    list and the images); the config's own `data_fields` stay. The TestDataset (an ImageFolder) names the label
+    list too, as configs/datasets/voc.yml does."""
+    labels = str(files["label_list"])
+    return {
+        "EvalDataset": {
+            "dataset_dir": str(root),
+            "image_dir": str(images.relative_to(root)),
+            "anno_path": str(annotations.relative_to(root)),
+            "label_list": labels,
+        },
+        "TestDataset": {"dataset_dir": str(root), "anno_path": labels},
+    }
+
+
 LAYOUTS: dict[str, Layout] = {
     row.name: row
     for row in (
         Layout("coco", "COCO json (instances)", _coco),
         Layout("coco-keypoints", "COCO keypoints json (person_keypoints)", _coco_keypoints),
+        # Pascal VOC (and sets laid out like it): the eval list and the XML files come in the images' archive
+        Layout("voc", "Pascal VOC (eval list, XML files, label list)", _voc, ("label_list",)),
     )
 }
 
