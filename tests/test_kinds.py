@@ -13,7 +13,7 @@ import yaml
 from conftest import REPO
 
 from harness.cli import main as cli
-from harness.nightly.verification import rescore
+from harness.nightly.rescoring import rescore
 from harness.publish import report, site
 from harness.records import results
 from harness.zoo import kinds

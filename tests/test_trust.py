@@ -22,7 +22,7 @@ from harness.core.files import remove_tree
 from harness.fetch import dataset
 from harness.fetch.artifacts import fetch_artifact
 from harness.fetch.cache import entry_path
-from harness.nightly.verification import rescore
+from harness.nightly.rescoring import rescore
 from harness.records.results import model_dir, write
 from harness.zoo.lockfile import LockFile
 from harness.zoo.manifest import Artifact, Dataset, parse_zoo

@@ -33,7 +33,7 @@ def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argp
 
 def rescore(runs: Sequence[Path], scorer: str | None = None) -> list[Result]:
     """The rescored records of every run directory, in zoo order (each also rewritten in place)."""
-    from harness.nightly.verification import rescore as rescore_run
+    from harness.nightly.rescoring import rescore as rescore_run
 
     records = [rec for run in runs for rec in rescore_run(run, scorer)]
     return sorted(records, key=lambda r: (r.zoo_index, r.model))
