@@ -238,10 +238,14 @@ def test_keypoint_stats_equal_pycocotools_run_directly(tmp_path, name):
         ev.accumulate()
         ev.summarize()
     assert len(ev.stats) == 10 and 0.1 < ev.stats[0] < 0.9 and min(ev.stats) >= 0  # neither trivial nor undefined
+    from harness.score.scoring import Truth
+
     for file in ("keypoints_results", "keypoint"):  # top-down and bottom-up (HigherHRNet) models' file
         ours = score_files(ann_path, {file: preds}, scorer(name))["keypoints"]
         assert list(ours) == list(KEYPOINT_STATS)
         assert list(ours.values()) == pytest.approx(list(ev.stats), abs=1e-12)
+        # as a run scores it: the ground truth of a coco-keypoints dataset (a record's Truth), not a bare path
+        assert score_files(Truth(ann_path, "coco-keypoints"), {file: preds}, scorer(name))["keypoints"] == ours
     named = metrics({"keypoints": ours})
     assert list(named) == [f"kpt_{s}" for s in ("ap", "ap50", "ap75", "apm", "apl", "ar", "ar50", "ar75", "arm", "arl")]
     assert named["kpt_ap"] == round(ev.stats[0] * 100, 4)

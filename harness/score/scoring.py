@@ -168,7 +168,7 @@ class Truth:
         return cls(annotations, dataset.layout, images, {k: Path(p) for k, p in (dataset.files or {}).items()})
 
     def load(self, using: Scorer):
-        return _GROUND_TRUTH[self.layout](self, using)
+        return _GROUND_TRUTH.get(self.layout, _coco_truth)(self, using)
 
 
 def _voc_truth(truth: Truth, using: Scorer):
@@ -178,7 +178,12 @@ def _voc_truth(truth: Truth, using: Scorer):
 
 
 # The ground truth of a dataset, by its layout: COCO json through the COCO scorer, VOC's XML files read as ppdet does.
-_GROUND_TRUTH = {"coco": lambda truth, using: using.load(truth.annotations), "voc": _voc_truth}
+def _coco_truth(truth: Truth, using: Scorer):
+    return using.load(truth.annotations)
+
+
+# The layouts whose ground truth is not COCO json; every other layout (coco, coco-keypoints) is read by the scorer
+_GROUND_TRUTH = {"voc": _voc_truth}
 
 
 def score_files(
