@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
+from harness.zoo.kinds import of_metric
 from harness.zoo.readme import Imported
 
 TASKS = Path(__file__).with_name("tasks.yaml")
@@ -42,16 +43,20 @@ def _distinct(result: Imported) -> tuple[set[str], dict[str, str]]:
 def coverage(result: Imported, commit: str | None) -> str:
     """The coverage report: READMEs, rows, models imported, rows skipped by reason and task, findings."""
     reasons = Counter(re.sub(r" \((the table names|metric |config ).*\)$", "", r) for _, _, r in result.skipped)
-    tasks = Counter(result.tasks.get(r, "—") for _, _, r in result.skipped if r in result.tasks)
+    tasks = Counter(f"{result.tasks[r][1]} (`{result.tasks[r][0]}`)" for _, _, r in result.skipped if r in result.tasks)
     by_dataset = Counter((e.dataset.name if e.dataset else "coco-val2017") for e in result.entries)
     families = Counter(e.table.split(":")[0] for e in result.entries)
+    by_task = Counter(
+        " + ".join(dict.fromkeys(k.task + f" ({k.prefix})" for m in e.expected if (k := of_metric(m)) is not None))
+        for e in result.entries
+    )
     imported, others = _distinct(result)
     documented = {
         n: r for n, r in others.items() if not r.startswith(("no documented", "no ")) or r == "no config link"
     }
     not_run = {t for t, row in measured().items() if isinstance(row, dict) and row.get("status") != "runs"}
     not_run = not_run or {"slim", "mot", "rotated", "face"}
-    outside = {n for n, r in documented.items() if result.tasks.get(r) in not_run}
+    outside = {n for n, r in documented.items() if r in result.tasks and result.tasks[r][0] in not_run}
     total = len(imported) + len(documented)
     lines = [
         "# PaddleDetection model-zoo tables: import coverage",
@@ -85,13 +90,19 @@ def coverage(result: Imported, commit: str | None) -> str:
         "|---|---|",
         *[f"| {r} | {n} |" for r, n in Counter(re.sub(r" \(.*\)$", "", r) for r in documented.values()).most_common()],
         "",
+        "## Models imported, by task (the kinds each is judged on)",
+        "",
+        "| task | models |",
+        "|---|---|",
+        *[f"| {t} | {n} |" for t, n in sorted(by_task.items())],
+        "",
         "## Models imported, by dataset",
         "",
         "| dataset | models |",
         "|---|---|",
         *[f"| {d} | {n} |" for d, n in sorted(by_dataset.items())],
         "",
-        "## Rows of tasks not evaluated, by task",
+        "## Rows not imported for their task or dataset, by task",
         "",
         "| task | rows |",
         "|---|---|",

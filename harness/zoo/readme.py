@@ -98,7 +98,7 @@ class Imported:
     findings: list[Finding] = field(default_factory=list)
     dropped: int = 0  # rows the cross-checks turned into findings (not models, not skipped)
     resolved: list[Finding] = field(default_factory=list)  # config links found by file name, as a person would
-    tasks: dict[str, str] = field(default_factory=dict)  # skip reason -> task label (counts by task)
+    tasks: dict[str, tuple[str, str]] = field(default_factory=dict)  # skip reason -> (task key, label)
 
 
 # ---- rows → entries -----------------------------------------------------------------------------------------
@@ -326,8 +326,9 @@ def _row(
         return "the config defines no EvalDataset"
     found = identify(facts)
     if found.reason is not None or found.task is None or found.dataset is None:
-        label = found.task.task or found.task.label if found.task else "unknown"
-        return _task(out, found.reason or "not evaluated", label)
+        key = (found.task.task or found.task.metric) if found.task else "unknown"
+        label = found.task.label if found.task else "a task the harness does not know"
+        return _task(out, found.reason or "not evaluated", key, label)
     if found.dataset.default and (why := _not_coco(table, row, cols)):
         return why
     expected, labels, input_size = _documented(row, cols, found.task)
@@ -370,7 +371,10 @@ def _unlinked(row: tuple[Cell, ...], cols: list[Column], links: list[str], out: 
     compressed = [link for link in links[1:] if link.startswith("configs/slim/") and not _distilled(link)]
     if slim_column or compressed:
         return _task(
-            out, "a compressed model: its PaddleSlim config (prune, quantisation) is needed to evaluate it", "slim"
+            out,
+            "a compressed model: its PaddleSlim config (prune, quantisation) is needed to evaluate it",
+            "slim",
+            "PaddleSlim-compressed models",
         )
     return None
 
@@ -380,8 +384,9 @@ def _distilled(link: str) -> bool:
     return link.startswith("configs/slim/distill/")
 
 
-def _task(out: Imported, reason: str, task: str) -> str:
-    out.tasks[reason] = task
+def _task(out: Imported, reason: str, key: str, label: str) -> str:
+    """The reason, recorded with its task (a key of tasks.yaml where one is measured there, and its label)."""
+    out.tasks[reason] = (key, label)
     return reason
 
 
