@@ -75,7 +75,7 @@ def test_slices_merge_keypoints_in_the_files_order_and_boxes_in_id_order(tmp_pat
     rng.shuffle(data["images"])  # neither ascending nor descending
     ann = tmp_path / "person_keypoints.json"
     ann.write_text(json.dumps(data))
-    cut = slices.cut(ann, 3, root=tmp_path / "cache")
+    cut = slices.cut(ann, 3, root=tmp_path / "cache", layout="coco-keypoints")  # as a run of a keypoint set cuts it
     per_image = {
         img["id"]: [{"image_id": img["id"], "score": rng.random(), "n": n} for n in range(rng.randint(1, 3))]
         for img in data["images"]
@@ -245,3 +245,17 @@ def test_a_malformed_keypoint_record_is_named_with_exit_2(tmp_path, cache, edit,
     with pytest.raises(DatasetError, match=re.escape(named)) as exc:
         dataset.prepare(_kpt_dataset(), None, data_dir=root)
     assert exc.value.exit_code == 2 and "person_keypoints_val2017.json" in exc.value.hint
+
+
+def test_parallel_cuts_coco_json_layouts_and_refuses_the_others(tmp_path):
+    """Which layouts `--parallel` can cut is the layouts table's `sliced`: COCO json (boxes, keypoints) yes, a VOC
+    eval list not yet (exit 2 naming the layout)."""
+    from harness.core.errors import UsageError
+    from harness.zoo.layouts import LAYOUTS
+
+    ann = tmp_path / "person_keypoints.json"
+    ann.write_text(json.dumps(keypoints.dataset(4)))
+    assert {n for n, row in LAYOUTS.items() if row.sliced} == {"coco", "coco-keypoints"}
+    assert len(slices.cut(ann, 2, root=tmp_path / "cache", layout="coco-keypoints")) == 2
+    with pytest.raises(UsageError, match=r"\(voc layout\) cannot be cut into slices"):
+        slices.cut(ann, 2, root=tmp_path / "cache", layout="voc")
