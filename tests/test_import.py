@@ -136,6 +136,8 @@ def test_harness_import_all_writes_a_zoo_that_list_shows(tree, tmp_path):
     # The committed whole zoo is this output: its sources, dataset and tolerance are zoo.yaml's (real pins).
     assert raw == yaml.safe_load((REPO / "zoos" / "paddledetection.yaml").read_text())
     assert raw["sources"] == yaml.safe_load((REPO / "zoo.yaml").read_text())["sources"]
+    assert raw["dataset"]["classes"] == 80  # COCO val2017 is COCO's 80 classes: a root with others is refused
+    assert raw["datasets"]["voc-2007-test"]["classes"][:2] == ["aeroplane", "bicycle"]
     assert "| README files read |" in cov.read_text() and "## Findings in the READMEs" in cov.read_text()
     listed = harness("list", "--zoo", str(out), "--json", cache=cache, timeout=120)
     assert listed.returncode == 0 and len(json.loads(listed.stdout)) == len(raw["models"])

@@ -23,7 +23,7 @@ from typing import Any
 from harness.core.errors import UsageError
 from harness.core.files import is_component
 from harness.zoo.configs import EvalFacts, _Untagged, eval_facts
-from harness.zoo.identify import Known, Task, identify
+from harness.zoo.identify import Known, Task, identify, known
 from harness.zoo.kinds import KINDS
 from harness.zoo.readme_tables import Cell, Column, Table, columns, normalise, number, size, tables, vocabulary
 
@@ -475,6 +475,10 @@ def zoo_document(base: dict, result: Imported) -> dict:
     for e in result.entries:
         if e.dataset is not None and not e.dataset.default and e.facts is not None:
             datasets.setdefault(e.dataset.name, e.dataset.zoo_entry(e.facts))
+    default = next((k for k in known() if k.default), None)
+    if "dataset" in base and default is not None and default.entry:  # COCO val2017 has COCO's 80 classes
+        extra = {k: v for k, v in default.entry.items() if k not in base["dataset"]}
+        base = {**base, "dataset": {**base["dataset"], **extra}}
     return {
         "version": 2,
         **{k: base[k] for k in ("sources", "dataset", "tolerance") if k in base},
