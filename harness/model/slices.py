@@ -27,6 +27,7 @@ from harness.core.files import atomic_write_bytes, atomic_write_json, read_json
 from harness.fetch.cache import cache_root
 from harness.model.launcher import interrupt_all
 from harness.zoo.kinds import Kind, by_file
+from harness.zoo.layouts import LAYOUTS
 
 KEY = "harness_slice"  # the slice's own description, in its annotation file's `info`
 
@@ -70,8 +71,9 @@ def check(k: int, num_images: int) -> None:
 def cut(annotations: Path, k: int, root: Path | None = None, *, layout: str = "coco") -> list[Slice]:
     """The K slices of an annotation file, each written once as its own annotation file in the cache
     (`slices/`, keyed by the source file's content): derived data, made again whenever it does not read
-    back as exactly the slice it must be. COCO json only: another layout's dataset is refused (exit 2)."""
-    if layout != "coco":
+    back as exactly the slice it must be. COCO json only (instances or keypoints: layouts' `coco_json`): another
+    layout's dataset is refused (exit 2)."""
+    if not LAYOUTS[layout].coco_json:
         raise UsageError(
             f"--parallel {k}: {annotations.name} ({layout} layout) cannot be cut into slices yet",
             hint="run the models of this dataset without --parallel",

@@ -177,8 +177,13 @@ def _voc_truth(truth: Truth, using: Scorer):
     return vocdata.ground_truth(truth.images, truth.annotations, truth.files["label_list"])
 
 
-# The ground truth of a dataset, by its layout: COCO json through the COCO scorer, VOC's XML files read as ppdet does.
-_GROUND_TRUTH = {"coco": lambda truth, using: using.load(truth.annotations), "voc": _voc_truth}
+def _coco_truth(truth: Truth, using: Scorer):
+    return using.load(truth.annotations)
+
+
+# The ground truth of a dataset, by its layout: COCO json (instances, keypoints) through the COCO scorer, VOC's XML
+# files read as ppdet does.
+_GROUND_TRUTH = {"coco": _coco_truth, "coco-keypoints": _coco_truth, "voc": _voc_truth}
 
 
 def score_files(
