@@ -22,6 +22,7 @@ same code makes both, so a test's set and the mirror's set cannot drift apart:
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import shutil
@@ -110,7 +111,7 @@ def synthetic_coco(
         "licenses": [],
         "images": images,
         "annotations": anns,
-        "categories": cats,
+        "categories": [dict(c) for c in cats],
     }
 
 
@@ -222,7 +223,7 @@ def keypoint_dataset(
         "licenses": [],
         "images": images[::-1],
         "annotations": anns,
-        "categories": [PERSON],
+        "categories": [copy.deepcopy(PERSON)],  # a copy: a test that edits its set edits only it
     }
 
 
