@@ -1,10 +1,12 @@
-"""Every architecture family through the real pipeline, on CPU at a small size: the family matrix.
+"""Every (task, architecture family) through the real pipeline, on CPU at a small size: the family matrix.
 
-For the models of scripts/families.yaml (one per family, from zoos/paddledetection.yaml): random-initialised
-weights built from each real config (BatchNorm calibrated on the synthetic images), served on 127.0.0.1 with
-a synthetic COCO set, then `harness run` over them: download and verify, strict weight check, PaddleDetection's
-eval, scoring of every prediction kind the model writes, verdict, report. Random weights give AP ≈ 0, so a
-verdict of `fail` is the expected outcome; what the matrix shows is that every family runs through.
+For the models of scripts/families.yaml (one per family and task, from zoos/paddledetection.yaml): random-initialised
+weights built from each real config (BatchNorm calibrated on the synthetic images), served on 127.0.0.1 with a
+synthetic set of each model's own dataset laid out as that dataset is (COCO json with the dataset's classes, COCO
+keypoints, Pascal VOC: harness/nightly/synthetic.py), then `harness run` over them: download and verify, strict
+weight check, PaddleDetection's eval, scoring of every prediction kind the model writes, verdict, report. Random
+weights give AP ≈ 0, so a verdict of `fail` is the expected outcome; what the matrix shows is that every family
+runs through.
 
     .venv-current/bin/python scripts/families.py --json /tmp/families-current.json
     HARNESS_STACK=previous .venv-previous/bin/python scripts/families.py --json /tmp/families-previous.json
@@ -32,6 +34,8 @@ sys.path.insert(0, str(REPO))
 
 @dataclass
 class Row:
+    task: str  # the section of scripts/families.yaml
+    judged: str  # the kinds the model is judged on and its dataset: "box, mask on coco-val2017"
     family: str
     model: str
     eval_size: int | None
@@ -41,21 +45,46 @@ class Row:
     metrics: list[str] | None = None
     seconds: float | None = None  # the worker (import, build, weights, eval) as the result records it
     why: str | None = None
+    unscaled: str | None = None  # why --eval-size did not apply (a keypoint model's crops: geometry.py)
 
 
-def _picks(path: Path) -> dict[str, tuple[str, int | None]]:
-    """family -> (model, its own eval size or None): `Family: model` or `Family: {model: m, eval_size: px}`."""
+@dataclass(frozen=True)
+class Pick:
+    task: str
+    family: str
+    model: str
+    eval_size: int | None  # its own eval size, or None (the run's)
+
+
+def _picks(path: Path) -> list[Pick]:
+    """The rows of scripts/families.yaml: `task: {Family: model or {model: m, eval_size: px}}`."""
     raw = yaml.safe_load(path.read_text())
-    return {family: (v, None) if isinstance(v, str) else (v["model"], v.get("eval_size")) for family, v in raw.items()}
+    picks = [
+        Pick(task, family, v, None) if isinstance(v, str) else Pick(task, family, v["model"], v.get("eval_size"))
+        for task, families in raw.items()
+        for family, v in families.items()
+    ]
+    if dupes := sorted({p.model for p in picks if [q.model for q in picks].count(p.model) > 1}):
+        raise SystemExit(f"{path}: models named twice: {', '.join(dupes)}")
+    return picks
 
 
-def _subzoo(zoo_path: Path, picks: dict[str, str]) -> dict:
+def _judged(zoo, name: str) -> str:
+    """The kinds a model is judged on (its documented metrics') and the dataset it is evaluated on."""
+    from harness.zoo.kinds import of_metric
+
+    model = zoo.model(name)
+    kinds = dict.fromkeys(k.prefix for m in model.documented() if (k := of_metric(m)) is not None)
+    return f"{', '.join(kinds)} on {zoo.dataset_of(model).name}"
+
+
+def _subzoo(zoo_path: Path, names: list[str]) -> dict:
     whole = yaml.safe_load(zoo_path.read_text())
     by_name = {m["name"]: m for m in whole["models"]}
-    missing = [n for n in picks.values() if n not in by_name]
+    missing = [n for n in names if n not in by_name]
     if missing:
         raise SystemExit(f"scripts/families.yaml names models not in {zoo_path}: {', '.join(missing)}")
-    models = [by_name[n] for n in picks.values()]
+    models = [by_name[n] for n in names]
     return {**whole, "models": models, "tables": {m["table"]: whole["tables"][m["table"]] for m in models}}
 
 
@@ -63,10 +92,11 @@ def run(args) -> dict:
     from harness.nightly.rehearsal import build_mirror, mirror_zoo, serve
     from harness.zoo.manifest import parse_zoo
 
-    chosen = _picks(args.families)
-    picks = {family: model for family, (model, _) in chosen.items()}
-    sizes = {model: size or args.eval_size for model, size in chosen.values()}
-    raw = _subzoo(args.zoo, picks)
+    picks = _picks(args.families)
+    if args.only:
+        picks = [p for p in picks if p.task in args.only or p.model in args.only]
+    sizes = {p.model: p.eval_size or args.eval_size for p in picks}
+    raw = _subzoo(args.zoo, [p.model for p in picks])
     zoo = parse_zoo(raw)
     stack, pin = zoo.source(args.stack)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -106,15 +136,18 @@ def run(args) -> dict:
             )
             print(f"harness run at {size} px exited {proc.returncode}", flush=True)
     rows = []
-    for family, name in picks.items():
+    for p in picks:
+        name, judged = p.model, _judged(zoo, p.model)
         if name in failed:
-            rows.append(Row(family, name, sizes[name], "not built", why=failed[name]))
+            rows.append(Row(p.task, judged, p.family, name, sizes[name], "not built", why=failed[name]))
             continue
         rec = json.loads((runs[sizes[name]] / name / "result.json").read_text())
         err = rec.get("error") or {}
         rows.append(
             Row(
-                family,
+                p.task,
+                judged,
+                p.family,
                 name,
                 sizes[name],
                 "error" if rec["status"] == "error" else "ran",
@@ -123,6 +156,7 @@ def run(args) -> dict:
                 sorted(rec.get("metrics") or {}),
                 (rec.get("durations") or {}).get("worker"),
                 f"{err.get('stage')}: {str(err.get('message', '')).splitlines()[0][:300]}" if err else None,
+                (rec.get("geometry") or {}).get("unscaled"),
             )
         )
     import paddle  # the version that ran (the same environment as the runs above)
@@ -150,36 +184,66 @@ def _status(row: dict) -> str:
     return "not at this pin" if " not found in /" in (row.get("why") or "") else row["status"]
 
 
+def _by_stack(runs: list[dict]) -> list[dict]:
+    """One run per stack: JSON outputs of the same stack (a run of some rows with --only, then others) are merged,
+    a later row of a model replacing an earlier one."""
+    out: dict[str, dict] = {}
+    for r in runs:
+        if r["stack"] not in out:
+            out[r["stack"]] = {**r, "rows": list(r["rows"])}
+            continue
+        have = out[r["stack"]]
+        models = {row["model"] for row in r["rows"]}
+        have["rows"] = [row for row in have["rows"] if row["model"] not in models] + r["rows"]
+    return list(out.values())
+
+
 def markdown(runs: list[dict]) -> str:
+    runs = _by_stack(runs)
     lines = [
         "# Every family through the real pipeline (CPU, random weights)",
         "",
-        "`scripts/families.py`: one model per architecture family of the COCO tables "
-        "(scripts/families.yaml), random-initialised weights built from its real config, served on "
-        "127.0.0.1 with synthetic COCO images, then `harness run`: download and verify, strict weight check, "
-        "PaddleDetection's eval, scoring of every prediction kind, verdict, report. AP ≈ 0 with random "
-        "weights, so the verdict `fail` is the expected outcome: **ran** means the family went through every "
-        "stage. Seconds: the worker (import, build, weights, eval) on this project's 2-core CPU machine.",
+        "`scripts/families.py`: one model per architecture family and task of the zoo (scripts/families.yaml: "
+        "boxes and masks on COCO, person keypoints on COCO, Pascal VOC, COCO json of another dataset), "
+        "random-initialised weights built from its real config, served on 127.0.0.1 with a synthetic set of the "
+        "model's own dataset laid out as that dataset is (COCO json with the dataset's classes, COCO keypoints "
+        "json, VOC eval list with XML files and label list), then `harness run`: download and verify, strict "
+        "weight check, PaddleDetection's eval, scoring of every prediction kind, verdict, report. AP ≈ 0 with "
+        "random weights, so the verdict `fail` is the expected outcome: **ran** means the family went through "
+        "every stage. Task: the kinds the model is judged on and its dataset. px: the eval size, `own size` where "
+        "the config has no Resize to scale (a keypoint model's person crops are its config's). Seconds: the worker "
+        "(import, build, "
+        "weights, eval) on this project's 2-core CPU machine.",
         "",
     ]
     for r in runs:
         ran = sum(row["status"] == "ran" for row in r["rows"])
+        tasks = dict.fromkeys(row.get("task", "coco") for row in r["rows"])
+        per = ", ".join(
+            f"{t} {sum(x['status'] == 'ran' for x in r['rows'] if x.get('task', 'coco') == t)}"
+            f"/{sum(x.get('task', 'coco') == t for x in r['rows'])}"
+            for t in tasks
+        )
         lines.append(
             f"- {r['stack']}: PaddleDetection {r['commit'][:12]}, paddle {r['paddle']}, "
             f"{r['images']} images at {r['eval_size']} px unless the row says otherwise: "
-            f"**{ran} of {len(r['rows'])} ran**"
+            f"**{ran} of {len(r['rows'])} ran** ({per})"
         )
     stacks = [r["stack"] for r in runs]
     by = {(r["stack"], row["model"]): row for r in runs for row in r["rows"]}
-    families = list(dict.fromkeys((row["family"], row["model"]) for r in runs for row in r["rows"]))
-    head = ["family", "model", "px", "predictions"] + [f"{s}: status" for s in stacks] + [f"{s}: s" for s in stacks]
+    models = list(dict.fromkeys(row["model"] for r in runs for row in r["rows"]))
+    head = ["task", "family", "model", "px", "predictions"]
+    head += [f"{s}: status" for s in stacks] + [f"{s}: s" for s in stacks]
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for family, model in families:
+    for model in models:
         rows = [by.get((s, model)) for s in stacks]
+        first = next(x for x in rows if x)
         kinds = next((", ".join(x["predictions"]) for x in rows if x and x.get("predictions")), "-")
         px = next((str(x["eval_size"]) for x in rows if x and x.get("eval_size")), "-")
+        px = "own size" if any(x and x.get("unscaled") for x in rows) else px
         cells = [
-            family,
+            first.get("judged") or "-",
+            first["family"],
             model,
             px,
             kinds,
@@ -199,6 +263,7 @@ def main() -> int:
     p.add_argument("--zoo", type=Path, default=REPO / "zoos" / "paddledetection.yaml")
     p.add_argument("--families", type=Path, default=REPO / "scripts" / "families.yaml")
     p.add_argument("--work", type=Path, default=None, help="working directory (default /tmp/families-<stack>)")
+    p.add_argument("--only", nargs="+", help="run only these tasks (yaml sections) or models")
     p.add_argument("--images", type=int, default=2)
     p.add_argument("--eval-size", type=int, default=160)
     p.add_argument("--json", type=Path, help="write this stack's rows as JSON")

@@ -26,7 +26,7 @@ from harness.fetch import source
 from harness.model import protocol
 from harness.model.checkpoint import load_state
 from harness.model.geometry import scaled
-from harness.nightly.rehearsal import synthetic_coco
+from harness.nightly.synthetic import synthetic_coco
 from harness.zoo.manifest import Source, load_zoo
 
 pytestmark = pytest.mark.stack

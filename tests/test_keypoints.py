@@ -217,6 +217,25 @@ def test_a_keypoint_dataset_is_prepared_and_subset_with_its_people_in_the_files_
     assert kept["categories"] == data["categories"]
 
 
+def test_a_keypoint_dataset_is_scored_and_sliced_as_the_coco_json_it_is(tmp_path, cache):
+    """Its record keeps no layout files (the annotation file is the ground truth, as COCO's instances are), a
+    record that names the layout loads it through the COCO scorer, and --parallel cuts it by image."""
+    from harness.fetch import dataset
+    from harness.model import slices
+    from harness.score.scoring import Truth, score_files
+
+    root, data = _kpt_root(tmp_path)
+    got = dataset.prepare(_kpt_dataset(), None, data_dir=root)
+    assert got.layout_fields() == {}
+    person = next(a for a in data["annotations"] if a["num_keypoints"] and not a["iscrowd"])
+    pred = tmp_path / "keypoints_results.json"
+    pred.write_text(json.dumps([{**{k: person[k] for k in ("image_id", "keypoints")}, "category_id": 1, "score": 1}]))
+    named = Truth(got.annotations, "coco-keypoints", got.images)
+    assert score_files(named, {"keypoints_results": pred}) == score_files(got.annotations, {"keypoints_results": pred})
+    cut = slices.cut(got.annotations, 2, layout="coco-keypoints")
+    assert sorted(i for s in cut for i in s.image_ids) == sorted(img["id"] for img in data["images"])
+
+
 def _broken(edit):
     data = keypoints.dataset(3, size=(64, 48))
     edit(data)
@@ -248,14 +267,14 @@ def test_a_malformed_keypoint_record_is_named_with_exit_2(tmp_path, cache, edit,
 
 
 def test_parallel_cuts_coco_json_layouts_and_refuses_the_others(tmp_path):
-    """Which layouts `--parallel` can cut is the layouts table's `sliced`: COCO json (boxes, keypoints) yes, a VOC
+    """Which layouts `--parallel` can cut is the layouts table's `coco_json`: COCO json (boxes, keypoints) yes, a VOC
     eval list not yet (exit 2 naming the layout)."""
     from harness.core.errors import UsageError
     from harness.zoo.layouts import LAYOUTS
 
     ann = tmp_path / "person_keypoints.json"
     ann.write_text(json.dumps(keypoints.dataset(4)))
-    assert {n for n, row in LAYOUTS.items() if row.sliced} == {"coco", "coco-keypoints"}
+    assert {n for n, row in LAYOUTS.items() if row.coco_json} == {"coco", "coco-keypoints"}
     assert len(slices.cut(ann, 2, root=tmp_path / "cache", layout="coco-keypoints")) == 2
     with pytest.raises(UsageError, match=r"\(voc layout\) cannot be cut into slices"):
         slices.cut(ann, 2, root=tmp_path / "cache", layout="voc")

@@ -21,6 +21,7 @@ from harness.fetch import keypoint_records, vocdata
 from harness.fetch.archive import unpack
 from harness.fetch.artifacts import fetch_artifact
 from harness.fetch.cache import cache_root
+from harness.zoo.layouts import LAYOUTS
 from harness.zoo.lockfile import LockFile
 from harness.zoo.manifest import Dataset
 
@@ -38,9 +39,10 @@ class CocoData:
     files: dict[str, Path] = field(default_factory=dict)  # further files of the layout, by role
 
     def layout_fields(self) -> dict:
-        """What a record keeps of a dataset not laid out as COCO json: its ground truth is not one file, and scoring
-        (`rescore` too) reads it from the images' directory and the layout's files."""
-        if self.layout == "coco":
+        """What a record keeps of a dataset not laid out as COCO json (COCO keypoints is: layouts' `coco_json`): its
+        ground truth is not one file, and scoring (`rescore` too) reads it from the images' directory and the
+        layout's files."""
+        if LAYOUTS[self.layout].coco_json:
             return {}
         return {"layout": self.layout, "images": str(self.images), "files": {k: str(p) for k, p in self.files.items()}}
 

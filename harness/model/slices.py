@@ -71,9 +71,9 @@ def check(k: int, num_images: int) -> None:
 def cut(annotations: Path, k: int, root: Path | None = None, *, layout: str = "coco") -> list[Slice]:
     """The K slices of an annotation file, each written once as its own annotation file in the cache
     (`slices/`, keyed by the source file's content): derived data, made again whenever it does not read
-    back as exactly the slice it must be. COCO json only (layouts.Layout.sliced): another layout's dataset is
-    refused (exit 2)."""
-    if not LAYOUTS[layout].sliced:
+    back as exactly the slice it must be. COCO json only (instances or keypoints: layouts' `coco_json`): another
+    layout's dataset is refused (exit 2)."""
+    if not LAYOUTS[layout].coco_json:
         raise UsageError(
             f"--parallel {k}: {annotations.name} ({layout} layout) cannot be cut into slices yet",
             hint="run the models of this dataset without --parallel",

@@ -52,8 +52,11 @@ def _calibrate_batchnorm(cfg, model, images: list[Path], short_side: int) -> Non
     with the statistics it actually sees (one forward pass, each BatchNorm set just before it runs) keeps
     the weights random but lets the model emit ordinary boxes and masks, so a rehearsal exercises the
     whole prediction and scoring path. The detections are still meaningless: AP ≈ 0. Each image is resized as
-    the config's EvalReader resizes it, scaled to `short_side` (geometry.keep_ratio_scale).
+    the config's EvalReader resizes it, scaled to `short_side` (geometry.keep_ratio_scale). A backbone without
+    BatchNorm (ViTPose's ViT: LayerNorm; it has only `forward_features`, no forward to call) has nothing to set.
     """
+    if not any(hasattr(m, "_mean") and hasattr(m, "_variance") for m in model.backbone.sublayers()):
+        return
     import cv2
     import numpy as np
     import paddle

@@ -2,8 +2,9 @@
 
 The mini-zoo is the real zoo with three things swapped, and nothing else: the weights are the real
 configs' models with **random** initial values (saved by paddle like a published checkpoint, so keys,
-shapes and file format are real), the dataset is a handful of synthetic COCO-format images with boxes and
-polygon masks, and every URL points at a server on this machine. The harness then runs through the same
+shapes and file format are real), each dataset the models are evaluated on is a handful of synthetic images laid
+out as that dataset is (COCO json with its own classes, COCO keypoints, Pascal VOC: harness/nightly/synthetic.py),
+and every URL points at a server on this machine. The harness then runs through the same
 commands a user runs on the real zoo. Random weights detect nothing: AP ≈ 0 is the expected outcome.
 
 Everything lives under one directory (default ./rehearsal): the mirror that is served, the rehearsal's
@@ -17,7 +18,6 @@ import functools
 import json
 import logging
 import os
-import random
 import re
 import shutil
 import subprocess
@@ -36,7 +36,8 @@ from harness.core.files import atomic_write_bytes, atomic_write_json, own_direct
 from harness.fetch import source
 from harness.fetch.archive import extract
 from harness.fetch.artifacts import fetch
-from harness.zoo.manifest import Artifact, Model, Source, Zoo, load_zoo
+from harness.nightly import synthetic
+from harness.zoo.manifest import Artifact, Dataset, Model, Source, Zoo, load_zoo
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +50,6 @@ BANNER = (
     "REHEARSAL: random-initialised weights on synthetic images, served from 127.0.0.1. "
     "AP ≈ 0 is the expected result; it says nothing about the published checkpoints."
 )
-
-# The 80 COCO categories (ids as in instances_val2017.json): the configs predict 80 classes, and ppdet
-# maps class index -> category id through the annotation file, so a synthetic set must carry all 80.
-COCO_IDS = [i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)]
-COCO_NAMES = (
-    "person bicycle car motorcycle airplane bus train truck boat traffic_light fire_hydrant stop_sign "
-    "parking_meter bench bird cat dog horse sheep cow elephant bear zebra giraffe backpack umbrella handbag "
-    "tie suitcase frisbee skis snowboard sports_ball kite baseball_bat baseball_glove skateboard surfboard "
-    "tennis_racket bottle wine_glass cup fork knife spoon bowl banana apple sandwich orange broccoli carrot "
-    "hot_dog pizza donut cake chair couch potted_plant bed dining_table toilet tv laptop mouse remote "
-    "keyboard cell_phone microwave oven toaster sink refrigerator book clock vase scissors teddy_bear "
-    "hair_drier toothbrush"
-).split()
 
 
 class ArchiveUnavailable(HarnessError):
@@ -109,56 +97,6 @@ def _content_tree(archive: Path, scratch: Path) -> str:
     return tree
 
 
-def synthetic_coco(out: Path, n_images: int, *, size: tuple[int, int] = (320, 240), seed: int = 0) -> dict:
-    """`n_images` JPEGs with 1-3 filled polygons each, and their instances json (boxes, polygons, areas)."""
-    import cv2
-    import numpy as np
-
-    rng = random.Random(seed)
-    (out / "val2017").mkdir(parents=True, exist_ok=True)
-    w, h = size
-    images: list[dict] = []
-    anns: list[dict] = []
-    for i in range(n_images):
-        image_id = 1000 + i
-        yy, xx = np.mgrid[0:h, 0:w]
-        canvas = np.stack([(xx * 255 // w), (yy * 255 // h), np.full_like(xx, 90 + 40 * i)], -1).astype(np.uint8)
-        for _ in range(rng.randint(1, 3)):
-            cx, cy = rng.uniform(0.25, 0.75) * w, rng.uniform(0.25, 0.75) * h
-            rx, ry = rng.uniform(0.08, 0.22) * w, rng.uniform(0.08, 0.22) * h
-            angles = sorted(rng.uniform(0, 6.283) for _ in range(rng.randint(5, 9)))
-            pts = np.array([[cx + rx * np.cos(a), cy + ry * np.sin(a)] for a in angles]).round(1)
-            cv2.fillPoly(canvas, [pts.astype(np.int32)], tuple(rng.randrange(256) for _ in range(3)))
-            x0, y0 = pts.min(0)
-            x1, y1 = pts.max(0)
-            area = 0.5 * abs(float(np.dot(pts[:, 0], np.roll(pts[:, 1], 1)) - np.dot(pts[:, 1], np.roll(pts[:, 0], 1))))
-            anns.append(
-                {
-                    "id": len(anns) + 1,
-                    "image_id": image_id,
-                    "category_id": rng.choice(COCO_IDS[:20]),
-                    "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
-                    "area": round(area, 2),
-                    "iscrowd": 0,
-                    "segmentation": [pts.flatten().tolist()],
-                }
-            )
-        name = f"{image_id:012d}.jpg"
-        ok, jpg = cv2.imencode(".jpg", canvas[:, :, ::-1].copy())
-        assert ok
-        (out / "val2017" / name).write_bytes(jpg.tobytes())
-        images.append({"id": image_id, "file_name": name, "width": w, "height": h})
-    return {
-        "info": {"description": "harness rehearsal: synthetic COCO-format set", "version": "1"},
-        "licenses": [],
-        "images": images,
-        "annotations": anns,
-        "categories": [
-            {"id": c, "name": n, "supercategory": "thing"} for c, n in zip(COCO_IDS, COCO_NAMES, strict=True)
-        ],
-    }
-
-
 def _zip_dir(zip_path: Path, root: Path, members: list[Path]) -> None:
     tmp = zip_path.with_name(zip_path.name + ".tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
@@ -176,7 +114,8 @@ def build_mirror(
     archive: Path | None = None,
     failed: dict[str, str] | None = None,
 ) -> Path:
-    """Create (once) the files the loopback server serves: archive, random weights, synthetic COCO.
+    """Create (once) the files the loopback server serves: archive, random weights, a synthetic set of each dataset
+    the models are evaluated on (the zoo's default always), laid out by its layout.
 
     `archive` is the PaddleDetection archive to serve (its content tree is pinned); without it, the one
     `_archive_of` finds. Callers that import this module from an installed copy pass it: the installed
@@ -190,6 +129,7 @@ def build_mirror(
         "images": n_images,
         "eval_size": EVAL_SIZE,
         "models": [m.name for m in zoo.models],
+        "datasets": {ds.name: ds.layout for ds in _mirrored(zoo)},
         "weights": "random, batch-norm calibrated",
     }
     if isinstance(made := read_json(done), dict) and made.get("tree") and {k: made.get(k) for k in want} == want:
@@ -202,7 +142,7 @@ def build_mirror(
     (work / "zoo.lock").unlink(missing_ok=True)
     pin = zoo.sources[stack]
     tree = _serve_archive(work, pin, archive)
-    staging = _serve_dataset(work, n_images)
+    staging, images = _serve_datasets(work, zoo, n_images)
     built = source.prepare(
         Source(
             repository="local",
@@ -214,7 +154,8 @@ def build_mirror(
         root=cache,
     )
     for m in zoo.models:
-        _random_weights(m, built, mirror / "models" / f"{m.name}.pdparams", staging / "val2017", failed)
+        calibration = images[zoo.dataset_of(m).name]
+        _random_weights(m, built, mirror / "models" / f"{m.name}.pdparams", calibration, failed)
     remove_tree(cache / "src", inside=cache)  # extracted only to build the models
     remove_tree(staging, inside=work)
     atomic_write_json(done, {**want, "tree": tree, "failed": failed or {}})
@@ -236,25 +177,46 @@ def _serve_archive(work: Path, pin: Source, archive: Path | None) -> str:
     return _content_tree(served, work / "scratch") if trimmed else pin.tree
 
 
-def _serve_dataset(work: Path, n_images: int) -> Path:
-    """The synthetic COCO set, zipped into the mirror as COCO's own archives; returns the staging directory
-    (its images calibrate the random weights)."""
+def _mirrored(zoo: Zoo) -> list[Dataset]:
+    """The datasets a mirror serves: the zoo's default (the rehearsal fetches it), then every other one its models
+    are evaluated on."""
+    return [zoo.dataset, *(ds for ds in zoo.datasets_of(zoo.models) if ds.name != zoo.dataset.name)]
+
+
+def _dataset_url(ds: Dataset) -> str:
+    """Where the mirror serves a dataset other than the default: one archive holding its root as the zoo file lays
+    it out (image_dir, annotation_file, files), so the zoo names no separate annotations archive."""
+    return f"datasets/{ds.name}.zip"
+
+
+def _serve_datasets(work: Path, zoo: Zoo, n_images: int) -> tuple[Path, dict[str, list[Path]]]:
+    """A synthetic set for each dataset the mirror serves, made by its layout's maker (synthetic.WRITERS) and
+    zipped into the mirror: the default as COCO's own two archives, each other as one archive of its root.
+    Returns the staging directory and each dataset's images (they calibrate its models' random weights)."""
     mirror = work / "mirror"
-    log.info("rehearsal: building %d synthetic images", n_images)
     staging = work / "staging"
     remove_tree(staging, inside=work)
-    coco = synthetic_coco(staging, n_images)
-    ann = staging / "annotations" / "instances_val2017.json"
-    ann.parent.mkdir(parents=True)
-    ann.write_text(json.dumps(coco))
-    for sub in ("zips", "annotations"):
-        (mirror / sub).mkdir(parents=True)
-    _zip_dir(mirror / "zips" / "val2017.zip", staging, sorted((staging / "val2017").iterdir()))
-    _zip_dir(mirror / "annotations" / "annotations_trainval2017.zip", staging, [ann])
-    return staging
+    images: dict[str, list[Path]] = {}
+    for ds in _mirrored(zoo):
+        log.info("rehearsal: building %d synthetic images of %s (%s)", n_images, ds.name, ds.layout)
+        root = staging / ds.name
+        images[ds.name] = synthetic.write(ds, root, n_images)
+        members = sorted(p for p in root.rglob("*") if p.is_file())
+        if ds.name != zoo.dataset.name:
+            (mirror / "datasets").mkdir(parents=True, exist_ok=True)
+            _zip_dir(mirror / _dataset_url(ds), root, members)
+            continue
+        ann = root / ds.annotation_file
+        for sub in ("zips", "annotations"):
+            (mirror / sub).mkdir(parents=True, exist_ok=True)
+        _zip_dir(mirror / "zips" / "val2017.zip", root, [p for p in members if p != ann])
+        _zip_dir(mirror / "annotations" / "annotations_trainval2017.zip", root, [ann])
+    return staging, images
 
 
-def _random_weights(m: Model, built: source.SourceTree, out: Path, images: Path, failed: dict[str, str] | None) -> None:
+def _random_weights(
+    m: Model, built: source.SourceTree, out: Path, images: list[Path], failed: dict[str, str] | None
+) -> None:
     """The model's random-initialised, batch-norm calibrated weights at `out`, made by the worker from its config
     (`init-weights`); a config missing or not building goes into `failed` (an error without it)."""
     log.info("rehearsal: random-initialised weights for %s (building the model from its config)", m.name)
@@ -281,7 +243,7 @@ def _random_weights(m: Model, built: source.SourceTree, out: Path, images: Path,
             "--short-side",
             str(EVAL_SIZE),
             "--calibrate",
-            *map(str, sorted(images.iterdir())),
+            *map(str, images),
         ],
         capture_output=True,
         text=True,
@@ -312,8 +274,9 @@ def _last_error(stderr: str) -> str:
 
 
 def mirror_zoo(zoo: Zoo, stack: str, base: str, mirror: Path) -> dict:
-    """The zoo as plain data with every URL moved to `base`, only the rehearsed stack, and its source pinned to
-    the content tree of the archive the mirror serves (recorded by build_mirror)."""
+    """The zoo as plain data with every URL moved to `base` (each dataset its models use: the mirror's synthetic
+    set of it), only the rehearsed stack, and its source pinned to the content tree of the archive the mirror
+    serves (recorded by build_mirror)."""
     made = read_json(mirror / ".complete.json")
     if not isinstance(made, dict) or not made.get("tree"):
         raise HarnessError(f"{mirror}: not a finished rehearsal mirror", hint="run `harness rehearse` again")
@@ -327,6 +290,18 @@ def mirror_zoo(zoo: Zoo, stack: str, base: str, mirror: Path) -> dict:
     raw["sources"] = {stack: src}
     raw["dataset"]["images"] = {"url": f"{base}/zips/val2017.zip"}
     raw["dataset"]["annotations"] = {"url": f"{base}/annotations/annotations_trainval2017.zip"}
+    served = made.get("datasets") or {zoo.dataset.name: zoo.dataset.layout}
+    used = {ds.name: ds for ds in zoo.datasets_of(zoo.models) if ds.name != zoo.dataset.name}
+    if missing := sorted(n for n, ds in used.items() if served.get(n) != ds.layout):
+        raise HarnessError(
+            f"{mirror}: serves no synthetic set of {', '.join(missing)}",
+            hint="build the mirror with these models (build_mirror makes a set of every dataset they use)",
+        )
+    # every dataset a model uses comes from the mirror; the others (real URLs, unused) are left out
+    raw["datasets"] = {n: d for n, d in raw.get("datasets", {}).items() if n in used}
+    for name, d in raw["datasets"].items():
+        d["images"] = {"url": f"{base}/{_dataset_url(used[name])}"}
+        d.pop("annotations", None)
     for m in raw["models"]:
         m["weights"] = {"url": f"{base}/models/{m['name']}.pdparams"}
     return raw

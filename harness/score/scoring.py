@@ -34,6 +34,7 @@ from harness.core.errors import HarnessError
 from harness.fetch import vocdata
 from harness.zoo import kinds
 from harness.zoo.kinds import COCO_STATS as STATS  # box and mask: what scripts and tests compare
+from harness.zoo.layouts import LAYOUTS
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,8 @@ class Truth:
         return cls(annotations, dataset.layout, images, {k: Path(p) for k, p in (dataset.files or {}).items()})
 
     def load(self, using: Scorer):
-        return _GROUND_TRUTH.get(self.layout, _coco_truth)(self, using)
+        own = _coco_truth if LAYOUTS[self.layout].coco_json else _GROUND_TRUTH[self.layout]
+        return own(self, using)
 
 
 def _voc_truth(truth: Truth, using: Scorer):
@@ -177,13 +179,13 @@ def _voc_truth(truth: Truth, using: Scorer):
     return vocdata.ground_truth(truth.images, truth.annotations, truth.files["label_list"])
 
 
-# The ground truth of a dataset, by its layout: COCO json through the COCO scorer, VOC's XML files read as ppdet does.
 def _coco_truth(truth: Truth, using: Scorer):
     return using.load(truth.annotations)
 
 
-# The layouts whose ground truth is not COCO json; every other layout (coco, coco-keypoints) is read by the scorer
-_GROUND_TRUTH = {"voc": _voc_truth}
+# The ground truth of a dataset, by its layout: COCO json (instances, keypoints) through the COCO scorer, VOC's XML
+# files read as ppdet does.
+_GROUND_TRUTH = {"voc": _voc_truth}  # layouts whose annotation file is not COCO json (layouts' `coco_json`)
 
 
 def score_files(

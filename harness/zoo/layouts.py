@@ -26,7 +26,9 @@ class Layout:
     label: str  # what a person calls it: "COCO json"
     overrides: Overrides
     files: tuple[str, ...] = ()  # roles of further files a dataset of this layout must name
-    sliced: bool = True  # its annotation file is COCO json, which `--parallel` cuts into image slices (slices.py)
+    # its annotation file is COCO json (pycocotools loads it as the ground truth; --parallel cuts it into slices
+    # by image); otherwise the layout's ground truth is read its own way (scoring's row) from the record's files
+    coco_json: bool = True
 
 
 def common_root(images: Path, annotations: Path) -> Path:
@@ -87,7 +89,7 @@ LAYOUTS: dict[str, Layout] = {
         Layout("coco", "COCO json (instances)", _coco),
         Layout("coco-keypoints", "COCO keypoints json (person_keypoints)", _coco_keypoints),
         # Pascal VOC (and sets laid out like it): the eval list and the XML files come in the images' archive
-        Layout("voc", "Pascal VOC (eval list, XML files, label list)", _voc, ("label_list",), sliced=False),
+        Layout("voc", "Pascal VOC (eval list, XML files, label list)", _voc, ("label_list",), coco_json=False),
     )
 }
 
