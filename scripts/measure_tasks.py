@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Measure whether four PaddleDetection task families run on the harness's two pinned stacks.
 
-Why: issue item 4 ("The rest, measured") asks, for PaddleSlim-compressed models, rotated boxes (DOTA),
-tracking (MOT) and WIDER FACE, either a harness path to the same bar or a *measured* reason. This script is the
+Why: for PaddleSlim-compressed models, rotated boxes (DOTA), tracking (MOT) and WIDER FACE the harness has
+no evaluation path yet, and what each would take must be a *measured* fact, not a guess. This script is the
 measurement: it really installs what each task needs and really runs PaddleDetection's own entry point
 (tools/eval.py, tools/eval_mot.py, ppdet/ext_op/setup.py) on CPU, on synthetic data with random weights, and
 prints one outcome line per (task, stack). harness/zoo/tasks.yaml records those lines; reports/tasks-measured.md
