@@ -141,6 +141,10 @@ def test_harness_import_all_writes_a_zoo_that_list_shows(tree, tmp_path):
     assert "| README files read |" in cov.read_text() and "## Findings in the READMEs" in cov.read_text()
     listed = harness("list", "--zoo", str(out), "--json", cache=cache, timeout=120)
     assert listed.returncode == 0 and len(json.loads(listed.stdout)) == len(raw["models"])
+    on = {r["name"]: r["dataset"] for r in json.loads(listed.stdout)}
+    assert on == {m["name"]: m.get("dataset", raw["dataset"]["name"]) for m in raw["models"]}
+    shown = harness("list", "--zoo", str(out), cache=cache, timeout=120).stdout
+    assert "| dataset " in shown and "voc-2007-test" in shown and "VOC mAP@0.5" in shown
     unknown = harness("import", "nope", "--ppdet-root", str(tree), cache=cache, timeout=120)
     assert unknown.returncode == 2 and "nope: no such README" in unknown.stderr
 

@@ -32,13 +32,15 @@ def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argp
 
 
 def rows(zoo: Zoo) -> list[dict]:
-    """One row per model: its name, table, documented metrics, README labels and whether its weights are cached."""
+    """One row per model: its name, table, dataset, documented metrics, README labels and whether its weights are
+    cached."""
     from harness.fetch.artifacts import is_cached
 
     return [
         {
             "name": m.name,
             "table": m.table,
+            "dataset": zoo.dataset_of(m).name,
             **{k.headline: m.expected.get(k.headline) for k in KINDS.values()},
             "expected": m.expected,
             "labels": m.labels,
@@ -56,12 +58,15 @@ def table(rows: list[dict]) -> str:
     # one column per kind of the kinds table that a model documents (the first kind always)
     shown = [k for i, k in enumerate(KINDS.values()) if i == 0 or any(r.get(k.headline) is not None for r in rows)]
     heads = [k.headline for k in shown]
-    headers = ["model", "table", *(k.label for k in shown), "other documented", "weights"]
+    several = len({r.get("dataset") for r in rows}) > 1  # a dataset column once the models use more than one
+    headers = ["model", "table", *(["dataset"] if several else []), *(k.label for k in shown), "other documented"]
+    headers.append("weights")
 
     body = [
         [
             r["name"],
             r["table"] or "-",
+            *([r.get("dataset") or "-"] if several else []),
             *("-" if r.get(h) is None else f"{r[h]:.1f}" for h in heads),
             ", ".join(f"{k} {v:g}" for k, v in r["expected"].items() if k not in heads) or "-",
             "cached" if r["cached"] else "-",
