@@ -256,3 +256,27 @@ def yaml_zoo() -> dict:
     from conftest import REPO
 
     return yaml.safe_load((REPO / "zoo.yaml").read_text())
+
+
+def test_a_dataset_without_an_archive_names_its_homepage_and_data_and_a_named_root_is_used(tmp_path, cache):
+    """`harness fetch --dataset NAME` of a dataset the zoo can name no archive for (VisDrone, Objects365, ...):
+    exit 4 (unavailable) naming the page to get it from and `--data NAME=DIR`; with that root, it is prepared."""
+    import yaml
+    from conftest import harness
+
+    args = _offline(tmp_path)
+    zoo = tmp_path / "zoo.yaml"
+    raw = yaml.safe_load(zoo.read_text())
+    raw["datasets"] = {"visdrone-det-val": {"homepage": "https://example.org/visdrone", "classes": 1}}
+    zoo.write_text(yaml.safe_dump(raw))
+    out = harness("fetch", *args, "--dataset", "visdrone-det-val", cache=cache)
+    assert out.returncode == 4 and "Traceback" not in out.stderr, out.stderr[-1500:]
+    assert "dataset visdrone-det-val has no archive the harness can fetch" in out.stderr
+    assert "https://example.org/visdrone" in out.stderr and "--data visdrone-det-val=DIR" in out.stderr
+    root = _root(tmp_path, _coco())
+    out = harness("fetch", *args, "--data", f"visdrone-det-val={root}", "--json", cache=cache)
+    assert out.returncode == 0, out.stderr[-1500:]
+    rows = {r["kind"] + ":" + r["name"]: r for r in json.loads(out.stdout)}
+    assert rows["dataset:visdrone-det-val"]["num_images"] == N and rows["dataset:visdrone-det-val"]["status"] == "ok"
+    out = harness("fetch", *args, "--dataset", "nope", cache=cache)
+    assert out.returncode == 2 and "unknown dataset 'nope'" in out.stderr and "visdrone-det-val" in out.stderr

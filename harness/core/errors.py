@@ -76,6 +76,13 @@ class DatasetRecordError(DatasetError):
     exit_code = ExitCode.USAGE
 
 
+class DatasetUnavailable(DatasetError):
+    """A dataset the zoo names no archive for (a licence, a form) and no `--data` root was given: it is neither on
+    this machine nor fetchable (exit 4), and the message says where a person gets it."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
 class StageError(HarnessError):
     """A model's pipeline stage failed: recorded in its result with the worker log's tail, never raised out."""
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from harness.core.errors import DatasetError, DatasetRecordError, UsageError
+from harness.core.errors import DatasetError, DatasetRecordError, DatasetUnavailable, UsageError
 from harness.core.files import atomic_write_bytes, atomic_write_json, read_json, sha256_file
 from harness.fetch import keypoint_records, vocdata
 from harness.fetch.archive import unpack
@@ -178,7 +178,7 @@ def fetch(
     refetch = f"harness fetch --dataset {ds.name}"
     again = bool(fetch_kw.get("verify"))  # `fetch --verify`: the extractions are made anew too
     if ds.images is None:
-        raise DatasetError(
+        raise DatasetUnavailable(
             f"dataset {ds.name} has no archive the harness can fetch",
             hint=f"get it from {ds.homepage} and pass --data {ds.name}=DIR (the root holding {ds.annotation_file})",
         )
