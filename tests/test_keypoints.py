@@ -181,6 +181,7 @@ def test_the_layout_points_the_keypoint_dataset_object_at_the_files(tmp_path):
             "image_dir": "val2017",
             "anno_path": "annotations/p.json",
             "img_prefix": str(root / "val2017"),
+            "ann_file": str(root / "annotations" / "p.json"),  # the bottom-up datasets' own join (HigherHRNet)
         }
     }
     boxes = tmp_path / "elsewhere" / "person_boxes.json"

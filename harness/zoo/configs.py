@@ -39,6 +39,7 @@ class EvalFacts:
     """The facts of a config's evaluation that decide which dataset and task a README row documents."""
 
     metric: str | None
+    iou_type: str | None  # `IouType` (bottom-up keypoint models evaluate `metric: COCO` with `IouType: keypoints`)
     num_classes: int | None
     dataset_dir: str | None  # normalised: no leading ./, no trailing /
     anno_path: str | None
@@ -121,6 +122,7 @@ def eval_facts(config: Path, root: Path) -> EvalFacts | None:
     classes = cfg.get("num_classes")
     return EvalFacts(
         metric=str(cfg["metric"]) if cfg.get("metric") is not None else None,
+        iou_type=str(cfg["IouType"]) if cfg.get("IouType") is not None else None,
         num_classes=classes if isinstance(classes, int) else None,
         dataset_dir=_norm(ds.get("dataset_dir")),
         anno_path=_norm(ds.get("anno_path")),

@@ -48,6 +48,7 @@ class Known:
     match: dict[str, Any]
     entry: dict[str, Any] | None  # None for the zoo's default dataset
     default: bool = False
+    kind: str = "box"  # the kind of ground truth it holds (kinds.KINDS): only tasks judged as that kind are on it
 
     def zoo_entry(self, facts: EvalFacts) -> dict[str, Any]:
         """The zoo file's `datasets.<name>`: the table's entry, image_dir and annotation_file the config's own."""
@@ -79,7 +80,7 @@ def tasks() -> dict[str, Task]:
 @cache
 def known() -> list[Known]:
     return [
-        Known(name, row["match"], row.get("entry"), bool(row.get("default")))
+        Known(name, row["match"], row.get("entry"), bool(row.get("default")), row.get("kind", "box"))
         for name, row in _table()["datasets"].items()
     ]
 
@@ -90,7 +91,7 @@ def _matches(match: dict[str, Any], facts: EvalFacts) -> bool:
 
 def identify(facts: EvalFacts) -> Identified:
     """The row's task and dataset, or why it has none the harness evaluates."""
-    task = tasks().get(facts.metric or "")
+    task = tasks().get(f"{facts.metric}/{facts.iou_type}") or tasks().get(facts.metric or "")
     if task is None:
         return Identified(None, None, f"a task the harness does not know (metric {facts.metric})")
     if task.kind is None:
@@ -98,7 +99,7 @@ def identify(facts: EvalFacts) -> Identified:
     if task.kind not in KINDS:
         return Identified(task, None, f"{task.label}: the {task.kind} kind is not in this harness's kinds table")
     for ds in known():
-        if _matches(ds.match, facts):
+        if _matches(ds.match, facts) and ds.kind == task.kind:
             layout = (ds.entry or {}).get("layout", "coco")
             if layout not in LAYOUTS:
                 return Identified(

@@ -48,8 +48,8 @@ def _coco(root: Path, images: Path, annotations: Path, files: Mapping[str, Path]
 
 def _coco_keypoints(root: Path, images: Path, annotations: Path, files: Mapping[str, Path]) -> dict:
     """ppdet's keypoint datasets (KeypointTopDownCocoDataset, KeypointBottomUpCocoDataset): dataset_dir, image_dir
-    and anno_path, plus `img_prefix`, which these datasets derive from the first two when built: their configs
-    declare them with a YAML tag (an object, not a dict), so the worker sets these as its attributes
+    and anno_path, plus `img_prefix` and (bottom-up) `ann_file`, which these datasets derive from them when built:
+    their configs declare them with a YAML tag (an object, not a dict), so the worker sets these as its attributes
     (model_build.merge_into_objects) on the object already built. The person boxes stay the config's
     (`use_gt_bbox`); a dataset that names a `bbox_file` (detected people, for configs that read them) gives
     its absolute path, which ppdet's os.path.join(dataset_dir, bbox_file) keeps as it is."""
@@ -59,6 +59,7 @@ def _coco_keypoints(root: Path, images: Path, annotations: Path, files: Mapping[
         "image_dir": image_dir,
         "anno_path": str(annotations.relative_to(root)),
         "img_prefix": os.path.join(str(root), image_dir),
+        "ann_file": str(annotations),  # the bottom-up dataset's own join of the two, made when it was built
     }
     if "bbox_file" in files:
         dataset["bbox_file"] = str(files["bbox_file"])
