@@ -86,7 +86,8 @@ def known() -> list[Known]:
 
 
 def _matches(match: dict[str, Any], facts: EvalFacts) -> bool:
-    return all(getattr(facts, key) == value for key, value in match.items())
+    """Every key of `match` equals the config's fact, or is one of a list (one dataset laid out under two names)."""
+    return all(getattr(facts, k) in v if isinstance(v, list) else getattr(facts, k) == v for k, v in match.items())
 
 
 def identify(facts: EvalFacts) -> Identified:
