@@ -10,7 +10,7 @@ import yaml
 from conftest import CURRENT
 
 from harness.model import geometry
-from harness.zoo.readme import _Untagged
+from harness.zoo.configs import _Untagged
 
 
 @pytest.fixture(scope="module")

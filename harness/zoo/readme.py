@@ -22,12 +22,10 @@ from typing import Any
 
 from harness.core.errors import UsageError
 from harness.core.files import is_component
-from harness.zoo.configs import EvalFacts, _Untagged, eval_facts
+from harness.zoo.configs import EvalFacts, eval_facts
 from harness.zoo.identify import Known, Task, identify, known
 from harness.zoo.kinds import KINDS
 from harness.zoo.readme_tables import Cell, Column, Table, columns, normalise, number, size, tables, vocabulary
-
-__all__ = ["Entry", "Finding", "Imported", "_Untagged", "find", "read", "zoo_document"]
 
 # A GitHub link into the tree; the branch may hold slashes (`tree/release/2.3/configs/...`).
 _GITHUB = re.compile(r"^https?://github\.com/PaddlePaddle/PaddleDetection/(?:tree|blob)/.+?/(configs/.+)$")
