@@ -203,6 +203,9 @@ class Model(_Strict):
     row: str | None = None  # the README row as written
     tolerance: dict[ToleranceKey, Tol] = {}
     dataset: str | None = None  # a name of the zoo's `datasets`; None: the zoo's `dataset`
+    # A compressed model's PaddleSlim config (quantisation, pruning), in the tree like `config`: the model is
+    # built from `config`, then transformed by it, as `tools/eval.py --slim_config` does, before its weights load
+    slim: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -221,10 +224,10 @@ class Model(_Strict):
         data.setdefault("table", "zoo")
         return data
 
-    @field_validator("config")
+    @field_validator("config", "slim")
     @classmethod
-    def _inside(cls, path: str) -> str:
-        return _relative_path(path)
+    def _inside(cls, path: str | None) -> str | None:
+        return None if path is None else _relative_path(path)
 
     @field_validator("name")
     @classmethod
