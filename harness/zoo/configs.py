@@ -45,10 +45,17 @@ class EvalFacts:
     anno_path: str | None
     image_dir: str | None
     eval_size: int | None  # the eval Resize's square target size, when it has one
+    architecture: str | None = None  # `architecture:` (a tracker that needs a separate detector is not built)
+    data_root: str | None = None  # a tracking config's EvalMOTDataset data_root: its folder of sequences
+
+    def folder(self) -> str | None:
+        """Where the evaluated data is under the dataset root: the sequences' folder of a tracking config
+        (EvalMOTDataset's data_root), else the EvalDataset's image_dir."""
+        return self.data_root or self.image_dir
 
     def shown(self) -> str:
         """One line for a reason or a finding: `metric COCO, 80 classes, dataset/coco annotations/...`."""
-        where = " ".join(p for p in (self.dataset_dir, self.anno_path) if p) or "no EvalDataset"
+        where = " ".join(p for p in (self.dataset_dir, self.anno_path or self.data_root) if p) or "no EvalDataset"
         return f"metric {self.metric}, {self.num_classes} classes, {where}"
 
 
@@ -119,6 +126,9 @@ def eval_facts(config: Path, root: Path) -> EvalFacts | None:
         return None
     found = cfg.get("EvalDataset")
     ds: dict = found if isinstance(found, dict) else {}
+    mot = cfg.get("EvalMOTDataset") if cfg.get("metric") in ("MOT", "MCMOT", "KITTI") else None
+    if isinstance(mot, dict):  # a tracker is evaluated on sequences (tools/eval_mot.py), not on its EvalDataset
+        ds = mot
     classes = cfg.get("num_classes")
     return EvalFacts(
         metric=str(cfg["metric"]) if cfg.get("metric") is not None else None,
@@ -128,4 +138,6 @@ def eval_facts(config: Path, root: Path) -> EvalFacts | None:
         anno_path=_norm(ds.get("anno_path")),
         image_dir=_norm(ds.get("image_dir")),
         eval_size=_eval_size(cfg.get("EvalReader")),
+        architecture=str(cfg["architecture"]) if cfg.get("architecture") is not None else None,
+        data_root=_norm(ds.get("data_root")),
     )

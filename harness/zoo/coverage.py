@@ -35,7 +35,8 @@ def _distinct(result: Imported) -> tuple[set[str], dict[str, str]]:
     metric or not)."""
     imported = {PurePosixPath(e.weights.split("?")[0]).name for e in result.entries}
     others: dict[str, str] = {}
-    for _, line, reason in result.skipped:
+    slips = [(readme, line, "a README slip (listed under findings)") for readme, line in result.slips]
+    for _, line, reason in [*result.skipped, *slips]:
         for name in re.findall(r"/([^/()\s]+\.pdparams)", line):
             if name not in imported:
                 others.setdefault(name, reason)

@@ -32,12 +32,15 @@ class Task:
     metrics: dict[str, str] = field(default_factory=dict)  # README column metric -> the kind's metric
     reason: str | None = None  # why it is not evaluated (tasks of harness/zoo/tasks.yaml say it there)
     task: str | None = None  # a row of tasks.yaml (slim, rotated, mot, face): its measured reason
+    # A table heading (any level above it) that says its numbers are of a split without public ground truth,
+    # scored by the benchmark's own server (MOTChallenge's test sets): such rows are not judged.
+    server_split: str | None = None
 
     def metric_of(self, column_metric: str) -> str | None:
         """What a README column's metric (`box_ap50`) means for this task (`kpt_ap50`, `voc_ap`)."""
         if column_metric in self.metrics:
             return self.metrics[column_metric]
-        if self.kind == "box" or column_metric.startswith("mask_"):
+        if (self.kind == "box" and column_metric.startswith("box_")) or column_metric.startswith("mask_"):
             return column_metric
         return None
 
@@ -54,7 +57,7 @@ class Known:
         """The zoo file's `datasets.<name>`: the table's entry, image_dir and annotation_file the config's own."""
         assert self.entry is not None
         return {
-            "image_dir": facts.image_dir or ".",
+            "image_dir": facts.folder() or ".",
             "annotation_file": facts.anno_path,
             **self.entry,
         }

@@ -22,9 +22,10 @@ from typing import Any
 
 from harness.core.errors import UsageError
 from harness.core.files import is_component
-from harness.zoo.configs import EvalFacts, eval_facts
+from harness.zoo.configs import EvalFacts, eval_facts, merged
 from harness.zoo.identify import Known, Task, identify, known
 from harness.zoo.kinds import KINDS
+from harness.zoo.readme_checks import Finding, cross_checked
 from harness.zoo.readme_tables import Cell, Column, Table, columns, normalise, number, size, tables, vocabulary
 
 # A GitHub link into the tree; the branch may hold slashes (`tree/release/2.3/configs/...`).
@@ -47,6 +48,7 @@ class Entry:
     line_no: int = 0  # its line in the README
     dataset: Known | None = None  # None only in tests; the default dataset is `dataset.default`
     facts: EvalFacts | None = None
+    slim: str | None = None  # a compressed model's PaddleSlim config (its row links it beside `config`)
 
     @property
     def where(self) -> str:
@@ -61,6 +63,7 @@ class Entry:
             "name": self.name,
             "table": self.table,
             "config": self.config,
+            **({"slim": self.slim} if self.slim else {}),
             "weights": self.weights,
             "labels": self.labels,
             "expected": self.expected,
@@ -71,15 +74,6 @@ class Entry:
             out["dataset"] = self.dataset.name
         out["row"] = self.row
         return out
-
-
-@dataclass(frozen=True)
-class Finding:
-    """Something wrong or doubtful in the READMEs, at a line: a maintainer fixes the README, the harness
-    imports no model for it (or says which reading it took)."""
-
-    where: str  # file:line
-    text: str
 
 
 @dataclass
@@ -95,6 +89,7 @@ class Imported:
     conflicts: dict[str, None] = field(default_factory=dict)  # a model documented twice with different values
     findings: list[Finding] = field(default_factory=list)
     dropped: int = 0  # rows the cross-checks turned into findings (not models, not skipped)
+    slips: list[tuple[str, str]] = field(default_factory=list)  # those rows: (readme, row)
     resolved: list[Finding] = field(default_factory=list)  # config links found by file name, as a person would
     tasks: dict[str, tuple[str, str]] = field(default_factory=dict)  # skip reason -> (task key, label)
 
@@ -182,7 +177,9 @@ def read(root: Path, readmes: list[str]) -> Imported:
                 else:
                     found.append((verdict, table, cols))
     found.sort(key=lambda f: PurePosixPath(f[0].config).parent != PurePosixPath(f[1].readme).parent)
-    found = _cross_checked(found, out)
+    found, dropped = cross_checked(found, out.findings)
+    out.dropped += len(dropped)
+    out.slips.extend((e.readme, e.row) for e, _, _ in dropped)
     seen: dict[tuple[str, str], list[Entry]] = {}  # (config, weights file name) -> entries, one per size
     for entry, table, cols in found:
         key = (entry.config, PurePosixPath(entry.weights.split("?")[0]).name)
@@ -240,9 +237,11 @@ def _unique(entry: Entry, entries: list[Entry]) -> str:
     at several input sizes, `<stem>_<size>`; a number as the last resort."""
     names = {e.name for e in entries}
     stem = PurePosixPath(entry.config).stem
+    weights_stem = PurePosixPath(entry.weights.split("?")[0]).stem
+    if entry.slim and weights_stem not in names and is_component(weights_stem):
+        return weights_stem  # a compressed model: its config's name is the plain model's
     if stem not in names:
         return stem
-    weights_stem = PurePosixPath(entry.weights.split("?")[0]).stem
     same_weights = any(e.weights == entry.weights for e in entries if e.config == entry.config)
     if not same_weights and weights_stem not in names and is_component(weights_stem):
         return weights_stem
@@ -313,12 +312,10 @@ def _row(
     weights = _weights(row, cols)
     if weights is None:
         return "no .pdparams link"
-    links = _links(row, cols, table.readme)
-    if why := _unlinked(row, cols, links, out):
-        return why
-    config = _resolve(root, links[0], table.readme, out, f"{table.readme}:{no}")
-    if config is None:
-        return "config missing at the pin"
+    linked = _configs(root, table, row, cols, out, no)
+    if isinstance(linked, str):
+        return linked
+    config, slim = linked
     facts = eval_facts(root / config, root)
     if facts is None or (facts.metric is None and facts.anno_path is None):
         return "the config defines no EvalDataset"
@@ -327,6 +324,14 @@ def _row(
         key = (found.task.task or found.task.metric) if found.task else "unknown"
         label = found.task.label if found.task else "a task the harness does not know"
         return _task(out, found.reason or "not evaluated", key, label)
+    if found.task.server_split and (split := _server_split(table, found.task.server_split)):
+        return _task(
+            out,
+            f"{found.task.label}: documented on a split without public ground truth (the table's heading: {split}; "
+            "the benchmark's server scores it)",
+            found.task.task or found.task.metric,
+            found.task.label,
+        )
     if found.dataset.default and (why := _not_coco(table, row, cols)):
         return why
     expected, labels, input_size = _documented(row, cols, found.task)
@@ -347,7 +352,54 @@ def _row(
         no,
         found.dataset,
         facts,
+        slim,
     )
+
+
+def _configs(
+    root: Path, table: Table, row: tuple[Cell, ...], cols: list[Column], out: Imported, no: int
+) -> tuple[str, str | None] | str:
+    """The row's config in the tree and its PaddleSlim config (None for a plain model), or why it has none."""
+    links = _links(row, cols, table.readme)
+    if not links:
+        return "no config link"
+    plain, slim = _compression(links)
+    if not plain and slim is not None and (base := _slim_base(root, slim, table.readme, out, no)):
+        plain = [base]
+    if not plain:
+        return _task(out, "a compressed model whose row links no model config beside its PaddleSlim config", *_SLIM)
+    config = _resolve(root, plain[0], table.readme, out, f"{table.readme}:{no}")
+    if config is None:
+        return "config missing at the pin"
+    if slim is None:
+        return config, None
+    found, why = _slim_checked(root, (config, slim), table.readme, out, no)
+    if found is None:
+        return why or "a compressed model whose PaddleSlim config is missing at the pin"
+    return config, found
+
+
+def _slim_base(root: Path, slim: str, readme: str, out: Imported, no: int) -> str | None:
+    """For a row that links only its PaddleSlim config (PicoDet's sparse models): the config of the model it
+    compresses (the slim config's `pretrain_weights`), when exactly one config of that name is in the tree."""
+    slim_cfg = merged(root / slim, root) or {}
+    stem = PurePosixPath(str(slim_cfg.get("pretrain_weights") or "").split("?")[0]).stem
+    hits = sorted(str(p.relative_to(root)) for p in (root / "configs").rglob(f"{stem}.yml")) if stem else []
+    if len(hits) != 1:
+        return None
+    out.resolved.append(
+        Finding(
+            f"{readme}:{no}",
+            f"the row links only {slim}: its model config taken as {hits[0]}, "
+            f"the config of its pretrain_weights {stem}.pdparams",
+        )
+    )
+    return hits[0]
+
+
+def _server_split(table: Table, pattern: str) -> str | None:
+    """The heading above the table that names a split scored only by the benchmark's server, if any."""
+    return next((h for h in table.headings if re.search(pattern, h.lower())), None)
 
 
 def _not_coco(table: Table, row: tuple[Cell, ...], cols: list[Column]) -> str | None:
@@ -360,21 +412,46 @@ def _not_coco(table: Table, row: tuple[Cell, ...], cols: list[Column]) -> str | 
     return None
 
 
-def _unlinked(row: tuple[Cell, ...], cols: list[Column], links: list[str], out: Imported) -> str | None:
-    """Why the row's links cannot give a plain model: none, or a PaddleSlim config among them (its slim column,
-    or a slim config linked beside the model's own, as PicoDet's quantised rows do)."""
-    if not links:
-        return "no config link"
-    slim_column = any(c.links for c, col in zip(row, cols, strict=False) if col.role == "slim")
-    compressed = [link for link in links[1:] if link.startswith("configs/slim/") and not _distilled(link)]
-    if slim_column or compressed:
-        return _task(
-            out,
-            "a compressed model: its PaddleSlim config (prune, quantisation) is needed to evaluate it",
-            "slim",
-            "PaddleSlim-compressed models",
+_SLIM = ("slim", "PaddleSlim-compressed models")
+
+
+def _compression(links: list[str]) -> tuple[list[str], str | None]:
+    """The row's model configs, and its PaddleSlim config (prune, quantisation) when it links one: in its slim
+    column (slim README tables) or beside the model's own in the config cell (PicoDet's quantised rows)."""
+    slim = [link for link in links if link.startswith("configs/slim/") and not _distilled(link)]
+    return [link for link in links if link not in slim], (slim[0] if slim else None)
+
+
+def _slim_checked(
+    root: Path, links: tuple[str, str], readme: str, out: Imported, no: int
+) -> tuple[str | None, str | None]:
+    """The slim config as found in the tree, or why a compressed row cannot be a model: its slim config is
+    missing, or a README slip: the slim config compresses another model's weights (its `pretrain_weights`, for
+    quantisation and pruning) than the config the row links, and that model's config is in the tree (a finding)."""
+    config, slim = links
+    where = f"{readme}:{no}"
+    found = _resolve(root, slim, readme, out, where)
+    if found is None:
+        return None, _task(out, "a compressed model whose PaddleSlim config is missing at the pin", *_SLIM)
+    slim_cfg = merged(root / found, root) or {}
+    base = str(slim_cfg.get("pretrain_weights") or "")
+    base_stem = PurePosixPath(base.split("?")[0]).stem
+    if slim_cfg.get("slim") not in ("QAT", "Pruner") or not base_stem or base_stem == PurePosixPath(config).stem:
+        return found, None
+    meant = sorted(str(p.relative_to(root)) for p in (root / "configs").rglob(f"{base_stem}.yml"))
+    if not meant:
+        return found, None
+    out.findings.append(
+        Finding(
+            where,
+            f"{found} compresses {base_stem}.pdparams (its pretrain_weights), the weights of {', '.join(meant)}, "
+            f"but the row links {config}",
         )
-    return None
+    )
+    return (
+        None,
+        "a README slip: the compressed model's config is not the one its PaddleSlim config compresses (a finding)",
+    )
 
 
 def _distilled(link: str) -> bool:
@@ -386,63 +463,6 @@ def _task(out: Imported, reason: str, key: str, label: str) -> str:
     """The reason, recorded with its task (a key of tasks.yaml where one is measured there, and its label)."""
     out.tasks[reason] = (key, label)
     return reason
-
-
-def _cross_checked(found: list, out: Imported) -> list:
-    """The entries the READMEs' cross-checks leave; the others become findings.
-    - One weights file under two configs: the config whose name the weights carry (else the one in the
-      weights' home folder) is meant; a row pairing the weights with another config is a README slip.
-    - One (weights, config) documented at a size other than the config's own eval size, in a table that does not
-      document it at the config's own size, while another table does: the config evaluates at its own size."""
-    by_weights: dict[str, set[str]] = {}
-    for e, _, _ in found:
-        by_weights.setdefault(e.weights_file, set()).add(e.config)
-    dropped: set[int] = set()
-    for i, (e, _, _) in enumerate(found):
-        configs = by_weights[e.weights_file]
-        if len(configs) < 2:
-            continue
-        named = [
-            c
-            for c in dict.fromkeys(o.config for o, _, _ in found if o.weights_file == e.weights_file)
-            if PurePosixPath(c).stem == PurePosixPath(e.weights_file).stem
-        ]
-        if named and e.config not in named:
-            dropped.add(i)
-            out.findings.append(
-                Finding(
-                    e.where,
-                    f"{e.weights_file} is paired with {e.config}, but it is the "
-                    f"weights of {', '.join(named)} (one weights file under two configs)",
-                )
-            )
-        elif len(named) > 1 and e.config != named[0]:  # two configs of the weights' name in two folders
-            dropped.add(i)
-            out.findings.append(
-                Finding(
-                    e.where,
-                    f"{e.weights_file} is linked with {e.config} here and with {named[0]} (its "
-                    "home README, taken): two configs of one name for one weights file",
-                )
-            )
-    for i, (e, _, _) in enumerate(found):
-        own = e.facts.eval_size if e.facts else None
-        if i in dropped or own is None or e.input_size in (None, own):
-            continue
-        same = [(o, t) for o, t, _ in found if o.config == e.config and o.weights_file == e.weights_file]
-        if any(t is found[i][1] and o.input_size in (None, own) for o, t in same):
-            continue  # its own table documents the config's own size too: a table of sizes (PP-YOLO's 608 ... 320)
-        if home := [o for o, _ in same if o.input_size in (None, own)]:
-            dropped.add(i)
-            out.findings.append(
-                Finding(
-                    e.where,
-                    f"{e.weights_file} with {e.config} documented at {e.input_size}, "
-                    f"but the config evaluates at {own}, as {home[0].where} documents it",
-                )
-            )
-    out.dropped += len(dropped)
-    return [f for i, f in enumerate(found) if i not in dropped]
 
 
 # ---- whole trees -----------------------------------------------------------------------------------------------
