@@ -56,11 +56,8 @@ class Known:
     def zoo_entry(self, facts: EvalFacts) -> dict[str, Any]:
         """The zoo file's `datasets.<name>`: the table's entry, image_dir and annotation_file the config's own."""
         assert self.entry is not None
-        return {
-            "image_dir": facts.folder() or ".",
-            "annotation_file": facts.anno_path,
-            **self.entry,
-        }
+        own = {"image_dir": facts.folder() or ".", "annotation_file": facts.anno_path}
+        return {**{k: v for k, v in own.items() if v is not None}, **self.entry}
 
 
 @dataclass(frozen=True)
