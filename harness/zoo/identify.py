@@ -35,6 +35,7 @@ class Task:
     # A table heading (any level above it) that says its numbers are of a split without public ground truth,
     # scored by the benchmark's own server (MOTChallenge's test sets): such rows are not judged.
     server_split: str | None = None
+    server_scored: bool = False  # every README number of the task is a server's (DOTA test): no one re-measures it
 
     def metric_of(self, column_metric: str) -> str | None:
         """What a README column's metric (`box_ap50`) means for this task (`kpt_ap50`, `voc_ap`)."""
@@ -65,6 +66,7 @@ class Identified:
     task: Task | None
     dataset: Known | None
     reason: str | None  # set when the row cannot be imported
+    server: bool = False  # the reason: its numbers are a benchmark server's (no public ground truth)
 
 
 @cache
@@ -96,7 +98,7 @@ def identify(facts: EvalFacts) -> Identified:
     if task is None:
         return Identified(None, None, f"a task the harness does not know (metric {facts.metric})")
     if task.kind is None:
-        return Identified(task, None, f"{task.label}: {task.reason or 'not evaluated'}")
+        return Identified(task, None, f"{task.label}: {task.reason or 'not evaluated'}", task.server_scored)
     if task.kind not in KINDS:
         return Identified(task, None, f"{task.label}: the {task.kind} kind is not in this harness's kinds table")
     for ds in known():
@@ -109,5 +111,5 @@ def identify(facts: EvalFacts) -> Identified:
             return Identified(task, ds, None)
     for row in _table()["not_imported"]:
         if _matches(row["match"], facts):
-            return Identified(task, None, f"{row['reason']} ({facts.shown()})")
+            return Identified(task, None, f"{row['reason']} ({facts.shown()})", bool(row.get("server_scored")))
     return Identified(task, None, f"a dataset the harness does not know ({facts.shown()})")

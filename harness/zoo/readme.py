@@ -92,6 +92,8 @@ class Imported:
     slips: list[tuple[str, str]] = field(default_factory=list)  # those rows: (readme, row)
     resolved: list[Finding] = field(default_factory=list)  # config links found by file name, as a person would
     tasks: dict[str, tuple[str, str]] = field(default_factory=dict)  # skip reason -> (task key, label)
+    # skip reasons of numbers scored only by a benchmark's server (a test split without public ground truth)
+    server: set[str] = field(default_factory=set)
 
 
 # ---- rows → entries -----------------------------------------------------------------------------------------
@@ -323,15 +325,16 @@ def _row(
     if found.reason is not None or found.task is None or found.dataset is None:
         key = (found.task.task or found.task.metric) if found.task else "unknown"
         label = found.task.label if found.task else "a task the harness does not know"
+        if found.server:
+            out.server.add(found.reason or "not evaluated")
         return _task(out, found.reason or "not evaluated", key, label)
     if found.task.server_split and (split := _server_split(table, found.task.server_split)):
-        return _task(
-            out,
+        server = (
             f"{found.task.label}: documented on a split without public ground truth (the table's heading: {split}; "
-            "the benchmark's server scores it)",
-            found.task.task or found.task.metric,
-            found.task.label,
+            "the benchmark's server scores it)"
         )
+        out.server.add(server)
+        return _task(out, server, found.task.task or found.task.metric, found.task.label)
     if found.dataset.default and (why := _not_coco(table, row, cols)):
         return why
     expected, labels, input_size = _documented(row, cols, found.task)
