@@ -37,7 +37,7 @@ PROBE = textwrap.dedent("""
     if how == "worker":
         from harness.model import model_build, weights
         model_build.ppdet_on_path(Path(sys.argv[3]))
-        _, model, _, _ = model_build.build_model(Path(sys.argv[4]))
+        _, model, _, _, _ = model_build.build_model(Path(sys.argv[4]))
     elif how == "read":
         from harness.model import checkpoint
     else:

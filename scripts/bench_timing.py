@@ -75,7 +75,7 @@ def overhead(spec_path: Path, rounds: int, iters: int) -> dict:
     from harness.model.model_build import build_model
     from harness.model.timing import Method, run
 
-    cfg, model, _, _ = build_model(Path(spec["config"]), short=spec.get("eval_short"), square=spec.get("input_size"))
+    cfg, model, _, _, _ = build_model(Path(spec["config"]), short=spec.get("eval_short"), square=spec.get("input_size"))
     weights.load(model, Path(spec["weights"]), None)
     from ppdet.data.source.category import get_categories
 

@@ -29,7 +29,7 @@ if [ "$(cat "$VENV/.installed" 2>/dev/null)" != "$want" ]; then
   "$VENV/bin/python" -c "import paddle; paddle.utils.run_check()"
   # the ppdet extra does not name paddle: pip keeps the GPU build installed above
   PIP_CONSTRAINT=constraints/current.txt "$VENV/bin/python" -m pip install --quiet -e ".[ppdet,report]"
-  PIP_CONSTRAINT=constraints/current.txt "$VENV/bin/python" -m pip install --quiet --no-deps imgaug==0.4.0
+  PIP_CONSTRAINT=constraints/current.txt "$VENV/bin/python" -m pip install --quiet --no-deps imgaug==0.4.0 paddleslim==2.6.0
   echo "$want" > "$VENV/.installed"
 fi
 locked=${HARNESS_LOCKED---locked}

@@ -18,7 +18,7 @@ if [ "$(cat "$VENV/.installed" 2>/dev/null)" != "$want" ]; then
   echo "setting up $VENV (paddle + PaddleDetection's runtime dependencies, pinned by constraints/$STACK.txt)" >&2
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
   PIP_CONSTRAINT="constraints/$STACK.txt" "$VENV/bin/python" -m pip install --quiet -e ".[ppdet,cpu]"
-  PIP_CONSTRAINT="constraints/$STACK.txt" "$VENV/bin/python" -m pip install --quiet --no-deps imgaug==0.4.0
+  PIP_CONSTRAINT="constraints/$STACK.txt" "$VENV/bin/python" -m pip install --quiet --no-deps imgaug==0.4.0 paddleslim==2.6.0
   echo "$want" > "$VENV/.installed"
 fi
 HARNESS_STACK=$STACK exec "$VENV/bin/harness" rehearse "$@"

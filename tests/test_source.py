@@ -241,3 +241,23 @@ def test_untracked_importable_files_of_a_checkout_count_as_dirty_and_are_named(t
     assert tree.dirty is True and set(tree.untracked) == {"paddle.py", "cv2/"}
     assert tree.as_json()["untracked"] == sorted(tree.untracked)
     assert "untracked files Python can import" in caplog.text and "paddle.py" in caplog.text
+
+
+def test_a_missing_slim_config_is_refused_like_a_missing_config(tmp_path):
+    """A compressed model whose slim config is not in the tree must never be evaluated as its plain self."""
+    (tmp_path / "configs" / "slim").mkdir(parents=True)
+    (tmp_path / "configs" / "m.yml").write_text("architecture: YOLOv3\n")
+    tree = source.SourceTree(root=tmp_path, commit=None, origin="checkout")
+    plain = MODEL.model_copy(update={"config": "configs/m.yml", "slim": None})
+    assert tree.slim_config(plain) is None
+    slim = plain.model_copy(update={"slim": "configs/slim/quant/m_qat.yml"})
+    with pytest.raises(UsageError) as missing:
+        tree.slim_config(slim)
+    assert "slim config configs/slim/quant/m_qat.yml not found" in missing.value.message
+    assert "`slim:`" in missing.value.hint
+    with pytest.raises(UsageError) as config:  # the same class (and exit code) as a missing config
+        tree.config(slim.model_copy(update={"config": "configs/absent.yml"}))
+    assert type(config.value) is type(missing.value)
+    (tmp_path / "configs" / "slim" / "quant").mkdir()
+    (tmp_path / "configs" / "slim" / "quant" / "m_qat.yml").write_text("slim: QAT\n")
+    assert tree.slim_config(slim) == tmp_path / "configs/slim/quant/m_qat.yml"

@@ -50,6 +50,20 @@ class SourceTree:
         base_chain(path, self.root)
         return path
 
+    def slim_config(self, model: Model) -> Path | None:
+        """The model's PaddleSlim config in this tree (None: not a compressed model), checked as `config` is:
+        a missing one is the same error, so a compressed model is never evaluated as its uncompressed self."""
+        if model.slim is None:
+            return None
+        path = self.root / model.slim
+        if not path.is_file():
+            raise UsageError(
+                f"{model.name}: slim config {model.slim} not found in {self.root}",
+                hint="check `slim:` in zoo.yaml, or the PaddleDetection commit",
+            )
+        base_chain(path, self.root)  # DistillPrune's slim config has a _BASE_ (its teacher's config)
+        return path
+
     def as_json(self) -> dict:
         return {
             "root": str(self.root),

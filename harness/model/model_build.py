@@ -151,19 +151,32 @@ def build_model(
     overrides: dict | None = None,
     short: int | None = None,
     square: int | None = None,
+    slim: Path | None = None,
 ):
     """Load a real config plus overrides, set its eval geometry (geometry.apply) and build its architecture on
-    `device`, without the construction-time downloads of pretrained backbones (no_pretrained_downloads);
-    returns (cfg, model, geometry, the URLs of pretrained weights not downloaded)."""
+    `device`, without the construction-time downloads of pretrained backbones (no_pretrained_downloads); a
+    compressed model transformed by its `slim` config as tools/eval.py --slim_config does (slim.py).
+    Returns (cfg, model, geometry, the URLs of pretrained weights not downloaded, the slim type or None)."""
     import paddle
     from ppdet.core.workspace import create, load_config, merge_config
 
     from harness.model import geometry
+    from harness.model import slim as slimming
 
     cfg = load_config(str(config))
-    merge_config({"use_gpu": device == "gpu", **merge_into_objects(cfg, overrides or {})})
-    geo = geometry.apply(cfg, short=short, square=square)
+
+    def merge() -> None:
+        merge_config({"use_gpu": device == "gpu", **merge_into_objects(cfg, overrides or {})})
+
+    def settle() -> geometry.Geometry:  # the harness's changes, over whatever a slim config merged
+        merge()
+        return geometry.apply(cfg, short=short, square=square)
+
     paddle.set_device("gpu" if device == "gpu" else "cpu")
     with no_pretrained_downloads() as skipped:
-        model = create(cfg.architecture)
-    return cfg, model, geo, skipped
+        if slim is None:
+            geo = settle()
+            return cfg, create(cfg.architecture), geo, skipped, None
+        merge()  # as tools/eval.py merges its -o options before build_slim_model
+        model, kind, geo = slimming.build(cfg, slim, lambda: create(cfg.architecture), settle)
+    return cfg, model, geo, skipped, kind

@@ -21,6 +21,7 @@ from harness.model.geometry import Geometry
 
 SPEC, ANSWER = "spec.json", "worker.json"
 PROGRESS = "@@progress"  # a worker's stdout line `@@progress DONE TOTAL`: the parent's progress bar
+SLIM_SEP = "::"  # `worker build CONFIG::SLIM`: a compressed model, built transformed by its slim config (audit)
 
 # Why a worker refused the weights (worker.json `error_kind`), and what the parent does about it:
 ERROR_KINDS = {
@@ -45,6 +46,9 @@ class Spec(Strict):
 
     ppdet_root: str
     config: str
+    # a compressed model's PaddleSlim config (absolute): the model built from `config` is transformed by it as
+    # `tools/eval.py --slim_config` does (harness/model/slim.py) before its weights load
+    slim: str | None = None
     weights: str
     weights_sha256: str | None = None
     images: str
@@ -75,6 +79,7 @@ class WorkerResult(Strict):
     device: str | None = None
     device_name: str | None = None
     architecture: str | None = None
+    slim: dict[str, str] | None = None  # the slim config applied: {"config": path, "type": QAT, Pruner, ...}
     overrides: dict[str, Any] | None = None
     geometry: Geometry | None = None
     weight_check: dict[str, Any] | None = None

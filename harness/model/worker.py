@@ -9,8 +9,8 @@ them; stdout/stderr are the log, plus `@@progress i n` lines the parent turns in
 
     python -m harness.model.worker eval --spec SPEC.json     evaluate one model (see `evaluate`)
     python -m harness.model.worker init-weights --ppdet-root DIR --config CFG --out W.pdparams [--seed N]
-                                          [--calibrate IMG ...] [--short-side PX]
-    python -m harness.model.worker build --ppdet-root DIR CONFIG...   build each config, one JSON line each (audit)
+                                          [--calibrate IMG ...] [--short-side PX] [--slim SLIM]
+    python -m harness.model.worker build --ppdet-root DIR CONFIG[::SLIM]...   build each, one JSON line each (audit)
 
 Exit codes: 0 done, 3 refused with a reason in worker.json (e.g. weights that do not fit), anything
 else is a crash (the parent records the log's tail).
@@ -90,9 +90,16 @@ def _calibrate_batchnorm(cfg, model, images: list[Path], short_side: int) -> Non
 
 
 def init_weights(
-    root: Path, config: Path, out: Path, seed: int = 0, calibrate: list[Path] | None = None, short_side: int = 320
+    root: Path,
+    config: Path,
+    out: Path,
+    seed: int = 0,
+    calibrate: list[Path] | None = None,
+    short_side: int = 320,
+    slim: Path | None = None,
 ) -> dict:
-    """Save the randomly initialised state dict of a config's model as a `.pdparams` (rehearsal zoo).
+    """Save the randomly initialised state dict of a config's model (transformed by its `slim` config, if
+    any) as a `.pdparams` (rehearsal zoo).
 
     Saved with `paddle.save`, the same call ppdet's checkpoint code uses, so the file has the format,
     keys and shapes of a published checkpoint; only the values are random. With `calibrate`, the
@@ -102,7 +109,7 @@ def init_weights(
     import paddle
 
     paddle.seed(seed)
-    cfg, model, _, _ = build_model(config)
+    cfg, model, _, _, _ = build_model(config, slim=slim)
     if calibrate:
         _calibrate_batchnorm(cfg, model, calibrate, short_side)
     state = model.state_dict()
@@ -141,11 +148,16 @@ def build_many(root: Path, configs: list[str]) -> None:
         workspace.global_config.clear()
         workspace.global_config.update({k: copy.copy(v) for k, v in registry.items()})
         t0 = time.perf_counter()
+        path, _, slim = config.partition(protocol.SLIM_SEP)  # a compressed model: transformed as it is evaluated
         try:
-            cfg = workspace.load_config(str(root / config))
-            workspace.merge_config({"use_gpu": False})
-            with no_pretrained_downloads():
-                state = workspace.create(cfg.architecture).state_dict()
+            if slim:
+                cfg, model, _, _, _ = build_model(root / path, slim=root / slim)
+                state = model.state_dict()
+            else:
+                cfg = workspace.load_config(str(root / path))
+                workspace.merge_config({"use_gpu": False})
+                with no_pretrained_downloads():
+                    state = workspace.create(cfg.architecture).state_dict()
             line = {
                 "config": config,
                 "ok": True,
@@ -187,11 +199,14 @@ def evaluate(spec: Spec) -> dict:
     clock.mark("import")
     device = resolve_device(spec.device)
     overrides = _overrides(spec, preds)
-    cfg, model, geo, skipped = build_model(
-        Path(spec.config), device=device, overrides=overrides, short=spec.eval_short, square=spec.input_size
+    slim = Path(spec.slim) if spec.slim else None
+    cfg, model, geo, skipped, kind = build_model(
+        Path(spec.config), device=device, overrides=overrides, short=spec.eval_short, square=spec.input_size, slim=slim
     )
     clock.mark("build")
     record = _record(cfg, device, overrides, geo, skipped)
+    if kind is not None:  # the slim config applied, and how (slim.WHEN)
+        record["slim"] = {"config": str(slim), "type": kind}
     try:
         record["weight_check"] = weights.load(model, Path(spec.weights), spec.weights_sha256)
     except checkpoint.CheckpointError as exc:
@@ -366,15 +381,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--calibrate", type=Path, nargs="*", default=None, help="images for BatchNorm statistics")
     p.add_argument("--short-side", type=int, default=320)
+    p.add_argument("--slim", type=Path, default=None, help="a compressed model's slim config (--slim_config)")
     p = sub.add_parser("build", help="build configs (no weights) and print one JSON line each: the audit")
     p.add_argument("--ppdet-root", type=Path, required=True)
-    p.add_argument("configs", nargs="+", help="config paths inside the tree")
+    p.add_argument("configs", nargs="+", help="config paths inside the tree (CONFIG::SLIM: a compressed model)")
     args = parser.parse_args(argv)
     if args.command == "build":
         build_many(args.ppdet_root, args.configs)
         return ExitCode.OK
     if args.command == "init-weights":
-        info = init_weights(args.ppdet_root, args.config, args.out, args.seed, args.calibrate, args.short_side)
+        info = init_weights(
+            args.ppdet_root, args.config, args.out, args.seed, args.calibrate, args.short_side, args.slim
+        )
         print(json.dumps(info))
         return ExitCode.OK
     spec = protocol.read_spec(args.spec)

@@ -223,6 +223,7 @@ def _random_weights(
     t0 = time.perf_counter()
     try:
         config = built.config(m)
+        slim = built.slim_config(m)  # a compressed model's weights are the transformed model's
     except HarnessError as exc:
         if failed is None:
             raise
@@ -242,6 +243,7 @@ def _random_weights(
             str(out),
             "--short-side",
             str(EVAL_SIZE),
+            *(["--slim", str(slim)] if slim is not None else []),
             "--calibrate",
             *map(str, images),
         ],

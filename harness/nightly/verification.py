@@ -77,13 +77,16 @@ def worker_spec(
     inputs: Inputs, model: Model, config: Path, weights: Fetched, mdir: Path, opts: Options, *, evaluate: bool
 ) -> Spec:
     """What the worker is asked; it refuses weights whose bytes do not hash to `weights_sha256`, sets the eval
-    geometry from the config (`eval_short`, `input_size`: geometry.py) and checks that the documented
-    `metrics` have predictions."""
+    geometry from the config (`eval_short`, `input_size`: geometry.py), transforms a compressed model by its
+    slim config (a missing one is refused as a missing config is) and checks that the documented `metrics`
+    have predictions."""
+    slim = inputs.tree.slim_config(model)
     timing = TimingSpec(backends=list(opts.backends), method=asdict(opts.method)) if opts.timing else None
     data = inputs.data_for(model)
     return Spec(
         ppdet_root=str(inputs.tree.root),
         config=str(config),
+        slim=None if slim is None else str(slim),
         weights=str(weights.path),
         weights_sha256=weights.sha256,
         images=str(data.images),
@@ -251,7 +254,8 @@ def inputs_key(job: Job) -> str | None:
         return None
     documented = job.model.documented()
     payload = {
-        "specs": [s.model_dump() for s in job.specs],
+        # `slim` only where set: the keys of results kept before the field existed stay the same
+        "specs": [s.model_dump(exclude=None if s.slim else {"slim"}) for s in job.specs],
         "threads": job.opts.threads,
         "scorer": job.opts.scorer,
         "documented": documented,
