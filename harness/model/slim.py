@@ -32,16 +32,19 @@ from harness.core.errors import HarnessError
 #   before  merged, then the model built and transformed by `create(cfg.slim)` (ppdet's last branch)
 #   after   the model built from the config, then merged, then pruned by `create(cfg.pruner)` (DistillPrune)
 #   none    nothing: an eval of a distilled student is the plain student (build_slim_model returns cfg as is)
+#   merge   merged, then the plain model built: nothing in it changes for an eval
 WHEN = {
     "QAT": "before",  # quantisation-aware training (PACT too: QAT's activation_preprocess_type)
     "Pruner": "before",  # FPGM or L1-norm filter pruning
     "PrunerQAT": "before",
     "DistillPrune": "after",
     "Distill": "none",
+    # sparse weights of the plain shapes: ppdet merges the slim config and sets `unstructured_prune`, which only
+    # its training loop reads (trainer.py: "only enabled in the train mode"); the model is the plain one
+    "UnstructuredPruner": "merge",
 }
-# Not replayed: their weights load *before* the transformation (PTQ, OFA) or change no shape for the loader
-# to check (UnstructuredPruner sets a training flag); no zoo checkpoint uses them.
-REFUSED = {"PTQ", "OFA", "UnstructuredPruner"}
+# Not replayed: their weights load *before* the transformation (PTQ, OFA); no zoo checkpoint uses them.
+REFUSED = {"PTQ", "OFA"}
 
 
 def slim_type(slim: Path) -> str:
@@ -82,6 +85,16 @@ def build(cfg: Any, slim: Path, create_model: Callable[[], Any], settle: Callabl
         geo = settle()
         with guard():
             return create_model(), kind, geo
+    if when == "merge":
+        load_config(str(slim))
+        geo = settle()
+        with guard():
+            model = create_model()
+        cfg["slim_type"] = cfg.slim
+        cfg["slim"] = create(cfg.slim)
+        cfg["unstructured_prune"] = True
+        cfg["model"] = model
+        return model, kind, geo
     if when == "before":
         load_config(str(slim))
         geo = settle()
@@ -89,14 +102,31 @@ def build(cfg: Any, slim: Path, create_model: Callable[[], Any], settle: Callabl
             model = create_model()
         transform = create(cfg.slim)
         cfg["slim_type"] = cfg.slim
-        model = transform(model)
+        model = _transformed(transform, model, slim)
         cfg["slim"] = transform
     else:  # DistillPrune: the student is built from its own config, then the slim config is merged
         with guard():
             model = create_model()
         load_config(str(slim))
         geo = settle()
-        model = create(cfg.pruner)(model)
+        model = _transformed(create(cfg.pruner), model, slim)
         cfg["slim_type"] = cfg.slim
     cfg["model"] = model
     return model, kind, geo
+
+
+def _transformed(transform: Callable[[Any], Any], model: Any, slim: Path) -> Any:
+    """`transform(model)`; paddleslim 2.6.0's pruning on paddle 3 named as what it is (a stack limit, not the
+    model's fault): it traces the model with paddle 2's `_to_static_mode_guard_`, which paddle 3 removed."""
+    try:
+        return transform(model)
+    except AttributeError as exc:
+        if "_to_static_mode_guard_" not in str(exc):
+            raise
+        import paddle
+
+        raise HarnessError(
+            f"{slim}: PaddleSlim 2.6.0 cannot prune on paddle {paddle.__version__} ({exc}); tools/eval.py "
+            "--slim_config fails the same way",
+            hint="evaluate pruned models on the previous stack (paddle 2.6): docs/stacks.md, PaddleSlim",
+        ) from None
