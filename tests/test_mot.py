@@ -282,3 +282,43 @@ def ppdet_root(ppdet_archive, cache) -> Path:
     return source.prepare(
         Source(repository="unused", commit=pin.commit, tree=ppdet_tree(pin.commit), paddle=pin.paddle, archive=archive)
     ).root
+
+
+# ---- what the report, the CSV and the model index make of it ----
+
+
+def test_mota_and_idf1_are_judged_reported_and_indexed():
+    from conftest import result
+
+    from harness.publish import modelindex, report
+    from harness.score.verdict import judge_all
+    from harness.zoo.manifest import Model
+
+    verdicts, status = judge_all(
+        {"mot_mota": 73.9, "mot_idf1": 70.0}, {"mot_mota": 74.0, "mot_idf1": 76.1}, lambda m: 0.3
+    )
+    assert verdicts["mot_mota"].status == "pass" and verdicts["mot_idf1"].status == "fail" and status == "fail"
+    rec = result(
+        {
+            "status": "fail",
+            "stats": {"mot": {"MOTA": 0.739, "IDF1": 0.7}},
+            "metrics": {m: v.model_dump() for m, v in verdicts.items()},
+        }
+    )
+    row = report.rows([rec])[0]
+    assert row["mot_mota_measured"] == 73.9 and row["mot_mota_status"] == "pass"  # the kind's headline column
+    m = Model(
+        name="fairmot_dla34_30e_576x320",
+        config="configs/mot/fairmot/fairmot_dla34_30e_576x320.yml",
+        weights="https://example.invalid/fairmot.pdparams",
+        dataset="mot16-train",
+        expected={"mot_mota": 74.0, "mot_idf1": 76.1},
+    )
+    got = modelindex._model(m, "FairMOT", rec, "mot16-train")["Results"]
+    assert got == [
+        {
+            "Task": "Multiple Object Tracking",
+            "Dataset": "mot16-train",
+            "Metrics": {"mot MOTA": 74.0, "mot IDF1": 76.1, "measured mot MOTA": 73.9, "measured mot IDF1": 70.0},
+        }
+    ]
