@@ -322,3 +322,76 @@ def test_mota_and_idf1_are_judged_reported_and_indexed():
             "Metrics": {"mot MOTA": 74.0, "mot IDF1": 76.1, "measured mot MOTA": 73.9, "measured mot IDF1": 70.0},
         }
     ]
+
+
+# ---- the mirror (rehearsal, family matrix): a mot dataset served and fetched as the zoo file lays it out ----
+
+
+def test_the_mirror_serves_a_mot_dataset_that_the_harness_prepares(tmp_path):
+    """A tracker as the importer writes it (dataset `mot16-train`, layout mot, no annotation_file): the mirror's
+    synthetic sequences, fetched from 127.0.0.1 through the mirror's zoo file, pass the harness's preparation."""
+    import yaml
+    from conftest import REPO
+
+    from harness.core.files import atomic_write_json
+    from harness.nightly import rehearsal
+    from harness.zoo.manifest import parse_zoo
+
+    whole = yaml.safe_load((REPO / "zoos" / "paddledetection.yaml").read_text())
+    table = {"readme": "configs/mot/fairmot/README.md", "columns": ["MOTA", "IDF1", "download", "config"]}
+    table |= {"metrics": {"MOTA": "mot_mota", "IDF1": "mot_idf1"}, "weights": "download", "config": "config"}
+    model = {
+        "name": "fairmot_dla34_30e_576x320",
+        "table": "fairmot",
+        "config": "configs/mot/fairmot/fairmot_dla34_30e_576x320.yml",
+        "weights": "https://paddledet.bj.bcebos.com/models/mot/fairmot_dla34_30e_576x320.pdparams",
+        "dataset": "mot16-train",
+        "expected": {"mot_mota": 74.0, "mot_idf1": 76.1},
+    }
+    datasets = {"mot16-train": {"layout": "mot", "image_dir": "MOT16/images/train", "classes": 1, "homepage": "x"}}
+    zoo = parse_zoo({**whole, "datasets": datasets, "tables": {"fairmot": table}, "models": [model]})
+    work = tmp_path / "work"
+    _, images = rehearsal._serve_datasets(work, zoo, 4)
+    assert len(images["mot16-train"]) == 4 and all(p.parent.name == "img1" for p in images["mot16-train"])
+    mirror = work / "mirror"
+    atomic_write_json(mirror / ".complete.json", {"tree": "0" * 40, "datasets": {"mot16-train": "mot"}})
+    with rehearsal.serve(mirror, 0) as base:
+        served = parse_zoo(rehearsal.mirror_zoo(zoo, zoo.source()[0], base, mirror))
+        (ds,) = served.datasets_of(served.models)
+        got = dataset.prepare(ds, None, root=tmp_path / "cache")
+    assert (got.name, got.layout, got.num_images) == ("mot16-train", "mot", 4)
+    assert motdata.sequences(got.images) == ["MOT16-02", "MOT16-04"] and got.annotations == got.images.parents[2]
+
+
+class _Cfg(dict):
+    """What tracking.check reads of ppdet's config: `metric` and `architecture`."""
+
+    @property
+    def architecture(self) -> str:
+        return self["architecture"]
+
+
+@pytest.mark.parametrize(
+    ("metric", "arch", "layout", "refused"),
+    [
+        ("MOT", "FairMOT", "mot", None),
+        ("MOT", "JDE", "mot", None),
+        ("COCO", "FasterRCNN", "coco", None),
+        ("MOT", "FairMOT", "coco", "it is evaluated on a mot dataset"),
+        ("COCO", "FasterRCNN", "mot", "is not a tracker"),
+        ("MOT", "DeepSORT", "mot", "single-checkpoint JDE-style trackers"),
+        ("MOT", "ByteTrack", "mot", "DeepSORT/ByteTrack"),
+        ("MCMOT", "FairMOT", "mot", "multi-class MCMOT"),
+    ],
+)
+def test_only_jde_style_trackers_on_mot_datasets_are_evaluated(metric, arch, layout, refused):
+    from harness.core.errors import HarnessError
+    from harness.model import tracking
+
+    cfg = _Cfg(metric=metric, architecture=arch)
+    if refused is None:
+        tracking.check(cfg, layout)
+        return
+    with pytest.raises(HarnessError) as err:
+        tracking.check(cfg, layout)
+    assert refused in f"{err.value.message} {err.value.hint}"
