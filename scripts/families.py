@@ -3,10 +3,10 @@
 For the models of scripts/families.yaml (one per family and task, from zoos/paddledetection.yaml): random-initialised
 weights built from each real config (BatchNorm calibrated on the synthetic images), served on 127.0.0.1 with a
 synthetic set of each model's own dataset laid out as that dataset is (COCO json with the dataset's classes, COCO
-keypoints, Pascal VOC: harness/nightly/synthetic.py), then `harness run` over them: download and verify, strict
-weight check, PaddleDetection's eval, scoring of every prediction kind the model writes, verdict, report. Random
-weights give AP ≈ 0, so a verdict of `fail` is the expected outcome; what the matrix shows is that every family
-runs through.
+keypoints, Pascal VOC, MOTChallenge sequences: harness/nightly/synthetic.py), then `harness run` over them: download
+and verify, strict weight check, PaddleDetection's eval, scoring of every prediction kind the model writes, verdict,
+report. Random weights give AP ≈ 0, so a verdict of `fail` is the expected outcome; what the matrix shows is that
+every family runs through.
 
     .venv-current/bin/python scripts/families.py --json /tmp/families-current.json
     HARNESS_STACK=previous .venv-previous/bin/python scripts/families.py --json /tmp/families-previous.json
@@ -204,14 +204,17 @@ def markdown(runs: list[dict]) -> str:
         "# Every family through the real pipeline (CPU, random weights)",
         "",
         "`scripts/families.py`: one model per architecture family and task of the zoo (scripts/families.yaml: "
-        "boxes and masks on COCO, person keypoints on COCO, Pascal VOC, COCO json of another dataset), "
+        "boxes and masks on COCO, person keypoints on COCO, Pascal VOC, COCO json of another dataset, trackers on "
+        "MOTChallenge sequences), "
         "random-initialised weights built from its real config, served on 127.0.0.1 with a synthetic set of the "
         "model's own dataset laid out as that dataset is (COCO json with the dataset's classes, COCO keypoints "
-        "json, VOC eval list with XML files and label list), then `harness run`: download and verify, strict "
+        "json, VOC eval list with XML files and label list, MOT sequences with gt.txt and seqinfo.ini), then "
+        "`harness run`: download and verify, strict "
         "weight check, PaddleDetection's eval, scoring of every prediction kind, verdict, report. AP ≈ 0 with "
         "random weights, so the verdict `fail` is the expected outcome: **ran** means the family went through "
         "every stage. Task: the kinds the model is judged on and its dataset. px: the eval size, `own size` where "
-        "the config has no Resize to scale (a keypoint model's person crops are its config's). Seconds: the worker "
+        "the config has no Resize to scale (a keypoint model's person crops are its config's, a tracker's "
+        "LetterBox its EvalMOTReader's). Seconds: the worker "
         "(import, build, "
         "weights, eval) on this project's 2-core CPU machine.",
         "",

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 
 from harness.core.errors import DatasetError, DatasetRecordError, DatasetUnavailable, UsageError
 from harness.core.files import atomic_write_bytes, atomic_write_json, read_json, sha256_file
-from harness.fetch import keypoint_records, vocdata
+from harness.fetch import keypoint_records, motdata, vocdata
 from harness.fetch.archive import unpack
 from harness.fetch.artifacts import fetch_artifact
 from harness.fetch.cache import cache_root
@@ -154,7 +154,7 @@ def open_root(ds: Dataset, data_dir: Path) -> tuple[Path, Path, Path]:
             f"--data {root}: no such directory",
             hint=f"pass the root of {ds.name} (holds {ds.image_dir}/), or --data {ds.name}=DIR",
         )
-    return root, root / ds.image_dir, root / ds.annotation_file
+    return root, root / ds.image_dir, (root / ds.annotation_file if LAYOUTS[ds.layout].annotation_file else root)
 
 
 def _files(ds: Dataset, root: Path) -> dict[str, Path]:
@@ -202,6 +202,8 @@ def fetch(
             ),
             ds.annotations.url,
         )
+    if not LAYOUTS[ds.layout].annotation_file:  # its ground truth lies in the images' folder (a mot dataset)
+        return img_root / ds.image_dir, img_root, shas, img_root
     if not (ann_root / ds.annotation_file).is_file():
         raise DatasetError(
             f"{where}: archive has no {ds.annotation_file}",
@@ -354,5 +356,35 @@ def _voc(
     return CocoData(images, eval_list, len(lines), meta, shas, sha256_file(eval_list), ds.name, ds.layout, files)
 
 
+def _mot(
+    ds: Dataset,
+    images: Path,
+    root_dir: Path,
+    files: dict[str, Path],
+    shas: dict[str, str],
+    subset: int | None,
+    seed: int,
+    root: Path | None,
+) -> CocoData:
+    """A mot layout: `image_dir` the folder of sequences, each complete as eval_mot reads it and its gt.txt
+    readable as ppdet's MOT metric reads it (motdata); one class (`classes: 1`, the pedestrian). The
+    dataset's `annotations` is its root (ppdet's dataset_dir), `num_images` its frames, `annotations_sha256` a
+    digest of what the eval reads (motdata.digest). `--subset` is refused: a tracker is evaluated on whole
+    sequences, and ppdet reads every sequence of the folder."""
+    if subset is not None:
+        raise UsageError(
+            f"--subset {subset}: dataset {ds.name} is MOT sequences, evaluated whole",
+            hint="leave out --subset for tracking models",
+        )
+    if ds.num_classes not in (None, 1):
+        raise DatasetError(
+            f"dataset {ds.name}: a mot dataset has one class (MOTChallenge's pedestrian), not {ds.num_classes}",
+            hint="set `classes: 1` in the zoo file (multi-class MCMOT is not evaluated by the harness)",
+        )
+    names, frames = motdata.check(images)
+    motdata.ground_truth(images)  # every gt.txt readable: refused here, not in the scorer
+    return CocoData(images, root_dir, frames, None, shas, motdata.digest(images, names), ds.name, ds.layout, files)
+
+
 # Layouts prepared by their own function (their annotations are not COCO json); the others go the COCO way.
-_PREPARE = {"voc": _voc}
+_PREPARE = {"voc": _voc, "mot": _mot}

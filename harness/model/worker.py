@@ -30,7 +30,7 @@ from pathlib import Path
 
 from harness.core.errors import ExitCode, HarnessError
 from harness.core.files import digests
-from harness.model import checkpoint, geometry, protocol, vocpreds, weights
+from harness.model import checkpoint, geometry, protocol, tracking, vocpreds, weights
 from harness.model.model_build import (
     build_model,
     crash_handlers,
@@ -55,7 +55,9 @@ def _calibrate_batchnorm(cfg, model, images: list[Path], short_side: int) -> Non
     the config's EvalReader resizes it, scaled to `short_side` (geometry.keep_ratio_scale). A backbone without
     BatchNorm (ViTPose's ViT: LayerNorm; it has only `forward_features`, no forward to call) has nothing to set.
     """
-    if not any(hasattr(m, "_mean") and hasattr(m, "_variance") for m in model.backbone.sublayers()):
+    # a tracker (FairMOT, JDE) holds its backbone in its detector
+    backbone = getattr(model, "backbone", None) or getattr(getattr(model, "detector", None), "backbone", None)
+    if backbone is None or not any(hasattr(m, "_mean") and hasattr(m, "_variance") for m in backbone.sublayers()):
         return
     import cv2
     import numpy as np
@@ -84,7 +86,7 @@ def _calibrate_batchnorm(cfg, model, images: list[Path], short_side: int) -> Non
     hooks = [m.register_forward_pre_hook(set_stats) for m in norms]
     model.eval()
     with paddle.no_grad():
-        model.backbone({"image": paddle.to_tensor(padded)})
+        backbone({"image": paddle.to_tensor(padded)})
     for h in hooks:
         h.remove()
 
@@ -190,7 +192,7 @@ def evaluate(spec: Spec) -> dict:
     Overrides applied to the real config: the dataset paths, batch size 1 (as documented),
     device, data-loader workers, and `save_prediction_only` so ppdet writes its prediction files
     (bbox.json, mask.json or segm.json; a VOC metric's bbox.json becomes voc.json, vocpreds.py) and leaves
-    scoring to the harness.
+    scoring to the harness. A tracker (metric MOT) runs eval_mot's loop instead and writes mot.json (tracking.py).
     """
     clock = _Clock()
     preds = Path(spec.out) / "predictions"
@@ -204,6 +206,7 @@ def evaluate(spec: Spec) -> dict:
         Path(spec.config), device=device, overrides=overrides, short=spec.eval_short, square=spec.input_size, slim=slim
     )
     clock.mark("build")
+    tracking.check(cfg, spec.layout)  # a tracker only on MOT sequences, and only a JDE-style one
     record = _record(cfg, device, overrides, geo, skipped)
     if kind is not None:  # the slim config applied, and how (slim.WHEN)
         record["slim"] = {"config": str(slim), "type": kind}
@@ -212,7 +215,10 @@ def evaluate(spec: Spec) -> dict:
     except checkpoint.CheckpointError as exc:
         return {**record, **weights.refusal(exc), "durations": clock.stages}
     clock.mark("load_weights")
-    if spec.eval:
+    if spec.eval and tracking.is_tracker(cfg):  # tools/eval_mot.py's loop (tracking.py)
+        record.update(tracking.evaluate(cfg, model, preds))
+        clock.mark("eval")
+    elif spec.eval:
         record.update(_eval(cfg, model, preds, spec.metrics, clock))
     if spec.timing:
         record.update(_timing(spec, spec.timing, cfg, model, device))

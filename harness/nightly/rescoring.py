@@ -37,7 +37,7 @@ def _rescore_one(path: Path, using) -> Result:
         return rec  # it never reached scoring
     files = unchanged_predictions(path, rec)
     where = Truth.of(rec.dataset)
-    if not where.annotations.is_file():
+    if not where.annotations.exists():  # a file; a mot dataset's root
         raise UsageError(
             f"{path}: its annotations {rec.dataset.annotations if rec.dataset else None} are gone",
             hint="rescore on the machine (and cache) that ran it, or re-run the model",

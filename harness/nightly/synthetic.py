@@ -14,7 +14,12 @@ same code makes both, so a test's set and the mirror's set cannot drift apart:
 - Pascal VOC (`voc`), laid out as PaddleDetection's VOCDataSet reads it: JPEGImages/, Annotations/ (size,
   objects with name, difficult, bndbox), the eval list (`JPEGImages/<name>.jpg Annotations/<name>.xml` a line)
   and the label list. Objects are filled rectangles; some are difficult, some cross the image border (ppdet
-  clips them), some have no area once clipped (ppdet drops them), and `empty` images have none.
+  clips them), some have no area once clipped (ppdet drops them), and `empty` images have none;
+- MOTChallenge sequences (`mot`), laid out as tools/eval_mot.py reads them: `<seq>/img1/000001.jpg ...`,
+  `<seq>/seqinfo.ini`, `<seq>/gt/gt.txt` (`frame,id,x,y,w,h,mark,class,visibility`). People are filled
+  rectangles walking in straight lines; besides pedestrians (class 1) the ground truth holds what MOT16's does:
+  rows marked 0 (not evaluated), static people (class 7) and negative visibility (ignore regions where the
+  sequence is named MOT16-..).
 
 `write(dataset, root, n)` lays a zoo dataset's synthetic set out under `root` as the zoo file describes it
 (its image_dir, annotation_file and files), by the LAYOUTS row of its layout.
@@ -337,6 +342,60 @@ def synthetic_voc(
     return Voc(root, root / "test.txt", root / "label_list.txt", names, classes)
 
 
+def synthetic_mot(
+    folder: Path,
+    names: tuple[str, ...] = ("MOT16-02", "MOT16-04"),
+    frames: int = 4,
+    size: tuple[int, int] = (320, 240),
+    people: int = 3,
+    seed: int = 0,
+) -> list[Path]:
+    """Sequences `names` of `frames` frames each under `folder` (see the module's docstring); returns the frames.
+    Person k of a sequence has id k + 1; every third sequence row past the first gets one extra row of each
+    kind the metric must leave out or ignore."""
+    import cv2
+    import numpy as np
+
+    rng = random.Random(seed)
+    w, h = size
+    written = []
+    for s, name in enumerate(names):
+        seq = folder / name
+        (seq / "img1").mkdir(parents=True, exist_ok=True)
+        (seq / "gt").mkdir(parents=True, exist_ok=True)
+        walk = []
+        for _ in range(people):
+            bw, bh = rng.uniform(0.12, 0.2) * w, rng.uniform(0.35, 0.5) * h
+            x, y = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
+            walk.append(
+                (x, y, bw, bh, rng.uniform(-6, 6), rng.uniform(-3, 3), tuple(rng.randrange(256) for _ in "rgb"))
+            )
+        rows = []
+        for f in range(1, frames + 1):
+            yy, xx = np.mgrid[0:h, 0:w]
+            canvas = np.stack([(xx * 200 // w), (yy * 200 // h), np.full_like(xx, (60 + 50 * s) % 256)], -1)
+            canvas = canvas.astype(np.uint8)
+            for k, (x, y, bw, bh, dx, dy, colour) in enumerate(walk):
+                bx, by = round(x + dx * f, 1), round(y + dy * f, 1)
+                cv2.rectangle(canvas, (int(bx), int(by)), (int(bx + bw), int(by + bh)), colour, -1)
+                rows.append(f"{f},{k + 1},{bx},{by},{round(bw, 1)},{round(bh, 1)},1,1,{round(rng.uniform(0.3, 1), 2)}")
+            if f % 3 == 2:  # left out (mark 0), a static person (ignored), an ignore region (visibility -1)
+                rows.append(f"{f},{people + 1},5,5,20,40,0,1,1")
+                rows.append(f"{f},{people + 2},{w - 40},10,30,60,1,7,0.5")
+                rows.append(f"{f},{people + 3},10,{h - 70},25,60,1,1,-1")
+            ok, jpg = cv2.imencode(".jpg", canvas[:, :, ::-1].copy())
+            assert ok
+            path = seq / "img1" / f"{f:06d}.jpg"
+            path.write_bytes(jpg.tobytes())
+            written.append(path)
+        (seq / "gt" / "gt.txt").write_text("\n".join(rows) + "\n")
+        (seq / "seqinfo.ini").write_text(
+            f"[Sequence]\nname={name}\nimDir=img1\nframeRate=30\nseqLength={frames}\n"
+            f"imWidth={w}\nimHeight={h}\nimExt=.jpg\n"
+        )
+    return written
+
+
 # ---- a zoo dataset, laid out by its layout -------------------------------------------------------------------
 
 
@@ -366,6 +425,12 @@ def _voc_set(ds: Dataset, root: Path, n: int) -> list[Path]:
     return [voc.root / "JPEGImages" / f"{name}.jpg" for name in voc.names]
 
 
+def _mot_set(ds: Dataset, root: Path, n: int) -> list[Path]:
+    """Two MOT16-named sequences (ignore regions apply) of n // 2 frames each (one of n frames when n < 4)."""
+    names = ("MOT16-02", "MOT16-04") if n >= 4 else ("MOT16-02",)
+    return synthetic_mot(root / ds.image_dir, names, frames=max(n // len(names), 1))
+
+
 def _write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))
@@ -376,6 +441,7 @@ WRITERS: dict[str, Callable[[Dataset, Path, int], list[Path]]] = {
     "coco": _coco_set,
     "coco-keypoints": _keypoint_set,
     "voc": _voc_set,
+    "mot": _mot_set,
 }
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.errors import HarnessError
-from harness.fetch import vocdata
+from harness.fetch import motdata, vocdata
 from harness.zoo import kinds
 from harness.zoo.kinds import COCO_STATS as STATS  # box and mask: what scripts and tests compare
 from harness.zoo.layouts import LAYOUTS
@@ -179,13 +179,22 @@ def _voc_truth(truth: Truth, using: Scorer):
     return vocdata.ground_truth(truth.images, truth.annotations, truth.files["label_list"])
 
 
+def _mot_truth(truth: Truth, using: Scorer):
+    if truth.images is None:
+        raise HarnessError(f"{truth.annotations}: a MOT dataset, to be scored without its folder of sequences")
+    return motdata.ground_truth(truth.images)
+
+
 def _coco_truth(truth: Truth, using: Scorer):
     return using.load(truth.annotations)
 
 
 # The ground truth of a dataset, by its layout: COCO json (instances, keypoints) through the COCO scorer, VOC's XML
-# files read as ppdet does.
-_GROUND_TRUTH = {"voc": _voc_truth}  # layouts whose annotation file is not COCO json (layouts' `coco_json`)
+# files and MOT's per-sequence gt.txt read as ppdet does.
+_GROUND_TRUTH = {
+    "voc": _voc_truth,
+    "mot": _mot_truth,
+}  # layouts whose annotation file is not COCO json (layouts' `coco_json`)
 
 
 def score_files(
@@ -251,8 +260,8 @@ def _score_in_child(kind: str, path: str, scorer_name: str, params: Mapping[str,
 
 
 def metrics(stats: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Every metric a zoo can document, in AP points: `<kind>_<stat>` = the stat × 100 (box_ap, mask_ap,
-    box_ap50, ...; kinds.KINDS)."""
+    """Every metric a zoo can document, in AP points (percent for MOTA and IDF1): `<kind>_<stat>` = the stat ×
+    100 (box_ap, mask_ap, box_ap50, mot_mota, ...; kinds.KINDS)."""
     out = {}
     for kind in kinds.KINDS.values():
         for stat, value in (stats.get(kind.stats_key) or {}).items():

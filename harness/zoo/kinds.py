@@ -15,12 +15,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from harness.core import vocmap
+from harness.core import motmetric, vocmap
 
 # COCOeval's 12 summary statistics, in its order (fractions; -1 where a size range has no objects).
 COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 # COCOeval's 10 keypoint statistics (iouType "keypoints"), in its order: one maxDets (20), no small range.
 KEYPOINT_STATS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
+# The OVERALL row of ppdet's MOT summary that a tracker's README documents (fractions; MOTA may be negative).
+MOT_STATS = ("MOTA", "IDF1")
 
 # A kind's own scorer: (ground truth as the scorer loaded it, the predictions, the scorer) -> {stat: fraction}; the
 # metric's parameters that PaddleDetection's config sets (a VOC `map_type`) come as keywords.
@@ -40,11 +42,12 @@ class Kind:
     # the annotation file's order (the keypoint datasets take pycocotools' getImgIds() as it is). slices.py
     # merges the slices' predictions back into it.
     image_order: str = "id"
+    first: str = "AP"  # the statistic a table shows for the kind (its headline)
 
     @property
     def headline(self) -> str:
-        """The metric a table shows for the kind: `box_ap`."""
-        return f"{self.prefix}_ap"
+        """The metric a table shows for the kind: `box_ap`, `mot_mota`."""
+        return self.metric(self.first)
 
     def metric(self, stat: str) -> str:
         return f"{self.prefix}_{stat.lower()}"
@@ -71,6 +74,19 @@ KINDS: dict[str, Kind] = {
         # prints it. ppdet writes its VOC boxes as bbox.json in a per-batch layout without image ids; the worker
         # ties them to their images and writes voc.json (harness/model/vocpreds.py), so `bbox` stays COCO's.
         Kind("voc", "voc", ("voc",), "Object Detection", "VOC mAP@0.5", stats=("AP",), score=vocmap.score),
+        # JDE-style trackers (FairMOT, JDE) on MOTChallenge sequences: MOTA and IDF1 of the summary ppdet's
+        # tools/eval_mot.py prints (its MOTMetric, on motmetrics), computed by harness/core/motmetric.py from
+        # mot.json, the rows of ppdet's per-sequence result files (harness/model/tracking.py)
+        Kind(
+            "mot",
+            "mot",
+            ("mot",),
+            "Multiple Object Tracking",
+            "MOTA",
+            stats=MOT_STATS,
+            score=motmetric.score,
+            first="MOTA",
+        ),
     )
 }
 

@@ -1,7 +1,8 @@
 """The layouts a dataset can have on disk, as one table: what PaddleDetection's eval reader is told to read.
 
 A zoo names one dataset per model (COCO val2017 by default; VisDrone, Objects365, ... in COCO's json; COCO
-keypoints; Pascal VOC). Each layout is a row: how the worker points the config's `EvalDataset` at the prepared
+keypoints; Pascal VOC; MOTChallenge sequences). Each layout is a row: how the worker points the config's
+`EvalDataset` (a tracker's `EvalMOTDataset`) at the prepared
 files (the only place the harness changes what a config reads), and which further files a dataset of the
 layout names (`files:` in the zoo file, by role). Adding a layout is adding a row here and, where it is not
 COCO json, its preparation in fetch/dataset.py.
@@ -29,6 +30,9 @@ class Layout:
     # its annotation file is COCO json (pycocotools loads it as the ground truth; --parallel cuts it into slices
     # by image); otherwise the layout's ground truth is read its own way (scoring's row) from the record's files
     coco_json: bool = True
+    # it has an annotation file (`annotation_file` in the zoo file); a mot dataset has not: its ground truth is
+    # each sequence's gt/gt.txt, and the dataset's `annotations` path is its root
+    annotation_file: bool = True
 
 
 def common_root(images: Path, annotations: Path) -> Path:
@@ -84,6 +88,13 @@ def _voc(root: Path, images: Path, annotations: Path, files: Mapping[str, Path])
     }
 
 
+def _mot(root: Path, images: Path, annotations: Path, files: Mapping[str, Path]) -> dict:
+    """MOTImageFolder (`EvalMOTDataset`, a tagged object: set as its attributes, model_build.merge_into_objects):
+    `dataset_dir` the dataset's root, `data_root` its folder of sequences under it, which tools/eval_mot.py
+    joins as `{dataset_dir}/{data_root}` and lists; its other fields (keep_ori_im) stay the config's."""
+    return {"EvalMOTDataset": {"dataset_dir": str(root), "data_root": str(images.relative_to(root))}}
+
+
 LAYOUTS: dict[str, Layout] = {
     row.name: row
     for row in (
@@ -91,6 +102,10 @@ LAYOUTS: dict[str, Layout] = {
         Layout("coco-keypoints", "COCO keypoints json (person_keypoints)", _coco_keypoints),
         # Pascal VOC (and sets laid out like it): the eval list and the XML files come in the images' archive
         Layout("voc", "Pascal VOC (eval list, XML files, label list)", _voc, ("label_list",), coco_json=False),
+        # MOTChallenge sequences (<seq>/img1, <seq>/gt/gt.txt, <seq>/seqinfo.ini) under `image_dir`
+        Layout(
+            "mot", "MOTChallenge sequences (img1, gt/gt.txt, seqinfo.ini)", _mot, coco_json=False, annotation_file=False
+        ),
     )
 }
 
