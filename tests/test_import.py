@@ -263,3 +263,24 @@ def test_every_model_of_both_trees_is_on_the_dataset_its_config_evaluates(each_t
     weights = {}
     for e in got.entries:  # one weights file under one config only
         assert weights.setdefault(e.weights_file, e.config) == e.config, (e.name, e.weights_file)
+
+
+def test_one_network_trackers_are_models_on_their_sequences_and_server_splits_are_not(everything):
+    trackers = {e.name: e for e in everything.entries if e.dataset is not None and e.dataset.kind == "mot"}
+    assert len(trackers) == 19
+    fairmot = trackers["fairmot_dla34_30e_576x320"]  # "FairMOT Results on MOT-16 Training Set"
+    assert fairmot.dataset.name == "mot16-train" and fairmot.expected == {"mot_mota": 74.0, "mot_idf1": 76.1}
+    assert fairmot.where == "configs/mot/fairmot/README.md:34"  # not the MOT-16 test table's 69.9 / 70.2
+    assert trackers["fairmot_dla34_30e_1088x608_bytetracker"].dataset.name == "mot17-half-val"
+    assert trackers["jde_darknet53_30e_864x480"].expected == {"mot_mota": 69.1, "mot_idf1": 64.7}
+    skipped = [r for f, line, r in everything.skipped if f == "configs/mot/fairmot/README.md" and ".pdparams" in line]
+    assert sum("documented on a split without public ground truth" in r for r in skipped) == 11
+    enhance = [r for f, line, r in everything.skipped if "fairmot_enhance_dla34" in line]
+    assert enhance and all("Test Set" in r for r in enhance)
+    deepsort = [r for f, line, r in everything.skipped if f == "configs/mot/deepsort/README.md" and ".pdparams" in line]
+    assert deepsort and all(r.startswith("tracking by detection with a separate detector") for r in deepsort)
+    assert not any(
+        e.dataset is not None and e.dataset.kind == "mot"
+        for e in everything.entries
+        if e.config.startswith("configs/mot/bytetrack/")
+    )
