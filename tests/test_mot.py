@@ -307,6 +307,8 @@ def test_mota_and_idf1_are_judged_reported_and_indexed():
     )
     row = report.rows([rec])[0]
     assert row["mot_mota_measured"] == 73.9 and row["mot_mota_status"] == "pass"  # the kind's headline column
+    assert row["mot_idf1_measured"] == 70.0 and row["mot_idf1_status"] == "fail"  # and its second judged number
+    assert "box_ap50_measured" not in row  # other kinds: their headline only
     m = Model(
         name="fairmot_dla34_30e_576x320",
         config="configs/mot/fairmot/fairmot_dla34_30e_576x320.yml",

@@ -314,7 +314,8 @@ def rows(records: list[Result]) -> list[dict]:
             "eval_size": rec.reduced_eval_size[0] if rec.reduced_eval_size else None,
             "error": (rec.error.message.split("\n")[0] or None) if rec.error else None,
         }
-        for name in (k.headline for k in KINDS.values()):  # one group of columns per kind of the kinds table
+        # one group of columns per kind of the kinds table (per judged number of a kind judged on several)
+        for name in (m for k in KINDS.values() for m in k.csv_metrics):
             m = rec.verdict(name)
             for field in ("measured", "documented", "delta", "tolerance", "status"):
                 row[f"{name}_{field}"] = getattr(m, field) if m is not None else None

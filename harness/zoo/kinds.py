@@ -43,6 +43,13 @@ class Kind:
     # merges the slices' predictions back into it.
     image_order: str = "id"
     first: str = "AP"  # the statistic a table shows for the kind (its headline)
+    # the statistics whose verdict columns the CSV carries (the headline, unless a kind is judged on several
+    # numbers as a whole: a tracker's MOTA and IDF1)
+    columns: tuple[str, ...] = ()
+
+    @property
+    def csv_metrics(self) -> tuple[str, ...]:
+        return tuple(self.metric(s) for s in self.columns) or (self.headline,)
 
     @property
     def headline(self) -> str:
@@ -86,6 +93,7 @@ KINDS: dict[str, Kind] = {
             stats=MOT_STATS,
             score=motmetric.score,
             first="MOTA",
+            columns=("MOTA", "IDF1"),
         ),
     )
 }
