@@ -44,4 +44,15 @@ def test_run_json_and_history_lines_written_before_their_schemas_read(tmp_path):
     assert run is not None and _same_or_added_null(meta, run.model_dump()) == []
     lines = [json.loads(line) for line in (OLD / "history.jsonl").read_text().splitlines()]
     entries = history.load(OLD / "history.jsonl")
-    assert [e.model_dump() for e in entries] == lines  # every key and value, in the old writer's form
+    # version 1 lines (no `version`): paddle and the PaddleDetection commit move into the night's environment,
+    # every other key and value as the old writer wrote it
+    for line, e in zip(lines, entries, strict=True):
+        moved = {k: line.pop(k) for k in ("paddle", "ppdet_commit")}
+        assert e.version == 2 and e.env.paddle == moved["paddle"] == "3.3.1"
+        assert e.env.ppdet_commit == moved["ppdet_commit"] == "666f597fd00d3157e84dd9fb2dd3f40bf9918ebc"
+        assert _same_or_added_null(line, e.model_dump(exclude={"version", "env"})) == []
+    history.append(tmp_path / "h.jsonl", [])  # nothing: an empty store
+    (tmp_path / "h.jsonl").write_text((OLD / "history.jsonl").read_text())
+    history.append(tmp_path / "h.jsonl", [])  # an old store is rewritten in today's version, nothing lost
+    assert history.load(tmp_path / "h.jsonl") == entries
+    assert all(json.loads(x)["version"] == 2 for x in (tmp_path / "h.jsonl").read_text().splitlines())

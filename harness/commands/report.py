@@ -79,7 +79,7 @@ def render(
     if warning := shard_disagreement(runs):
         log.warning("%s", warning)
     if outputs or history:
-        text = publish(records, outputs or runs[0], history_path=history)["text"]
+        text = publish(records, outputs or runs[0], history_path=history, run_dirs=runs)["text"]
     else:
         text = markdown(records)
     if out:

@@ -128,7 +128,7 @@ def run(
         gpus=runner.gpu_list(gpus),
         history=past,
     )
-    return Ran(records, run_dir, path, publish(records, run_dir, history_path=path))
+    return Ran(records, run_dir, path, publish(records, run_dir, history_path=path, run_dirs=[run_dir]))
 
 
 def main(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ import logging
 import os
 import platform
 import queue
+import re
 import socket
 import subprocess
 import threading
@@ -147,7 +148,21 @@ def environment() -> dict:
         "cpu_count": os.cpu_count(),
         "paddle": _paddle_version(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        **_nvidia(),
     }
+
+
+NVIDIA_SMI = re.compile(r"Driver Version:\s*(?P<driver>[\d.]+).*?CUDA Version:\s*(?P<cuda>[\d.]+)")
+
+
+def _nvidia() -> dict[str, str]:
+    """The driver and the CUDA version it offers, as nvidia-smi's header says them; nothing without a GPU."""
+    try:
+        out = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    found = NVIDIA_SMI.search(out.stdout) if out.returncode == 0 else None
+    return {"driver": found["driver"], "cuda": found["cuda"]} if found else {}
 
 
 def _error_result(zoo: Zoo, model: Model, run_id: str, stack: str, stage: str, exc: HarnessError) -> Result:

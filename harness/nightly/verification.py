@@ -160,6 +160,7 @@ def start_record(zoo: Zoo, model: Model, run_id: str, stack: str, commit: str | 
         started=now(),
         documented=model.documented(),
         table=table_record(zoo, model, stack, commit),
+        architecture=model.architecture,  # the worker confirms it from the config it builds
     )
 
 

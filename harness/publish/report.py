@@ -358,9 +358,10 @@ def history_markdown(history: list[HistoryEntry], records: list[Result], regress
     return "\n".join(lines) + "\n"
 
 
-def publish(records: list[Result], out_dir, *, history_path=None) -> dict:
+def publish(records: list[Result], out_dir, *, history_path=None, run_dirs=()) -> dict:
     """Everything a run leaves for people and CI: report.md, junit.xml, results.csv, and with a history
-    store also the history sections and the plots. Also appends the markdown to $GITHUB_STEP_SUMMARY."""
+    store also the history sections and the plots (the history keeps each night's environment, read from the
+    run directories' run.json). Also appends the markdown to $GITHUB_STEP_SUMMARY."""
     import os
 
     from harness.publish import plots
@@ -373,7 +374,7 @@ def publish(records: list[Result], out_dir, *, history_path=None) -> dict:
     junit(records, written["junit"])
     csv(records, written["csv"])
     if history_path is not None:
-        history = hist.append(Path(history_path), records)
+        history = hist.append(Path(history_path), records, hist.run_records([Path(d) for d in run_dirs]))
         regressions = hist.regressions(history, records)
         text += "\n" + history_markdown(history, records, regressions)
         written["history"] = Path(history_path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -16,7 +17,8 @@ from pydantic import ValidationError
 from harness.core.errors import UsageError
 from harness.core.files import atomic_write_bytes
 from harness.core.schema import fields
-from harness.records.results import Conditions, HistoryEntry, Judged, Result, Seconds
+from harness.records.environment import NightEnv
+from harness.records.results import RUN, Conditions, HistoryEntry, Judged, Result, RunRecord, Seconds
 
 HISTORY_ENV = "HARNESS_HISTORY"
 HINT = "repair or remove that line (each line is one model of one run, as `harness run` writes it)"
@@ -40,21 +42,43 @@ def conditions(rec: Result) -> Conditions:
     )
 
 
-def entry(rec: Result) -> HistoryEntry:
-    """What the history keeps of a result."""
+def environment_of(rec: Result, run: RunRecord | None = None) -> NightEnv:
+    """The night's environment of a result: what its record says, and what its run's run.json says (the
+    harness commit, CUDA, driver, zoo file); without run.json those are not recorded."""
+    ppdet, ds = rec.ppdet, rec.dataset
+    machine = run.environment if run else None
+    return NightEnv(
+        paddle=rec.paddle or (machine.paddle if machine else None),
+        ppdet_repository=ppdet.origin if ppdet else None,
+        ppdet_commit=ppdet.commit if ppdet else None,
+        ppdet_tree=ppdet.tree if ppdet else None,
+        harness=rec.harness,
+        harness_commit=run.harness_git_sha if run else None,
+        cuda=machine.cuda if machine else None,
+        driver=machine.driver if machine else None,
+        device_name=rec.device_name,
+        dataset_sha256=ds.annotations_sha256 if ds else None,
+        zoo_sha256=run.zoo_sha256 if run else None,
+    )
+
+
+def entry(rec: Result, run: RunRecord | None = None) -> HistoryEntry:
+    """What the history keeps of a result (`run`: its run directory's run.json, for the night's environment)."""
     return HistoryEntry(
         run_id=rec.run_id,
+        started=rec.started,
         finished=rec.finished,
         model=rec.model,
         status=rec.status,
+        stage=rec.error.stage if rec.error else None,
         conditions=conditions(rec),
         metrics={
             k: Judged(measured=v.measured, documented=v.documented, tolerance=v.tolerance, status=v.status)
             for k, v in rec.metrics.items()
         },
         fps=rec.fps,
-        ppdet_commit=rec.ppdet.commit if rec.ppdet else None,
-        paddle=rec.paddle,
+        wall=rec.durations.total,
+        env=environment_of(rec, run),
         seconds=seconds_of(rec),
     )
 
@@ -77,14 +101,26 @@ def load(path: Path) -> list[HistoryEntry]:
     return out
 
 
-def append(path: Path, records: list[Result]) -> list[HistoryEntry]:
-    """Add these results (replacing any earlier line of the same run and model); returns the history."""
-    new = [entry(r) for r in records]
+def append(path: Path, records: list[Result], runs: Mapping[str, RunRecord] | None = None) -> list[HistoryEntry]:
+    """Add these results (replacing any earlier line of the same run and model); returns the history. `runs`:
+    the run.json of each run id (run_records), whose environment the lines keep."""
+    runs = runs or {}
+    new = [entry(r, runs.get(r.run_id)) for r in records]
     keys = {(e.run_id, e.model) for e in new}
     kept = [e for e in load(path) if (e.run_id, e.model) not in keys]
     history = sorted(kept + new, key=lambda e: (e.finished or "", e.model))
     atomic_write_bytes(path, "".join(json.dumps(e.model_dump(), sort_keys=True) + "\n" for e in history).encode())
     return history
+
+
+def run_records(run_dirs: Sequence[Path]) -> dict[str, RunRecord]:
+    """The run.json of each run directory (a shard's will do: they share the run's environment), by run id."""
+    out: dict[str, RunRecord] = {}
+    for d in run_dirs:
+        meta = RunRecord.load(d / RUN) if d.is_dir() else None
+        if meta is not None:
+            out.setdefault(meta.run_id, meta)
+    return out
 
 
 def regressions(history: list[HistoryEntry], records: list[Result], fps_drop: float = FPS_DROP) -> list[str]:

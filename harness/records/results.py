@@ -15,13 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from harness.core.errors import HarnessError, UsageError
 from harness.core.files import atomic_write_json, is_component, read_json, sha256_file
 from harness.core.schema import Strict, fields
 from harness.model.geometry import Geometry
 from harness.model.timing import TimingRecord as Timing
+from harness.records.environment import NightEnv
 from harness.score.verdict import Status, Verdict
 from harness.zoo.manifest import V1_LABELS, V1_TABLE, Table
 
@@ -156,6 +157,8 @@ class Environment(Strict):
     cpu_count: int | None = None
     paddle: str | None = None
     cuda_visible_devices: str | None = None
+    cuda: str | None = None  # the CUDA version the driver offers (nvidia-smi), None without a GPU
+    driver: str | None = None
 
 
 class RunRecord(Strict):
@@ -215,19 +218,37 @@ class Judged(Strict):
     status: str | None = None
 
 
-class HistoryEntry(Strict):
-    """One line of the history: what it keeps of a model's result in one run."""
+HISTORY_VERSION: Literal[2] = 2
 
+
+class HistoryEntry(Strict):
+    """One line of the history: what it keeps of a model's result in one run. Version 2 added the night's
+    environment (`env`), when the model started, its wall seconds and the stage of an error; lines of
+    version 1 (no `version`) are read through `_history_v1`."""
+
+    version: Literal[2] = HISTORY_VERSION
     run_id: str
+    started: str | None = None
     finished: str | None = None
     model: str
     status: Status
+    stage: str | None = None  # the failed stage of an error
     conditions: Conditions
     metrics: dict[str, Judged]
     fps: float | None = None
-    ppdet_commit: str | None = None
-    paddle: str | None = None
+    wall: float | None = None  # the model's seconds from start to verdict (durations.total)
+    env: NightEnv = Field(default_factory=NightEnv)
     seconds: Seconds | None = None  # what the planner keeps (history.seconds_of)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _history_v1(cls, data: Any) -> Any:
+        """A version 1 line kept paddle and the PaddleDetection commit beside the rest: they move into `env`."""
+        if not isinstance(data, dict) or "version" in data or "env" in data:
+            return data
+        data = dict(data)
+        env = {k: data.pop(k) for k in ("paddle", "ppdet_commit") if k in data}
+        return {**data, "version": HISTORY_VERSION, "env": env}
 
     def measured(self, metric: str) -> float | None:
         m = self.metrics.get(metric)

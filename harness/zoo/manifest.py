@@ -206,6 +206,9 @@ class Model(_Strict):
     # A compressed model's PaddleSlim config (quantisation, pruning), in the tree like `config`: the model is
     # built from `config`, then transformed by it, as `tools/eval.py --slim_config` does, before its weights load
     slim: str | None = None
+    # the config's `architecture:` through its _BASE_ chain (FasterRCNN, PPYOLOE, DETR): the model's family on the
+    # pages and in the reports, known without paddle (the importer writes it)
+    architecture: str | None = None
 
     @model_validator(mode="before")
     @classmethod

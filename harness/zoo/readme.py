@@ -72,6 +72,8 @@ class Entry:
             out["input_size"] = self.input_size
         if self.dataset is not None and not self.dataset.default:
             out["dataset"] = self.dataset.name
+        if self.facts is not None and self.facts.architecture:
+            out["architecture"] = self.facts.architecture
         out["row"] = self.row
         return out
 
@@ -342,21 +344,8 @@ def _row(
     if not expected:  # AP, or only AP50 (Objects365's tables): any statistic of the kind is judged
         metric_cols = [c.title for c in cols if c.role == "metric"]
         return f"no documented {kind.label}" if metric_cols else f"no {kind.label} column"
-    return Entry(
-        PurePosixPath(config).stem,
-        config,
-        weights,
-        expected,
-        labels,
-        "",
-        line,
-        input_size,
-        table.readme,
-        no,
-        found.dataset,
-        facts,
-        slim,
-    )
+    name, where = PurePosixPath(config).stem, (table.readme, no)
+    return Entry(name, config, weights, expected, labels, "", line, input_size, *where, found.dataset, facts, slim)
 
 
 def _configs(
