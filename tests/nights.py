@@ -1,6 +1,6 @@
 """Result records of several nights, written like a run writes them (results.write validates each against the
-schema), for the report and site tests: two families, a model that passes, one that fails tonight after
-passing, one that errors, and a model of another family."""
+schema), for the report and site tests: three families (architectures) in two README tables, a model that
+passes, one that fails tonight after passing, one that errors, and a model of another family."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from harness.records import history, results
 
 NIGHTS = ["20261120-0100", "20261121-0100", "20261122-0100", "20261123-0100"]
-# model -> (family, documented, measured per night (None: an error that night), fps per night)
+# model -> (README table, documented, measured per night (None: an error that night)); ARCH: its family
 ZOO = {
     "faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco": ("res2net", {"box_ap": 40.6}, [[40.5], [40.7], [40.6], [40.6]]),
     "mask_rcnn_res2net50_vb_26w_4s_fpn_2x_coco": (
@@ -23,6 +23,12 @@ ZOO = {
         [[42.6, 38.1], None, None, None],
     ),
     "ppyoloe_crn_s_300e_coco": ("ppyoloe", {"box_ap": 43.0}, [[43.1], [43.0], [42.9], [43.0]]),
+}
+ARCH = {
+    "faster_rcnn_res2net50_vb_26w_4s_fpn_1x_coco": "FasterRCNN",
+    "mask_rcnn_res2net50_vb_26w_4s_fpn_2x_coco": "MaskRCNN",
+    "mask_rcnn_res2net50_vd_26w_4s_fpn_2x_coco": "MaskRCNN",
+    "ppyoloe_crn_s_300e_coco": "YOLOv3",  # PP-YOLOE's configs build ppdet's YOLOv3 architecture
 }
 NOTICE = "TEST DATA: made-up nights for the site's tests; no model was run."
 LOG = "loading annotations into memory...\n<script>alert('log')</script>\nTotal sample number: 5000\n"
@@ -44,6 +50,7 @@ def record(model: str, night: int) -> dict:
         "device_name": "test data, no GPU",
         "paddle": "3.3.1",
         "documented": documented,
+        "architecture": ARCH[model],
         "table": {"name": family, "weights_url": f"https://example.invalid/{model}.pdparams"},
         "artifacts": {"weights": {"url": f"https://example.invalid/{model}.pdparams", "sha256": "ab" * 32, "size": 9}},
     }

@@ -30,10 +30,10 @@ def test_tonight_names_the_new_the_fixed_and_the_still_failing(nights):
     reg = new[names[bench_site.NEW]]
     assert reg.last_pass == "night-006" and reg.since == "night-007" and reg.nights == 1
     assert reg.worst is not None and reg.worst.delta == pytest.approx(-1.5)
-    assert [c.field for c in reg.changes] == ["ppdet_tree", "ppdet_commit"]
-    assert reg.changes[1].link == compare_url(
+    assert [c.field for c in reg.changes] == ["ppdet_commit"]  # its tree with it
+    assert reg.changes[0].link == compare_url(
         "https://github.com/PaddlePaddle/PaddleDetection", *bench_site.COMMITS
-    ) and reg.changes[1].link.endswith(f"compare/{bench_site.COMMITS[0]}...{bench_site.COMMITS[1]}")
+    ) and reg.changes[0].link.endswith(f"compare/{bench_site.COMMITS[0]}...{bench_site.COMMITS[1]}")
     assert [f.model for f in s.fixed] == [names[bench_site.FIXED]] and s.fixed[0].nights == 3
     still = {r.model: r for r in s.still}
     err = still[names[bench_site.STILL]]
@@ -63,10 +63,12 @@ def test_nights_have_counts_duration_gpu_hours_and_what_changed(nights):
     assert [n.run_id for n in ns] == [f"night-{i:03d}" for i in range(8)]
     assert all(sum(n.counts.values()) == 40 and n.seconds and n.seconds > 0 and n.gpu_hours > 0 for n in ns)
     assert [c.field for c in ns[4].changes] == ["paddle"] and ns[3].changes == []
-    assert {c.field for c in ns[7].changes} == {"ppdet_tree", "ppdet_commit"}
+    assert [c.field for c in ns[7].changes] == ["ppdet_commit"]
 
 
 def test_an_environment_recorded_on_one_night_only_is_no_change():
     a, b = NightEnv(paddle="3.3.1"), NightEnv(paddle="3.3.2", cuda="12.4")
     assert [c.text() for c in diff(a, b)] == ["paddle: 3.3.1 → 3.3.2"] and diff(b, NightEnv()) == []
     assert compare_url("https://gitlab.example/x", "a", "b") is None
+    patched = diff(NightEnv(ppdet_commit="c1", ppdet_tree="t1"), NightEnv(ppdet_commit="c1", ppdet_tree="t2"))
+    assert [c.field for c in patched] == ["ppdet_tree"]  # the same commit, another tree: its own change

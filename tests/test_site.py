@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from conftest import harness
-from nights import NIGHTS, ZOO, write_nights
+from nights import ARCH, NIGHTS, ZOO, write_nights
 
 from harness.core.errors import UsageError
-from harness.publish import site
+from harness.publish import charts, site
 from harness.records import history, results
 
 FASTER, MASK, VD, YOLO = list(ZOO)
@@ -58,26 +58,36 @@ def built(tmp_path_factory):
 def test_the_overview_lists_every_model_with_status_delta_last_pass_and_streak(built):
     out, _, _ = built
     page = _read(out / "index.html")
-    rows = {a["data-model"]: a for a in page.all("tr") if "data-model" in a}
-    assert list(rows) == list(ZOO)
+    rows = {a["data-model"]: a for a in page.all("tr") if a.get("class") == "model-row"}
+    assert list(rows) == [MASK, VD, FASTER, YOLO]  # failing first, then by family (architecture), then by name
     assert {m: r["data-status"] for m, r in rows.items()} == {FASTER: "pass", MASK: "fail", VD: "error", YOLO: "pass"}
-    assert {r["data-family"] for r in rows.values()} == {"res2net", "ppyoloe"}
+    assert {m: r["data-family"] for m, r in rows.items()} == ARCH
+    assert rows[MASK]["data-change"] == "new" and rows[VD]["data-change"] == ""
     text = (out / "index.html").read_text()
     # the Mask model failed tonight after three passing nights: last pass is the night before
-    mask_row = re.search(rf'data-model="{MASK}">(.*?)</tr>', text, re.S).group(1)
-    assert (
-        NIGHTS[2] in mask_row and "fail × 1" in mask_row and "box_ap 41.20 / 42.4" in mask_row and "-1.20" in mask_row
-    )
-    vd_row = re.search(rf'data-model="{VD}">(.*?)</tr>', text, re.S).group(1)
-    assert "error × 3" in vd_row and f"since {NIGHTS[1]}" in vd_row and NIGHTS[0] in vd_row  # last pass: night 1
-    families = re.search(r'<table id="families">(.*?)</table>', text, re.S).group(1)
-    assert re.search(
-        r"res2net</a></td><td class=\"num\">3</td>\s*<td class=\"num\">1</td><td class=\"num\">1</td>"
-        r"<td class=\"num\">1</td>",
-        families,
-    )
-    for name in ("report.md", "junit.xml", "results.csv"):
+    mask_row = re.search(rf'data-model="{MASK}" data-change="new">(.*?)</tr>', text, re.S).group(1)
+    assert NIGHTS[2] in mask_row and "fail × 1" in mask_row and "box_ap 41.20/42.4" in mask_row and "-1.20" in mask_row
+    assert mask_row.count('class="cell pass"') == 3 and mask_row.count('class="cell fail"') == 1  # the grid
+    vd_row = re.search(rf'data-model="{VD}" data-change="">(.*?)</tr>', text, re.S).group(1)
+    assert "error × 3" in vd_row and NIGHTS[0] in vd_row  # last pass: night 1
+    new = re.search(r'<ul id="new">(.*?)</ul>', text, re.S).group(1)
+    assert re.findall(r'<li data-model="([^"]+)"', new) == [MASK]  # new tonight
+    steps = re.search(r'<ul id="steps">(.*?)</ul>', text, re.S).group(1)  # 41.2 vs 42.4: a step, nothing changed
+    assert re.findall(r'data-model="([^"]+)" data-cause="(\w+)"', steps) == [(MASK, "noise")] * 2
+    still = re.search(rf'<tr data-model="{VD}">(.*?)</tr>', text, re.S).group(1)
+    assert f"<td>{NIGHTS[1]}</td>" in still and "weights" in still  # erroring since night 2, in the weights stage
+    assert [o["value"] for o in page.all("option") if o.get("value") in ARCH.values()] == [
+        "FasterRCNN",
+        "MaskRCNN",
+        "YOLOv3",
+    ]
+    assert "MaskRCNN (2, 2 failing)" in "".join(page.text)
+    for name in ("report.md", "junit.xml", "results.csv", "nights.html"):
         assert page.all("a", href=name) and (out / name).stat().st_size > 0
+    nights = _read(out / "nights.html")
+    assert [a["data-run"] for a in nights.all("tr") if "data-run" in a] == NIGHTS[::-1]
+    assert all(page.all("a", href=f"nights/{n}.html") == [] for n in NIGHTS)  # the overview links nights.html
+    assert nights.all("a", href=f"nights/{NIGHTS[0]}.html") and (out / "nights" / f"{NIGHTS[0]}.html").is_file()
 
 
 def test_a_model_page_has_its_trend_stats_timing_weights_and_log(built):
@@ -97,9 +107,9 @@ def test_a_model_page_has_its_trend_stats_timing_weights_and_log(built):
     ys = [float(d[2]) for d in dots]
     assert ys[3] > top + height and all(top <= y <= top + height for y in ys[:3])  # 41.2 is below the band
     # earlier nights' pages exist in this site: each dot links to its night
-    assert [a["href"] for a in page.all("a") if a.get("href", "").startswith("../../runs/")][:4] == [
-        f"../../runs/{n}/{MASK}.html" for n in NIGHTS
-    ]
+    assert re.findall(r'<a href="([^"]+)">\s*<circle', box) == [f"../../runs/{n}/{MASK}.html" for n in NIGHTS]
+    changed = re.search(r'<div id="what-changed">(.*?)</div>', html, re.S).group(1)
+    assert f"since <strong>{NIGHTS[-1]}</strong>" in changed and f'href="../../runs/{NIGHTS[2]}/{MASK}.html"' in changed
     assert page.all("table", id="stats") and page.all("table", id="timing") and page.all("table", id="weights")
     assert "ab" * 32 in html and "test data, no GPU" in html and "3.3.1" in html
     assert "Total sample number: 5000" in "".join(page.text)
@@ -154,7 +164,7 @@ def test_harness_report_html_writes_the_site(tmp_path):
     assert done.returncode == 0, done.stderr
     assert f"site: {out / 'index.html'}" in done.stderr and "| " in done.stdout
     page = _read(out / "index.html")
-    assert len([a for a in page.all("tr") if "data-model" in a]) == len(ZOO)
+    assert len([a for a in page.all("tr") if a.get("class") == "model-row"]) == len(ZOO)
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("x")
@@ -163,12 +173,19 @@ def test_harness_report_html_writes_the_site(tmp_path):
 
 
 def test_chart_layout_puts_values_where_they_belong():
-    c = site.chart("box_ap", [("a", 40.0, "pass", None), ("b", 41.0, "fail", "x.html")], documented=40.0, tolerance=0.5)
+    c = charts.chart(
+        "box_ap", [("a", 40.0, "pass", None), ("b", 41.0, "fail", "x.html")], documented=40.0, tolerance=0.5
+    )
     (a, b) = c.points
     assert a.x < b.x and a.y > b.y  # later to the right, higher AP higher up (smaller y)
     assert c.doc_y == a.y and c.band is not None and c.band[0] < c.doc_y < c.band[0] + c.band[1]
-    one = site.chart("fps", [("a", 3.0, "pass", None)])
-    assert one.points[0].x == (site.LEFT + site.WIDTH - site.RIGHT) / 2 and one.band is None and one.doc_y is None
+    one = charts.chart("fps", [("a", 3.0, "pass", None)])
+    assert one.points[0].x == (charts.LEFT + charts.WIDTH - charts.RIGHT) / 2 and one.band is None and one.doc_y is None
+    many = charts.chart("box_ap", [(f"night-{i:03d}", 40.0, "pass", None) for i in range(30)], unit="AP (%)")
+    assert len(many.x_ticks) == 30 and many.x_labels[-1][1] == "night-029"  # every night ticked, the last labelled
+    gaps = [b[0] - a[0] for a, b in zip(many.x_labels, many.x_labels[1:], strict=False)]
+    assert len(many.x_labels) >= 5 and min(gaps) >= charts.LABEL_PX  # as many labels as fit without overlapping
+    assert charts.fps_changes([20.0, 20.5, 17.0, 17.1, 20.0]) == ["steady", "steady", "slower", "steady", "faster"]
 
 
 def test_a_zoo_notice_stands_above_the_overview(tmp_path):
@@ -178,7 +195,9 @@ def test_a_zoo_notice_stands_above_the_overview(tmp_path):
     site.build(recs, tmp_path / "site")
     html = (tmp_path / "site" / "index.html").read_text()
     body = html[html.index("<body>") :]
-    assert body.index('<p class="notice">REHEARSAL: random weights &lt;b&gt;</p>') < body.index("<p>Run")
+    assert body.index('<p class="notice">REHEARSAL: random weights &lt;b&gt;</p>') < body.index(
+        '<section id="tonight">'
+    )
 
 
 def test_hostile_inputs_are_refused_or_left_out(tmp_path):

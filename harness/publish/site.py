@@ -7,145 +7,34 @@ numbers, so a test can check them without a browser. The site directory is the h
 non-empty directory it did not make, writes each file atomically, and keeps the pages of earlier nights
 (trend points link to them).
 
-Layout: `index.html` (every model and family of the run: status, measured vs documented with Δ, fps, last
-pass, streak; filters), `runs/<run>/<model>.html` (trend charts, the 24 stats, timing percentiles, weight
-check, environment, artifact hashes, the worker log's tail), and `report.md`, `junit.xml`, `results.csv`.
+Layout: `index.html` (tonight's summary: counts, new failures, fixed, still failing since when, errors by stage,
+steps; then the model × night grid of the last GRID_NIGHTS nights, failing first, with filters and sortable
+columns), `nights.html` (every night: counts, duration, GPU-hours, environment, what changed; trends),
+`nights/<run>.html` (that night's overview), `runs/<run>/<model>.html` (what changed since the last pass,
+trend charts, the 24 stats, timing percentiles, weight check, environment, artifact hashes, the worker log's
+tail), and `report.md`, `junit.xml`, `results.csv`. What changed comes from harness/records/changes.py, which a
+notifier asks too.
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.core.errors import UsageError
 from harness.core.files import atomic_write_bytes, is_component, own_directory
 from harness.model.timing import TimingRecord
+from harness.publish import charts, overview
+from harness.publish.overview import GRID_NIGHTS
+from harness.records import changes
 from harness.records import history as hist
-from harness.records.results import RESULT, Conditions, HistoryEntry, Result
+from harness.records.environment import FIELDS, LABELS
+from harness.records.results import RESULT, HistoryEntry, Result
 
 MARK = ".harness-site"
 LOG_LINES = 80  # the worker log's tail on a model page
 LOG_BYTES = 64 * 1024  # read at most this much of a log's end: a log may be gigabytes
-
-
-@dataclass(frozen=True)
-class Point:
-    """One night on a trend chart, in pixels, with what its tooltip says and the page it links to."""
-
-    x: float
-    y: float
-    run_id: str
-    value: float
-    status: str
-    href: str | None
-
-
-@dataclass(frozen=True)
-class Chart:
-    """A trend chart laid out: the SVG template only draws these numbers."""
-
-    title: str
-    width: int
-    height: int
-    points: list[Point]
-    path: str  # the polyline through the points
-    documented: float | None = None
-    doc_y: float | None = None  # the documented value's line
-    band: tuple[float, float] | None = None  # (top, height) of documented ± tolerance
-    ticks: list[tuple[float, str]] = field(default_factory=list)  # (y, label)
-    x_labels: list[tuple[float, str]] = field(default_factory=list)
-    unit: str = ""
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One documented metric of one model on the overview."""
-
-    metric: str
-    measured: float | None
-    documented: float
-    delta: float | None
-    tolerance: float
-    status: str
-
-
-@dataclass(frozen=True)
-class Row:
-    """One model on the overview."""
-
-    model: str
-    family: str
-    stack: str
-    status: str
-    cells: list[Cell]
-    fps: float | None
-    last_pass: str | None
-    streak: int
-    since: str | None
-    href: str
-    device: str
-
-
-# Chart geometry (pixels): plot area inside the margins.
-WIDTH, HEIGHT = 560, 200
-LEFT, RIGHT, TOP, BOTTOM = 48, 16, 24, 36
-
-
-def _nice_ticks(lo: float, hi: float, n: int = 4) -> list[float]:
-    """About `n` round values between lo and hi (1, 2 or 5 times a power of ten apart)."""
-    span = hi - lo or abs(hi) or 1.0
-    raw = span / n
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
-    first = math.ceil(lo / step) * step
-    return [round(first + i * step, 10) for i in range(int((hi - first) / step + 1e-9) + 1)]
-
-
-def chart(
-    title: str,
-    series: Sequence[tuple[str, float, str, str | None]],
-    *,
-    documented: float | None = None,
-    tolerance: float | None = None,
-    unit: str = "",
-) -> Chart:
-    """Lay out one trend: `series` is (run id, value, status, link) per night, oldest first (finite values)."""
-    documented = documented if _finite(documented) else None
-    tolerance = tolerance if _finite(tolerance) else None
-    values = [v for _, v, _, _ in series]
-    bounds = values + ([documented - (tolerance or 0), documented + (tolerance or 0)] if documented is not None else [])
-    lo, hi = (min(bounds), max(bounds)) if bounds else (0.0, 1.0)
-    pad = (hi - lo) * 0.08 or max(abs(hi) * 0.05, 0.5)
-    lo, hi = lo - pad, hi + pad
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-
-    def y_of(v: float) -> float:
-        return round(TOP + (hi - v) / (hi - lo) * plot_h, 2)
-
-    def x_of(i: int) -> float:
-        return round(LEFT + (plot_w / 2 if len(series) == 1 else i * plot_w / (len(series) - 1)), 2)
-
-    points = [Point(x_of(i), y_of(v), run, v, status, href) for i, (run, v, status, href) in enumerate(series)]
-    band = None
-    if documented is not None and tolerance:
-        band = (y_of(documented + tolerance), round(y_of(documented - tolerance) - y_of(documented + tolerance), 2))
-    x_labels = [(p.x, p.run_id) for p in (points[:1] + points[-1:] if len(points) > 1 else points)]
-    return Chart(
-        title=title,
-        width=WIDTH,
-        height=HEIGHT,
-        points=points,
-        path=" ".join(f"{p.x},{p.y}" for p in points),
-        documented=documented,
-        doc_y=y_of(documented) if documented is not None else None,
-        band=band,
-        ticks=[(y_of(t), f"{t:g}") for t in _nice_ticks(lo, hi)],
-        x_labels=x_labels,
-        unit=unit,
-    )
 
 
 def page_of(run_id: str, model: str) -> str:
@@ -156,90 +45,11 @@ def page_of(run_id: str, model: str) -> str:
     return f"runs/{run_id}/{model}.html"
 
 
-def _comparable(a: Conditions, b: Conditions) -> bool:
-    """Two nights' conditions (history.conditions) match; a night without timing (an error before it) matches
-    either timing backend, so a model's errors count in its streak."""
-    x, y = a.model_dump(), b.model_dump()
-    return all(x[k] == y[k] or (k == "backend" and None in (x[k], y[k])) for k in x)
-
-
-def _nights(history: list[HistoryEntry], rec: Result) -> list[HistoryEntry]:
-    """The history of this model under this result's conditions (comparable nights), this run's entry last."""
-    here = hist.entry(rec)
-    same = [
-        e
-        for e in history
-        if e.model == rec.model and _comparable(e.conditions, here.conditions) and e.run_id != here.run_id
-    ]
-    return [*same, here]
-
-
-def _streak(nights: list[HistoryEntry]) -> tuple[int, str | None]:
-    """How many nights in a row (ending tonight) had tonight's status, and the first of them."""
-    n, since = 0, None
-    for e in reversed(nights):
-        if e.status != nights[-1].status:
-            break
-        n, since = n + 1, e.run_id
-    return n, since
-
-
-def overview_row(rec: Result, nights: list[HistoryEntry]) -> Row:
-    cells = []
-    for name, doc in rec.documented.items():
-        m = rec.verdict(name)
-        cells.append(
-            Cell(
-                name,
-                m.measured if m else None,
-                doc,
-                m.delta if m else None,
-                (m.tolerance if m else None) or 0.0,
-                m.status if m else rec.status,
-            )
-        )
-    passes = [e.run_id for e in nights if e.status == "pass"]
-    streak, since = _streak(nights)
-    return Row(
-        model=rec.model,
-        family=rec.table.name or "zoo",
-        stack=rec.stack or "?",
-        status=rec.status,
-        cells=cells,
-        fps=rec.fps,
-        last_pass=passes[-1] if passes else None,
-        streak=streak,
-        since=since,
-        href=page_of(rec.run_id, rec.model),
-        device=rec.device or "?",
-    )
-
-
-def _finite(value: object) -> bool:
-    """A number a chart can place: JSON lets NaN and Infinity through, a chart must not."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def trends(rec: Result, nights: list[HistoryEntry], exists) -> list[Chart]:
-    """One chart per documented metric (documented value and tolerance band drawn) and one for fps."""
-
-    def link(run_id: str) -> str | None:
-        page = page_of(run_id, rec.model)
-        return f"../../{page}" if exists(page) else None
-
-    out = []
-    for name, doc in rec.documented.items():
-        series = [
-            (e.run_id, float(value), e.status, link(e.run_id))
-            for e in nights
-            if (value := e.measured(name)) is not None and _finite(value)
-        ]
-        m = rec.verdict(name)
-        out.append(chart(name, series, documented=doc, tolerance=m.tolerance if m else None, unit="AP"))
-    fps = [(e.run_id, float(e.fps), e.status, link(e.run_id)) for e in nights if e.fps is not None and _finite(e.fps)]
-    if fps:
-        out.append(chart("fps", fps, unit="fps"))
-    return out
+def night_page(run_id: str) -> str:
+    """A night's overview, relative to the site root (beside, not among, the model pages: a model may be called
+    `index`)."""
+    page_of(run_id, "index")  # the run id must be a plain path component
+    return f"nights/{run_id}.html"
 
 
 def log_tail(run_dirs: Sequence[Path], rec: Result) -> str | None:
@@ -275,6 +85,9 @@ def _environment():
     env.filters["signed"] = lambda v: "-" if v is None else f"{v:+.2f}"
     env.filters["fps"] = lambda v: "-" if v is None else f"{v:.3g}"
     env.filters["safe_url"] = safe_url
+    env.filters["coco"] = lambda v: "–" if v is None or v < 0 else f"{v:.3f}"
+    env.filters["short"] = lambda v, n=12: "-" if v is None else str(v)[:n]
+    env.filters["hours"] = lambda s: "-" if s is None else f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
     return env
 
 
@@ -306,33 +119,53 @@ def build(
 ) -> dict[str, Path]:
     """Write the site for these records into `out`; returns the pages written (name -> path).
 
-    `history` (harness/records/history.py entries, tonight's included or not) gives the trends, last passes and
-    streaks; without it every model has one night. Pages of other runs already in `out` are kept and linked."""
+    `history` (harness/records/history.py entries, tonight's included or not) gives the grid, the trends, the
+    nights and what changed; without it every model has one night. Pages of other runs already in `out` are kept
+    and linked. The environment of tonight's records comes from the run directories' run.json."""
     from harness.publish import report
 
     claim(out)
     env = _environment()
-    history = history or []
+    metas = hist.run_records(run_dirs)
+    tonight = [hist.entry(r, metas.get(r.run_id)) for r in records]
+    keys = {(e.run_id, e.model) for e in tonight}
+    merged = [e for e in (history or []) if (e.run_id, e.model) not in keys] + tonight
+    merged.sort(key=lambda e: (e.finished or "", e.model))
+    run_id = changes.runs(tonight)[-1]
+    summary = changes.tonight(merged, run_id)
+    every = changes.runs(merged)
+    columns = every[: every.index(run_id) + 1][-GRID_NIGHTS:]  # tonight and the nights before it
     pages = {page_of(r.run_id, r.model) for r in records}
-
-    def exists(page: str) -> bool:
-        return page in pages or (out / page).is_file()
-
+    pages |= {p.relative_to(out).as_posix() for p in out.glob("runs/*/*.html")}
+    marks = {r.model: "new" for r in summary.new} | {f.model: "fixed" for f in summary.fixed}
+    grouped = changes.by_model(merged)
     rows, details = [], []
     for rec in records:
-        nights = _nights(history, rec)
-        rows.append(overview_row(rec, nights))
-        details.append((rec, trends(rec, nights, exists)))
+        nights = changes.series(grouped[rec.model], rec.model, rec.run_id)
+        links = {r: p if (p := page_of(r, rec.model)) in pages else None for r in columns}
+        row = overview.row(rec, nights, columns, page_of(rec.run_id, rec.model), links, marks.get(rec.model, ""))
+        rows.append(row)
+
+        def link(run: str, model: str = rec.model) -> str | None:
+            return f"../../{page}" if (page := page_of(run, model)) in pages else None
+
+        details.append((rec, row, charts.trends(rec, nights, link), nights))
+    night_list = changes.nights(merged)
     written = {
         "index": out / "index.html",
+        "night": out / night_page(run_id),
+        "nights": out / "nights.html",
         "markdown": out / "report.md",
         "junit": out / "junit.xml",
         "csv": out / "results.csv",
     }
-    _write(written["index"], _index(env, records, rows, history))
-    for rec, charts in details:
+    context = _overview(records, overview.ordered(rows), summary, columns, night_list, merged)
+    _write(written["index"], env.get_template("index.html").render(**context, root=""))
+    _write(written["night"], env.get_template("index.html").render(**context, root="../"))
+    _write(written["nights"], _nights_page(env, night_list, out, run_id))
+    for rec, row, trend, nights in details:
         path = out / page_of(rec.run_id, rec.model)
-        _write(path, _model_page(env, rec, next(r for r in rows if r.model == rec.model), charts, run_dirs))
+        _write(path, _model_page(env, rec, row, trend, nights, run_dirs))
         written[rec.model] = path
     atomic_write_bytes(written["markdown"], report.markdown(records).encode())
     report.junit(records, written["junit"])
@@ -340,35 +173,60 @@ def build(
     return written
 
 
-def _index(env, records: list[Result], rows: list[Row], history: list[HistoryEntry]) -> str:
-    """The overview page: a summary per family, every model's row, tonight's regressions and the notes."""
+def _overview(records, rows, summary: changes.Summary, columns, night_list, merged) -> dict:
+    """What the overview shows: tonight's summary, the grid, the families, the notes."""
     from harness.publish import report
 
     families = Counter(r.family for r in rows)
-    summary = [
-        {"family": f, "models": n, **Counter(r.status for r in rows if r.family == f)} for f, n in families.items()
-    ]
-    return env.get_template("index.html").render(
-        rows=rows,
-        summary=summary,
-        runs=sorted({r.run_id for r in records}),
-        statuses=["pass", "fail", "error"],
-        stacks=sorted({r.stack for r in rows}),
-        regressions=hist.regressions(history, records) if history else [],
-        notices=sorted({r.notice for r in records if r.notice}),  # a rehearsal says so at the top
-        notes=report.notes(records),
+    failing = Counter(r.family for r in rows if r.status != "pass")
+    night = next((n for n in night_list if n.run_id == summary.run_id), None)
+    return {
+        "rows": rows,
+        "summary": summary,
+        "night": night,
+        "families": [(f, n, failing.get(f, 0)) for f, n in sorted(families.items(), key=lambda x: x[0].lower())],
+        "columns": columns,
+        "runs": sorted({r.run_id for r in records}),
+        "statuses": ["pass", "fail", "error"],
+        "stacks": sorted({r.stack for r in rows}),
+        "regressions": hist.regressions(merged, records),
+        "notices": sorted({r.notice for r in records if r.notice}),  # a rehearsal says so at the top
+        "notes": report.notes(records),
+        "labels": LABELS,
+    }
+
+
+def _nights_page(env, night_list: list[changes.Night], out: Path, tonight: str) -> str:
+    """Every night with its counts, duration, GPU-hours, environment, changes and the link to its overview."""
+
+    def link(run: str) -> str | None:
+        page = night_page(run)
+        return page if run == tonight or (out / page).is_file() else None
+
+    return env.get_template("nights.html").render(
+        nights=list(reversed(night_list)),
+        links={n.run_id: link(n.run_id) for n in night_list},
+        charts=charts.night_trends(night_list, link),
+        fields=FIELDS,
         root="",
     )
 
 
-def _model_page(env, rec: Result, row: Row, charts: list[Chart], run_dirs: Sequence[Path]) -> str:
-    """One model's page of one run: verdicts, trends, stats, timing, weight check, environment, log."""
+def _model_page(
+    env, rec: Result, row: overview.Row, trend: list[charts.Chart], nights: list[HistoryEntry], run_dirs
+) -> str:
+    """One model's page of one run: verdicts, what changed, trends, stats, timing, weight check, environment,
+    log."""
     from harness.publish import report
 
     return env.get_template("model.html").render(
         rec=rec,
         row=row,
-        charts=charts,
+        charts=trend,
+        regression=changes.regression_in(nights),
+        steps=list(reversed(changes.steps_in(nights)))[:10],
+        night_env=nights[-1].env if nights else None,
+        fields=FIELDS,
         timing=_timing_rows(rec.timing),
         durations=rec.durations.model_dump(exclude_none=True),
         log=log_tail(run_dirs, rec),

@@ -77,13 +77,20 @@ class Change:
 
 def diff(before: NightEnv, after: NightEnv) -> list[Change]:
     """The fields that differ between two nights, in FIELDS' order. A field recorded on one night only (an
-    older history line) is no change: nothing is known to have changed. A change of PaddleDetection's tree or
-    commit links GitHub's compare view of the two commits."""
+    older history line) is no change: nothing is known to have changed. A change of PaddleDetection's commit
+    (its tree with it) is one change, linking GitHub's compare view of the two commits; a tree that changed under
+    the same commit (a patched checkout) is its own."""
     out = []
     for f in FIELDS:
         a, b = getattr(before, f.name), getattr(after, f.name)
         if a is None or b is None or a == b:
             continue
+        if (
+            f.name == "ppdet_tree"
+            and None not in (before.ppdet_commit, after.ppdet_commit)
+            and (before.ppdet_commit != after.ppdet_commit)
+        ):
+            continue  # the tree follows the commit: the commit's change says it (a dirty tree alone shows)
         link = None
         if f.name in ("ppdet_tree", "ppdet_commit") and before.ppdet_commit and after.ppdet_commit:
             repo = after.ppdet_repository or before.ppdet_repository
