@@ -1,4 +1,7 @@
-"""The site in a real browser: Debian's headless Chromium driven through selenium (chromedriver).
+"""The site in a real browser: Debian's headless Chromium driven through selenium (chromedriver). Four made-up
+nights of four models (tests/nights.py), and the zoo's size: every model of zoos/paddledetection.yaml over 30
+nights (scripts/bench_site.py's nights, whose story is known: a model fails tonight for the first time as
+PaddleDetection's commit moved, one is fixed tonight, one errors since five nights).
 
 `.ci/run` installs chromium and chromium-driver with apt-get. Elsewhere the tests are skipped, saying so,
 except under CI (CI=true), where a missing browser is a failure: the suite must not pass by skipping.
@@ -9,13 +12,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from nights import NIGHTS, ZOO, write_nights
 
 from harness.publish import site
 from harness.records import history, results
+
+sys.path.insert(0, str(REPO / "scripts"))
+import bench_site
 
 pytestmark = pytest.mark.browser
 FASTER, MASK, VD, YOLO = list(ZOO)
@@ -71,12 +79,12 @@ def nightly_site(tmp_path_factory) -> Path:
     return out
 
 
-def _shot(browser, path: Path) -> None:
-    """A full-page screenshot: the window is grown to the page's height first."""
-    height, chrome = browser.execute_script(
+def _shot(browser, path: Path, height: int | None = None) -> None:
+    """A full-page screenshot (the window grown to the page's height first), or of the page's top `height`."""
+    full, chrome = browser.execute_script(
         "return [document.documentElement.scrollHeight, window.outerHeight - window.innerHeight]"
     )
-    browser.set_window_size(1300, min(max(height + chrome, 600), 4000))
+    browser.set_window_size(1300, height or min(max(full + chrome, 600), 4000))
     browser.save_screenshot(str(path))
     browser.set_window_size(1300, 1000)
 
@@ -98,7 +106,9 @@ def test_the_overview_lists_every_model_and_a_filter_hides_the_passing_ones(brow
 
     browser.get((nightly_site / "index.html").as_uri())
     rows = _rows(browser)
-    assert [r.get_attribute("data-model") for r in rows] == list(ZOO) and all(r.is_displayed() for r in rows)
+    assert [r.get_attribute("data-model") for r in rows] == [MASK, VD, FASTER, YOLO] and all(
+        r.is_displayed() for r in rows
+    )
     assert browser.find_element(By.ID, "shown").text == f"showing {len(ZOO)} of {len(ZOO)}"
     _shot(browser, shots / "overview.png")
     browser.find_element(By.ID, "hide-passing").click()
@@ -107,10 +117,10 @@ def test_the_overview_lists_every_model_and_a_filter_hides_the_passing_ones(brow
     assert browser.find_element(By.ID, "shown").text == f"showing 2 of {len(ZOO)}"
     _shot(browser, shots / "overview-failing.png")
     browser.find_element(By.ID, "hide-passing").click()
-    Select(browser.find_element(By.ID, "filter-family")).select_by_visible_text("ppyoloe")
+    Select(browser.find_element(By.ID, "filter-family")).select_by_value("YOLOv3")
     assert [r.get_attribute("data-model") for r in _rows(browser) if r.is_displayed()] == [YOLO]
-    browser.find_element(By.CSS_SELECTOR, 'a.family-link[data-family="res2net"]').click()
-    assert [r.get_attribute("data-model") for r in _rows(browser) if r.is_displayed()] == [FASTER, MASK, VD]
+    Select(browser.find_element(By.ID, "filter-family")).select_by_value("MaskRCNN")
+    assert [r.get_attribute("data-model") for r in _rows(browser) if r.is_displayed()] == [MASK, VD]
     assert _errors(browser) == []
 
 
@@ -118,7 +128,7 @@ def test_a_model_page_shows_its_chart_and_log(browser, nightly_site, shots):
     from selenium.webdriver.common.by import By
 
     browser.get((nightly_site / "index.html").as_uri())
-    browser.find_element(By.LINK_TEXT, MASK).click()
+    browser.find_element(By.CSS_SELECTOR, f'tr.model-row[data-model="{MASK}"] td.name a').click()
     assert browser.current_url.endswith(f"runs/{NIGHTS[-1]}/{MASK}.html")
     charts = browser.find_elements(By.CSS_SELECTOR, "figure.trend svg")
     assert len(charts) == 3 and all(c.is_displayed() and c.size["width"] > 400 for c in charts)
@@ -146,7 +156,119 @@ def test_the_rehearsals_site_lists_its_models(browser, rehearsal, shots):
     assert sorted(r.get_attribute("data-model") for r in _rows(browser)) == names and len(names) == 3
     assert "REHEARSAL: random-initialised weights" in browser.find_element(By.CSS_SELECTOR, "p.notice").text
     _shot(browser, shots / "rehearsal-overview.png")
-    browser.find_element(By.LINK_TEXT, names[0]).click()
+    browser.find_element(By.CSS_SELECTOR, f'tr.model-row[data-model="{names[0]}"] td.name a').click()
     assert browser.find_element(By.ID, "stats").is_displayed() and browser.find_element(By.ID, "log").text
     _shot(browser, shots / "rehearsal-model.png")
     assert _errors(browser) == []
+
+
+ZOO_NIGHTS = 30  # the zoo-sized site: every model of zoos/paddledetection.yaml over this many nights
+
+
+@pytest.fixture(scope="module")
+def zoo_site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("zoo")
+    recs, run, hist = bench_site.make(root, ZOO_NIGHTS)
+    out = root / "site"
+    site.build(recs, out, history=history.load(hist), run_dirs=[run])
+    return out, {r.zoo_index: r.model for r in recs}
+
+
+def _fetched_elsewhere(browser) -> list[str]:
+    """Every resource the page loaded that is not one of the site's own files."""
+    names = browser.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)")
+    return [n for n in names if not n.startswith("file://")]
+
+
+def test_the_grid_shows_every_model_and_night_and_tonights_news(browser, zoo_site, shots):
+    from selenium.webdriver.common.by import By
+
+    out, names = zoo_site
+    browser.get((out / "index.html").as_uri())
+    rows = _rows(browser)
+    cells = browser.execute_script(
+        "return Array.from(document.querySelectorAll('tr.model-row')).map((tr) => tr.querySelectorAll('td.n').length)"
+    )
+    assert len(rows) == len(names) >= 240 and cells == [ZOO_NIGHTS] * len(rows)
+    new = browser.find_elements(By.CSS_SELECTOR, "#new li[data-model]")
+    assert names[bench_site.NEW] in [li.get_attribute("data-model") for li in new]
+    assert [li.get_attribute("data-model") for li in browser.find_elements(By.CSS_SELECTOR, "#fixed li")] == [
+        names[bench_site.FIXED]
+    ]
+    mine = browser.find_element(By.CSS_SELECTOR, f'#new li[data-model="{names[bench_site.NEW]}"]')
+    changed = [c.get_attribute("data-field") for c in mine.find_elements(By.CSS_SELECTOR, ".env-diff .change")]
+    assert changed == ["ppdet_commit"] and "PaddleDetection commit" in mine.text
+    compare = mine.find_element(By.LINK_TEXT, "compare").get_attribute("href")
+    assert compare.endswith(f"/compare/{bench_site.COMMITS[0]}...{bench_site.COMMITS[1]}")
+    still = browser.find_element(By.CSS_SELECTOR, f'#still tr[data-model="{names[bench_site.STILL]}"]')
+    assert "night-025" in still.text and "weights" in still.text
+    first = [r.get_attribute("data-status") for r in rows]
+    assert first == sorted(first, key=lambda s: s == "pass")  # failing first
+    _shot(browser, shots / "zoo-overview.png", height=1000)
+    browser.execute_script("document.getElementById('models').scrollIntoView()")
+    browser.save_screenshot(str(shots / "zoo-grid.png"))
+    assert _errors(browser) == [] and _fetched_elsewhere(browser) == []
+
+
+def test_sorting_by_delta_puts_the_worst_first_and_filters_narrow(browser, zoo_site):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    out, names = zoo_site
+    browser.get((out / "index.html").as_uri())
+    browser.find_element(By.ID, "sort-delta").click()
+    deltas = browser.execute_script(
+        "return Array.from(document.querySelectorAll('tr.model-row')).map((tr) => tr.cells[3].dataset.sort)"
+    )
+    known = [float(d) for d in deltas if d]
+    assert known == sorted(known) and known[0] == -1.5 and all(deltas[: len(known)])  # blanks after the numbers
+    assert _rows(browser)[0].get_attribute("data-model") == names[bench_site.NEW]  # -1.50: the worst
+    assert all(not d for d in deltas[len(known) :])  # models without a Δ (an error) last
+    Select(browser.find_element(By.ID, "filter-change")).select_by_visible_text("new")
+    assert names[bench_site.NEW] in [r.get_attribute("data-model") for r in _rows(browser) if r.is_displayed()]
+    Select(browser.find_element(By.ID, "filter-change")).select_by_visible_text("fixed")
+    assert [r.get_attribute("data-model") for r in _rows(browser) if r.is_displayed()] == [names[bench_site.FIXED]]
+    assert _errors(browser) == []
+
+
+def test_a_regressed_models_page_names_what_changed(browser, zoo_site, shots):
+    from selenium.webdriver.common.by import By
+
+    out, names = zoo_site
+    browser.get((out / "index.html").as_uri())
+    browser.find_element(By.CSS_SELECTOR, f'#new li[data-model="{names[bench_site.NEW]}"] a').click()
+    assert browser.current_url.endswith(f"runs/night-{ZOO_NIGHTS - 1:03d}/{names[bench_site.NEW]}.html")
+    changed = browser.find_element(By.ID, "what-changed")
+    assert "last passed night-028" in changed.text and "PaddleDetection commit" in changed.text
+    fields = [c.get_attribute("data-field") for c in changed.find_elements(By.CSS_SELECTOR, ".env-diff .change")]
+    assert fields == ["ppdet_commit"]
+    box = browser.find_element(By.CSS_SELECTOR, 'figure[data-metric="box_ap"]')
+    assert len(box.find_elements(By.CSS_SELECTOR, "line.x-tick")) == ZOO_NIGHTS and "AP (%)" in box.text
+    fps = browser.find_elements(By.CSS_SELECTOR, 'figure[data-metric="fps"] circle.night')
+    assert len(fps) == ZOO_NIGHTS and {d.get_attribute("class") for d in fps} <= {
+        "night steady",
+        "night slower",
+        "night faster",
+    }
+    _shot(browser, shots / "zoo-model.png")
+    assert _errors(browser) == [] and _fetched_elsewhere(browser) == []
+
+
+def test_the_nights_index_lists_every_night(browser, zoo_site, shots):
+    from selenium.webdriver.common.by import By
+
+    out, _ = zoo_site
+    browser.get((out / "nights.html").as_uri())
+    rows = browser.find_elements(By.CSS_SELECTOR, "#nights tr.night-row")
+    assert [r.get_attribute("data-run") for r in rows] == [f"night-{i:03d}" for i in reversed(range(ZOO_NIGHTS))]
+    assert [c.get_attribute("data-field") for c in rows[0].find_elements(By.CSS_SELECTOR, ".change")] == [
+        "ppdet_commit"
+    ]
+    assert "paddle: 3.3.1 → 3.3.2" in rows[ZOO_NIGHTS - 1 - ZOO_NIGHTS // 2].text
+    charts = browser.find_elements(By.CSS_SELECTOR, "figure.trend")
+    assert [c.get_attribute("data-metric") for c in charts] == ["models passing", "GPU-hours"]
+    rows[0].find_element(By.LINK_TEXT, f"night-{ZOO_NIGHTS - 1:03d}").click()
+    assert browser.current_url.endswith(f"nights/night-{ZOO_NIGHTS - 1:03d}.html") and len(_rows(browser)) > 240
+    browser.back()
+    _shot(browser, shots / "zoo-nights.png")
+    assert _errors(browser) == [] and _fetched_elsewhere(browser) == []
