@@ -1,8 +1,9 @@
 """How long `harness report --html` takes for the whole zoo, and how big the site gets.
 
-Result records for every model of zoos/paddledetection.yaml (240 models, measured values made up around the
-documented ones, statuses mixed), a history of N nights, then `site.build` timed (median of 3) and the site's
-bytes counted. Target: the whole zoo with 30 nights of history in under 10 s on these 2 cores.
+Result records for every model of zoos/paddledetection.yaml (measured values made up around the documented ones,
+with a known story: see NEW, FIXED, STILL below; tests/test_browser.py and tests/test_changes.py read the same
+nights through `make`), a history of N nights with each night's environment, then `site.build` timed (median of
+3) and the site's bytes counted. Target: the whole zoo with 30 nights of history in under 10 s on these 2 cores.
 
     python scripts/bench_site.py [--nights 30] [--out reports/bench-site.md]
 """
@@ -193,7 +194,9 @@ def main() -> int:
         "# Benchmark: the web page of the whole zoo (`harness report --html`)\n\n"
         f"`python scripts/bench_site.py --nights {args.nights}`: {len(tonight)} models of "
         f"zoos/paddledetection.yaml, {args.nights} nights of history ({len(past)} history lines), one page per "
-        "model with its trend charts, built 3 times into fresh directories (2 CPU cores).\n\n"
+        "model with its trend charts and what changed, the overview (tonight's summary, the model × night grid), "
+        "nights.html and the night's own overview, built 3 times into fresh directories (2 CPU cores shared with "
+        "other jobs).\n\n"
         "| what | value |\n|---|---|\n"
         f"| build time, median of 3 | {median:.2f} s ({', '.join(f'{t:.2f}' for t in times)}) |\n"
         f"| target | < {TARGET_S:.0f} s: {'met' if median < TARGET_S else 'NOT met'} |\n"
