@@ -1,11 +1,17 @@
-"""PNG plots of the history: AP per run per model, and AP against fps. matplotlib, headless (Agg)."""
+"""PNG plots of the history: AP per run per model, and AP against fps. matplotlib, headless (Agg).
+
+Axes name their units; every run is a tick; on AP vs fps a dot is coloured by its fps change against the run
+before (charts.fps_changes: red slower, green faster, grey steady), not by the AP verdict."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from harness.publish.charts import fps_changes
 from harness.records.results import HistoryEntry
 from harness.zoo.kinds import KINDS, Kind
+
+FPS_COLOURS = {"slower": "#cf222e", "faster": "#1a7f37", "steady": "#8c959f"}
 
 
 def _pyplot():
@@ -46,7 +52,8 @@ def ap_per_run(history: list[HistoryEntry], path: Path) -> dict[str, list[str]]:
         drawn[metric] = [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
         ax.set_title(f"{title} per run (dashed: documented)")
         ax.set_xticks(range(len(runs)), runs, rotation=30, ha="right", fontsize=7)
-        ax.set_ylabel("AP")
+        ax.set_ylabel(f"{title} (%)")
+        ax.set_xlabel("run (night)")
         if drawn[metric]:
             ax.legend(fontsize=7)
     fig.savefig(path, dpi=110)
@@ -74,11 +81,15 @@ def ap_vs_fps(history: list[HistoryEntry], path: Path) -> list[str]:
         if not pts:
             continue
         label = model if kind is first else f"{model} ({kind.label})"
-        (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label, color=f"C{i}")
+        (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, color=f"C{i}")
+        changes = fps_changes([p[0] for p in pts])
+        ax.scatter(
+            [p[0] for p in pts], [p[1] for p in pts], c=[FPS_COLOURS[c] for c in changes], zorder=3, label="_nights"
+        )
         ax.plot([pts[-1][0]], [pts[-1][1]], marker="o", markersize=11, color=line.get_color(), label="_latest")
         labels.append(label)
-    ax.set_xlabel("fps (batch 1, as measured; see the report's notes)")
-    ax.set_ylabel(f"{first.label} (other kinds as labelled)")
+    ax.set_xlabel("fps (images / s, batch 1, as measured; see the report's notes)")
+    ax.set_ylabel(f"{first.label} (%; other kinds as labelled)")
     ax.set_title("AP vs fps")
     if labels:
         ax.legend(fontsize=7)
