@@ -198,8 +198,18 @@ def _by_stack(runs: list[dict]) -> list[dict]:
     return list(out.values())
 
 
-def markdown(runs: list[dict]) -> str:
+def architectures(zoo_path: Path = REPO / "zoos" / "paddledetection.yaml") -> dict[str, str]:
+    """Each model's architecture as the zoo file names it (the config's `architecture:`): the family, the same
+    word as on the site and in the reports; the yaml's names (Faster R-CNN, PP-YOLOE+) are the variants."""
+    from harness.zoo.manifest import load_zoo
+
+    zoo, _ = load_zoo(zoo_path)
+    return {m.name: m.architecture or "-" for m in zoo.models}
+
+
+def markdown(runs: list[dict], arch: dict[str, str] | None = None) -> str:
     runs = _by_stack(runs)
+    arch = architectures() if arch is None else arch
     lines = [
         "# Every family through the real pipeline (CPU, random weights)",
         "",
@@ -212,7 +222,9 @@ def markdown(runs: list[dict]) -> str:
         "`harness run`: download and verify, strict "
         "weight check, PaddleDetection's eval, scoring of every prediction kind, verdict, report. AP ≈ 0 with "
         "random weights, so the verdict `fail` is the expected outcome: **ran** means the family went through "
-        "every stage. Task: the kinds the model is judged on and its dataset. px: the eval size, `own size` where "
+        "every stage. Task: the kinds the model is judged on and its dataset. Family: the architecture its config "
+        "builds (the config's `architecture:`, as the site and the reports name it); variant: the model's name in "
+        "scripts/families.yaml. px: the eval size, `own size` where "
         "the config has no Resize to scale (a keypoint model's person crops are its config's, a tracker's "
         "LetterBox its EvalMOTReader's). Seconds: the worker "
         "(import, build, "
@@ -235,7 +247,7 @@ def markdown(runs: list[dict]) -> str:
     stacks = [r["stack"] for r in runs]
     by = {(r["stack"], row["model"]): row for r in runs for row in r["rows"]}
     models = list(dict.fromkeys(row["model"] for r in runs for row in r["rows"]))
-    head = ["task", "family", "model", "px", "predictions"]
+    head = ["task", "family", "variant", "model", "px", "predictions"]
     head += [f"{s}: status" for s in stacks] + [f"{s}: s" for s in stacks]
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for model in models:
@@ -246,6 +258,7 @@ def markdown(runs: list[dict]) -> str:
         px = "own size" if any(x and x.get("unscaled") for x in rows) else px
         cells = [
             first.get("judged") or "-",
+            arch.get(model, "-"),
             first["family"],
             model,
             px,
@@ -256,7 +269,10 @@ def markdown(runs: list[dict]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     why = [(s, row) for r in runs for s in [r["stack"]] for row in r["rows"] if row["status"] != "ran"]
     lines += ["", "## Why a family did not run", ""]
-    lines += [f"- {row['family']} (`{row['model']}`, {s}): {_status(row)}: {_why(row)}" for s, row in why] or ["none"]
+    lines += [
+        f"- {arch.get(row['model'], '-')}: {row['family']} (`{row['model']}`, {s}): {_status(row)}: {_why(row)}"
+        for s, row in why
+    ] or ["none"]
     return "\n".join(lines) + "\n"
 
 
