@@ -13,6 +13,7 @@ from conftest import FASTER, harness, harness_process, wait_until, workers_of
 
 from harness.publish import plots
 from harness.records.history import load
+from harness.records.results import RUN, RunRecord
 
 pytestmark = pytest.mark.stack
 
@@ -97,6 +98,16 @@ def test_the_run_publishes_markdown_junit_csv_history_and_plots(full_run):
             assert im.format == "PNG" and im.size[0] > 500
     drawn = plots.ap_per_run(load(full_run["tmp"] / "history.jsonl"), full_run["tmp"] / "check.png")
     assert drawn["box_ap"] == NAMES and drawn["mask_ap"] == NAMES[1:]  # one line per model
+    # each history line keeps the night's environment: the record's part and run.json's part
+    meta = RunRecord.load(run_dir / RUN)
+    assert meta is not None
+    for e in load(full_run["tmp"] / "history.jsonl"):
+        env = e.env
+        assert (
+            e.version == 2 and env.paddle and env.ppdet_commit and env.ppdet_tree and env.zoo_sha256 == meta.zoo_sha256
+        )
+        assert env.harness_commit == meta.harness_git_sha and env.device_name
+        assert result(run_dir, e.model)["architecture"] in ("FasterRCNN", "MaskRCNN")
 
 
 def test_a_corrupt_checkpoint_is_that_models_error_and_the_others_finish(served, tmp_path):
