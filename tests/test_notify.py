@@ -44,7 +44,7 @@ def gh(monkeypatch):
         monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
         monkeypatch.setenv("GITHUB_REPOSITORY", REPO)
         monkeypatch.setenv("GITHUB_API_URL", server.base)
-        for name in ("GITHUB_SERVER_URL", "GITHUB_RUN_ID", "HARNESS_HISTORY"):
+        for name in ("GITHUB_SERVER_URL", "GITHUB_RUN_ID", "HARNESS_HISTORY", "HARNESS_SITE_URL"):
             monkeypatch.delenv(name, raising=False)
         yield server
 

@@ -30,6 +30,7 @@ environment:
   GITHUB_TOKEN       a token that may write the repository's issues (required unless --dry-run)
   GITHUB_REPOSITORY  OWNER/NAME when --repo is not given (GitHub Actions sets it)
   GITHUB_API_URL     the REST API's base URL (default: GitHub's; GitHub Enterprise sets its own)
+  HARNESS_SITE_URL   --site-url when it is not given (empty: no links to the page)
 
 examples:
   harness notify runs/nightly-20261130 --dry-run              what it would open, update or close
@@ -57,7 +58,11 @@ def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argp
     )
     p.add_argument("--repo", metavar="OWNER/NAME", help="the repository of the issues (default $GITHUB_REPOSITORY)")
     p.add_argument("--label", default="zoo-regression", help="the label marking the alerts (default %(default)s)")
-    p.add_argument("--site-url", metavar="URL", help="where the nightly's page is published: the issues link its pages")
+    p.add_argument(
+        "--site-url",
+        metavar="URL",
+        help="where the nightly's page is published, linked from the issues (default $HARNESS_SITE_URL)",
+    )
     p.add_argument(
         "--max-wait",
         type=float,
@@ -140,7 +145,7 @@ def main(args: argparse.Namespace) -> int:
         token=os.environ.get("GITHUB_TOKEN"),
         api_url=os.environ.get("GITHUB_API_URL"),
         label=args.label,
-        site_url=args.site_url,
+        site_url=args.site_url or os.environ.get("HARNESS_SITE_URL") or None,
         run_url=_run_url(),
         dry_run=args.dry_run,
         max_wait=args.max_wait,
