@@ -176,6 +176,8 @@ def test_dry_run_prints_the_plan_and_writes_nothing(gh, tmp_path, monkeypatch, c
     gh.requests.clear()
     assert notify(run, "--dry-run") == 0
     assert "would open" in capsys.readouterr().out and gh.requests == []  # without: no call at all
+    assert notify(run, "--dry-run", "--label", "a,b") == 2  # GitHub reads a comma as two labels
+    assert "--label 'a,b': not one label" in capsys.readouterr().err
 
 
 def test_a_token_that_cannot_label_is_refused_before_a_second_duplicate(gh, tmp_path, capsys):

@@ -115,6 +115,10 @@ def notify(
 
     if site_url is not None and not re.match(r"https?://", site_url):
         raise UsageError(f"--site-url {github.cut(site_url, 80)!r} is not an http(s) URL", hint="give the page's URL")
+    if not label or "," in label or len(label) > 50:
+        raise UsageError(
+            f"--label {github.cut(label, 60)!r}: not one label", hint="a name of 1-50 characters, no comma"
+        )
     if not token and not dry_run:
         raise UsageError(
             f"no token: ${github.TOKEN_ENV} is not set",
