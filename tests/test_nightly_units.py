@@ -187,6 +187,15 @@ def test_the_nightly_workflow_validates():
     assert args.html and args.history  # the site, with trends over the history
     pages = raw["jobs"]["pages"]
     assert pages["needs"] == "report" and pages["permissions"] == {"pages": "write", "id-token": "write"}
+    # the alerts: after the page is up, with the workflow's token, allowed to write issues and nothing more
+    notify = raw["jobs"]["notify"]
+    assert notify["needs"] == ["report", "pages"] and notify["permissions"] == {"contents": "read", "issues": "write"}
+    step = next(s for s in notify["steps"] if "harness notify" in s.get("run", ""))
+    assert step["env"]["GITHUB_TOKEN"] == "${{ secrets.GITHUB_TOKEN }}"
+    assert step["env"]["HARNESS_SITE_URL"] == "${{ needs.pages.outputs.page_url }}"
+    assert pages["outputs"]["page_url"] == "${{ steps.deployment.outputs.page_url }}"  # the page's published URL
+    args = build_parser().parse_args(step["run"].split()[1:])
+    assert args.history == Path("reports/history.jsonl") and not args.dry_run
 
 
 def test_the_pull_request_workflow_runs_lint_unit_and_one_stack():

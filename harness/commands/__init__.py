@@ -12,6 +12,7 @@ from harness.commands import (
     export,
     fetch,
     import_,
+    notify,
     plan,
     rehearse,
     report,
@@ -22,4 +23,4 @@ from harness.commands import (
 from harness.commands import list as list_
 
 # In the order `harness --help` lists them.
-COMMANDS = (list_, fetch, verify, bench, run, report, rescore, export, import_, audit, plan, rehearse)
+COMMANDS = (list_, fetch, verify, bench, run, report, notify, rescore, export, import_, audit, plan, rehearse)

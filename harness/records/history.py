@@ -11,6 +11,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from pydantic import ValidationError
 
@@ -123,42 +124,71 @@ def run_records(run_dirs: Sequence[Path]) -> dict[str, RunRecord]:
     return out
 
 
-def regressions(history: list[HistoryEntry], records: list[Result], fps_drop: float = FPS_DROP) -> list[str]:
+class Move(NamedTuple):
+    """One number of tonight's result that left the last passing run's by more than its bound: what
+    `regressions` says in a line and `alerts` carries into an issue."""
+
+    current: HistoryEntry  # tonight's entry
+    base: HistoryEntry  # the last earlier passing run of the model under the same conditions
+    metric: str  # a metric's name, or "fps"
+    measured: float
+    was: float
+    tolerance: float | None  # the metric's (None for fps: bounded by fps_drop)
+
+    def line(self, fps_drop: float = FPS_DROP) -> str:
+        if self.metric == "fps":
+            return (
+                f"{self.current.model}: fps {self.measured:.2f} vs {self.was:.2f} in run {self.base.run_id} "
+                f"(last pass; more than {fps_drop:.0%} slower)"
+            )
+        return (
+            f"{self.current.model}: {self.metric} {self.measured:.2f} vs {self.was:.2f} in run {self.base.run_id} "
+            f"(last pass; tolerance {self.tolerance:g})"
+        )
+
+
+def last_pass(history: list[HistoryEntry], cur: HistoryEntry) -> HistoryEntry | None:
+    """The last run of `cur`'s model before it, under the same conditions, that passed."""
+    earlier = [
+        e
+        for e in history
+        if e.model == cur.model
+        and e.conditions == cur.conditions
+        and e.status == "pass"
+        and e.run_id != cur.run_id
+        and (e.finished or "") <= (cur.finished or "")
+    ]
+    return earlier[-1] if earlier else None
+
+
+def moves(history: list[HistoryEntry], records: list[Result], fps_drop: float = FPS_DROP) -> list[Move]:
     """Each current result against the last earlier *passing* run of the same model under the same
     conditions: an AP that moved beyond the metric's tolerance, or fps below (1 - fps_drop) of it."""
     out = []
+    kept = {(e.run_id, e.model): e for e in history}  # tonight's line, when appended, has run.json's environment
     for rec in records:
-        cur = entry(rec)
-        earlier = [
-            e
-            for e in history
-            if e.model == cur.model
-            and e.conditions == cur.conditions
-            and e.status == "pass"
-            and e.run_id != cur.run_id
-            and (e.finished or "") <= (cur.finished or "")
-        ]
-        if earlier:
-            out += _moved(cur, earlier[-1], fps_drop)
+        cur = kept.get((rec.run_id, rec.model)) or entry(rec)
+        base = last_pass(history, cur)
+        if base is not None:
+            out += _moved(cur, base, fps_drop)
     return out
 
 
-def _moved(cur: HistoryEntry, base: HistoryEntry, fps_drop: float) -> list[str]:
+def regressions(history: list[HistoryEntry], records: list[Result], fps_drop: float = FPS_DROP) -> list[str]:
+    """`moves`, one line each (the report's and the page's list)."""
+    return [m.line(fps_drop) for m in moves(history, records, fps_drop)]
+
+
+def _moved(cur: HistoryEntry, base: HistoryEntry, fps_drop: float) -> list[Move]:
     out = []
     for name, m in cur.metrics.items():
         was = base.measured(name)
         if was is None or m.measured is None or m.tolerance is None:
             continue
         if abs(m.measured - was) > m.tolerance + 1e-9:
-            out.append(
-                f"{cur.model}: {name} {m.measured:.2f} vs {was:.2f} in run {base.run_id} "
-                f"(last pass; tolerance {m.tolerance:g})"
-            )
+            out.append(Move(cur, base, name, m.measured, was, m.tolerance))
     if cur.fps and base.fps and cur.fps < base.fps * (1 - fps_drop):
-        out.append(
-            f"{cur.model}: fps {cur.fps:.2f} vs {base.fps:.2f} in run {base.run_id} "
-            f"(last pass; more than {fps_drop:.0%} slower)"
-        )
+        out.append(Move(cur, base, "fps", cur.fps, base.fps, None))
     return out
 
 
