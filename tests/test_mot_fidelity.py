@@ -15,20 +15,18 @@ included), served as a `mot` dataset the test's own zoo file names. Runs on ever
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, harness
+from conftest import harness
+from oracle import one_thread, pinned_tree
 
 from harness.model.checkpoint import load_state
 from harness.nightly.synthetic import synthetic_mot
-from harness.zoo.manifest import load_zoo
 
 pytestmark = pytest.mark.stack
 
@@ -36,24 +34,10 @@ MODEL = "fairmot_dla34_30e_576x320"
 CONFIG = "configs/mot/fairmot/fairmot_dla34_30e_576x320.yml"
 
 
-def _run(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
-    return out
-
-
-def _tree(tmp_path: Path, ppdet_archive) -> tuple[Path, dict]:
-    zoo, _ = load_zoo(REPO / "zoo.yaml")
-    _, pin = zoo.source()
-    subprocess.run(["tar", "-xzf", ppdet_archive(pin.commit), "-C", tmp_path], check=True)
-    return tmp_path / f"PaddleDetection-{pin.commit}", yaml.safe_load((REPO / "zoo.yaml").read_text())["sources"]
-
-
 def _weights(tree: Path, images: list[Path], out: Path) -> None:
     f32 = out.with_suffix(".init.pdparams")
     worker = [sys.executable, "-m", "harness.model.worker", "init-weights", "--ppdet-root", str(tree)]
-    _run([*worker, "--config", str(tree / CONFIG), "--out", str(f32), "--calibrate", *map(str, images)])
+    one_thread([*worker, "--config", str(tree / CONFIG), "--out", str(f32), "--calibrate", *map(str, images)])
     state = load_state(f32)
     state["detector.head.heatmap.2.conv.bias"][:] = 0.0  # sigmoid 0.5: above conf_thres 0.4
     state["detector.head.heatmap.2.conv.weight"] *= 30.0  # scores that vary with the image
@@ -125,7 +109,7 @@ def _printed(log: str) -> dict[str, str]:
 
 
 def test_a_tracker_tracks_and_scores_as_ppdets_own_eval_mot(tmp_path, ppdet_archive, cache):
-    tree, sources = _tree(tmp_path, ppdet_archive)
+    tree, _, sources = pinned_tree(tmp_path, ppdet_archive)
     data = tmp_path / "data"
     frames = synthetic_mot(data / "MOT16/images/train", frames=3, size=(192, 108))
     weights = tmp_path / "fairmot.pdparams"
@@ -159,7 +143,7 @@ def test_a_tracker_tracks_and_scores_as_ppdets_own_eval_mot(tmp_path, ppdet_arch
 
     theirs = tmp_path / "ppdet"
     cfg = _overlay(tree, weights, data, tmp_path / "overlay.yml")
-    log = _run([sys.executable, "tools/eval_mot.py", "-c", str(cfg), "--output_dir", str(theirs)], tree)
+    log = one_thread([sys.executable, "tools/eval_mot.py", "-c", str(cfg), "--output_dir", str(theirs)], tree)
     printed = _printed(log.stdout + log.stderr)
 
     mine = run / MODEL / "predictions"

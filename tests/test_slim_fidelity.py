@@ -20,21 +20,19 @@ either runs, so that the finding is revisited).
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, harness
+from conftest import harness
+from oracle import one_thread, pinned_tree
 
 from harness.model.checkpoint import load_state
 from harness.zoo.kinds import COCO_STATS
-from harness.zoo.manifest import load_zoo
 
 pytestmark = pytest.mark.stack
 
@@ -57,21 +55,6 @@ CASES = {
 }
 # (case, stack) where tools/eval.py --slim_config itself cannot build the model: the error both must stop on
 CANNOT = {("prune", "current"): "_to_static_mode_guard_"}
-
-
-def _run(cmd: list[str], cwd: Path | None = None, ok: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    if ok:
-        assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
-    return out
-
-
-def _tree(tmp_path: Path, ppdet_archive) -> tuple[Path, str, dict]:
-    zoo, _ = load_zoo(REPO / "zoo.yaml")
-    stack, pin = zoo.source()
-    subprocess.run(["tar", "-xzf", ppdet_archive(pin.commit), "-C", tmp_path], check=True)
-    return tmp_path / f"PaddleDetection-{pin.commit}", stack, yaml.safe_load((REPO / "zoo.yaml").read_text())["sources"]
 
 
 def _coco(root: Path, n: int = 3) -> list[Path]:
@@ -110,7 +93,9 @@ def _weights(tree: Path, case: dict, images: list[Path], out: Path, *, slim: boo
     raw = out.with_suffix(".init.pdparams")
     worker = [sys.executable, "-m", "harness.model.worker", "init-weights", "--ppdet-root", str(tree)]
     extra = ["--slim", str(tree / case["slim"])] if slim else []
-    _run([*worker, "--config", str(tree / case["config"]), *extra, "--out", str(raw), "--calibrate", *map(str, images)])
+    one_thread(
+        [*worker, "--config", str(tree / case["config"]), *extra, "--out", str(raw), "--calibrate", *map(str, images)]
+    )
     state = load_state(raw)
     for pattern, changes in case["bias"].items():
         hits = [k for k in state if re.fullmatch(pattern, k)]
@@ -165,7 +150,7 @@ def _ppdet(tree: Path, case: dict, data: Path, weights: Path, out: Path, ok: boo
     overlay.write_text(yaml.safe_dump(cfg))
     out.mkdir()
     cmd = ["tools/eval.py", "-c", str(overlay), "--slim_config", case["slim"], "--output_eval", str(out)]
-    return _run([sys.executable, *cmd], tree, ok)
+    return one_thread([sys.executable, *cmd], tree, ok)
 
 
 def _stats(log: str) -> list[float]:
@@ -180,7 +165,7 @@ def test_a_compressed_model_predicts_and_scores_as_tools_eval_with_its_slim_conf
     kind, tmp_path, ppdet_archive, cache
 ):
     case = CASES[kind]
-    tree, stack, sources = _tree(tmp_path, ppdet_archive)
+    tree, stack, sources = pinned_tree(tmp_path, ppdet_archive)
     data = tmp_path / "coco"
     paths = _coco(data)
     images = json.loads((data / "annotations" / "instances_val2017.json").read_text())["images"]
@@ -219,7 +204,7 @@ def test_a_compressed_model_predicts_and_scores_as_tools_eval_with_its_slim_conf
 def test_an_uncompressed_checkpoint_is_refused_for_a_compressed_model(tmp_path, ppdet_archive, cache):
     """The plain config's own weights do not fit the quantised model: the strict loader refuses them."""
     case = CASES["qat"]
-    tree, _, sources = _tree(tmp_path, ppdet_archive)
+    tree, _, sources = pinned_tree(tmp_path, ppdet_archive)
     data = tmp_path / "coco"
     paths = _coco(data)
     weights = _weights(tree, case, paths, tmp_path / "plain.pdparams", slim=False)

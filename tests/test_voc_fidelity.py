@@ -13,21 +13,19 @@ as a `voc` dataset the test's own zoo file names per model. Runs on every stack 
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, harness
+from conftest import harness
+from oracle import one_thread, pinned_tree
 from synthetic_voc import synthetic_voc
 
 from harness.model.checkpoint import load_state
-from harness.zoo.manifest import load_zoo
 
 pytestmark = pytest.mark.stack
 
@@ -35,26 +33,11 @@ MODEL = "picodet_s_320_voc"
 CONFIG = "configs/picodet/legacy_model/picodet_s_320_voc.yml"
 
 
-def _run(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
-    return out
-
-
-def _tree(tmp_path: Path, ppdet_archive) -> tuple[Path, dict]:
-    """The stack's PaddleDetection tree, extracted, and the zoo's source pins."""
-    zoo, _ = load_zoo(REPO / "zoo.yaml")
-    _, pin = zoo.source()
-    subprocess.run(["tar", "-xzf", ppdet_archive(pin.commit), "-C", tmp_path], check=True)
-    return tmp_path / f"PaddleDetection-{pin.commit}", yaml.safe_load((REPO / "zoo.yaml").read_text())["sources"]
-
-
 def _weights(tree: Path, images: list[Path], out: Path) -> None:
     """Random weights of the real config, BatchNorm calibrated, the class biases at logit -1 (0.27)."""
     f32 = out.with_suffix(".init.pdparams")
     worker = [sys.executable, "-m", "harness.model.worker", "init-weights", "--ppdet-root", str(tree)]
-    _run([*worker, "--config", str(tree / CONFIG), "--out", str(f32), "--calibrate", *map(str, images)])
+    one_thread([*worker, "--config", str(tree / CONFIG), "--out", str(f32), "--calibrate", *map(str, images)])
     state = load_state(f32)
     for name, array in state.items():  # rows 0-19 of the shared conv: the class logits (then 32 box bins)
         if re.fullmatch(r"head\.head_cls\d\.bias", name):
@@ -126,7 +109,7 @@ def _overlay(tree: Path, weights: Path, root: Path, path: Path) -> Path:
 
 
 def test_a_voc_model_predicts_and_scores_as_ppdets_own_eval(tmp_path, ppdet_archive, cache):
-    tree, sources = _tree(tmp_path, ppdet_archive)
+    tree, _, sources = pinned_tree(tmp_path, ppdet_archive)
     # aeroplanes the size of the boxes the random head draws (about 17 x 11 px here), so that some are found
     voc = synthetic_voc(
         tmp_path / "voc", 4, size=(96, 64), empty=(1,), difficult=0.3, seed=3, use=1, objects=(2, 4), scale=(0.15, 0.25)
@@ -163,7 +146,7 @@ def test_a_voc_model_predicts_and_scores_as_ppdets_own_eval(tmp_path, ppdet_arch
     theirs = tmp_path / "ppdet"
     theirs.mkdir()  # VOCMetric writes into it, and does not make it
     cfg = _overlay(tree, weights, voc.root, tmp_path / "overlay.yml")
-    log = _run([sys.executable, "tools/eval.py", "-c", str(cfg), "--output_eval", str(theirs)], tree)
+    log = one_thread([sys.executable, "tools/eval.py", "-c", str(cfg), "--output_eval", str(theirs)], tree)
     printed = re.search(r"mAP\(0\.50, 11point\) = ([0-9.]+)%", log.stdout + log.stderr)
     assert printed, (log.stdout + log.stderr)[-2000:]
 
