@@ -32,6 +32,8 @@ def test_a_result_written_before_the_typed_record_reads_and_writes_back_unchange
     rec = results.read([path])[0]
     assert rec.measured("mask_ap") == old["metrics"]["mask_ap"]["measured"] and rec.fps == old["timing"]["fps"]
     assert rec.reduced_eval_size == old["dataset"]["eval_size"] and rec.table.layout is not None
+    assert old["schema"] == 1 and rec.as_json()["schema"] == results.SCHEMA == 2  # schema 2 only added a status
+    old = {**old, "schema": 2}
     assert _same_or_added_null(old, rec.as_json()) == []
     results.write_at(tmp_path / "result.json", rec)
     assert _same_or_added_null(old, json.loads((tmp_path / "result.json").read_text())) == []

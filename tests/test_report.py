@@ -223,7 +223,7 @@ def test_a_record_that_does_not_fit_the_schema_is_refused_by_readers_and_writers
     bad.mkdir(parents=True)
     (bad / "result.json").write_text(json.dumps({"schema": 1, "model": "m_a", "status": "pass"}))
     out = harness("report", str(tmp_path / "run"))
-    assert out.returncode == 2 and "not a result record of schema 1" in out.stderr and "run_id" in out.stderr
+    assert out.returncode == 2 and "not a result record of schema 2" in out.stderr and "run_id" in out.stderr
     with pytest.raises(HarnessError, match=r"internal error, result not written: .*surprise"):
         write(tmp_path / "run2", _record(surprise=1))
     assert not (tmp_path / "run2" / "m_a" / "result.json").exists()

@@ -14,7 +14,7 @@ from harness.records.changes import Regression
 from harness.records.results import HistoryEntry, Result
 
 GRID_NIGHTS = 30  # the grid's columns: the last this many nights
-ORDER = {"error": 0, "fail": 0, "pass": 1}  # failing first
+ORDER = {"error": 0, "fail": 0, "pass": 1, "carried": 1}  # failing first
 
 
 @dataclass(frozen=True)
@@ -114,8 +114,11 @@ def row(
     grid = []
     for run in columns:
         e = by_run.get(run)
+        c = rec.carried if run == rec.run_id else None
         grid.append(
-            NightCell(run, e.status, page.get(run), _title(e))
+            NightCell(run, "carried", page.get(run), f"{run}: carried over from {c.run_id} (inputs {c.digest[:12]})")
+            if c is not None
+            else NightCell(run, e.status, page.get(run), _title(e))
             if e
             else NightCell(run, "none", None, f"{run}: not run (or under other conditions)")
         )

@@ -102,14 +102,34 @@ def row(rec: Result) -> list[str]:
     verdicts = [rec.verdict(m) for m in table.metrics.values()]
     deltas = [f"{_short(v.metric)} {v.delta:+.1f}" for v in verdicts if v is not None and v.delta is not None]
     measured = [_num(rec.measured(m), 2) for m in table.metrics.values()]
-    return cells + measured + [" / ".join(deltas) or "-", md_cell(rec.status)]
+    return cells + measured + [" / ".join(deltas) or "-", md_cell(status_text(rec))]
+
+
+def status_text(rec: Result) -> str:
+    """A record's status for people: a carried-over model says so, with the night it stands for."""
+    if rec.carried is not None:
+        return f"carried over from {rec.carried.run_id}"
+    return rec.status
+
+
+def carried_note(rec: Result) -> str | None:
+    """`unchanged since NIGHT (inputs DIGEST)`: why a model did not run tonight, never a pass of tonight."""
+    c = rec.carried
+    return None if c is None else f"unchanged since {c.run_id} (inputs {c.digest[:12]}): carried over, not run tonight"
 
 
 def notes(records: list[Result]) -> list[str]:
     """What a reader must know to read the numbers: subsets, reduced sizes, devices, errors."""
     out = sorted({rec.notice for rec in records if rec.notice})
+    carried = [r for r in records if r.carried is not None]
+    if carried:
+        out.append(
+            f"{len(records) - len(carried)} models ran tonight, {len(carried)} carried over (their inputs are "
+            "unchanged since their last pass: not passes of tonight)"
+        )
     for rec in records:
         out += [f"{rec.model}: {n}" for n in _model_notes(rec)]
+    records = [r for r in records if r.carried is None]  # what the ones that ran were measured on
     envs = sorted(
         {
             f"{r.device or '?'} ({r.device_name or '?'}){_threads(r)}, paddle {r.paddle or '?'}, "
@@ -121,7 +141,8 @@ def notes(records: list[Result]) -> list[str]:
 
 
 def _model_notes(rec: Result) -> list[str]:
-    out = _geometry_notes(rec)
+    out = [note] if (note := carried_note(rec)) else []
+    out += _geometry_notes(rec)
     if rec.ppdet is not None and rec.ppdet.dirty:
         shown = ", ".join(rec.ppdet.untracked[:3])
         extra = f" and untracked importable files ({shown})" if shown else ""
@@ -276,11 +297,13 @@ def junit(records: list[Result], path) -> None:
 
 def _case(rec: Result, name: str, seconds: float):
     """One model × metric as a JUnit test case: an error (not measured), a failure (outside tolerance), or a pass."""
-    from junitparser import Error, Failure, TestCase
+    from junitparser import Error, Failure, Skipped, TestCase
 
     case = TestCase(xml_text(name), classname=xml_text(rec.model))
     m = rec.verdict(name)
-    if rec.status == "error" and (m is None or m.status == "error"):
+    if rec.carried is not None:
+        case.result = [Skipped(xml_text(carried_note(rec) or ""))]
+    elif rec.status == "error" and (m is None or m.status == "error"):
         msg = xml_text((rec.error.message if rec.error else None) or (m.reason if m else None) or "error")
         case.result = [Error((msg.splitlines() or ["error"])[0], "error")]
         case.system_out = msg
@@ -313,6 +336,8 @@ def rows(records: list[Result]) -> list[dict]:
             "subset": ds.subset.n if ds and ds.subset else None,
             "eval_size": rec.reduced_eval_size[0] if rec.reduced_eval_size else None,
             "error": (rec.error.message.split("\n")[0] or None) if rec.error else None,
+            "carried_from": rec.carried.run_id if rec.carried else None,
+            "carried_digest": rec.carried.digest if rec.carried else None,
         }
         # one group of columns per kind of the kinds table (per judged number of a kind judged on several)
         for name in (m for k in KINDS.values() for m in k.csv_metrics):

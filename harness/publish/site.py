@@ -127,13 +127,14 @@ def build(
     claim(out)
     env = _environment()
     metas = hist.run_records(run_dirs)
-    tonight = [hist.entry(r, metas.get(r.run_id)) for r in records]
+    tonight = [hist.entry(r, metas.get(r.run_id)) for r in records if r.carried is None]  # carried: not run
     keys = {(e.run_id, e.model) for e in tonight}
     merged = [e for e in (history or []) if (e.run_id, e.model) not in keys] + tonight
     merged.sort(key=lambda e: (e.finished or "", e.model))
-    run_id = changes.runs(tonight)[-1]
+    run_id = changes.runs(tonight)[-1] if tonight else records[-1].run_id
     summary = changes.tonight(merged, run_id)
     every = changes.runs(merged)
+    every += [] if run_id in every else [run_id]
     columns = every[: every.index(run_id) + 1][-GRID_NIGHTS:]  # tonight and the nights before it
     pages = {page_of(r.run_id, r.model) for r in records}
     pages |= {p.relative_to(out).as_posix() for p in out.glob("runs/*/*.html")}
@@ -178,16 +179,17 @@ def _overview(records, rows, summary: changes.Summary, columns, night_list, merg
     from harness.publish import report
 
     families = Counter(r.family for r in rows)
-    failing = Counter(r.family for r in rows if r.status != "pass")
+    failing = Counter(r.family for r in rows if r.status not in ("pass", "carried"))
     night = next((n for n in night_list if n.run_id == summary.run_id), None)
     return {
         "rows": rows,
         "summary": summary,
+        "counts": {**summary.counts, "carried": sum(r.carried is not None for r in records)},  # carried: apart
         "night": night,
         "families": [(f, n, failing.get(f, 0)) for f, n in sorted(families.items(), key=lambda x: x[0].lower())],
         "columns": columns,
         "runs": sorted({r.run_id for r in records}),
-        "statuses": ["pass", "fail", "error"],
+        "statuses": ["pass", "fail", "error", "carried"],
         "stacks": sorted({r.stack for r in rows}),
         "regressions": hist.regressions(merged, records),
         "notices": sorted({r.notice for r in records if r.notice}),  # a rehearsal says so at the top

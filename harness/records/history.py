@@ -15,14 +15,16 @@ from typing import NamedTuple
 
 from pydantic import ValidationError
 
-from harness.core.errors import UsageError
+from harness.core.errors import HarnessError, UsageError
 from harness.core.files import atomic_write_bytes
 from harness.core.schema import fields
 from harness.records.environment import NightEnv
 from harness.records.results import RUN, Conditions, HistoryEntry, Judged, Result, RunRecord, Seconds
+from harness.score.verdict import Status
 
 HISTORY_ENV = "HARNESS_HISTORY"
 HINT = "repair or remove that line (each line is one model of one run, as `harness run` writes it)"
+VERDICTS: dict[str, Status] = {"pass": "pass", "fail": "fail", "error": "error"}  # a line's statuses
 FPS_DROP = 0.10  # an fps below 90 % of the last passing run's is a regression
 
 
@@ -64,13 +66,17 @@ def environment_of(rec: Result, run: RunRecord | None = None) -> NightEnv:
 
 
 def entry(rec: Result, run: RunRecord | None = None) -> HistoryEntry:
-    """What the history keeps of a result (`run`: its run directory's run.json, for the night's environment)."""
+    """What the history keeps of a result (`run`: its run directory's run.json, for the night's environment).
+    A carried-over result is no night of its model (it did not run): asking for its line is the caller's bug."""
+    status = VERDICTS.get(rec.status)
+    if status is None or rec.carried is not None:
+        raise HarnessError(f"internal error: {rec.model} was carried over, not run: the history keeps what ran")
     return HistoryEntry(
         run_id=rec.run_id,
         started=rec.started,
         finished=rec.finished,
         model=rec.model,
-        status=rec.status,
+        status=status,
         stage=rec.error.stage if rec.error else None,
         conditions=conditions(rec),
         metrics={
@@ -106,7 +112,7 @@ def append(path: Path, records: list[Result], runs: Mapping[str, RunRecord] | No
     """Add these results (replacing any earlier line of the same run and model); returns the history. `runs`:
     the run.json of each run id (run_records), whose environment the lines keep."""
     runs = runs or {}
-    new = [entry(r, runs.get(r.run_id)) for r in records]
+    new = [entry(r, runs.get(r.run_id)) for r in records if r.carried is None]  # the history keeps what ran
     keys = {(e.run_id, e.model) for e in new}
     kept = [e for e in load(path) if (e.run_id, e.model) not in keys]
     history = sorted(kept + new, key=lambda e: (e.finished or "", e.model))
@@ -166,7 +172,7 @@ def moves(history: list[HistoryEntry], records: list[Result], fps_drop: float = 
     conditions: an AP that moved beyond the metric's tolerance, or fps below (1 - fps_drop) of it."""
     out = []
     kept = {(e.run_id, e.model): e for e in history}  # tonight's line, when appended, has run.json's environment
-    for rec in records:
+    for rec in (r for r in records if r.carried is None):
         cur = kept.get((rec.run_id, rec.model)) or entry(rec)
         base = last_pass(history, cur)
         if base is not None:

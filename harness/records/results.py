@@ -26,7 +26,7 @@ from harness.records.environment import NightEnv
 from harness.score.verdict import Status, Verdict
 from harness.zoo.manifest import V1_LABELS, V1_TABLE, Table
 
-SCHEMA: Literal[1] = 1
+SCHEMA: Literal[2] = 2  # 2: a model may be carried over (status "carried", `carried`); 1 is read by _migrate
 RESULT = "result.json"
 RUN = "run.json"  # a run directory's own record (runner.py)
 
@@ -37,6 +37,22 @@ class StageFailure(Strict):
     stage: str
     message: str
     log_tail: str | None = None
+
+
+RecordStatus = Literal["pass", "fail", "error", "carried"]  # a verdict, or carried over from an earlier night
+CARRIED: Literal["carried"] = "carried"
+
+
+class Carried(Strict):
+    """A model tonight did not run because none of its inputs changed (nightly/selection.py): the night whose
+    pass it carries, that night's finish, the digest of its inputs, and its measured values then. Never a pass
+    of tonight: the report, the CSV and the site say "carried over from NIGHT"."""
+
+    run_id: str
+    finished: str | None = None
+    digest: str
+    measured: dict[str, float | None] = Field(default_factory=dict)
+    fps: float | None = None
 
 
 class TableRef(Strict):
@@ -263,7 +279,7 @@ def _migrate(raw: dict) -> dict:
         labels = {title: table[key] for key, title in V1_LABELS.items() if key in table}
         kept = {k: v for k, v in table.items() if k not in V1_LABELS}
         raw = {**raw, "table": {**kept, "layout": V1_TABLE, "labels": {**labels, **(kept.get("labels") or {})}}}
-    return {**raw, "schema": SCHEMA}
+    return {**raw, "schema": SCHEMA}  # schema 1 -> 2: only added a status and a field
 
 
 class Result(Strict):
@@ -271,11 +287,12 @@ class Result(Strict):
 
     Readers ask it (`measured`, `verdict`, `fps`, `reduced_eval_size`, `failure`) rather than digging in keys."""
 
-    schema_: Literal[1] = Field(default=SCHEMA, alias="schema")
+    schema_: Literal[2] = Field(default=SCHEMA, alias="schema")
     model: str
     run_id: str
     zoo_index: int
-    status: Status
+    status: RecordStatus
+    carried: Carried | None = None  # status "carried": the earlier night it stands for
     error: StageFailure | None = None
     notice: str | None = None
     stack: str | None = None

@@ -1,0 +1,222 @@
+"""Which models tonight must run: those whose inputs changed since the last night each passed (`--changed-since`).
+
+Why: most nights PaddleDetection changes a few files and nothing else moves; re-running the whole zoo to
+re-check three models is the nightly's largest cost. A model's result can only change if a file it executes, a
+config of its `_BASE_` chain, the stack (paddle, the harness, the device and its driver), its dataset or the zoo
+file changed (the impact map says which files a model executes). Where the map cannot be trusted the choice is
+conservative: a changed file under `ppdet/` that no model's trace holds (code a CPU trace never reaches, a new
+module) selects every model; a model without a traced map entry, one that never passed, or one whose last
+passing tree is not at hand runs. `rotate` bounds any model's age in nights. Each decision carries typed reasons,
+which the plan prints and the report keeps; a skipped model is carried over, never counted as tonight's pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from harness.records.environment import LABELS, NightEnv
+from harness.records.impactmap import ImpactMap
+from harness.records.results import HistoryEntry
+
+Listing = Mapping[str, str]
+
+# Environment fields whose change selects every model, and the reason kind it is (dataset: the model's own).
+EVERYTHING = {
+    "paddle": "stack",
+    "harness_commit": "harness",
+    "device_name": "device",
+    "driver": "device",
+    "cuda": "device",
+    "zoo_sha256": "zoo",
+}
+PER_MODEL = {"dataset_sha256": "dataset"}
+SHOW = 3  # changed paths named in one reason
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a model runs. `kind`: never-passed, no-map-entry, trace-error, tree-unknown, stack, harness, device,
+    zoo, dataset, file, config, untraced, rotation; `detail`: the same in words."""
+
+    kind: str
+    detail: str
+
+    def text(self) -> str:
+        return f"{self.kind}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One model's choice: run it (with its reasons) or carry it over from night `since` (its last pass) whose
+    inputs had `digest` (the sha256 of its files' blob ids and the night's environment)."""
+
+    model: str
+    run: bool
+    reasons: list[Reason] = field(default_factory=list)
+    since: str | None = None
+    since_finished: str | None = None
+    digest: str | None = None
+
+    def line(self) -> str:
+        if self.run:
+            return f"{self.model}: run ({'; '.join(r.text() for r in self.reasons)})"
+        return f"{self.model}: unchanged since {self.since} (inputs {str(self.digest)[:12]})"
+
+    def as_json(self) -> dict:
+        return {
+            "model": self.model,
+            "run": self.run,
+            "reasons": [{"kind": r.kind, "detail": r.detail} for r in self.reasons],
+            "since": self.since,
+            "digest": self.digest,
+        }
+
+
+@dataclass(frozen=True)
+class Tonight:
+    """What tonight runs on: its environment (paddle, harness commit, device, driver, zoo file; `ppdet_tree`),
+    its PaddleDetection files, and each model's dataset digest where known (model -> annotations sha256)."""
+
+    env: NightEnv
+    files: Listing
+    datasets: Mapping[str, str | None] = field(default_factory=dict)
+    stack: str | None = None
+    device: str | None = None  # the device kind (gpu, cpu): a pass on another kind is no reference
+
+
+def select(
+    models: list[str],
+    impact: ImpactMap | None,
+    history: list[HistoryEntry],
+    tonight: Tonight,
+    listing: Callable[[str], Listing | None],
+    *,
+    since: str | None = None,
+    rotate: int | None = None,
+) -> list[Decision]:
+    """A decision per model, in the given order. `since`: a night (a run id of the history: each model's
+    reference is its last pass at or before it) or a PaddleDetection tree id (the files are compared with that
+    tree's; the environment with the model's last pass); None: each model's last pass. `listing(tree)`: that
+    tree's files, None when not at hand. `rotate`: run a model whose last run is `rotate` nights old or more."""
+    past = [e for e in history if _comparable(e, tonight)]
+    nights = {e.run_id: e.finished or "" for e in past}
+    tree_ref = since if since is not None and since not in nights else None
+    if since is not None and tree_ref is None:
+        past = [e for e in past if (e.finished or "") <= nights[since]]
+    cache: dict[str, Listing | None] = {}
+
+    def files_of(tree: str | None) -> Listing | None:
+        if tree is None:
+            return None
+        if tree not in cache:
+            cache[tree] = listing(tree)
+        return cache[tree]
+
+    traced = impact.traced_paths() if impact is not None else set()
+    out = []
+    for name in models:
+        ref = _last_pass(past, name)
+        reasons = _reasons(name, ref, impact, tonight, files_of(tree_ref or (ref.env.ppdet_tree if ref else None)))
+        if ref is not None and not reasons:
+            reasons = _untraced(tonight.files, files_of(tree_ref or ref.env.ppdet_tree), traced)
+        if rotate is not None and not reasons and ref is not None:
+            age = _age(history, name, tonight)
+            if age >= rotate:
+                reasons = [Reason("rotation", f"last ran {age} nights ago (--rotate {rotate})")]
+        digest = _digest(name, impact, tonight)
+        if reasons or ref is None:
+            out.append(Decision(name, True, reasons or [Reason("never-passed", "no passing night")]))
+        else:
+            out.append(Decision(name, False, [], ref.run_id, ref.finished, digest))
+    return out
+
+
+def _comparable(e: HistoryEntry, tonight: Tonight) -> bool:
+    c = e.conditions
+    return (tonight.stack is None or c.stack == tonight.stack) and (
+        tonight.device is None or c.device == tonight.device
+    )
+
+
+def _last_pass(past: list[HistoryEntry], model: str) -> HistoryEntry | None:
+    passes = [e for e in past if e.model == model and e.status == "pass"]
+    return max(passes, key=lambda e: e.finished or "") if passes else None
+
+
+def _reasons(
+    model: str, ref: HistoryEntry | None, impact: ImpactMap | None, tonight: Tonight, before: Listing | None
+) -> list[Reason]:
+    if ref is None:
+        return [Reason("never-passed", "no passing night under the same conditions")]
+    out = []
+    for name, kind in EVERYTHING.items():
+        a, b = getattr(ref.env, name), getattr(tonight.env, name)
+        if a != b:
+            out.append(Reason(kind, f"{LABELS[name]} {a or 'not recorded'} → {b or 'not recorded'}"))
+    a, b = ref.env.dataset_sha256, tonight.datasets.get(model)
+    if b is not None and a != b:
+        out.append(Reason("dataset", f"annotations {str(a)[:12]} → {b[:12]}"))
+    entry = impact.entry(model) if impact is not None else None
+    if entry is None:
+        out.append(Reason("no-map-entry", "the impact map has no entry for it"))
+    elif not entry.traced:
+        out.append(Reason("trace-error", entry.status))
+    if before is None:
+        tree = ref.env.ppdet_tree
+        out.append(Reason("tree-unknown", f"the files of tree {str(tree)[:12]} (night {ref.run_id}) are not at hand"))
+    if out:
+        return out
+    assert entry is not None and before is not None
+    for kind, paths in (("config", entry.configs), ("file", entry.files)):
+        moved = [p for p in paths if before.get(p) != tonight.files.get(p)]
+        if moved:
+            out.append(Reason(kind, _paths(moved)))
+    return out
+
+
+def _untraced(after: Listing, before: Listing | None, traced: set[str]) -> list[Reason]:
+    """A file under ppdet/ changed, added or removed that no model's trace holds: every model may execute it."""
+    if before is None:
+        return []
+    moved = [
+        p
+        for p in sorted(set(before) | set(after))
+        if p.startswith("ppdet/") and p not in traced and before.get(p) != after.get(p)
+    ]
+    return [Reason("untraced", _paths(moved) + " (in no model's trace)")] if moved else []
+
+
+def _age(history: list[HistoryEntry], model: str, tonight: Tonight) -> int:
+    """Nights (of the history under tonight's conditions, tonight included) since the model last ran."""
+    past = [e for e in history if _comparable(e, tonight)]
+    last = max((e.finished or "" for e in past if e.model == model), default="")
+    return 1 + len({e.run_id for e in past if (e.finished or "") > last})
+
+
+def _digest(model: str, impact: ImpactMap | None, tonight: Tonight) -> str:
+    """The sha256 of what the model's result depends on tonight: its files' blob ids, its dataset, the stack."""
+    entry = impact.entry(model) if impact is not None else None
+    paths = sorted(entry.inputs()) if entry is not None else []
+    doc = {
+        "files": {p: tonight.files.get(p) for p in paths},
+        "dataset": tonight.datasets.get(model),
+        "env": {k: getattr(tonight.env, k) for k in EVERYTHING},
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def _paths(paths: list[str]) -> str:
+    more = f" and {len(paths) - SHOW} more" if len(paths) > SHOW else ""
+    return ", ".join(paths[:SHOW]) + more
+
+
+def counts(decisions: list[Decision]) -> dict[str, int]:
+    """Selected and carried models, and the selected ones per reason kind (the plan's summary)."""
+    out = {"run": sum(d.run for d in decisions), "carried": sum(not d.run for d in decisions)}
+    for d in decisions:
+        for kind in {r.kind for r in d.reasons}:
+            out[kind] = out.get(kind, 0) + 1
+    return out
