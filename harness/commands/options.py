@@ -309,3 +309,25 @@ def load_zoo(path: str | Path | None = None) -> Zoo:
     """The library's `harness.load_zoo`: the zoo file at `path` (default: $HARNESS_ZOO, ./zoo.yaml, else the
     bundled one), validated; every problem is a `ManifestError` naming the field, as `--zoo` gives it."""
     return load(path)[0]
+
+
+def changed_since(p: argparse.ArgumentParser) -> None:
+    """`--changed-since`, `--impact-map`, `--rotate`: run only the models whose inputs changed (plan and run)."""
+    p.add_argument(
+        "--changed-since",
+        metavar="NIGHT|TREE",
+        help="only the models whose inputs changed since the last night each passed (at or before NIGHT, a run "
+        "id of the history; or against TREE, a PaddleDetection git tree id); the others are carried over",
+    )
+    p.add_argument(
+        "--impact-map",
+        type=Path,
+        metavar="PATH",
+        help="the impact map (`harness impact build`) that says which files each model executes",
+    )
+    p.add_argument(
+        "--rotate",
+        type=int,
+        metavar="K",
+        help="with --changed-since: also run any model whose last run is K nights old or more",
+    )

@@ -34,7 +34,8 @@ def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argp
         "per GPU.",
         epilog="examples:\n  harness plan --gpus 8\n"
         "  harness plan --zoo zoos/paddledetection.yaml --gpus 1 8 64 --out reports/plan-nightly.md\n"
-        "  harness plan --gpus 8 --json | jq .plans[0].assignment",
+        "  harness plan --gpus 8 --json | jq .plans[0].assignment\n"
+        "  harness plan --gpus 8 --changed-since 20261130-020000 --impact-map impact/current.json --rotate 7",
     )
     p.add_argument("--gpus", type=int, nargs="+", default=[8], metavar="G", help="GPU counts to plan for (8)")
     p.add_argument("--images", type=int, default=5000, help="images per model (default: val2017's 5000)")
@@ -53,7 +54,11 @@ def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argp
         metavar="PATH",
         help="durations of earlier runs (default: $HARNESS_HISTORY or reports/history.jsonl)",
     )
-    p.add_argument("--json", action="store_true", help="print the plans as JSON")
+    p.add_argument("--json", action="store_true", help="print the plans (and the selection) as JSON")
+    p.add_argument(
+        "--ppdet-root", type=Path, metavar="DIR", help="tonight's PaddleDetection checkout (default: the pin)"
+    )
+    options.changed_since(p)
     p.add_argument("--out", type=Path, metavar="FILE", help="also write the markdown to FILE")
     p.set_defaults(func=main)
     return p
@@ -103,6 +108,18 @@ def main(args: argparse.Namespace) -> int:
     path = args.zoo_path
     parallel = options.parallel_value(args.parallel)
     past = history.load(args.history or history.default_path())
+    decisions = None
+    if args.changed_since is not None:
+        from harness.model.inputs import Options
+        from harness.nightly import changed
+
+        opts = Options(stack=getattr(args, "stack", None), ppdet_root=args.ppdet_root)
+        decisions = changed.decide(
+            zoo, path, opts, past, args.changed_since, args.impact_map, rotate=args.rotate, device=args.device
+        )
+        zoo = zoo.model_copy(update={"models": zoo.select([d.model for d in decisions if d.run])})
+    elif args.impact_map is not None or args.rotate is not None:
+        raise UsageError("--impact-map and --rotate go with --changed-since NIGHT|TREE")
     done = plan(
         zoo,
         args.gpus,
@@ -120,8 +137,11 @@ def main(args: argparse.Namespace) -> int:
             "estimates": [vars(e) for e in done.estimates],
             "plans": [p.as_json() for p in done.plans.values()],
         }
+        if decisions is not None:
+            doc["selection"] = [d.as_json() for d in decisions]
         print(json.dumps(doc, indent=2))
     else:
+        print("".join(d.line() + "\n" for d in decisions or []), end="")
         print(text, end="")
     if args.out:
         atomic_write_bytes(args.out, text.encode())

@@ -14,6 +14,7 @@ from harness.commands import options
 if TYPE_CHECKING:
     from harness.model.inputs import Options
     from harness.nightly.runner import Shard
+    from harness.nightly.selection import Decision
     from harness.records.results import Result
 
 NAME = "run"
@@ -66,6 +67,7 @@ def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argp
         "<run dir>/history.jsonl; sharded runs append nothing: the merging `harness report` does)",
     )
     p.add_argument("--no-timing", dest="timing", action="store_false", help="skip the fps measurement")
+    options.changed_since(p)
     p.set_defaults(func=main)
     return p
 
@@ -78,6 +80,7 @@ class Ran:
     run_dir: Path
     history: Path | None
     published: dict
+    decisions: list[Decision] | None = None  # --changed-since: each model's choice with its reasons
 
 
 def history_path(explicit: Path | None, run_dir: Path) -> Path:
@@ -98,15 +101,24 @@ def run(
     shard: Shard | None = None,
     gpus: str | None = None,
     history: Path | None = None,
+    changed_since: str | None = None,
+    impact_map: Path | None = None,
+    rotate: int | None = None,
 ) -> Ran:
     """`harness run`: the selected models (empty: all) of this shard through the work queue into `out` (default:
-    a new `runs/<UTC time>`), then report.md, junit.xml, results.csv and, unless sharded, the history."""
+    a new `runs/<UTC time>`), then report.md, junit.xml, results.csv and, unless sharded, the history.
+    `changed_since` (a night or a PaddleDetection tree id, with `impact_map`): only the models whose inputs changed
+    run; the others are carried over (changed.py), written as such by the first shard."""
     from harness.commands.options import default_run_dir, load
     from harness.nightly import runner
     from harness.publish.report import publish
     from harness.records import history as hist
 
     the_zoo, zoo_path, lock = load(zoo)
+    if changed_since is None and (impact_map is not None or rotate is not None):
+        from harness.core.errors import UsageError
+
+        raise UsageError("--impact-map and --rotate go with --changed-since NIGHT|TREE")
     the_zoo.select(models)  # unknown names are a usage error before anything runs
     shard = shard or runner.Shard.from_env()
     run_dir = Path(out) if out else default_run_dir()
@@ -116,6 +128,28 @@ def run(
     store = history_path(history, run_dir)
     path = None if shard.total > 1 else store
     past = hist.load(store)
+    decisions, carried = None, []
+    if changed_since is not None:
+        from harness.model.inputs import resolve_device
+        from harness.nightly import changed
+        from harness.records.results import write
+
+        device = resolve_device(opts.device)
+        decisions = changed.decide(
+            the_zoo, zoo_path, opts, past, changed_since, impact_map, rotate=rotate, device=device, models=models
+        )
+        models = [d.model for d in decisions if d.run]
+        stack = the_zoo.source(opts.stack)[0]
+        bases = {e.model: e for e in past if e.status == "pass"}  # the history is in time order: the last wins
+        for d in decisions:
+            if not d.run and shard.index == 1:
+                base = next((e for e in past if e.model == d.model and e.run_id == d.since), bases.get(d.model))
+                carried.append(changed.carried_record(the_zoo, d.model, opts.run_id or "", stack, d, base))
+                write(run_dir, carried[-1])
+        if not models:
+            records = sorted(carried, key=lambda r: r.zoo_index)
+            published = publish(records, run_dir, history_path=path, run_dirs=[run_dir]) if records else {"text": ""}
+            return Ran(records, run_dir, path, published, decisions)
     records = runner.run(
         the_zoo,
         zoo_path,
@@ -128,7 +162,8 @@ def run(
         gpus=runner.gpu_list(gpus),
         history=past,
     )
-    return Ran(records, run_dir, path, publish(records, run_dir, history_path=path, run_dirs=[run_dir]))
+    records = sorted(records + carried, key=lambda r: (r.zoo_index, r.model))
+    return Ran(records, run_dir, path, publish(records, run_dir, history_path=path, run_dirs=[run_dir]), decisions)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -146,7 +181,12 @@ def main(args: argparse.Namespace) -> int:
         shard=shard,
         gpus=args.gpus,
         history=args.history,
+        changed_since=args.changed_since,
+        impact_map=args.impact_map,
+        rotate=args.rotate,
     )
+    for d in ran.decisions or []:
+        print(d.line())
     print(ran.published["text"], end="")
     where = ", plots; history: " + str(ran.history) if ran.history else ""
     print(f"run: {ran.run_dir} (report.md, junit.xml, results.csv{where})")

@@ -153,8 +153,8 @@ def _reasons(
         return [Reason("never-passed", "no passing night under the same conditions")]
     out = []
     for name, kind in EVERYTHING.items():
-        a, b = getattr(ref.env, name), getattr(tonight.env, name)
-        if a != b:
+        a, b = _norm(getattr(ref.env, name)), _norm(getattr(tonight.env, name))
+        if b is not None and a != b:  # unknown tonight (no GPU to ask): not compared; unknown then: changed
             out.append(Reason(kind, f"{LABELS[name]} {a or 'not recorded'} → {b or 'not recorded'}"))
     a, b = ref.env.dataset_sha256, tonight.datasets.get(model)
     if b is not None and a != b:
@@ -175,6 +175,11 @@ def _reasons(
         if moved:
             out.append(Reason(kind, _paths(moved)))
     return out
+
+
+def _norm(value: str | None) -> str | None:
+    """A value as compared: paddle is recorded as `3.3.1` by the worker and `paddlepaddle-gpu 3.3.1` by run.json."""
+    return value.split()[-1] if value else None
 
 
 def _untraced(after: Listing, before: Listing | None, traced: set[str]) -> list[Reason]:
@@ -203,7 +208,7 @@ def _digest(model: str, impact: ImpactMap | None, tonight: Tonight) -> str:
     doc = {
         "files": {p: tonight.files.get(p) for p in paths},
         "dataset": tonight.datasets.get(model),
-        "env": {k: getattr(tonight.env, k) for k in EVERYTHING},
+        "env": {k: _norm(getattr(tonight.env, k)) for k in EVERYTHING},
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
