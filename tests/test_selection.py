@@ -325,3 +325,68 @@ def test_the_site_shows_a_carried_model_as_carried_over_in_the_grid_and_on_its_p
     assert "carried over from <strong>" + NIGHTS[2] in page and "not a pass of tonight" in page
     rows = {r["model"]: r for r in csv.DictReader((out / "results.csv").open())}
     assert rows[FASTER]["status"] == "carried"
+
+
+def test_plan_changed_since_prints_the_selection_with_reasons(repo, tmp_path):
+    """The command end to end on a synthetic checkout (`--ppdet-root`: its git objects hold the older tree)."""
+    import hashlib
+
+    from conftest import REPO, harness
+
+    from harness.commands.options import load
+
+    r, tree0 = repo
+    zoo, zoo_path, _ = load(REPO / "zoo.yaml")
+    names = [m.name for m in zoo.models]
+    blobs = _ls_tree(r, tree0)
+    heads = ["ppdet/modeling/heads/a_head.py", "ppdet/modeling/heads/b_head.py"]
+    doc = {
+        "version": 1,
+        "stack": zoo.source()[0],
+        "ppdet": {"commit": None, "tree": tree0},
+        "models": {
+            n: {"files": {h: blobs[h]}, "configs": {}, "status": "traced"}
+            for n, h in zip(names[:2], heads, strict=True)
+        },
+    }
+    (tmp_path / "map.json").write_text(json.dumps(doc))
+    env = {
+        "harness_commit": subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        or None,
+        "zoo_sha256": hashlib.sha256(zoo_path.read_bytes()).hexdigest(),
+        "paddle": None,  # the unit tests' environment has no paddle: tonight's is unknown, not compared
+        "driver": None,
+    }
+    lines = [
+        _entry(n, "n1", 1, tree0, **env).model_copy(
+            update={"conditions": Conditions(stack=zoo.source()[0], device="gpu")}
+        )
+        for n in names
+    ]
+    lines += [e.model_copy(update={"conditions": Conditions(stack=e.conditions.stack, device="cpu")}) for e in lines]
+    (tmp_path / "h.jsonl").write_text("".join(e.model_dump_json() + "\n" for e in lines))
+    _commit(r, {heads[0]: "class AHead:\n    z = 3\n"})
+    common = ["plan", "--zoo", str(zoo_path), "--history", str(tmp_path / "h.jsonl"), "--ppdet-root", str(r)]
+    out = harness(*common, "--changed-since", "n1", "--impact-map", str(tmp_path / "map.json"), "--json")
+    assert out.returncode == 0, out.stderr
+    chosen = {d["model"]: d for d in json.loads(out.stdout)["selection"]}
+    assert chosen[names[0]]["run"] and chosen[names[0]]["reasons"][0]["kind"] == "file"
+    assert not chosen[names[1]]["run"] and chosen[names[1]]["since"] == "n1"
+    assert all(chosen[n]["reasons"][0]["kind"] == "no-map-entry" for n in names[2:])
+    text = harness(*common, "--changed-since", "n1", "--impact-map", str(tmp_path / "map.json")).stdout
+    assert f"{names[1]}: unchanged since n1" in text and f"{names[0]}: run (file: {heads[0]})" in text
+    bad = harness(*common, "--changed-since", "nope", "--impact-map", str(tmp_path / "map.json"))
+    assert bad.returncode == 2 and "neither a night of the history nor a git tree id" in bad.stderr
+    assert harness(*common, "--rotate", "3").returncode == 2
+    # tonight nothing but the first head changed: `run` without that model runs nothing and carries the second
+    argv = ["run", names[1], "--zoo", str(zoo_path), "--history", str(tmp_path / "h.jsonl"), "--ppdet-root", str(r)]
+    ran = harness(
+        *argv, "--changed-since", "n1", "--impact-map", str(tmp_path / "map.json"), "--out", str(tmp_path / "run")
+    )
+    assert ran.returncode == 0, ran.stderr
+    rec = results.read([tmp_path / "run"])[0]
+    assert rec.status == "carried" and rec.carried is not None and rec.carried.run_id == "n1" and not rec.metrics
+    assert f"{names[1]}: unchanged since n1" in ran.stdout and "carried over from n1" in ran.stdout
+    assert len(history.load(tmp_path / "h.jsonl")) == 2 * len(names)  # nothing ran: the history gains no line

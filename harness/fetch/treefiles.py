@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
@@ -50,6 +51,8 @@ def of_git(repo: Path, rev: str) -> Listing | None:
     from dulwich.objects import Commit, ObjectID, Tree
     from dulwich.repo import Repo
 
+    if not re.fullmatch(r"[0-9a-f]{40}", rev):
+        return None
     try:
         r = Repo(str(repo))
     except NotGitRepository:

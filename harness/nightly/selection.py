@@ -102,7 +102,9 @@ def select(
     tree's; the environment with the model's last pass); None: each model's last pass. `listing(tree)`: that
     tree's files, None when not at hand. `rotate`: run a model whose last run is `rotate` nights old or more."""
     past = [e for e in history if _comparable(e, tonight)]
-    nights = {e.run_id: e.finished or "" for e in past}
+    nights: dict[str, str] = {}
+    for e in history:  # a night's time: when its last model finished
+        nights[e.run_id] = max(nights.get(e.run_id, ""), e.finished or "")
     tree_ref = since if since is not None and since not in nights else None
     if since is not None and tree_ref is None:
         past = [e for e in past if (e.finished or "") <= nights[since]]
