@@ -152,3 +152,69 @@ def test_shards_merge_into_the_unsharded_report(full_run):
     whole = harness("report", str(full_run["dir"]), cache=cache)
     assert merged.returncode == whole.returncode == 0
     assert merged.stdout == whole.stdout
+
+
+def test_changed_since_runs_the_changed_model_and_carries_the_unchanged_one(rehearsal, served, tmp_path):
+    """Two models of the mini-zoo with real workers: the first passed on night n1 under tonight's stack and
+    tree (the map's files unchanged), so it is carried over; the second never passed, so it runs."""
+    import hashlib
+
+    from conftest import REPO
+
+    from harness.fetch import treefiles
+    from harness.nightly import runner
+    from harness.records.environment import NightEnv
+    from harness.records.results import Conditions, HistoryEntry
+    from harness.zoo.manifest import load_zoo
+
+    make, cache, _ = served
+    zoo = make(tmp_path)
+    stack, pin = load_zoo(zoo)[0].source()
+    files = treefiles.find(pin.tree, cache=rehearsal.work / "cache")  # the run finds it in its own cache
+    assert files is not None, "the rehearsal's cache holds the pinned tree's extraction"
+    traced = {p: files[p] for p in ("ppdet/__init__.py", "ppdet/core/workspace.py")}
+    entry = {"configs": {}, "files": traced, "status": "traced"}
+    doc = {"version": 1, "stack": stack, "ppdet": {"tree": pin.tree}, "models": {n: entry for n in NAMES[:2]}}
+    (tmp_path / "map.json").write_text(json.dumps(doc))
+    env = NightEnv(
+        paddle=(runner.environment()["paddle"] or "").split()[-1],
+        ppdet_tree=pin.tree,
+        harness_commit=subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True
+        ).stdout.strip(),
+        zoo_sha256=hashlib.sha256(zoo.read_bytes()).hexdigest(),
+    )
+    line = HistoryEntry(
+        run_id="n1",
+        finished="2026-11-29T02:00:00+00:00",
+        model=NAMES[0],
+        status="pass",
+        conditions=Conditions(stack=stack, device="cpu"),
+        metrics={},
+        env=env,
+    )
+    (tmp_path / "h.jsonl").write_text(line.model_dump_json() + "\n")
+    out = harness(
+        "run",
+        *NAMES[:2],
+        "--zoo",
+        str(zoo),
+        "--out",
+        str(tmp_path / "run"),
+        "--history",
+        str(tmp_path / "h.jsonl"),
+        "--changed-since",
+        "n1",
+        "--impact-map",
+        str(tmp_path / "map.json"),
+        *QUICK,
+        cache=cache,
+    )
+    assert out.returncode == 1, out.stderr[-2000:]  # the model that ran fails (random weights), none errs
+    assert f"{NAMES[0]}: unchanged since n1" in out.stdout and f"{NAMES[1]}: run (never-passed" in out.stdout
+    carried, ran = result(tmp_path / "run", NAMES[0]), result(tmp_path / "run", NAMES[1])
+    assert carried["status"] == "carried" and carried["carried"]["run_id"] == "n1" and carried["metrics"] == {}
+    assert ran["status"] == "fail" and ran["metrics"] and not (tmp_path / "run" / NAMES[0] / "worker.log").exists()
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "carried over from n1" in report and "1 models ran tonight, 1 carried over" in report
+    assert [(e.run_id, e.model) for e in load(tmp_path / "h.jsonl")][1:] == [(ran["run_id"], NAMES[1])]
