@@ -320,6 +320,9 @@ def test_the_site_shows_a_carried_model_as_carried_over_in_the_grid_and_on_its_p
     site.build(recs, out, history=history.load(hist), run_dirs=[run])
     index = (out / "index.html").read_text()
     assert 'class="cell carried"' in index and f"carried over from {NIGHTS[2]}" in index
+    row = index[index.index(f'data-model="{FASTER}"') :]
+    row = row[: row.index("</tr>")]
+    assert row.count('class="cell pass"') == 3 and row.count('class="cell carried"') == 1  # its nights, then tonight
     assert 'id="count-carried">1 carried' in index and 'id="count-pass">1 pass' in index  # counted apart
     page = (out / site.page_of(NIGHTS[3], FASTER)).read_text()
     assert "carried over from <strong>" + NIGHTS[2] in page and "not a pass of tonight" in page

@@ -142,7 +142,8 @@ def build(
     grouped = changes.by_model(merged)
     rows, details = [], []
     for rec in records:
-        nights = changes.series(grouped[rec.model], rec.model, rec.run_id)
+        upto = rec.carried.run_id if rec.carried is not None else rec.run_id  # carried: its nights until then
+        nights = changes.series(grouped.get(rec.model, []), rec.model, upto)
         links = {r: p if (p := page_of(r, rec.model)) in pages else None for r in columns}
         row = overview.row(rec, nights, columns, page_of(rec.run_id, rec.model), links, marks.get(rec.model, ""))
         rows.append(row)
