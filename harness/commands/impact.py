@@ -34,6 +34,7 @@ def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argp
     b.add_argument("--only", nargs="+", metavar="NAME", default=[], help="only these models")
     b.add_argument("--out", type=Path, help="the map (default: reports/impact/<stack>-<tree id, 12>.json)")
     b.add_argument("--work", type=Path, help="working directory (default: /tmp/harness-impact-<stack>)")
+    b.add_argument("--images", type=int, default=2, help="synthetic images per dataset (default: 2)")
     b.add_argument("--batch", type=int, default=8, help="models per traced run (default: 8)")
     s = verbs.add_parser("show", parents=[common], help="one model's configs and files")
     s.add_argument("model")
@@ -53,7 +54,7 @@ def build(args: argparse.Namespace) -> int:
     zoo, zoo_path, _ = load(args.zoo)
     stack, _ = zoo.source(args.stack)
     work = args.work or Path(f"/tmp/harness-impact-{stack}")
-    plan = impact.Plan(zoo_path, stack, tuple(args.only), work, args.ppdet_root, batch=args.batch)
+    plan = impact.Plan(zoo_path, stack, tuple(args.only), work, args.ppdet_root, images=args.images, batch=args.batch)
     total = len(args.only) or len(zoo.models)
     with tqdm(total=total, desc="impact map", unit="model") as bar:
         the_map = impact.build(plan, progress=bar.update)
