@@ -11,6 +11,7 @@ from harness.commands import (
     bench,
     export,
     fetch,
+    impact,
     import_,
     notify,
     plan,
@@ -23,4 +24,4 @@ from harness.commands import (
 from harness.commands import list as list_
 
 # In the order `harness --help` lists them.
-COMMANDS = (list_, fetch, verify, bench, run, report, notify, rescore, export, import_, audit, plan, rehearse)
+COMMANDS = (list_, fetch, verify, bench, run, report, notify, rescore, export, import_, audit, plan, rehearse, impact)

@@ -84,6 +84,11 @@ def _blob_id(path: Path, size: int) -> bytes:
     return h.hexdigest().encode()
 
 
+def blob_id(path: Path) -> str:
+    """git's blob id of a file's bytes (what `git hash-object FILE` prints): the impact map's file versions."""
+    return _blob_id(path, path.stat().st_size).decode()
+
+
 def tree_id(root: Path, skip: frozenset[str] = frozenset()) -> str | None:
     """git's tree id of the files under `root` (what `git add -A && git write-tree` would print): blobs
     hashed as git hashes them, modes 100644/100755/120000, entries sorted by dulwich as git sorts them.

@@ -18,6 +18,10 @@ from harness.model.inputs import Options
 from harness.model.protocol import Spec, WorkerResult
 
 LOG_TAIL = 40
+# `harness impact build` sets this: each worker runs under coverage.py, tracing only the PaddleDetection tree it
+# is given, into TRACE_FILE beside its spec (harness/nightly/impact.py reads it back).
+TRACE_ENV = "HARNESS_IMPACT_TRACE"
+TRACE_FILE = "trace.coverage"
 
 
 def log_tail(path: Path, n: int = LOG_TAIL) -> str:
@@ -51,7 +55,7 @@ def run_worker(
     spec_path, log_path, out_path = mdir / protocol.SPEC, mdir / "worker.log", mdir / protocol.ANSWER
     out_path.unlink(missing_ok=True)
     protocol.write_spec(spec_path, spec)
-    cmd = [sys.executable, "-m", "harness.model.worker", "eval", "--spec", str(spec_path)]
+    cmd = worker_command(spec, spec_path, mdir)
     timeout_s = opts.timeout_s
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(opts), start_new_session=True
@@ -87,6 +91,18 @@ def run_worker(
             hint="raise --timeout, or use --subset",
         )
     return _answer(out_path, log_path, rc)
+
+
+def worker_command(spec: Spec, spec_path: Path, mdir: Path) -> list[str]:
+    """`python -m harness.model.worker eval --spec SPEC`, under coverage.py when TRACE_ENV is set (the impact map:
+    only files of the spec's PaddleDetection tree are traced, so paddle's own Python runs at full speed)."""
+    worker = ["-m", "harness.model.worker", "eval", "--spec", str(spec_path)]
+    if os.environ.get(TRACE_ENV) != "1":
+        return [sys.executable, *worker]
+    root = Path(spec.ppdet_root).resolve()
+    data = (mdir / TRACE_FILE).resolve()
+    data.unlink(missing_ok=True)
+    return [sys.executable, "-m", "coverage", "run", f"--data-file={data}", f"--include={root}/*", *worker]
 
 
 def _env(opts: Options) -> dict[str, str]:

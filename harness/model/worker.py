@@ -453,6 +453,10 @@ def _exit_now(code: int) -> None:
     atomically in place, the log flushed), and unwinding paddle's modules costs about a second per model."""
     sys.stdout.flush()
     sys.stderr.flush()
+    tracer = sys.modules.get("coverage")  # `harness impact build` runs the worker under coverage.py: save its data
+    if tracer is not None and (running := tracer.Coverage.current()) is not None:
+        running.stop()
+        running.save()
     os._exit(code)
 
 
