@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 from nights import NIGHTS, ZOO, record
 
-from harness.core.errors import UsageError
 from harness.fetch import treefiles
 from harness.nightly.selection import Decision, Tonight, counts, select
 from harness.publish import report, site
-from harness.records import history, impactmap, results
+from harness.records import history, impact, results
 from harness.records.environment import NightEnv
 from harness.records.results import Conditions, HistoryEntry
 
@@ -26,7 +25,7 @@ pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 FILES = {
     "ppdet/__init__.py": "",
     "ppdet/core/workspace.py": "def register(c):\n    return c\n",
-    "ppdet/modeling/heads/a_head.py": "class AHead: pass\n",
+    "ppdet/modeling/heads/a_head.py": "class AHead:\n    def forward(self):\n        return 1\n",
     "ppdet/modeling/heads/b_head.py": "class BHead: pass\n",
     "ppdet/ops/gpu_only.py": "def nms_cuda(): pass\n",  # no CPU trace reaches it
     "configs/_base_/runtime.yml": "use_gpu: true\n",
@@ -36,7 +35,8 @@ FILES = {
     "configs/c.yml": "_BASE_: ['_base_/runtime.yml', '_base_/rcnn.yml']\n",
     "README.md": "# PaddleDetection\n",
 }
-# model -> (its config chain, the files it executes)
+# model -> (its config chain, the files it executes); IMPORTED: files a model only imports (none of their functions ran)
+IMPORTED = {"b": ["ppdet/modeling/heads/a_head.py"]}
 MODELS = {
     "a": (
         ["configs/a.yml", "configs/_base_/runtime.yml", "configs/_base_/rcnn.yml"],
@@ -82,7 +82,7 @@ def _ls_tree(repo: Path, tree: str) -> dict[str, str]:
     return {path: sha for _mode, _kind, sha, path in rows}
 
 
-def _map(repo: Path, tree: str, **status: str) -> impactmap.ImpactMap:
+def _map(repo: Path, tree: str, **status: str) -> impact.ImpactMap:
     blobs = _ls_tree(repo, tree)
     doc = {
         "version": 1,
@@ -91,11 +91,11 @@ def _map(repo: Path, tree: str, **status: str) -> impactmap.ImpactMap:
         "ppdet": {"commit": None, "tree": tree},
         "built": "2026-11-30T00:00:00+00:00",
         "seconds": 1.0,
-        "future_field": "ignored",
         "models": {
             m: {
                 "configs": {p: blobs[p] for p in chain},
                 "files": {p: blobs[p] for p in [*SHARED, *files]},
+                "imported": {p: blobs[p] for p in IMPORTED.get(m, [])},
                 "status": status.get(m, "traced"),
             }
             for m, (chain, files) in MODELS.items()
@@ -103,7 +103,7 @@ def _map(repo: Path, tree: str, **status: str) -> impactmap.ImpactMap:
     }
     path = repo.parent / "map.json"
     path.write_text(json.dumps(doc))
-    return impactmap.load(path)
+    return impact.read(path)
 
 
 def _entry(model: str, run: str, day: int, tree: str, status: str = "pass", **env: str) -> HistoryEntry:
@@ -130,7 +130,10 @@ def _choose(repo: Path, tree0: str, changes: dict[str, str | None], **env: str) 
     the_map = _map(repo, tree0)
     past = [_entry(m, "n1", 1, tree0) for m in MODELS]
     _commit(repo, changes)
-    return select(list(MODELS), the_map, past, _tonight(repo, **env), lambda t: treefiles.of_git(repo, t))
+    content = treefiles.reader([repo], repo)
+    return select(
+        list(MODELS), the_map, past, _tonight(repo, **env), lambda t: treefiles.of_git(repo, t), content=content
+    )
 
 
 def test_listings_are_git_s_own_blob_ids_from_a_directory_and_from_the_objects(repo):
@@ -148,13 +151,50 @@ def test_listings_are_git_s_own_blob_ids_from_a_directory_and_from_the_objects(r
 
 def test_a_file_one_model_executes_selects_that_model_only(repo):
     r, tree0 = repo
-    decisions = _choose(r, tree0, {"ppdet/modeling/heads/a_head.py": "class AHead:\n    x = 1\n"})
+    decisions = _choose(r, tree0, {A_HEAD: FILES[A_HEAD].replace("return 1", "return 2")})
     assert _selected(decisions) == {"a": {"file"}}
     carried = [d for d in decisions if not d.run]
     assert {d.model for d in carried} == {"b", "c"} and all(
         d.since == "n1" and len(d.digest or "") == 64 for d in carried
     )
     assert "unchanged since n1" in carried[0].line() and counts(decisions) == {"run": 1, "carried": 2, "file": 1}
+
+
+A_HEAD = "ppdet/modeling/heads/a_head.py"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "X = 1\n" + FILES[A_HEAD],  # a module statement
+        FILES[A_HEAD].replace("    def forward(self):", "    @staticmethod\n    def forward(self):"),  # a decorator
+        FILES[A_HEAD].replace("forward(self)", "forward(self, k=2)"),  # a default, evaluated at import
+        FILES[A_HEAD] + "def helper(:\n",  # no longer Python: nothing can be said
+    ],
+)
+def test_module_level_code_of_an_imported_file_selects_the_models_importing_it(repo, change):
+    r, tree0 = repo
+    assert _selected(_choose(r, tree0, {A_HEAD: change})) == {"a": {"file"}, "b": {"imported"}}
+
+
+def test_without_the_files_bytes_every_change_of_an_imported_file_counts(repo):
+    r, tree0 = repo
+    the_map, past = _map(r, tree0), [_entry(m, "n1", 1, tree0) for m in MODELS]
+    _commit(r, {A_HEAD: FILES[A_HEAD].replace("return 1", "return 2")})
+    got = select(list(MODELS), the_map, past, _tonight(r), lambda t: treefiles.of_git(r, t))
+    assert _selected(got) == {"a": {"file"}, "b": {"imported"}}
+    none = select(list(MODELS), the_map, past, _tonight(r), lambda t: treefiles.of_git(r, t), content=lambda p, b: None)
+    assert _selected(none) == {"a": {"file"}, "b": {"imported"}}
+
+
+def test_the_reader_gives_a_blob_s_bytes_from_a_tree_on_disk_or_git_and_nothing_outside(repo, tmp_path):
+    r, tree0 = repo
+    blob = _ls_tree(r, tree0)[A_HEAD]
+    _commit(r, {A_HEAD: "changed\n"})
+    read = treefiles.reader([r], r)
+    assert read(A_HEAD, blob) == FILES[A_HEAD].encode()  # the old blob: from git's objects
+    assert read(A_HEAD, _ls_tree(r, _git(r, "rev-parse", "HEAD^{tree}"))[A_HEAD]) == b"changed\n"
+    assert treefiles.reader([r])(A_HEAD, blob) is None and read("../x", blob) is None and read(A_HEAD, "f" * 40) is None
 
 
 def test_a_file_no_model_executes_under_ppdet_selects_all_and_one_outside_ppdet_none(repo):
@@ -260,23 +300,6 @@ def test_rotate_bounds_every_model_s_age_in_nights(repo):
     assert _selected(without) == {}
 
 
-def test_an_impact_map_of_another_version_or_shape_is_refused_naming_the_fix(tmp_path):
-    path = tmp_path / "map.json"
-    path.write_text(json.dumps({"version": 2, "models": {}}))
-    with pytest.raises(UsageError, match="version 2, expected 1"):
-        impactmap.load(path)
-    path.write_text(json.dumps({"version": 1, "stack": "current", "ppdet": {"tree": "t"}, "modelz": {}}))
-    with pytest.raises(UsageError, match="models"):
-        impactmap.load(path)
-    path.write_text(
-        json.dumps({"version": 1, "stack": "s", "ppdet": {"tree": "t"}, "models": {"a": {"status": "maybe"}}})
-    )
-    with pytest.raises(UsageError, match="neither 'traced'"):
-        impactmap.load(path)
-    with pytest.raises(UsageError, match="no such impact map"):
-        impactmap.load(tmp_path / "absent.json")
-
-
 FASTER = next(iter(ZOO))
 
 
@@ -346,7 +369,10 @@ def test_plan_changed_since_prints_the_selection_with_reasons(repo, tmp_path):
     doc = {
         "version": 1,
         "stack": zoo.source()[0],
+        "paddle": None,
         "ppdet": {"commit": None, "tree": tree0},
+        "built": "2026-11-30T00:00:00+00:00",
+        "seconds": 1.0,
         "models": {
             n: {"files": {h: blobs[h]}, "configs": {}, "status": "traced"}
             for n, h in zip(names[:2], heads, strict=True)

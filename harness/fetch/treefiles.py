@@ -12,7 +12,7 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from harness.core.errors import UsageError
@@ -81,6 +81,38 @@ def find(tree: str, git: Path | None = None, cache: Path | None = None) -> Listi
     if extracted.is_dir():
         return of_directory(top(extracted))
     return of_git(git, tree) if git is not None else None
+
+
+def reader(roots: list[Path], git: Path | None = None) -> Callable[[str, str], bytes | None]:
+    """`read(path, blob)`: the bytes of blob `blob` of file `path`, from the first of `roots` (trees on disk) whose
+    file there has that blob id, else from `git`'s objects; None when neither has it (or the path leaves a tree)."""
+
+    def read(path: str, blob: str) -> bytes | None:
+        if Path(path).is_absolute() or ".." in Path(path).parts:
+            return None
+        for root in roots:
+            f = root / path
+            if f.is_file() and not f.is_symlink() and _blob_id(f, f.stat().st_size).decode() == blob:
+                return f.read_bytes()
+        return _git_blob(git, blob) if git is not None and re.fullmatch(r"[0-9a-f]{40}", blob) else None
+
+    return read
+
+
+def _git_blob(git: Path, blob: str) -> bytes | None:
+    from dulwich.objects import Blob, ObjectID
+    from dulwich.repo import Repo
+
+    with Repo(str(git)) as r:
+        oid = ObjectID(blob.encode())
+        obj = r.object_store[oid] if oid in r.object_store else None  # noqa: SIM401 (no .get on a store)
+        return obj.as_raw_string() if isinstance(obj, Blob) else None
+
+
+def extractions(cache: Path | None = None) -> list[Path]:
+    """The PaddleDetection trees the harness cache extracted (`src/PaddleDetection/<tree id>`)."""
+    base = (cache or cache_root()) / "src" / "PaddleDetection"
+    return [top(d) for d in sorted(base.iterdir()) if d.is_dir()] if base.is_dir() else []
 
 
 def changed(before: Mapping[str, str], after: Mapping[str, str]) -> dict[str, str]:

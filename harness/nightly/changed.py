@@ -18,7 +18,7 @@ from harness.model.inputs import Options
 from harness.nightly import runner
 from harness.nightly import verification as v
 from harness.nightly.selection import Decision, Tonight, select
-from harness.records import impactmap
+from harness.records import impact
 from harness.records.environment import NightEnv
 from harness.records.results import CARRIED, Carried, HistoryEntry, Result, now
 from harness.zoo.manifest import Zoo
@@ -26,9 +26,9 @@ from harness.zoo.manifest import Zoo
 TREE_ID = re.compile(r"[0-9a-f]{40}")
 
 
-def tonight(zoo: Zoo, zoo_path: Path, opts: Options, device: str | None) -> tuple[Tonight, Path | None]:
+def tonight(zoo: Zoo, zoo_path: Path, opts: Options, device: str | None) -> tuple[Tonight, Path, Path | None]:
     """Tonight's environment and PaddleDetection files (the checkout of `--ppdet-root`, else the pinned archive,
-    fetched and extracted as a run does), and the git repository that may hold older trees (a checkout's)."""
+    fetched and extracted as a run does), its root, and the git repository that may hold older trees (a checkout's)."""
     stack, pin = zoo.source(opts.stack)
     tree = source.checkout(opts.ppdet_root, pin) if opts.ppdet_root else source.prepare(pin)
     machine = runner.environment()
@@ -42,7 +42,7 @@ def tonight(zoo: Zoo, zoo_path: Path, opts: Options, device: str | None) -> tupl
         zoo_sha256=hashlib.sha256(zoo_path.read_bytes()).hexdigest(),
     )
     git = tree.root if (tree.root / ".git").exists() else None
-    return Tonight(env, treefiles.of_directory(tree.root), stack=stack, device=device), git
+    return Tonight(env, treefiles.of_directory(tree.root), stack=stack, device=device), tree.root, git
 
 
 def decide(
@@ -67,8 +67,8 @@ def decide(
             f"--changed-since {since}: neither a night of the history nor a git tree id (40 hex digits)",
             hint="name a run id from the history (`harness report`'s nights) or a PaddleDetection tree id",
         )
-    the_map = impactmap.load(impact_map)
-    night, git = tonight(zoo, zoo_path, opts, device)
+    the_map = impact.read(impact_map)
+    night, root, git = tonight(zoo, zoo_path, opts, device)
     names = models or [m.name for m in zoo.models]
     return select(
         names,
@@ -78,6 +78,7 @@ def decide(
         lambda tree: treefiles.find(tree, git),
         since=since,
         rotate=rotate,
+        content=treefiles.reader([root, *treefiles.extractions()], git),
     )
 
 

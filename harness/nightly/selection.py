@@ -2,12 +2,15 @@
 
 Why: most nights PaddleDetection changes a few files and nothing else moves; re-running the whole zoo to
 re-check three models is the nightly's largest cost. A model's result can only change if a file it executes, a
-config of its `_BASE_` chain, the stack (paddle, the harness, the device and its driver), its dataset or the zoo
-file changed (the impact map says which files a model executes). Where the map cannot be trusted the choice is
-conservative: a changed file under `ppdet/` that no model's trace holds (code a CPU trace never reaches, a new
-module) selects every model; a model without a traced map entry, one that never passed, or one whose last
-passing tree is not at hand runs. `rotate` bounds any model's age in nights. Each decision carries typed reasons,
-which the plan prints and the report keeps; a skipped model is carried over, never counted as tonight's pass.
+config of its `_BASE_` chain, the module-level code of a file it only imports, the stack (paddle, the harness, the
+device and its driver), its dataset or the zoo file changed. The impact map says which files a model executes and
+which it only imports: ppdet imports every module at start-up, so a change inside a function a model never calls
+does not reach it, while a change of module-level code (a statement, a decorator, a default) may. Where the map
+cannot be trusted the choice is conservative: a changed file under `ppdet/` that no model executed (code a CPU
+trace never reaches, a new module) selects every model; a model without a traced map entry, one that never
+passed, or one whose last passing tree is not at hand runs. `rotate` bounds any model's age in nights. Each
+decision carries typed reasons, which the plan prints and the report keeps; a skipped model is carried over,
+never counted as tonight's pass.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from harness.records.environment import LABELS, NightEnv
-from harness.records.impactmap import ImpactMap
+from harness.records.impact import ImpactMap, ModelImpact
 from harness.records.results import HistoryEntry
 
 Listing = Mapping[str, str]
+Content = Callable[[str, str], bytes | None]  # (path, blob id) -> the file's bytes, None when not at hand
+TRACED = "traced"
 
 # Environment fields whose change selects every model, and the reason kind it is (dataset: the model's own).
 EVERYTHING = {
@@ -39,7 +44,7 @@ SHOW = 3  # changed paths named in one reason
 @dataclass(frozen=True)
 class Reason:
     """Why a model runs. `kind`: never-passed, no-map-entry, trace-error, tree-unknown, stack, harness, device,
-    zoo, dataset, file, config, untraced, rotation; `detail`: the same in words."""
+    zoo, dataset, file, config, imported, untraced, rotation; `detail`: the same in words."""
 
     kind: str
     detail: str
@@ -96,11 +101,14 @@ def select(
     *,
     since: str | None = None,
     rotate: int | None = None,
+    content: Content | None = None,
 ) -> list[Decision]:
     """A decision per model, in the given order. `since`: a night (a run id of the history: each model's
     reference is its last pass at or before it) or a PaddleDetection tree id (the files are compared with that
     tree's; the environment with the model's last pass); None: each model's last pass. `listing(tree)`: that
-    tree's files, None when not at hand. `rotate`: run a model whose last run is `rotate` nights old or more."""
+    tree's files, None when not at hand. `rotate`: run a model whose last run is `rotate` nights old or more.
+    `content(path, blob)`: a file's bytes, to tell a change of module-level code from one inside functions (None:
+    every change of an imported file counts)."""
     past = [e for e in history if _comparable(e, tonight)]
     nights: dict[str, str] = {}
     for e in history:  # a night's time: when its last model finished
@@ -117,13 +125,17 @@ def select(
             cache[tree] = listing(tree)
         return cache[tree]
 
-    traced = impact.traced_paths() if impact is not None else set()
+    traced = _executed(impact)
+    module_level = _ModuleLevel(content)
     out = []
     for name in models:
         ref = _last_pass(past, name)
         reasons = _reasons(name, ref, impact, tonight, files_of(tree_ref or (ref.env.ppdet_tree if ref else None)))
+        before = files_of(tree_ref or ref.env.ppdet_tree) if ref is not None else None
+        if ref is not None and not reasons and before is not None and impact is not None:
+            reasons = module_level.changed(impact.models[name], before, tonight.files)
         if ref is not None and not reasons:
-            reasons = _untraced(tonight.files, files_of(tree_ref or ref.env.ppdet_tree), traced)
+            reasons = _untraced(tonight.files, before, traced)
         if rotate is not None and not reasons and ref is not None:
             age = _age(history, name, tonight)
             if age >= rotate:
@@ -161,10 +173,10 @@ def _reasons(
     a, b = ref.env.dataset_sha256, tonight.datasets.get(model)
     if b is not None and a != b:
         out.append(Reason("dataset", f"annotations {str(a)[:12]} → {b[:12]}"))
-    entry = impact.entry(model) if impact is not None else None
+    entry = impact.models.get(model) if impact is not None else None
     if entry is None:
         out.append(Reason("no-map-entry", "the impact map has no entry for it"))
-    elif not entry.traced:
+    elif entry.status != TRACED:
         out.append(Reason("trace-error", entry.status))
     if before is None:
         tree = ref.env.ppdet_tree
@@ -182,6 +194,58 @@ def _reasons(
 def _norm(value: str | None) -> str | None:
     """A value as compared: paddle is recorded as `3.3.1` by the worker and `paddlepaddle-gpu 3.3.1` by run.json."""
     return value.split()[-1] if value else None
+
+
+def _executed(impact: ImpactMap | None) -> set[str]:
+    """Every path some traced model executed or read as a config: a changed file outside it is in no model's set
+    (a file only imported by every model counts as in none: its functions may run on a GPU only)."""
+    if impact is None:
+        return set()
+    return {p for m in impact.models.values() if m.status == TRACED for p in _inputs(m)}
+
+
+def _inputs(entry: ModelImpact) -> dict[str, str]:
+    return {**entry.files, **entry.configs}
+
+
+class _ModuleLevel:
+    """Whether an imported-only file's module-level code changed: its syntax tree with every function's body
+    dropped (decorators, defaults, class bodies and module statements kept), compared between the two blobs."""
+
+    def __init__(self, content: Content | None) -> None:
+        self.content = content
+        self.seen: dict[tuple[str, str | None, str | None], bool] = {}
+
+    def changed(self, entry: ModelImpact, before: Listing, after: Listing) -> list[Reason]:
+        moved = [p for p in entry.imported if before.get(p) != after.get(p) and self._differs(p, before, after)]
+        return [Reason("imported", _paths(moved) + " (module-level code of a file it imports)")] if moved else []
+
+    def _differs(self, path: str, before: Listing, after: Listing) -> bool:
+        key = (path, before.get(path), after.get(path))
+        if key not in self.seen:
+            a, b = key[1], key[2]
+            if self.content is None or a is None or b is None:
+                self.seen[key] = True  # added, removed, or nothing to read: counted
+            else:
+                sa, sb = _skeleton(self.content(path, a)), _skeleton(self.content(path, b))
+                self.seen[key] = sa is None or sb is None or sa != sb
+        return self.seen[key]
+
+
+def _skeleton(data: bytes | None) -> str | None:
+    """A module's syntax tree without its functions' bodies (None: not at hand or not Python)."""
+    import ast
+
+    if data is None:
+        return None
+    try:
+        tree = ast.parse(data)
+    except (SyntaxError, ValueError):
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            node.body = [ast.Pass()]
+    return ast.dump(tree, include_attributes=False)
 
 
 def _untraced(after: Listing, before: Listing | None, traced: set[str]) -> list[Reason]:
@@ -205,8 +269,8 @@ def _age(history: list[HistoryEntry], model: str, tonight: Tonight) -> int:
 
 def _digest(model: str, impact: ImpactMap | None, tonight: Tonight) -> str:
     """The sha256 of what the model's result depends on tonight: its files' blob ids, its dataset, the stack."""
-    entry = impact.entry(model) if impact is not None else None
-    paths = sorted(entry.inputs()) if entry is not None else []
+    entry = impact.models.get(model) if impact is not None else None
+    paths = sorted({**_inputs(entry), **entry.imported}) if entry is not None else []
     doc = {
         "files": {p: tonight.files.get(p) for p in paths},
         "dataset": tonight.datasets.get(model),
