@@ -174,7 +174,15 @@ def test_changed_since_runs_the_changed_model_and_carries_the_unchanged_one(rehe
     assert files is not None, "the rehearsal's cache holds the pinned tree's extraction"
     traced = {p: files[p] for p in ("ppdet/__init__.py", "ppdet/core/workspace.py")}
     entry = {"configs": {}, "files": traced, "status": "traced"}
-    doc = {"version": 1, "stack": stack, "ppdet": {"tree": pin.tree}, "models": {n: entry for n in NAMES[:2]}}
+    doc = {
+        "version": 1,
+        "stack": stack,
+        "paddle": None,
+        "ppdet": {"commit": pin.commit, "tree": pin.tree},
+        "built": "2026-11-30T00:00:00+00:00",
+        "seconds": 1.0,
+        "models": {n: entry for n in NAMES[:2]},
+    }
     (tmp_path / "map.json").write_text(json.dumps(doc))
     env = NightEnv(
         paddle=(runner.environment()["paddle"] or "").split()[-1],
