@@ -409,6 +409,8 @@ def test_plan_changed_since_prints_the_selection_with_reasons(repo, tmp_path):
     bad = harness(*common, "--changed-since", "nope", "--impact-map", str(tmp_path / "map.json"))
     assert bad.returncode == 2 and "neither a night of the history nor a git tree id" in bad.stderr
     assert harness(*common, "--rotate", "3").returncode == 2
+    nomap = harness(*common, "--changed-since", "n1", cwd=tmp_path)  # the default map: reports/impact/ under cwd
+    assert nomap.returncode == 2 and "no impact map at reports/impact/" in nomap.stderr
     # tonight nothing but the first head changed: `run` without that model runs nothing and carries the second
     argv = ["run", names[1], "--zoo", str(zoo_path), "--history", str(tmp_path / "h.jsonl"), "--ppdet-root", str(r)]
     ran = harness(

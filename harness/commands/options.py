@@ -323,7 +323,8 @@ def changed_since(p: argparse.ArgumentParser) -> None:
         "--impact-map",
         type=Path,
         metavar="PATH",
-        help="the impact map (`harness impact build`) that says which files each model executes",
+        help="the impact map (`harness impact build`) that says which files each model executes (default: "
+        "reports/impact/<stack>-<pinned tree, 12>.json)",
     )
     p.add_argument(
         "--rotate",

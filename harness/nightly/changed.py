@@ -58,8 +58,14 @@ def decide(
     models: list[str] | None = None,
 ) -> list[Decision]:
     """The selection for tonight (`since`: a night of the history or a PaddleDetection tree id)."""
-    if impact_map is None:
-        raise UsageError("--changed-since needs --impact-map PATH", hint="build one with `harness impact build`")
+    if impact_map is None:  # the map committed for the pinned tree of this stack
+        stack, pin = zoo.source(opts.stack)
+        impact_map = impact.default_path(stack, pin.tree)
+        if not impact_map.is_file():
+            raise UsageError(
+                f"--changed-since: no impact map at {impact_map} (the default for stack {stack})",
+                hint="pass --impact-map PATH, or build one with `harness impact build`",
+            )
     if rotate is not None and rotate < 1:
         raise UsageError(f"--rotate {rotate}: expected 1 or more nights")
     if since not in {e.run_id for e in history} and not TREE_ID.fullmatch(since):
