@@ -25,7 +25,7 @@ def _map(**model) -> record.ImpactMap:
     entry = {"configs": {"configs/a.yml": BLOB}, "files": {"ppdet/x.py": BLOB}, "status": "traced", **model}
     return record.ImpactMap.model_validate(
         {
-            "version": 1,
+            "version": 2,
             "stack": "current",
             "paddle": "3.3.1",
             "ppdet": {"commit": CURRENT, "tree": "a" * 40},
@@ -42,9 +42,21 @@ def test_the_map_round_trips_and_keeps_the_agreed_field_names(tmp_path):
     record.write(path, made)
     assert record.read(path) == made
     raw = json.loads(path.read_text())
-    assert list(raw) == ["version", "stack", "paddle", "ppdet", "built", "seconds", "models"]
+    assert list(raw) == ["version", "stack", "paddle", "ppdet", "built", "seconds", "paths", "models"]
     assert raw["ppdet"] == {"commit": CURRENT, "tree": "a" * 40}
     assert {"configs", "files", "status"} <= set(raw["models"]["m"])
+    # each path and its blob once; a model's files as indices into that table
+    assert raw["paths"] == [["configs/a.yml", BLOB], ["ppdet/x.py", BLOB], ["ppdet/y.py", BLOB]]
+    assert (raw["models"]["m"]["files"], raw["models"]["m"]["imported"]) == ([1], [2])
+
+
+def test_a_version_1_map_is_read_as_it_was_written(tmp_path):
+    path = tmp_path / "v1.json"
+    made = _map(imported={"ppdet/y.py": BLOB})
+    v1 = {**made.model_dump(), "version": 1}
+    v1["ppdet"].pop("traced_tree")
+    path.write_text(json.dumps(v1))
+    assert record.read(path) == made
     assert record.default_path("current", "0123456789abcdef").name == "current-0123456789ab.json"
 
 
@@ -52,15 +64,18 @@ def test_another_version_or_shape_is_refused_naming_the_file_and_the_fix(tmp_pat
     path = tmp_path / "map.json"
     record.write(path, _map())
     raw = json.loads(path.read_text())
-    path.write_text(json.dumps({**raw, "version": 2}))
-    with pytest.raises(HarnessError, match=r"version 2; this harness reads version 1") as exc:
+    path.write_text(json.dumps({**raw, "version": 3}))
+    with pytest.raises(HarnessError, match=r"version 3; this harness reads versions 1 and 2") as exc:
         record.read(path)
     assert str(path) in exc.value.message and "impact build" in (exc.value.hint or "")
     path.write_text(json.dumps({**raw, "models": {"m": {**raw["models"]["m"], "status": "ok"}}}))
     with pytest.raises(HarnessError, match=r"not an impact map: models\.m\.status"):
         record.read(path)
-    path.write_text(json.dumps({**raw, "models": {"m": {**raw["models"]["m"], "files": {"a.py": "xyz"}}}}))
+    path.write_text(json.dumps({**raw, "paths": [[p, "xyz"] for p, _ in raw["paths"]]}))
     with pytest.raises(HarnessError, match="not a git blob id"):
+        record.read(path)
+    path.write_text(json.dumps({**raw, "models": {"m": {**raw["models"]["m"], "files": [7]}}}))
+    with pytest.raises(HarnessError, match=r"models\.m\.files: expected indices into paths"):
         record.read(path)
     with pytest.raises(HarnessError, match="no impact map"):
         record.read(tmp_path / "absent.json")
@@ -179,3 +194,16 @@ def test_a_real_models_map_lists_its_architecture_and_head_not_another_head(tmp_
     if the_map.ppdet.commit == CURRENT:  # the blob ids are the pinned tree's files, as git hashes them
         some = ["ppdet/modeling/architectures/yolo.py", "ppdet/core/workspace.py"]
         assert {p: entry.files[p] for p in some} == _git_blobs(pinned.root, some)
+
+
+def test_a_trimmed_archive_of_the_pinned_commit_maps_under_the_pins_tree():
+    from types import SimpleNamespace
+
+    from harness.nightly.impact import _pin
+
+    pin = SimpleNamespace(commit=CURRENT, tree="f" * 40)
+    trimmed = SimpleNamespace(commit=CURRENT, tree="0" * 40)  # fewer files, the same blob ids
+    assert _pin(trimmed, pin) == record.Pin(commit=CURRENT, tree="f" * 40, traced_tree="0" * 40)
+    assert _pin(SimpleNamespace(commit=CURRENT, tree="f" * 40), pin) == record.Pin(commit=CURRENT, tree="f" * 40)
+    other = SimpleNamespace(commit="1" * 40, tree="2" * 40)  # another commit (--ppdet-root): its own tree
+    assert _pin(other, pin) == record.Pin(commit="1" * 40, tree="2" * 40)

@@ -192,11 +192,21 @@ def build(plan: Plan, progress: Callable[[int], object] | None = None) -> Impact
         version=VERSION,
         stack=stack,
         paddle=_paddle(run_dir),
-        ppdet=Pin(commit=tree.commit, tree=tree.tree or ""),
+        ppdet=_pin(tree, whole.sources[stack]),
         built=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         seconds=round(time.perf_counter() - t0, 1),
         models=models,
     )
+
+
+def _pin(tree, pin) -> Pin:
+    """The tree the map is of. The pinned commit's archive with fewer files than the commit (a trimmed archive,
+    as in this project's fixtures) hashes to another tree id, but every file it holds has the pinned commit's
+    blob id: the map is then the pin's, found under the pin's tree id, with the tree traced kept beside it."""
+    traced = tree.tree or ""
+    if pin.tree and tree.commit == pin.commit and traced != pin.tree:
+        return Pin(commit=tree.commit, tree=pin.tree, traced_tree=traced)
+    return Pin(commit=tree.commit, tree=traced)
 
 
 def _paddle(run_dir: Path) -> str | None:

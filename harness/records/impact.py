@@ -19,7 +19,11 @@ from harness.core.errors import HarnessError
 from harness.core.files import atomic_write_json, read_json
 from harness.core.schema import Strict, fields
 
-VERSION = 1
+# Version 2 stores each path and its blob id once (`paths`), and a model's files as indices into that table: a
+# whole zoo's map lists ~300 paths per model, mostly the same ones (ppdet imports every module at start-up), and
+# written out per model it is ~10 MB. Version 1 (one {path: blob} mapping per model and kind) is read as well.
+VERSION = 2
+KINDS = ("configs", "files", "imported")
 _BLOB = re.compile(r"^[0-9a-f]{40}$")
 _STATUS = re.compile(r"^(traced|error: .+)$")
 
@@ -40,10 +44,13 @@ Blobs = dict[str, Annotated[str, AfterValidator(_blob)]]
 
 
 class Pin(Strict):
-    """The PaddleDetection source the map was built on: its commit (None for a tree without one) and tree id."""
+    """The PaddleDetection source the map was built on: its commit (None for a tree without one) and tree id.
+    `traced_tree`: the tree actually traced when it was a subset of `tree`'s files (a trimmed archive of the
+    pinned commit: the same blob ids for every file it has), so the map is found under the pin's tree id."""
 
     commit: str | None
     tree: str
+    traced_tree: str | None = None
 
 
 class ModelImpact(Strict):
@@ -89,17 +96,73 @@ def read(path: Path) -> ImpactMap:
     if raw is None:
         raise HarnessError(f"{path}: no impact map there (or not JSON)", hint="harness impact build --out PATH")
     version = raw.get("version") if isinstance(raw, dict) else None
-    if version != VERSION:
+    if version not in (1, VERSION):
         raise HarnessError(
-            f"{path}: impact map version {version!r}; this harness reads version {VERSION}",
+            f"{path}: impact map version {version!r}; this harness reads versions 1 and {VERSION}",
             hint="rebuild it with this harness: harness impact build",
         )
     try:
-        return ImpactMap.model_validate(raw)
-    except ValidationError as exc:
-        raise HarnessError(f"{path}: not an impact map: {fields(exc)}", hint="harness impact build") from None
+        data = _from_v1(raw) if version == 1 else _expanded(raw)
+        return ImpactMap.model_validate(data)
+    except (ValidationError, _Shape) as exc:
+        why = fields(exc) if isinstance(exc, ValidationError) else str(exc)
+        raise HarnessError(f"{path}: not an impact map: {why}", hint="harness impact build") from None
 
 
 def write(path: Path, the_map: ImpactMap) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, the_map.model_dump(), sort_keys=False)
+    atomic_write_json(path, _compact(the_map), sort_keys=False)
+
+
+class _Shape(ValueError):
+    """The version 2 path table or an index into it is malformed."""
+
+
+def _from_v1(raw: dict) -> dict:
+    """Version 1 kept the in-memory shape on disk: only the version changes."""
+    return {**raw, "version": VERSION}
+
+
+def _expanded(raw: dict) -> dict:
+    """Version 2 on disk -> the in-memory shape: each model's indices replaced by {path: blob id}."""
+    table = raw.get("paths")
+    if not isinstance(table, list) or not all(
+        isinstance(row, list) and len(row) == 2 and all(isinstance(x, str) for x in row) for row in table
+    ):
+        raise _Shape("paths: expected a list of [path, blob id] pairs")
+    models = raw.get("models")
+    if not isinstance(models, dict):
+        raise _Shape("models: expected a mapping")
+    out = {}
+    for name, entry in models.items():
+        if not isinstance(entry, dict):
+            raise _Shape(f"models.{name}: expected a mapping")
+        expanded = dict(entry)
+        for kind in KINDS:
+            indices = entry.get(kind, [])
+            if not isinstance(indices, list) or not all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(table) for i in indices
+            ):
+                raise _Shape(f"models.{name}.{kind}: expected indices into paths (0 to {len(table) - 1})")
+            expanded[kind] = {table[i][0]: table[i][1] for i in indices}
+        out[name] = expanded
+    return {k: v for k, v in raw.items() if k != "paths"} | {"models": out}
+
+
+def _compact(the_map: ImpactMap) -> dict:
+    """The in-memory map as version 2 writes it: every (path, blob id) once, sorted; models as indices."""
+    blobs: dict[str, str] = {}
+    for name, entry in the_map.models.items():
+        for kind in KINDS:
+            for path, blob in getattr(entry, kind).items():
+                if blobs.setdefault(path, blob) != blob:  # one tree has one blob per path
+                    raise HarnessError(f"{name}: {path} has blob {blob} here and {blobs[path]} in another model")
+    order = sorted(blobs)
+    index = {p: i for i, p in enumerate(order)}
+    raw = the_map.model_dump(exclude_none=False)
+    models = {}
+    for name, entry in raw["models"].items():
+        models[name] = {**entry, **{kind: sorted(index[p] for p in entry[kind]) for kind in KINDS}}
+    raw["ppdet"] = {k: v for k, v in raw["ppdet"].items() if v is not None or k != "traced_tree"}
+    head = {k: raw[k] for k in ("stack", "paddle", "ppdet", "built", "seconds")}
+    return {"version": VERSION, **head, "paths": [[p, blobs[p]] for p in order], "models": models}
