@@ -20,6 +20,7 @@ import datetime as dt
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -39,6 +40,8 @@ from harness.zoo.manifest import Zoo, parse_zoo
 
 EVAL_SIZE = 160  # the short side the eval is scaled to: what runs is the same code at any size
 BATCH = 8  # models per `harness run` (one progress step each; a killed build keeps the batches done)
+# models whose random weights exist at once: a whole zoo's are ~40 GB, and as much again in the download cache
+CHUNK = 24
 
 
 @dataclass(frozen=True)
@@ -157,8 +160,6 @@ def _run_batch(plan: Plan, served: Path, names: list[str], run_dir: Path, env: d
 
 def build(plan: Plan, progress: Callable[[int], object] | None = None) -> ImpactMap:
     """The impact map of `plan`'s models; a model that fails is recorded with its error, never fatal."""
-    from harness.nightly.rehearsal import build_mirror, mirror_zoo, serve
-
     t0 = time.perf_counter()
     raw = yaml.safe_load(plan.zoo.read_text())
     whole = parse_zoo(raw)
@@ -167,26 +168,14 @@ def build(plan: Plan, progress: Callable[[int], object] | None = None) -> Impact
     zoo = parse_zoo(_subzoo(raw, names))
     plan.work.mkdir(parents=True, exist_ok=True)
     failed: dict[str, str] = {}
-    mirror = build_mirror(plan.work, zoo, stack, n_images=plan.images, failed=failed)
     if progress:
         progress(0)
     run_dir = plan.work / "run"
-    ok = [n for n in names if n not in failed]
     env = {**os.environ, "HARNESS_CACHE": str(plan.work / "cache"), "HARNESS_STACK": stack, TRACE_ENV: "1"}
-    with serve(mirror, 0) as base:
-        served = plan.work / "served.yaml"
-        served_raw = mirror_zoo(parse_zoo(_subzoo(raw, ok)) if ok else zoo, stack, base, mirror)
-        served.write_text(yaml.safe_dump(served_raw, allow_unicode=True))
-        for i in range(0, len(ok), plan.batch):
-            batch = ok[i : i + plan.batch]
-            _run_batch(plan, served, batch, run_dir, env)
-            if progress:
-                progress(len(batch))
-        served_zoo = parse_zoo(served_raw)
-        pin = served_zoo.sources[stack]
-        tree = (
-            source.checkout(plan.ppdet_root, pin) if plan.ppdet_root else source.prepare(pin, root=plan.work / "cache")
-        )
+    tree = None
+    for start in range(0, len(names), CHUNK):
+        tree = _chunk(plan, raw, names[start : start + CHUNK], stack, run_dir, env, failed, progress)
+    assert tree is not None  # a zoo has a model, and --only names at least one
     models = {m.name: _model_entry(tree, m, run_dir / m.name, failed.get(m.name)) for m in zoo.models}
     return ImpactMap(
         version=VERSION,
@@ -207,6 +196,45 @@ def _pin(tree, pin) -> Pin:
     if pin.tree and tree.commit == pin.commit and traced != pin.tree:
         return Pin(commit=tree.commit, tree=pin.tree, traced_tree=traced)
     return Pin(commit=tree.commit, tree=traced)
+
+
+def _chunk(
+    plan: Plan,
+    raw: dict,
+    names: list[str],
+    stack: str,
+    run_dir: Path,
+    env: dict[str, str],
+    failed: dict[str, str],
+    progress: Callable[[int], object] | None,
+):
+    """Random weights for `names`, served on 127.0.0.1 and traced in batches; then those weights and their
+    downloaded copies are deleted (a whole zoo's random weights are ~40 GB, twice over with the cache's copies).
+    Returns the source tree the runs used (the served archive, extracted while it is still served)."""
+    from harness.nightly.rehearsal import build_mirror, mirror_zoo, serve
+
+    work = plan.work / "chunk"
+    zoo = parse_zoo(_subzoo(raw, names))
+    mirror = build_mirror(work, zoo, stack, n_images=plan.images, failed=failed)
+    ok = [n for n in names if n not in failed]
+    with serve(mirror, 0) as base:
+        served = work / "served.yaml"
+        served_raw = mirror_zoo(parse_zoo(_subzoo(raw, ok)) if ok else zoo, stack, base, mirror)
+        served.write_text(yaml.safe_dump(served_raw, allow_unicode=True))
+        for i in range(0, len(ok), plan.batch):
+            batch = ok[i : i + plan.batch]
+            _run_batch(plan, served, batch, run_dir, env)
+            if progress:
+                progress(len(batch))
+        pin = parse_zoo(served_raw).sources[stack]
+        tree = (
+            source.checkout(plan.ppdet_root, pin) if plan.ppdet_root else source.prepare(pin, root=plan.work / "cache")
+        )
+    if progress and len(ok) < len(names):
+        progress(len(names) - len(ok))
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(plan.work / "cache" / "downloads", ignore_errors=True)
+    return tree
 
 
 def _paddle(run_dir: Path) -> str | None:
