@@ -14,6 +14,7 @@ import pytest
 from nights import NIGHTS, ZOO, record
 
 from harness.fetch import treefiles
+from harness.nightly import runner
 from harness.nightly.selection import Decision, Tonight, counts, select
 from harness.publish import report, site
 from harness.records import history, impact, results
@@ -385,8 +386,9 @@ def test_plan_changed_since_prints_the_selection_with_reasons(repo, tmp_path):
         ).stdout.strip()
         or None,
         "zoo_sha256": hashlib.sha256(zoo_path.read_bytes()).hexdigest(),
-        "paddle": None,  # the unit tests' environment has no paddle: tonight's is unknown, not compared
-        "driver": None,
+        # tonight's as this environment reports it (paddle's version on a stack's env, None without paddle)
+        "paddle": runner.environment().get("paddle"),
+        "driver": runner.environment().get("driver"),
     }
     lines = [
         _entry(n, "n1", 1, tree0, **env).model_copy(
