@@ -154,15 +154,19 @@ def test_shards_merge_into_the_unsharded_report(full_run):
     assert merged.stdout == whole.stdout
 
 
-def test_changed_since_runs_the_changed_model_and_carries_the_unchanged_one(rehearsal, served, tmp_path):
-    """Two models of the mini-zoo with real workers: the first passed on night n1 under tonight's stack and
-    tree (the map's files unchanged), so it is carried over; the second never passed, so it runs."""
+def test_changed_since_runs_the_changed_model_and_carries_the_unchanged_one(rehearsal, served, tmp_path, monkeypatch):
+    """Two models of the mini-zoo with real workers: the first passed on night n1 under tonight's stack, tree,
+    device and dataset (the map's files unchanged), so it is carried over; the second never passed, so it runs.
+    Then the first's dataset as n1 recorded it differs from tonight's: it runs, for that reason."""
     import hashlib
 
     from conftest import REPO
 
+    from harness.commands.options import load as load_zoo_files
     from harness.fetch import treefiles
-    from harness.nightly import runner
+    from harness.model.inputs import Options
+    from harness.model.timing import device_name
+    from harness.nightly import changed, runner
     from harness.records.environment import NightEnv
     from harness.records.results import Conditions, HistoryEntry
     from harness.zoo.manifest import load_zoo
@@ -184,8 +188,14 @@ def test_changed_since_runs_the_changed_model_and_carries_the_unchanged_one(rehe
         "models": {n: entry for n in NAMES[:2]},
     }
     (tmp_path / "map.json").write_text(json.dumps(doc))
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))  # tonight's dataset as the run below prepares it (--subset 1)
+    the_zoo, _, lock = load_zoo_files(zoo)
+    digest = changed.dataset_digests(the_zoo, lock, Options(subset=1), [NAMES[0]])[NAMES[0]]
+    assert len(digest) == 64, digest
     env = NightEnv(
         paddle=(runner.environment()["paddle"] or "").split()[-1],
+        device_name=device_name("cpu"),
+        dataset_sha256=digest,
         ppdet_tree=pin.tree,
         harness_commit=subprocess.run(
             ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True
@@ -226,3 +236,18 @@ def test_changed_since_runs_the_changed_model_and_carries_the_unchanged_one(rehe
     report = (tmp_path / "run" / "report.md").read_text()
     assert "carried over from n1" in report and "1 models ran tonight, 1 carried over" in report
     assert [(e.run_id, e.model) for e in load(tmp_path / "h.jsonl")][1:] == [(ran["run_id"], NAMES[1])]
+    moved = line.model_copy(update={"env": env.model_copy(update={"dataset_sha256": "0" * 64})})
+    (tmp_path / "h2.jsonl").write_text(moved.model_dump_json() + "\n")
+    again = harness(
+        *("plan", "--zoo", str(zoo), "--history", str(tmp_path / "h2.jsonl"), "--device", "cpu"),
+        *("--changed-since", "n1", "--impact-map", str(tmp_path / "map.json")),
+        cache=cache,
+    )
+    assert again.returncode == 0 and f"{NAMES[0]}: unchanged since n1" in again.stdout  # a plan compares no dataset
+    rerun = harness(
+        *("run", NAMES[0], "--zoo", str(zoo), "--out", str(tmp_path / "run2"), "--history", str(tmp_path / "h2.jsonl")),
+        *("--changed-since", "n1", "--impact-map", str(tmp_path / "map.json"), *QUICK),
+        cache=cache,
+    )
+    assert f"{NAMES[0]}: run (dataset: annotations 000000000000 → {digest[:12]}" in rerun.stdout, rerun.stdout[-2000:]
+    assert result(tmp_path / "run2", NAMES[0])["status"] == "fail"

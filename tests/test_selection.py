@@ -361,9 +361,14 @@ def test_plan_changed_since_prints_the_selection_with_reasons(repo, tmp_path):
     from conftest import REPO, harness
 
     from harness.commands.options import load
+    from harness.core.files import sha256_file
+    from harness.model.timing import device_name
+    from harness.nightly import synthetic
 
     r, tree0 = repo
     zoo, zoo_path, _ = load(REPO / "zoo.yaml")
+    data = tmp_path / "coco"  # tonight's dataset (`--data`): the run prepares it before it selects
+    synthetic.write(zoo.dataset, data, 2)
     names = [m.name for m in zoo.models]
     blobs = _ls_tree(r, tree0)
     heads = ["ppdet/modeling/heads/a_head.py", "ppdet/modeling/heads/b_head.py"]
@@ -396,7 +401,16 @@ def test_plan_changed_since_prints_the_selection_with_reasons(repo, tmp_path):
         )
         for n in names
     ]
-    lines += [e.model_copy(update={"conditions": Conditions(stack=e.conditions.stack, device="cpu")}) for e in lines]
+    on_cpu = {"device_name": device_name("cpu"), "dataset_sha256": sha256_file(data / zoo.dataset.annotation_file)}
+    lines += [
+        e.model_copy(
+            update={
+                "conditions": Conditions(stack=e.conditions.stack, device="cpu"),
+                "env": e.env.model_copy(update=on_cpu),
+            }
+        )
+        for e in lines
+    ]
     (tmp_path / "h.jsonl").write_text("".join(e.model_dump_json() + "\n" for e in lines))
     _commit(r, {heads[0]: "class AHead:\n    z = 3\n"})
     common = ["plan", "--zoo", str(zoo_path), "--history", str(tmp_path / "h.jsonl"), "--ppdet-root", str(r)]
@@ -415,6 +429,7 @@ def test_plan_changed_since_prints_the_selection_with_reasons(repo, tmp_path):
     assert nomap.returncode == 2 and "no impact map at reports/impact/" in nomap.stderr
     # tonight nothing but the first head changed: `run` without that model runs nothing and carries the second
     argv = ["run", names[1], "--zoo", str(zoo_path), "--history", str(tmp_path / "h.jsonl"), "--ppdet-root", str(r)]
+    argv += ["--data", str(data), "--device", "cpu"]
     ran = harness(
         *argv, "--changed-since", "n1", "--impact-map", str(tmp_path / "map.json"), "--out", str(tmp_path / "run")
     )

@@ -136,7 +136,16 @@ def run(
 
         device = resolve_device(opts.device)
         decisions = changed.decide(
-            the_zoo, zoo_path, opts, past, changed_since, impact_map, rotate=rotate, device=device, models=models
+            the_zoo,
+            zoo_path,
+            opts,
+            past,
+            changed_since,
+            impact_map,
+            rotate=rotate,
+            device=device,
+            models=models,
+            lock=lock,
         )
         models = [d.model for d in decisions if d.run]
         stack = the_zoo.source(opts.stack)[0]

@@ -12,7 +12,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from harness.core.errors import UsageError
+from harness.core.errors import HarnessError, UsageError
 from harness.fetch import source, treefiles
 from harness.model.inputs import Options
 from harness.nightly import runner
@@ -21,14 +21,18 @@ from harness.nightly.selection import Decision, Tonight, select
 from harness.records import impact
 from harness.records.environment import NightEnv
 from harness.records.results import CARRIED, Carried, HistoryEntry, Result, now
+from harness.zoo.lockfile import LockFile
 from harness.zoo.manifest import Zoo
 
 TREE_ID = re.compile(r"[0-9a-f]{40}")
 
 
-def tonight(zoo: Zoo, zoo_path: Path, opts: Options, device: str | None) -> tuple[Tonight, Path, Path | None]:
-    """Tonight's environment and PaddleDetection files (the checkout of `--ppdet-root`, else the pinned archive,
-    fetched and extracted as a run does), its root, and the git repository that may hold older trees (a checkout's)."""
+def tonight(
+    zoo: Zoo, zoo_path: Path, opts: Options, device: str | None, datasets: dict[str, str] | None = None
+) -> tuple[Tonight, Path, Path | None]:
+    """Tonight's environment (the device's name included) and PaddleDetection files (the checkout of
+    `--ppdet-root`, else the pinned archive, fetched and extracted as a run does), its root, and the git repository
+    that may hold older trees (a checkout's). `datasets`: each model's dataset digest (dataset_digests)."""
     stack, pin = zoo.source(opts.stack)
     tree = source.checkout(opts.ppdet_root, pin) if opts.ppdet_root else source.prepare(pin)
     machine = runner.environment()
@@ -39,10 +43,43 @@ def tonight(zoo: Zoo, zoo_path: Path, opts: Options, device: str | None) -> tupl
         harness_commit=runner._git_sha(),
         cuda=machine.get("cuda"),
         driver=machine.get("driver"),
+        device_name=_device_name(device),
         zoo_sha256=hashlib.sha256(zoo_path.read_bytes()).hexdigest(),
     )
     git = tree.root if (tree.root / ".git").exists() else None
-    return Tonight(env, treefiles.of_directory(tree.root), stack=stack, device=device), tree.root, git
+    files = treefiles.of_directory(tree.root)
+    return Tonight(env, files, datasets=datasets or {}, stack=stack, device=device), tree.root, git
+
+
+def _device_name(device: str | None) -> str | None:
+    """The name the worker will record for tonight's device: the GPU's (nvidia-smi), else the CPU's model name."""
+    if device == "gpu":
+        return runner.gpu_name()
+    from harness.model.timing import device_name
+
+    return device_name(device or "cpu")
+
+
+def dataset_digests(zoo: Zoo, lock: LockFile, opts: Options, names: list[str]) -> dict[str, str]:
+    """Each model's dataset as tonight's run prepares it (fetched, subset, checked): its annotations' sha256, what
+    the history records; a dataset that cannot be prepared is `not prepared: WHY` (its models run, and fail by
+    name). Why before the selection: a changed dataset selects its models, and a carried model never runs."""
+    from harness.fetch import dataset
+    from harness.model.inputs import data_roots
+
+    models = zoo.select(names)
+    wanted = zoo.datasets_of(models)
+    roots = data_roots(zoo, opts, [d.name for d in wanted])
+    digest: dict[str, str] = {}
+    for ds in wanted:
+        try:
+            data = dataset.prepare(
+                ds, lock, data_dir=roots[ds.name], subset=opts.subset, seed=opts.seed, locked=opts.locked
+            )
+            digest[ds.name] = data.annotations_sha256 or "not prepared: no annotations digest"
+        except HarnessError as exc:
+            digest[ds.name] = "not prepared: " + " ".join(exc.message.split())[:200]
+    return {m.name: digest[m.dataset or zoo.dataset.name] for m in models}
 
 
 def decide(
@@ -56,8 +93,10 @@ def decide(
     rotate: int | None = None,
     device: str | None = None,
     models: list[str] | None = None,
+    lock: LockFile | None = None,
 ) -> list[Decision]:
-    """The selection for tonight (`since`: a night of the history or a PaddleDetection tree id)."""
+    """The selection for tonight (`since`: a night of the history or a PaddleDetection tree id). With `lock` (a
+    run), every model's dataset is prepared first and its digest compared; without (a plan), datasets are not."""
     if impact_map is None:  # the map committed for the pinned tree of this stack
         stack, pin = zoo.source(opts.stack)
         impact_map = impact.default_path(stack, pin.tree)
@@ -74,8 +113,9 @@ def decide(
             hint="name a run id from the history (`harness report`'s nights) or a PaddleDetection tree id",
         )
     the_map = impact.read(impact_map)
-    night, root, git = tonight(zoo, zoo_path, opts, device)
     names = models or [m.name for m in zoo.models]
+    datasets = dataset_digests(zoo, lock, opts, names) if lock is not None else None
+    night, root, git = tonight(zoo, zoo_path, opts, device, datasets)
     return select(
         names,
         the_map,

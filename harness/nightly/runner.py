@@ -165,6 +165,19 @@ def _nvidia() -> dict[str, str]:
     return {"driver": found["driver"], "cuda": found["cuda"]} if found else {}
 
 
+def gpu_name() -> str | None:
+    """The GPUs' name as nvidia-smi says it (the name the worker records, from the same driver); several kinds
+    are joined, so that a reference measured on one of them never stands for the other; None without a GPU."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    names = sorted({line.strip() for line in out.stdout.splitlines() if line.strip()}) if out.returncode == 0 else []
+    return " + ".join(names) or None
+
+
 def _error_result(zoo: Zoo, model: Model, run_id: str, stack: str, stage: str, exc: HarnessError) -> Result:
     """The result of a model that never reached verify (the run's shared preparation failed)."""
     rec = v.start_record(zoo, model, run_id, stack)
