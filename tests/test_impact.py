@@ -207,3 +207,35 @@ def test_a_trimmed_archive_of_the_pinned_commit_maps_under_the_pins_tree():
     assert _pin(SimpleNamespace(commit=CURRENT, tree="f" * 40), pin) == record.Pin(commit=CURRENT, tree="f" * 40)
     other = SimpleNamespace(commit="1" * 40, tree="2" * 40)  # another commit (--ppdet-root): its own tree
     assert _pin(other, pin) == record.Pin(commit="1" * 40, tree="2" * 40)
+
+
+def test_a_model_whose_eval_failed_is_traced_again_at_the_retry_size(tmp_path, monkeypatch):
+    """The retry's run replaces a failed trace only when it ran; a second failure leaves the first in place."""
+    from harness.nightly import impact as build
+
+    run_dir, sizes = tmp_path / "run", []
+
+    def fake_batch(plan, served, names, out, env, size=None):
+        sizes.append((tuple(names), size))
+        for n in names:
+            (out / n).mkdir(parents=True)
+            (out / n / build.TRACE_FILE).write_text("retried")
+            ok = {"status": "fail"} if n == "dino" else {"status": "error", "error": {"stage": "worker"}}
+            (out / n / "result.json").write_text(json.dumps(ok))
+
+    for name, rec in {
+        "dino": {"status": "error", "error": {"stage": "worker", "message": "900 top values"}},
+        "rtdetr": {"status": "error", "error": {"stage": "worker", "message": "still fails"}},
+        "unbuilt": {"status": "error", "error": {"stage": "fetch", "message": "404"}},
+        "yolo": {"status": "fail"},
+    }.items():
+        (run_dir / name).mkdir(parents=True)
+        (run_dir / name / "result.json").write_text(json.dumps(rec))
+        (run_dir / name / build.TRACE_FILE).write_text("first")
+    monkeypatch.setattr(build, "_run_batch", fake_batch)
+    plan = build.Plan(zoo=tmp_path / "zoo.yaml", work=tmp_path)
+    build._retry(plan, tmp_path / "served.yaml", ["dino", "rtdetr", "unbuilt", "yolo"], run_dir, {})
+    assert sizes == [(("dino", "rtdetr"), build.RETRY_SIZE)]  # eval failures only, at the retry's size
+    assert (run_dir / "dino" / build.TRACE_FILE).read_text() == "retried"
+    assert (run_dir / "rtdetr" / build.TRACE_FILE).read_text() == "first"
+    assert not (tmp_path / "retry").exists()

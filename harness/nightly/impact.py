@@ -39,6 +39,9 @@ from harness.records.impact import VERSION, ImpactMap, ModelImpact, Pin
 from harness.zoo.manifest import Zoo, parse_zoo
 
 EVAL_SIZE = 160  # the short side the eval is scaled to: what runs is the same code at any size
+# a model whose eval fails at EVAL_SIZE is traced again at this size (a DETR with 900 queries has fewer tokens at
+# 160 px); the map records the size each model was traced at
+RETRY_SIZE = 320
 BATCH = 8  # models per `harness run` (one progress step each; a killed build keeps the batches done)
 # models whose random weights exist at once: a whole zoo's are ~40 GB, and as much again in the download cache
 CHUNK = 24
@@ -149,9 +152,11 @@ def _model_entry(tree: source.SourceTree, model, mdir: Path, not_built: str | No
     return ModelImpact(configs=configs, files=files, imported=imported, status="traced", seconds=seconds)
 
 
-def _run_batch(plan: Plan, served: Path, names: list[str], run_dir: Path, env: dict[str, str]) -> None:
+def _run_batch(
+    plan: Plan, served: Path, names: list[str], run_dir: Path, env: dict[str, str], size: int | None = None
+) -> None:
     cmd = [sys.executable, "-m", "harness", "run", "--zoo", str(served), "--out", str(run_dir)]
-    cmd += ["--device", "cpu", "--eval-size", str(plan.eval_size), "--no-timing", "--threads", "1"]
+    cmd += ["--device", "cpu", "--eval-size", str(size or plan.eval_size), "--no-timing", "--threads", "1"]
     cmd += ["--history", str(plan.work / "history.jsonl"), "--resume"]
     cmd += ["--ppdet-root", str(plan.ppdet_root)] if plan.ppdet_root else []
     with (plan.work / "runs.log").open("a") as log:
@@ -226,6 +231,7 @@ def _chunk(
             _run_batch(plan, served, batch, run_dir, env)
             if progress:
                 progress(len(batch))
+        _retry(plan, served, ok, run_dir, env)
         pin = parse_zoo(served_raw).sources[stack]
         tree = (
             source.checkout(plan.ppdet_root, pin) if plan.ppdet_root else source.prepare(pin, root=plan.work / "cache")
@@ -235,6 +241,27 @@ def _chunk(
     shutil.rmtree(work, ignore_errors=True)
     shutil.rmtree(plan.work / "cache" / "downloads", ignore_errors=True)
     return tree
+
+
+def _eval_failed(mdir: Path) -> bool:
+    """Whether the model's traced run failed in PaddleDetection's eval (not in fetching or building it)."""
+    rec = read_json(mdir / "result.json") or {}
+    return rec.get("status") == "error" and (rec.get("error") or {}).get("stage") == "worker"
+
+
+def _retry(plan: Plan, served: Path, names: list[str], run_dir: Path, env: dict[str, str]) -> None:
+    """Trace again, at RETRY_SIZE, the models whose eval failed at the plan's size; a retry that runs replaces the
+    failed trace (the spec it leaves records the size), one that fails too leaves the first failure."""
+    again = [n for n in names if _eval_failed(run_dir / n)]
+    if not again or plan.eval_size >= RETRY_SIZE:
+        return
+    retry_dir = plan.work / "retry"
+    _run_batch(plan, served, again, retry_dir, env, size=RETRY_SIZE)
+    for name in again:
+        if (retry_dir / name / TRACE_FILE).is_file() and not _eval_failed(retry_dir / name):
+            shutil.rmtree(run_dir / name)
+            shutil.move(retry_dir / name, run_dir / name)
+    shutil.rmtree(retry_dir, ignore_errors=True)
 
 
 def _paddle(run_dir: Path) -> str | None:
