@@ -239,3 +239,18 @@ def test_a_model_whose_eval_failed_is_traced_again_at_the_retry_size(tmp_path, m
     assert (run_dir / "dino" / build.TRACE_FILE).read_text() == "retried"
     assert (run_dir / "rtdetr" / build.TRACE_FILE).read_text() == "first"
     assert not (tmp_path / "retry").exists()
+
+
+def test_update_replaces_the_models_traced_again_and_refuses_another_tree(tmp_path):
+    from harness.core.errors import UsageError
+    from harness.nightly.impact import updated
+
+    base = _map(status="error: eval: 900 top values")
+    base = base.model_copy(update={"models": {**base.models, "n": base.models["m"].model_copy()}})
+    again = _map(seconds=4.0)
+    got = updated(base, again, tmp_path / "map.json")
+    assert list(got.models) == ["m", "n"] and got.models["m"].status == "traced"
+    assert got.models["n"].status.startswith("error") and got.seconds == 25.0
+    other = again.model_copy(update={"ppdet": again.ppdet.model_copy(update={"tree": "b" * 40})})
+    with pytest.raises(UsageError, match="same stack and PaddleDetection tree"):
+        updated(base, other, tmp_path / "map.json")

@@ -26,6 +26,7 @@ def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argp
         epilog="examples:\n"
         "  harness impact build --stack current            # reports/impact/current-<tree>.json\n"
         "  harness impact build --only yolov3_mobilenet_v1_270e_coco --out /tmp/map.json\n"
+        "  harness impact build --only dino_r50_4scale_1x_coco --update reports/impact/current-ff075e412edc.json\n"
         "  harness impact show yolov3_mobilenet_v1_270e_coco --map /tmp/map.json",
     )
     verbs = p.add_subparsers(dest="verb", required=True)
@@ -36,6 +37,12 @@ def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argp
     b.add_argument("--work", type=Path, help="working directory (default: /tmp/harness-impact-<stack>)")
     b.add_argument("--images", type=int, default=2, help="synthetic images per dataset (default: 2)")
     b.add_argument("--batch", type=int, default=8, help="models per traced run (default: 8)")
+    b.add_argument(
+        "--update",
+        type=Path,
+        metavar="MAP",
+        help="trace the --only models again and replace their entries in MAP (written back unless --out)",
+    )
     s = verbs.add_parser("show", parents=[common], help="one model's configs and files")
     s.add_argument("model")
     s.add_argument("--map", type=Path, required=True, metavar="PATH", help="the impact map (JSON)")
@@ -51,6 +58,11 @@ def build(args: argparse.Namespace) -> int:
     from harness.nightly import impact
     from harness.records import impact as record
 
+    if args.update is not None and not args.only:
+        from harness.core.errors import UsageError
+
+        raise UsageError("--update MAP re-traces the models named with --only", hint="add --only NAME ...")
+    base = record.read(args.update) if args.update is not None else None
     zoo, zoo_path, _ = load(args.zoo)
     stack, _ = zoo.source(args.stack)
     work = args.work or Path(f"/tmp/harness-impact-{stack}")
@@ -58,7 +70,9 @@ def build(args: argparse.Namespace) -> int:
     total = len(args.only) or len(zoo.models)
     with tqdm(total=total, desc="impact map", unit="model") as bar:
         the_map = impact.build(plan, progress=bar.update)
-    out = args.out or record.default_path(stack, the_map.ppdet.tree)
+    if base is not None:
+        the_map = impact.updated(base, the_map, args.update)
+    out = args.out or args.update or record.default_path(stack, the_map.ppdet.tree)
     record.write(out, the_map)
     for line in impact.cost_lines(the_map):
         print(line)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from harness.core.errors import HarnessError
+from harness.core.errors import HarnessError, UsageError
 from harness.core.files import read_json
 from harness.fetch import source
 from harness.model import protocol
@@ -271,6 +271,19 @@ def _paddle(run_dir: Path) -> str | None:
         if version := (rec.get("environment") or {}).get("paddle") or rec.get("paddle"):
             return str(version)
     return None
+
+
+def updated(base: ImpactMap, new: ImpactMap, where: Path) -> ImpactMap:
+    """`base` with the entries of `new` (models traced again) in place of its own: the same stack and tree only,
+    else a usage error naming both; the cost is the sum of both builds."""
+    if (base.stack, base.ppdet.tree) != (new.stack, new.ppdet.tree):
+        raise UsageError(
+            f"--update {where}: a map of {base.stack} at tree {str(base.ppdet.tree)[:12]}, this build is of "
+            f"{new.stack} at tree {str(new.ppdet.tree)[:12]}",
+            hint="update a map with models traced on the same stack and PaddleDetection tree",
+        )
+    models = {**base.models, **new.models}
+    return base.model_copy(update={"models": models, "built": new.built, "seconds": base.seconds + new.seconds})
 
 
 def cost_lines(the_map: ImpactMap) -> list[str]:
