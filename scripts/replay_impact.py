@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import statistics
 import subprocess
 import sys
@@ -105,6 +106,28 @@ def night(git: Git, models: list[str], the_map, parent: str, commit: str) -> lis
     return selection.select(models, the_map, history, tonight, git.listing, content=git.content)
 
 
+def _soundness(path: Path) -> list[str]:
+    """The soundness check's summary (scripts/impact_soundness.py's JSON), when it has been run."""
+    if not path.is_file():
+        return ["Soundness: not checked yet (`scripts/impact_soundness.py`).", ""]
+    pairs = json.loads(path.read_text())
+    outcomes = [o for p in pairs for o in p["outcomes"]]
+
+    def n(called: str, result: str) -> int:
+        return sum(1 for o in outcomes if o["called"] == called and o["result"] == result)
+
+    judged = n("affected", "identical") + n("affected", "changed")
+    return [
+        f"Soundness ([{path.name.replace('.json', '.md')}]({path.name.replace('.json', '.md')}), "
+        f"`scripts/impact_soundness.py`): {len(pairs)} commit pairs of this range that change modeling code "
+        f"({', '.join(p['commit'][:10] for p in pairs)}); of the models the selection called unaffected, "
+        f"{n('unaffected', 'identical')} predicted identically on both trees and **{n('unaffected', 'changed')} "
+        f"changed**; of the affected ones run, {n('affected', 'changed')} of {judged} changed (the selection's "
+        "precision on that sample).",
+        "",
+    ]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repo", type=Path, required=True, help="a clone or mirror of PaddleDetection with its history")
@@ -113,6 +136,7 @@ def main() -> int:
     ap.add_argument("--zoo", type=Path, default=REPO / "zoos" / "paddledetection.yaml")
     ap.add_argument("--map", type=Path, default=None, help="default: the committed map of the current stack")
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "impact-replay.md")
+    ap.add_argument("--soundness", type=Path, default=REPO / "reports" / "impact-soundness.json")
     args = ap.parse_args()
     zoo, _ = load_zoo(args.zoo)
     path = args.map or sorted((REPO / "reports" / "impact").glob("current-*.json"))[0]
@@ -162,6 +186,7 @@ def main() -> int:
         "executed in the map's CPU trace (code only a GPU, training or another task runs, or a new module): the "
         "conservative rule. The map's limits (tracing on a CPU at 160 px with random weights) are in docs/nightly.md.",
         "",
+        *_soundness(args.soundness),
         "| commit | subject | models | GPU-hours | reasons |",
         "|---|---|---:|---:|---|",
         *(
