@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -115,12 +116,14 @@ def _archive(root: Path, commit: str, out: Path) -> Path:
     return out
 
 
-def pick_pairs(git: Git, commits: list[str], n: int) -> list[tuple[str, str]]:
-    """The newest `n` first-parent commits of the range whose change touches modeling code (MODELING)."""
+def pick_pairs(git: Git, commits: list[str], n: int, leaves_some: Callable[[str, str], bool]) -> list[tuple[str, str]]:
+    """The newest `n` first-parent commits of the range whose change touches modeling code (MODELING) and after
+    which the selection leaves some model unaffected (`leaves_some(parent, commit)`): a pair that selects every model
+    has no unaffected model to check."""
     out = []
     for parent, commit in reversed(list(itertools.pairwise(commits))):
         changed = _changed(git, parent, commit)
-        if any(p.startswith(MODELING) and p.endswith(".py") for p in changed):
+        if any(p.startswith(MODELING) and p.endswith(".py") for p in changed) and leaves_some(parent, commit):
             out.append((parent, commit))
         if len(out) == n:
             break
@@ -321,7 +324,11 @@ def main() -> int:
             for c in args.commit
         ]
     else:
-        pairs = pick_pairs(git, git.commits(PIN, args.nights), args.pairs)
+
+        def leaves_some(parent: str, commit: str) -> bool:
+            return not all(d.run for d in night(git, models, the_map, parent, commit))
+
+        pairs = pick_pairs(git, git.commits(PIN, args.nights), args.pairs, leaves_some)
     done = []
     for parent, commit in pairs:
         print(f"pair {parent[:10]} → {commit[:10]}", file=sys.stderr, flush=True)
