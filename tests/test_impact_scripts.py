@@ -105,3 +105,10 @@ def test_the_unaffected_sample_takes_models_that_import_a_changed_file_first(his
     picks = soundness.sample(decisions, the_map, arch, ["ppdet/modeling/heads/a_head.py"], 2, 1, "seed")
     assert picks[0] == ("b", "unaffected")  # b only imports a_head.py
     assert [c for _, c in picks] == ["unaffected", "unaffected"]  # nothing affected to sample
+
+
+def test_pairs_are_the_newest_that_change_modeling_code_and_leave_some_model_unaffected(history):
+    repo, commits = history
+    git = replay.Git(repo)
+    assert soundness.pick_pairs(git, commits, 5, lambda a, b: True) == [(commits[0], commits[1])]
+    assert soundness.pick_pairs(git, commits, 5, lambda a, b: False) == []
