@@ -19,7 +19,8 @@ failed on both the same way (`failed on both`), or predicted nothing on either (
 whose scores stay under the model's threshold) judges nothing: it is named, not counted.
 
     .venv-current/bin/python scripts/impact_soundness.py --repo /path/to/PaddleDetection.git \\
-        [--pairs 5] [--commit SHA ...] [--unaffected 8] [--affected 4] [--out reports/impact-soundness.md]
+        [--pairs 5] [--commit SHA ...] [--unaffected 8] [--affected 4] [--prefer /tmp/harness-impact-current/run]
+        [--out reports/impact-soundness.md]
 
 The repository is a clone or mirror of PaddleDetection with its history (for reading; never a test dependency).
 """
@@ -58,6 +59,13 @@ from harness.zoo.manifest import parse_zoo  # noqa: E402
 PARTS = ("ppdet/", "configs/", "tools/", "setup.py", "requirements.txt")
 MODELING = ("ppdet/modeling/", "ppdet/data/", "ppdet/engine/", "ppdet/metrics/", "ppdet/core/")
 EVAL_SIZE = 160
+CHANGE = {"file", "config", "imported", "untraced"}  # the reasons that are a change between the two trees
+
+
+def informative(run_dir: Path) -> set[str]:
+    """The models of a run directory (the impact build's, `<work>/run`) whose prediction files hold something:
+    random weights under a model's score threshold predict nothing, and nothing compared judges nothing."""
+    return {p.name for p in run_dir.iterdir() if p.is_dir() and _count(_predictions(run_dir, p.name))}
 
 
 @dataclass
@@ -136,14 +144,23 @@ def _changed(git: Git, parent: str, commit: str) -> list[str]:
 
 
 def sample(
-    decisions, the_map, arch: dict[str, str], changed: list[str], k_free: int, k_hit: int, seed: str
+    decisions,
+    the_map,
+    arch: dict[str, str],
+    changed: list[str],
+    k_free: int,
+    k_hit: int,
+    seed: str,
+    informative: set[str] | None = None,
 ) -> list[tuple[str, str]]:
     """(model, called) pairs: unaffected models that import a changed file first, then other unaffected ones, one
-    per architecture where it can (seeded by the pair); affected ones, seeded."""
+    per architecture where it can (seeded by the pair); affected ones (selected for a change, not for a failed
+    trace), seeded. With `informative` (models whose random weights predict something), only those."""
     rng = random.Random(seed)
     moved = set(changed)
-    free = [d.model for d in decisions if not d.run and the_map.models[d.model].status == "traced"]
-    hit = [d.model for d in decisions if d.run]
+    keep = (lambda m: m in informative) if informative is not None else (lambda m: True)
+    free = [d.model for d in decisions if not d.run and the_map.models[d.model].status == "traced" and keep(d.model)]
+    hit = [d.model for d in decisions if d.run and keep(d.model) and {r.kind for r in d.reasons} & CHANGE]
     near = [m for m in free if moved & set(the_map.models[m].imported)]
     rng.shuffle(near)
     rest = [m for m in free if m not in near]
@@ -223,7 +240,8 @@ def check_pair(git: Git, raw: dict, the_map, models: list[str], parent: str, com
     missing = {c: export(git, c, root) for c, root in trees.items()}
     pair.missing_blobs = len(set(missing[parent]) | set(missing[commit]))
     arch = {m["name"]: m.get("architecture") or m["table"] for m in raw["models"]}
-    picks = sample(decisions, the_map, arch, changed, args.unaffected, args.affected, commit)
+    prefer = informative(args.prefer) if args.prefer else None
+    picks = sample(decisions, the_map, arch, changed, args.unaffected, args.affected, commit, prefer)
     names = [m for m, _ in picks]
     zoo_raw = _subzoo(raw, names)
     zoo_raw["sources"] = {the_map.stack: {**raw["sources"][the_map.stack], "commit": parent}}
@@ -265,7 +283,13 @@ def _report(pairs: list[Pair], the_map, map_path: str, args) -> list[str]:
         f"develop before {PIN[:10]} that change modeling code, each against its parent. The selection decides "
         f"from `{map_path}` ({the_map.stack}, paddle {the_map.paddle}); the sampled models run on both trees "
         f"with the same random weights (built from the parent's configs, BatchNorm calibrated) on 2 synthetic "
-        f"images at {EVAL_SIZE} px, `--threads 1 --device cpu`; their prediction files are compared byte for byte.",
+        f"images at {EVAL_SIZE} px, `--threads 1 --device cpu`; their prediction files are compared byte for byte."
+        + (
+            f" Models are sampled among the {len(informative(args.prefer))} whose random weights predicted something "
+            "in the impact build (random weights under a model's score threshold predict nothing on either tree)."
+            if args.prefer
+            else ""
+        ),
         "",
         "| | models | predictions identical | changed | judging nothing (empty, failed on both, not built) |",
         "|---|---:|---:|---:|---:|",
@@ -311,6 +335,12 @@ def main() -> int:
     ap.add_argument("--map", type=Path, default=None, help="default: the committed map of the current stack")
     ap.add_argument("--work", type=Path, default=Path("/tmp/harness-soundness"))
     ap.add_argument("--keep", action="store_true", help="keep each pair's trees and runs")
+    ap.add_argument(
+        "--prefer",
+        type=Path,
+        metavar="RUN_DIR",
+        help="sample only models that predicted something in this run directory (the impact build's <work>/run)",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "impact-soundness.md")
     args = ap.parse_args()
     raw = yaml.safe_load(args.zoo.read_text())
