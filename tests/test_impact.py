@@ -254,3 +254,17 @@ def test_update_replaces_the_models_traced_again_and_refuses_another_tree(tmp_pa
     other = again.model_copy(update={"ppdet": again.ppdet.model_copy(update={"tree": "b" * 40})})
     with pytest.raises(UsageError, match="same stack and PaddleDetection tree"):
         updated(base, other, tmp_path / "map.json")
+
+
+def test_the_committed_maps_are_of_the_pinned_trees_and_cover_the_zoo():
+    """reports/impact/ holds a map per pinned stack, found where `--changed-since` looks for it by default, with an
+    entry for every model of the whole zoo (a model added to the zoo: `harness impact build --only NAME --update`)."""
+    zoo, _ = load_zoo(REPO / "zoos" / "paddledetection.yaml")
+    for stack, pin in zoo.sources.items():
+        path = REPO / record.default_path(stack, pin.tree)
+        assert path.is_file(), f"no impact map of {stack} at {path}"
+        the_map = record.read(path)
+        assert (the_map.stack, the_map.ppdet.commit, the_map.ppdet.tree) == (stack, pin.commit, pin.tree)
+        assert list(the_map.models) == [m.name for m in zoo.models]
+        traced = [e for e in the_map.models.values() if e.status == "traced"]
+        assert traced and all(e.files and e.configs for e in traced)
