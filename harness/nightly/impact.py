@@ -40,7 +40,7 @@ from harness.zoo.manifest import Zoo, parse_zoo
 
 EVAL_SIZE = 160  # the short side the eval is scaled to: what runs is the same code at any size
 # a model whose eval fails at EVAL_SIZE is traced again at this size (a DETR with 900 queries has fewer tokens at
-# 160 px); the map records the size each model was traced at
+# 160 px); the model's spec.json in the build's run directory keeps the size it was traced at
 RETRY_SIZE = 320
 BATCH = 8  # models per `harness run` (one progress step each; a killed build keeps the batches done)
 # models whose random weights exist at once: a whole zoo's are ~40 GB, and as much again in the download cache
