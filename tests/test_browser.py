@@ -124,22 +124,27 @@ def test_the_overview_lists_every_model_and_a_filter_hides_the_passing_ones(brow
     assert _errors(browser) == []
 
 
-def test_a_model_page_shows_its_chart_and_log(browser, nightly_site, shots):
+def test_a_model_page_shows_its_chart_and_a_nights_record_its_log(browser, nightly_site, shots):
     from selenium.webdriver.common.by import By
 
     browser.get((nightly_site / "index.html").as_uri())
     browser.find_element(By.CSS_SELECTOR, f'tr.model-row[data-model="{MASK}"] td.name a').click()
-    assert browser.current_url.endswith(f"runs/{NIGHTS[-1]}/{MASK}.html")
+    assert browser.current_url.endswith(f"models/{MASK}.html")
     charts = browser.find_elements(By.CSS_SELECTOR, "figure.trend svg")
     assert len(charts) == 3 and all(c.is_displayed() and c.size["width"] > 400 for c in charts)
     box = browser.find_element(By.CSS_SELECTOR, 'figure[data-metric="box_ap"]')
     dots = box.find_elements(By.CSS_SELECTOR, "circle.night")
     assert [d.get_attribute("class") for d in dots] == ["night pass"] * 3 + ["night fail"]
     assert box.find_element(By.CSS_SELECTOR, "rect.band").is_displayed()
+    _shot(browser, shots / "model.png")
+    browser.find_element(By.ID, "tonight-record").click()
+    assert browser.current_url.endswith(f"runs/{NIGHTS[-1]}/{MASK}.html")
     log = browser.find_element(By.ID, "log")
     assert log.is_displayed() and "<script>alert('log')</script>" in log.text  # shown as text, not run
-    _shot(browser, shots / "model.png")
-    dots[0].find_element(By.XPATH, "..").click()  # the first night's dot links to that night's page
+    _shot(browser, shots / "record.png")
+    browser.back()
+    dots = browser.find_elements(By.CSS_SELECTOR, 'figure[data-metric="box_ap"] circle.night')
+    dots[0].find_element(By.XPATH, "..").click()  # the first night's dot links to that night's record
     assert browser.current_url.endswith(f"runs/{NIGHTS[0]}/{MASK}.html")
     assert _errors(browser) == []
 
@@ -237,7 +242,7 @@ def test_a_regressed_models_page_names_what_changed(browser, zoo_site, shots):
     out, names = zoo_site
     browser.get((out / "index.html").as_uri())
     browser.find_element(By.CSS_SELECTOR, f'#new li[data-model="{names[bench_site.NEW]}"] a').click()
-    assert browser.current_url.endswith(f"runs/night-{ZOO_NIGHTS - 1:03d}/{names[bench_site.NEW]}.html")
+    assert browser.current_url.endswith(f"models/{names[bench_site.NEW]}.html")
     changed = browser.find_element(By.ID, "what-changed")
     assert "last passed night-028" in changed.text and "PaddleDetection commit" in changed.text
     fields = [c.get_attribute("data-field") for c in changed.find_elements(By.CSS_SELECTOR, ".env-diff .change")]
@@ -254,10 +259,10 @@ def test_a_regressed_models_page_names_what_changed(browser, zoo_site, shots):
     assert _errors(browser) == [] and _fetched_elsewhere(browser) == []
 
 
-def test_the_nights_index_lists_every_night(browser, zoo_site, shots):
+def test_the_nights_index_lists_every_night_and_links_its_summary(browser, zoo_site, shots):
     from selenium.webdriver.common.by import By
 
-    out, _ = zoo_site
+    out, names = zoo_site
     browser.get((out / "nights.html").as_uri())
     rows = browser.find_elements(By.CSS_SELECTOR, "#nights tr.night-row")
     assert [r.get_attribute("data-run") for r in rows] == [f"night-{i:03d}" for i in reversed(range(ZOO_NIGHTS))]
@@ -268,7 +273,9 @@ def test_the_nights_index_lists_every_night(browser, zoo_site, shots):
     charts = browser.find_elements(By.CSS_SELECTOR, "figure.trend")
     assert [c.get_attribute("data-metric") for c in charts] == ["models passing", "GPU-hours"]
     rows[0].find_element(By.LINK_TEXT, f"night-{ZOO_NIGHTS - 1:03d}").click()
-    assert browser.current_url.endswith(f"nights/night-{ZOO_NIGHTS - 1:03d}.html") and len(_rows(browser)) > 240
+    assert browser.current_url.endswith(f"nights/night-{ZOO_NIGHTS - 1:03d}.html") and not _rows(browser)
+    news = [li.get_attribute("data-model") for li in browser.find_elements(By.CSS_SELECTOR, "#new li[data-model]")]
+    assert news == [names[bench_site.NEW]]  # the night's own summary, not a copy of the overview
     browser.back()
     _shot(browser, shots / "zoo-nights.png")
     assert _errors(browser) == [] and _fetched_elsewhere(browser) == []

@@ -76,6 +76,7 @@ def test_verify_help_names_the_default_scorer_and_choices_come_from_their_owners
 
 def test_the_library_api_is_what_the_commands_call(tmp_path, monkeypatch):
     from harness.commands import report, verify
+    from harness.publish import view
     from harness.publish.report import markdown
     from harness.records.results import read, write
 
@@ -87,7 +88,7 @@ def test_the_library_api_is_what_the_commands_call(tmp_path, monkeypatch):
     rec = {**RECORD, "model": zoo.models[0].name, "status": "fail"}
     write(tmp_path / "run", rec)
     text = harness.report([tmp_path / "run"], out=tmp_path / "r.md")
-    assert text == markdown(read([tmp_path / "run"])) == (tmp_path / "r.md").read_text()
+    assert text == markdown(view.of(read([tmp_path / "run"]))) == (tmp_path / "r.md").read_text()
     assert "| fail " in text
     assert harness.report is report.report and harness.report([str(tmp_path / "run")]) == text
 

@@ -106,27 +106,41 @@ def test_the_model_index_lists_keypoint_metrics_as_their_task(tmp_path):
     assert modelindex._label("box_aps") == "box APs" and modelindex._label("mask_ar100") == "mask AR100"
 
 
-def _entry(model: str, run_id: str, **measured):
-    from harness.records.results import HistoryEntry
+def _night(model: str, run_id: str, finished: str, fps: float, **measured):
+    from conftest import result
 
-    return HistoryEntry(
-        model=model,
-        run_id=run_id,
-        status="pass",
-        fps=2.0,
-        conditions={},
-        metrics={k: {"measured": v, "documented": v} for k, v in measured.items()},
+    return result(
+        {
+            "model": model,
+            "run_id": run_id,
+            "finished": finished,
+            "documented": dict(measured),
+            "metrics": {
+                k: {"measured": v, "documented": v, "tolerance": 0.3, "delta": 0.0, "status": "pass"}
+                for k, v in measured.items()
+            },
+            "timing": {"fps": fps, "backend": "dygraph"},
+        }
     )
 
 
-def test_plots_draw_a_panel_per_measured_kind_and_a_keypoint_models_ap_vs_fps(tmp_path):
-    from harness.publish import plots
+def test_plots_draw_each_models_documented_kinds_and_a_keypoint_models_ap_vs_fps(tmp_path):
+    from harness.publish import plots, view
+    from harness.records import history
 
-    history = [_entry("det", "r1", box_ap=40.0), _entry("pose", "r1", kpt_ap=70.0), _entry("pose", "r2", kpt_ap=71.0)]
-    drawn = plots.ap_per_run(history, tmp_path / "ap.png")
-    assert drawn == {"box_ap": ["det"], "kpt_ap": ["pose"]}  # no empty mask panel
-    assert plots.ap_vs_fps(history, tmp_path / "fps.png") == ["det", "pose (keypoint AP)"]
-    assert plots.ap_per_run(history[:1], tmp_path / "ap.png") == {"box_ap": ["det"]}
+    first = [
+        _night("det", "r1", "2026-01-01T00:00:00+00:00", 20.0, box_ap=40.0),
+        _night("pose", "r1", "2026-01-01T00:00:00+00:00", 30.0, kpt_ap=70.0),
+    ]
+    tonight = [
+        _night("det", "r2", "2026-01-02T00:00:00+00:00", 20.0, box_ap=40.1),
+        _night("pose", "r2", "2026-01-02T00:00:00+00:00", 30.0, kpt_ap=71.0),
+    ]
+    night = view.of(tonight, history.merge([], first))
+    assert plots.ap_per_run(night, tmp_path / "ap.png") == {"det": ["box_ap"], "pose": ["kpt_ap"]}  # one panel each
+    assert [plots.headline(m) for m in night.models] == [("box AP", 40.1), ("keypoint AP", 71.0)]
+    assert plots.ap_vs_fps(night, tmp_path / "fps.png") == []  # nothing changed tonight: nothing named
+    assert (tmp_path / "fps.png").stat().st_size > 1000
 
 
 def test_list_shows_a_keypoint_column_only_where_a_model_documents_keypoints():

@@ -14,7 +14,7 @@ from conftest import REPO
 
 from harness.cli import main as cli
 from harness.nightly.rescoring import rescore
-from harness.publish import report, site
+from harness.publish import report, site, view
 from harness.records import results
 from harness.zoo import kinds
 
@@ -90,9 +90,9 @@ def test_a_new_kind_is_one_row_of_the_kinds_table(tmp_path, count_kind, capsys):
     assert rec.measured("count_ap") == 50.0 and rec.status == "pass"
     assert results.read([run])[0].verdict("count_ap").status == "pass"  # written back
 
-    text = report.markdown([rec])  # the README table's own "Count AP" column, then the measurement
+    text = report.markdown(view.of([rec]))  # the README table's own "Count AP" column, then the measurement
     assert "Count AP" in text and "measured count AP" in text and "50.00" in text
-    report.csv([rec], tmp_path / "results.csv")
+    (tmp_path / "results.csv").write_bytes(report.csv(view.of([rec])))
     row = next(csv.DictReader((tmp_path / "results.csv").open()))
     assert row["count_ap_measured"] == "50.0" and row["count_ap_status"] == "pass"
     pages = site.build([rec], tmp_path / "site")

@@ -1,4 +1,4 @@
-"""Pieces of the nightly that need no model: shards, history and regressions, JUnit/CSV, model-index,
+"""Pieces of the nightly that need no model: shards, the history, JUnit/CSV, model-index,
 and the GitHub workflow validated against its schema."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from conftest import REPO, result
 from harness.cli import build_parser
 from harness.core.errors import UsageError
 from harness.nightly.runner import Shard
+from harness.publish import view
 from harness.publish.modelindex import export
 from harness.publish.report import junit, rows
 from harness.records import history
@@ -86,22 +87,15 @@ def _rec(run_id, finished, model="m", status="pass", box=40.6, fps=10.0, device=
     )
 
 
-def test_history_flags_regressions_against_the_last_passing_run(tmp_path):
+def test_the_history_keeps_one_line_per_run_and_model_in_the_order_they_finished(tmp_path):
     path = tmp_path / "history.jsonl"
-    history.append(path, [_rec("r1", "2026-01-01T00:00:00", box=40.6, fps=10.0)])
-    history.append(path, [_rec("r2", "2026-01-02T00:00:00", status="fail", box=39.0, fps=10.0)])
+    history.append(path, [_rec("r2", "2026-01-02T00:00:00", status="fail", box=39.0)])
+    history.append(path, [_rec("r1", "2026-01-01T00:00:00")])
     cur = [_rec("r3", "2026-01-03T00:00:00", status="fail", box=40.0, fps=8.5)]
-    hist = history.append(path, cur)
-    found = history.regressions(hist, cur)
-    assert len(found) == 2
-    assert "box_ap 40.00 vs 40.60 in run r1" in found[0] and "fps 8.50 vs 10.00 in run r1" in found[1]
-    # the same run appended twice is one entry; other conditions (a CPU run) are not compared
-    hist = history.append(path, cur)
-    assert [e.run_id for e in hist] == ["r1", "r2", "r3"]
-    cpu = [_rec("r4", "2026-01-04T00:00:00", box=1.0, fps=0.1, device="cpu")]
-    assert history.regressions(history.append(path, cpu), cpu) == []
-    within = [_rec("r5", "2026-01-05T00:00:00", box=40.8, fps=9.5)]
-    assert history.regressions(history.append(path, within), within) == []
+    assert [e.run_id for e in history.append(path, cur)] == ["r1", "r2", "r3"]
+    again = history.append(path, [_rec("r3", "2026-01-03T00:00:00", box=40.6)])  # the same run again: replaced
+    assert [(e.run_id, e.status) for e in again] == [("r1", "pass"), ("r2", "fail"), ("r3", "pass")]
+    assert history.load(path) == again and history.merge(again, []) == again
 
 
 def test_junit_has_one_case_per_model_and_metric_with_the_reason(tmp_path):
@@ -119,7 +113,7 @@ def test_junit_has_one_case_per_model_and_metric_with_the_reason(tmp_path):
             error={"stage": "weights", "message": "weights do not fit the model\n  missing: x"},
         ),
     ]
-    junit(recs, tmp_path / "junit.xml")
+    (tmp_path / "junit.xml").write_bytes(junit(view.of(recs)))
     suite = next(iter(JUnitXml.fromfile(str(tmp_path / "junit.xml"))))
     assert (suite.tests, suite.failures, suite.errors) == (3, 1, 1)
     cases = {c.classname: c for c in suite}

@@ -8,8 +8,15 @@ import re
 import pytest
 from conftest import harness, results
 
-from harness.publish.report import SEED, markdown
+from harness.publish import view
+from harness.publish.report import SEED
+from harness.publish.report import markdown as render
 from harness.records.results import write
+
+
+def markdown(records) -> str:
+    """The report of these records alone (no history): what `harness report RUN` prints."""
+    return render(view.of(records))
 
 
 def _record(model="m_a", status="pass", box=40.5, mask=None, **extra) -> dict:

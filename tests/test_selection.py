@@ -16,7 +16,7 @@ from nights import NIGHTS, ZOO, record
 from harness.fetch import treefiles
 from harness.nightly import runner
 from harness.nightly.selection import Decision, Tonight, counts, select
-from harness.publish import report, site
+from harness.publish import outputs, site
 from harness.records import history, impact, results
 from harness.records.environment import NightEnv
 from harness.records.results import Conditions, HistoryEntry
@@ -324,8 +324,7 @@ def _carried_night(root: Path) -> tuple[Path, Path, list[results.Result]]:
 
 def test_a_carried_model_is_reported_as_carried_over_never_as_tonight_s_pass(tmp_path):
     run, hist, recs = _carried_night(tmp_path)
-    published = report.publish(recs, run, history_path=hist, run_dirs=[run])
-    text = published["text"]
+    text = outputs.publish(recs, history=hist, run_dirs=[run], outputs=run).text
     line = next(x for x in text.splitlines() if f"{FASTER}.pdparams" in x)  # its row (the seed's layout)
     assert line.split("|")[-2].strip() == f"carried over from {NIGHTS[2]}" and " pass " not in line
     assert f"unchanged since {NIGHTS[2]} (inputs cccccccccccc)" in text and "3 models ran tonight, 1 carried" in text

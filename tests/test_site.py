@@ -90,9 +90,9 @@ def test_the_overview_lists_every_model_with_status_delta_last_pass_and_streak(b
     assert nights.all("a", href=f"nights/{NIGHTS[0]}.html") and (out / "nights" / f"{NIGHTS[0]}.html").is_file()
 
 
-def test_a_model_page_has_its_trend_stats_timing_weights_and_log(built):
+def test_a_model_page_has_its_trends_and_what_changed_and_a_nights_record_its_stats_timing_weights_and_log(built):
     out, _, _ = built
-    page_path = out / "runs" / NIGHTS[-1] / f"{MASK}.html"
+    page_path = out / "models" / f"{MASK}.html"
     page = _read(page_path)
     charts = [a["data-metric"] for a in page.all("figure")]
     assert charts == ["box_ap", "mask_ap", "fps"]
@@ -106,13 +106,18 @@ def test_a_model_page_has_its_trend_stats_timing_weights_and_log(built):
     assert top < doc_y < top + height  # the documented line lies inside its tolerance band
     ys = [float(d[2]) for d in dots]
     assert ys[3] > top + height and all(top <= y <= top + height for y in ys[:3])  # 41.2 is below the band
-    # earlier nights' pages exist in this site: each dot links to its night
-    assert re.findall(r'<a href="([^"]+)">\s*<circle', box) == [f"../../runs/{n}/{MASK}.html" for n in NIGHTS]
+    # every night's record of the model is in this site: each dot links to it
+    assert re.findall(r'<a href="([^"]+)">\s*<circle', box) == [f"../runs/{n}/{MASK}.html" for n in NIGHTS]
     changed = re.search(r'<div id="what-changed">(.*?)</div>', html, re.S).group(1)
-    assert f"since <strong>{NIGHTS[-1]}</strong>" in changed and f'href="../../runs/{NIGHTS[2]}/{MASK}.html"' in changed
-    assert page.all("table", id="stats") and page.all("table", id="timing") and page.all("table", id="weights")
-    assert "ab" * 32 in html and "test data, no GPU" in html and "3.3.1" in html
-    assert "Total sample number: 5000" in "".join(page.text)
+    assert f"since <strong>{NIGHTS[-1]}</strong>" in changed and f'href="../runs/{NIGHTS[2]}/{MASK}.html"' in changed
+    assert page.all("a", id="tonight-record", href=f"../runs/{NIGHTS[-1]}/{MASK}.html")
+    record_path = out / "runs" / NIGHTS[-1] / f"{MASK}.html"
+    record = _read(record_path)
+    assert record.all("table", id="stats") and record.all("table", id="timing") and record.all("table", id="weights")
+    text = record_path.read_text()
+    assert "ab" * 32 in text and "test data, no GPU" in text and "3.3.1" in text
+    assert "Total sample number: 5000" in "".join(record.text)
+    assert record.all("a", id="model-page", href=f"../../models/{MASK}.html") and not record.all("figure")
 
 
 def test_records_and_logs_are_text_never_markup(tmp_path):
@@ -134,13 +139,20 @@ def test_records_and_logs_are_text_never_markup(tmp_path):
 
 
 def test_nothing_is_fetched_from_elsewhere(built):
+    """Every page loads the site's own stylesheet and script and nothing else, and says so in its CSP."""
     out, _, _ = built
-    for path in out.rglob("*.html"):
+    pages = list(out.rglob("*.html"))
+    assert {p.parent.name for p in pages} >= {"site", "models", "nights", NIGHTS[-1]}
+    for path in pages:
         page = _read(path)
-        assert all("src" not in a for a in page.all("script"))
-        assert not page.all("link") and not page.all("img") and not page.all("iframe")
+        root = "../" * (len(path.relative_to(out).parts) - 1)
+        assert [a["src"] for a in page.all("script")] in ([], [f"{root}assets/site.js"])
+        assert [(a["rel"], a["href"]) for a in page.all("link")] == [("stylesheet", f"{root}assets/site.css")]
+        assert not page.all("img") and not page.all("iframe")
         csp = page.all("meta", **{"http-equiv": "Content-Security-Policy"})
-        assert csp and "default-src 'none'" in csp[0]["content"]
+        assert csp and "default-src 'none'" in csp[0]["content"] and "http" not in csp[0]["content"]
+        assert "'unsafe-inline'" not in csp[0]["content"] and "style=" not in path.read_text()  # no inline code
+    assert (out / "assets" / "site.css").stat().st_size > 1000 and (out / "assets" / "site.js").is_file()
 
 
 def test_a_directory_the_harness_did_not_make_is_refused_and_left_alone(tmp_path):
@@ -185,7 +197,10 @@ def test_chart_layout_puts_values_where_they_belong():
     assert len(many.x_ticks) == 30 and many.x_labels[-1][1] == "night-029"  # every night ticked, the last labelled
     gaps = [b[0] - a[0] for a, b in zip(many.x_labels, many.x_labels[1:], strict=False)]
     assert len(many.x_labels) >= 5 and min(gaps) >= charts.LABEL_PX  # as many labels as fit without overlapping
-    assert charts.fps_changes([20.0, 20.5, 17.0, 17.1, 20.0]) == ["steady", "steady", "slower", "steady", "faster"]
+    counts = charts.chart("models passing", [("a", 3.0, "pass", None), ("b", 3.0, "pass", None)], zero=True)
+    assert counts.ticks[0][1] == "0" and all(float(label) >= 0 for _, label in counts.ticks)  # from 0, never below
+    flat = charts.chart("models passing", [("a", 3.0, "pass", None), ("b", 3.0, "pass", None)])
+    assert float(flat.ticks[0][1]) < 3.0  # a trend of AP is padded around its values instead
 
 
 def test_a_zoo_notice_stands_above_the_overview(tmp_path):
@@ -224,8 +239,8 @@ def test_hostile_inputs_are_refused_or_left_out(tmp_path):
     log.unlink()
     log.symlink_to(secret)
     site.build(results.read([runs[-1]]), tmp_path / "s2", history=past, run_dirs=[runs[-1]])
-    html = (tmp_path / "s2" / "runs" / NIGHTS[-1] / f"{MASK}.html").read_text()
-    assert "a private file" not in html
+    assert "a private file" not in (tmp_path / "s2" / "runs" / NIGHTS[-1] / f"{MASK}.html").read_text()
+    html = (tmp_path / "s2" / "models" / f"{MASK}.html").read_text()
     coords = re.findall(r'\b(?:cx|cy|x|y|y1|y2|height)="([^"]*)"', html)
     assert coords and all(math.isfinite(float(c)) for c in coords)  # no NaN or Infinity in the SVG
     box = re.search(r'data-metric="box_ap">(.*?)</figure>', html, re.S).group(1)

@@ -1,6 +1,7 @@
-"""`harness notify RUN_DIR...`: tell people about tonight's regressions through GitHub issues: one open issue per
-regressed model (opened, or updated when the night says something new), closed with a comment when the model
-passes again. Reads the run's result files and the history; no model runs, no paddle."""
+"""`harness notify RUN_DIR...`: tell people about tonight's transitions through GitHub issues: an issue for each
+model the page calls new tonight (pass → fail or error, a failing first night, a sustained slowdown), updated
+while it lasts, closed with a comment when the model passes again; or one digest issue a night (`--digest`).
+Reads the run's result files and the history into the night's view (the page's); no model runs, no paddle."""
 
 from __future__ import annotations
 
@@ -18,11 +19,10 @@ from harness.commands import options
 from harness.core.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
-    from harness.publish.notify import Action
-    from harness.records.alerts import Links
+    from harness.publish.notify import Action, Links
 
 NAME = "notify"
-HELP = "open, update or close one GitHub issue per regressed model of a run (the nightly's alerts)"
+HELP = "open, update or close a GitHub issue per model new tonight (or one digest), as the page says"
 log = logging.getLogger("harness")
 
 EPILOG = """\
@@ -32,10 +32,17 @@ environment:
   GITHUB_API_URL     the REST API's base URL (default: GitHub's; GitHub Enterprise sets its own)
   HARNESS_SITE_URL   --site-url when it is not given (empty: no links to the page)
 
+what opens an issue: the page's "new" tonight and nothing else: a model that passed the night before (or had
+no night before) and fails or errors tonight; a sustained slowdown (two nights or more beyond the model's own
+fps noise, same device and backend) opens a "Slower" issue. Open issues are updated while the model fails and
+closed on the night it measures within tolerance again (or its fps is back). A model that passes gets at most a
+speed issue.
+
 examples:
   harness notify runs/nightly-20261130 --dry-run              what it would open, update or close
   GITHUB_TOKEN=... harness notify runs/nightly-20261130 --repo me/zoo --history reports/history.jsonl
   harness notify runs/results-shard-* --history reports/history.jsonl --site-url https://me.github.io/zoo
+  harness notify runs/nightly-20261130 --digest --dry-run     one issue for the night instead of one per model
 
 exit codes: 0 done (whatever the verdicts), 2 usage (no token, bad repository, a token without permission),
 3 GitHub could not be talked to (5xx after retries, rate limit past --max-wait, network)
@@ -70,6 +77,12 @@ def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argp
         metavar="S",
         help="longest total wait for GitHub's rate limit before giving up (default %(default)g s)",
     )
+    p.add_argument(
+        "--digest",
+        action="store_true",
+        help="one issue per night listing every transition (new failures, fixed, slower) instead of one per model; "
+        "the earlier nights' digests are closed",
+    )
     p.add_argument("--dry-run", action="store_true", help="print what it would do; write nothing (no token needed)")
     p.set_defaults(func=main)
     return p
@@ -82,13 +95,18 @@ def _run_url() -> str | None:
 
 
 def _links(site_url: str | None, run_url: str | None) -> Links:
-    """Each alert's links: the site's pages of that night (with --site-url) and this workflow run."""
-    from harness.publish.site import page_of
+    """Each alert's links: the site's pages (with --site-url): the model's page, its record of the night, the
+    night's summary; and this workflow run."""
+    from harness.publish.site import model_page, night_page, page_of
 
     site = site_url.rstrip("/") if site_url else None
 
     def links(model: str, run_id: str) -> list[tuple[str, str]]:
-        out = [("the night's page", f"{site}/index.html"), ("the model's page", f"{site}/{page_of(run_id, model)}")]
+        out = [
+            ("the model's page", f"{site}/{model_page(model)}"),
+            ("tonight's record", f"{site}/{page_of(run_id, model)}"),
+            ("the night", f"{site}/{night_page(run_id)}"),
+        ]
         return (out if site else []) + ([("the workflow run", run_url)] if run_url else [])
 
     return links
@@ -105,10 +123,11 @@ def notify(
     site_url: str | None = None,
     run_url: str | None = None,
     dry_run: bool = False,
+    digest: bool = False,
     max_wait: float = 60.0,
 ) -> list[Action]:
     """What `harness notify` does: the actions done (or, with `dry_run`, planned) on the repository's issues."""
-    from harness.publish import github
+    from harness.publish import github, view
     from harness.publish import notify as alerts
     from harness.records import history as hist
     from harness.records.results import read
@@ -137,8 +156,9 @@ def notify(
         gh = github.GitHub(repo, token, api_url or github.API_URL, policy)
     else:
         log.warning("no $%s: the open issues were not read; the dry run assumes none is open", github.TOKEN_ENV)
+    night = view.of(records, hist.load(path), list(runs))
     links = _links(site_url, run_url)
-    return alerts.notify(records, hist.load(path), gh, label=label, links=links, dry_run=dry_run)
+    return alerts.notify(night, gh, label=label, links=links, digest_only=digest, dry_run=dry_run)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -152,6 +172,7 @@ def main(args: argparse.Namespace) -> int:
         site_url=args.site_url or os.environ.get("HARNESS_SITE_URL") or None,
         run_url=_run_url(),
         dry_run=args.dry_run,
+        digest=args.digest,
         max_wait=args.max_wait,
     )
     for act in actions:

@@ -44,6 +44,13 @@ def add_parser(sub: options.Subparsers, common: argparse.ArgumentParser) -> argp
         help="write report.md, junit.xml and results.csv (and with --history: plots) into DIR",
     )
     p.add_argument("--history", type=Path, metavar="PATH", help="append these results to a history store")
+    p.add_argument(
+        "--keep-nights",
+        type=int,
+        metavar="K",
+        help="with --html: keep each model's record pages of the last K nights (default 30; every night's summary "
+        "is kept): a year of nightly runs of 355 models stays under 300 MB",
+    )
     p.set_defaults(func=main)
     return p
 
@@ -63,34 +70,32 @@ def render(
     html: Path | None = None,
     outputs: Path | None = None,
     history: Path | None = None,
+    keep: int | None = None,
 ) -> Rendered:
-    """What `harness report` does: read the results (refusing a record whose predictions changed), write the
-    requested outputs, and return the markdown."""
-    from harness.core.files import atomic_write_bytes
-    from harness.publish.report import markdown, publish
+    """What `harness report` does: read the results (refusing a record whose predictions changed), build the
+    night's view once, write the requested outputs, and return the markdown. With --history and no --outputs,
+    report.md, junit.xml, results.csv and the plots go into the first run directory (as `harness run` leaves them)."""
+    from harness.publish.outputs import publish
     from harness.records.results import read, shard_disagreement
 
     runs = list(runs)
-    records = read(runs, check_predictions=True)
-    if html:  # refuse a directory that is not ours before anything is written anywhere
-        from harness.publish import site
+    if keep is not None and keep < 1:
+        from harness.core.errors import UsageError
 
-        site.claim(html)
+        raise UsageError(f"--keep-nights {keep}: at least tonight's records are kept", hint="give 1 or more")
+    records = read(runs, check_predictions=True)
     if warning := shard_disagreement(runs):
         log.warning("%s", warning)
-    if outputs or history:
-        text = publish(records, outputs or runs[0], history_path=history, run_dirs=runs)["text"]
-    else:
-        text = markdown(records)
-    if out:
-        atomic_write_bytes(out, markdown(records).encode())
-    if not html:
-        return Rendered(text)
-    from harness.records import history as hist
-
-    past = hist.load(history) if history else []
-    pages = site.build(records, html, history=past, run_dirs=runs)
-    return Rendered(text, Path(pages["index"]))
+    done = publish(
+        records,
+        history=history,
+        run_dirs=runs,
+        outputs=outputs or (runs[0] if history else None),
+        out=out,
+        site=html,
+        keep=keep,
+    )
+    return Rendered(done.text, html / "index.html" if html else None)
 
 
 def report(
@@ -114,7 +119,9 @@ def report(
 
 
 def main(args: argparse.Namespace) -> int:
-    done = render(args.runs, out=args.out, html=args.html, outputs=args.outputs, history=args.history)
+    done = render(
+        args.runs, out=args.out, html=args.html, outputs=args.outputs, history=args.history, keep=args.keep_nights
+    )
     print(done.text, end="")
     if done.site:
         print(f"site: {done.site}", file=sys.stderr)

@@ -41,8 +41,9 @@ def rescore(runs: Sequence[Path], scorer: str | None = None) -> list[Result]:
 
 def main(args: argparse.Namespace) -> int:
     from harness.nightly import runner
+    from harness.publish import view
     from harness.publish.report import markdown
 
     records = rescore(args.runs, args.scorer)
-    print(markdown(records), end="")
+    print(markdown(view.of(records)), end="")
     return runner.exit_code(records)

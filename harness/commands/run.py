@@ -79,7 +79,7 @@ class Ran:
     records: list[Result]
     run_dir: Path
     history: Path | None
-    published: dict
+    text: str  # the markdown report, as printed
     decisions: list[Decision] | None = None  # --changed-since: each model's choice with its reasons
 
 
@@ -111,7 +111,7 @@ def run(
     run; the others are carried over (changed.py), written as such by the first shard."""
     from harness.commands.options import default_run_dir, load
     from harness.nightly import runner
-    from harness.publish.report import publish
+    from harness.publish.outputs import publish
     from harness.records import history as hist
 
     the_zoo, zoo_path, lock = load(zoo)
@@ -157,8 +157,8 @@ def run(
                 write(run_dir, carried[-1])
         if not models:
             records = sorted(carried, key=lambda r: r.zoo_index)
-            published = publish(records, run_dir, history_path=path, run_dirs=[run_dir]) if records else {"text": ""}
-            return Ran(records, run_dir, path, published, decisions)
+            text = publish(records, history=path, run_dirs=[run_dir], outputs=run_dir).text if records else ""
+            return Ran(records, run_dir, path, text, decisions)
     records = runner.run(
         the_zoo,
         zoo_path,
@@ -172,7 +172,8 @@ def run(
         history=past,
     )
     records = sorted(records + carried, key=lambda r: (r.zoo_index, r.model))
-    return Ran(records, run_dir, path, publish(records, run_dir, history_path=path, run_dirs=[run_dir]), decisions)
+    text = publish(records, history=path, run_dirs=[run_dir], outputs=run_dir).text
+    return Ran(records, run_dir, path, text, decisions)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -196,7 +197,7 @@ def main(args: argparse.Namespace) -> int:
     )
     for d in ran.decisions or []:
         print(d.line())
-    print(ran.published["text"], end="")
+    print(ran.text, end="")
     where = ", plots; history: " + str(ran.history) if ran.history else ""
     print(f"run: {ran.run_dir} (report.md, junit.xml, results.csv{where})")
     return runner.exit_code(ran.records)

@@ -96,6 +96,7 @@ def verify_into(
 
 def main(args: argparse.Namespace) -> int:
     from harness.nightly import verification as v
+    from harness.publish import view
     from harness.publish.report import markdown
 
     opts = options.with_parallel(args, options.build_options(args, timing=args.timing, backends=("dygraph",)))
@@ -103,7 +104,7 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(v.dumps(rec))
     else:
-        print(markdown([rec]))
+        print(markdown(view.of([rec])))
         print(v.summary_line(rec))
         print(f"result: {run_dir / rec.model / 'result.json'}")
     return {"pass": ExitCode.OK, "fail": ExitCode.FAIL}.get(rec.status, ExitCode.ERROR)

@@ -2,8 +2,8 @@
 
 Why here and not in a plotting library: the site fetches nothing and a test checks a chart without a browser.
 A chart names its unit on the y axis and "night" on the x axis; every night has a tick, and a label as often as
-labels fit (the last night always); an fps dot is coloured by its own change against the night before (more than
-FPS_DROP slower: "slower"), not by the AP verdict.
+labels fit (the last night always); an fps dot is red on the nights of a sustained slowdown (records/speed.py, as
+the view marks them), not by the AP verdict; a chart of counts or hours starts at 0.
 """
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import pairwise
 
-from harness.records.history import FPS_DROP
 from harness.records.results import HistoryEntry, Result
 
 # Chart geometry (pixels): plot area inside the margins.
@@ -77,15 +75,17 @@ def chart(
     documented: float | None = None,
     tolerance: float | None = None,
     unit: str = "",
+    zero: bool = False,
 ) -> Chart:
-    """Lay out one trend: `series` is (run id, value, status, link) per night, oldest first (finite values)."""
+    """Lay out one trend: `series` is (run id, value, status, link) per night, oldest first (finite values);
+    `zero`: the y axis starts at 0 (counts, hours: a negative tick would be nonsense)."""
     documented = documented if finite(documented) else None
     tolerance = tolerance if finite(tolerance) else None
     values = [v for _, v, _, _ in series]
     bounds = values + ([documented - (tolerance or 0), documented + (tolerance or 0)] if documented is not None else [])
     lo, hi = (min(bounds), max(bounds)) if bounds else (0.0, 1.0)
     pad = (hi - lo) * 0.08 or max(abs(hi) * 0.05, 0.5)
-    lo, hi = lo - pad, hi + pad
+    lo, hi = (0.0 if zero else lo - pad), hi + pad
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
     def y_of(v: float) -> float:
@@ -116,17 +116,11 @@ def chart(
     )
 
 
-def fps_changes(values: Sequence[float], drop: float = FPS_DROP) -> list[str]:
-    """Each night's fps against the night before: "slower" (more than `drop` below), "faster" (more than `drop`
-    above) or "steady" (the first night too)."""
-    out = ["steady"] * min(1, len(values))
-    for before, now in pairwise(values):
-        out.append("slower" if now < before * (1 - drop) else "faster" if now > before * (1 + drop) else "steady")
-    return out
-
-
-def trends(rec: Result, nights: list[HistoryEntry], link: Callable[[str], str | None]) -> list[Chart]:
-    """One chart per documented metric (documented value and tolerance band drawn) and one for fps."""
+def trends(
+    rec: Result, nights: list[HistoryEntry], link: Callable[[str], str | None], fps_marks: dict[str, str]
+) -> list[Chart]:
+    """One chart per documented metric (documented value and tolerance band drawn) and one for fps, whose dots are
+    marked as the view's `fps_marks` say ("slower" on the nights of a sustained slowdown)."""
     out = []
     for name, doc in rec.documented.items():
         series: list[tuple[str, float, str, str | None]] = [
@@ -138,20 +132,30 @@ def trends(rec: Result, nights: list[HistoryEntry], link: Callable[[str], str | 
         out.append(chart(name, series, documented=doc, tolerance=m.tolerance if m else None, unit="AP (%)"))
     timed = [e for e in nights if e.fps is not None and finite(e.fps)]
     if timed:
-        fps = [float(e.fps or 0.0) for e in timed]
-        marks = fps_changes(fps)
         out.append(
             chart(
                 "fps",
-                [(e.run_id, v, s, link(e.run_id)) for e, v, s in zip(timed, fps, marks, strict=True)],
+                [(e.run_id, float(e.fps or 0.0), fps_marks.get(e.run_id, "steady"), link(e.run_id)) for e in timed],
                 unit="images / s",
             )
         )
     return out
 
 
+def hours_label(kind: str) -> str:
+    """`gpu` -> `GPU-hours`, `cpu` -> `CPU-hours`: what a night's models took on that kind of device."""
+    return f"{kind.upper() if kind in ('gpu', 'cpu') else kind}-hours"
+
+
 def night_trends(nights: Sequence, link: Callable[[str], str | None]) -> list[Chart]:
-    """The nights index's trends: models passing per night, and GPU-hours per night (changes.Night)."""
+    """The nights index's trends (changes.NightRow): models passing per night, and the device-hours per night of
+    the device kind the nights used most (GPU-hours on a GPU nightly, CPU-hours on a CPU one); both from 0."""
     passing = [(n.run_id, float(n.counts.get("pass", 0)), "pass", link(n.run_id)) for n in nights]
-    hours = [(n.run_id, float(n.gpu_hours), "steady", link(n.run_id)) for n in nights]
-    return [chart("models passing", passing, unit="models"), chart("GPU-hours", hours, unit="hours")]
+    kinds: dict[str, float] = {}
+    for n in nights:
+        for k, h in n.hours.items():
+            kinds[k] = kinds.get(k, 0.0) + h
+    kind = max(kinds, key=lambda k: (k == "gpu", kinds[k]), default="gpu")
+    hours = [(n.run_id, float(n.hours.get(kind, 0.0)), "steady", link(n.run_id)) for n in nights]
+    label = hours_label(kind)
+    return [chart("models passing", passing, unit="models", zero=True), chart(label, hours, unit="hours", zero=True)]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.records.changes import Regression
 from harness.records.results import HistoryEntry, Result
 
 GRID_NIGHTS = 30  # the grid's columns: the last this many nights
@@ -31,11 +30,11 @@ class Cell:
 
 @dataclass(frozen=True)
 class NightCell:
-    """A model in one night of the grid: its status ("none": no comparable night), its page, its tooltip."""
+    """A model in one night of the grid: its status ("none": no comparable night) and its tooltip (the page it
+    links to is the site's to know)."""
 
     run_id: str
     status: str
-    href: str | None
     title: str
 
 
@@ -54,10 +53,9 @@ class Row:
     last_pass: str | None
     streak: int
     since: str | None
-    href: str
     device: str
     grid: list[NightCell]
-    change: str = ""  # "new" (failing since tonight), "fixed" (passing again tonight) or ""
+    change: str = ""  # "new" (failing since tonight), "fixed" (passing again tonight), "slower" or ""
 
 
 def family(rec: Result) -> str:
@@ -105,22 +103,20 @@ def _title(e: HistoryEntry) -> str:
     return f"{e.run_id}: {e.status}" + (f" ({values})" if values else "") + (f", {e.stage}" if e.stage else "")
 
 
-def row(
-    rec: Result, nights: list[HistoryEntry], columns: list[str], href: str, page: dict[str, str | None], change: str
-) -> Row:
-    """A model's row: `nights` its comparable nights (changes.series, tonight last), `columns` the grid's run
-    ids, `page` each run id's page of this model where the site has it."""
+def row(rec: Result, nights: list[HistoryEntry], columns: list[str], change: str) -> Row:
+    """A model's row: `nights` its comparable nights (changes.series, its record's night last), `columns` the grid's
+    run ids, `change` its tag tonight."""
     by_run = {e.run_id: e for e in nights}
     grid = []
     for run in columns:
         e = by_run.get(run)
         c = rec.carried if run == rec.run_id else None
         grid.append(
-            NightCell(run, "carried", page.get(run), f"{run}: carried over from {c.run_id} (inputs {c.digest[:12]})")
+            NightCell(run, "carried", f"{run}: carried over from {c.run_id} (inputs {c.digest[:12]})")
             if c is not None
-            else NightCell(run, e.status, page.get(run), _title(e))
+            else NightCell(run, e.status, _title(e))
             if e
-            else NightCell(run, "none", None, f"{run}: not run (or under other conditions)")
+            else NightCell(run, "none", f"{run}: not run (or under other conditions)")
         )
     passes = [e.run_id for e in nights if e.status == "pass"]
     n, since = streak(nights)
@@ -137,24 +133,17 @@ def row(
         last_pass=passes[-1] if passes else None,
         streak=n,
         since=since,
-        href=href,
         device=rec.device or "?",
         grid=grid,
         change=change,
     )
 
 
+def order(r: Row) -> tuple[int, str, str]:
+    """The overview's order: failing first, then by family, then by name."""
+    return (ORDER.get(r.status, 0), r.family.lower(), r.model)
+
+
 def ordered(rows: list[Row]) -> list[Row]:
     """Failing first, then by family, then by name."""
-    return sorted(rows, key=lambda r: (ORDER.get(r.status, 0), r.family.lower(), r.model))
-
-
-def regressions_text(regs: list[Regression]) -> list[str]:
-    """One line per regression, for the markdown and a notifier's title: model, metric, Δ, since when."""
-    out = []
-    for r in regs:
-        w = r.worst
-        what = f"{w.metric} {w.after:.2f} vs {w.before:.2f} ({w.delta:+.2f})" if w else r.stage or r.status
-        base = f"last pass {r.last_pass}" if r.last_pass else "never passed"
-        out.append(f"{r.model}: {what}, {r.status} since {r.since}, {base}")
-    return out
+    return sorted(rows, key=order)

@@ -1,20 +1,22 @@
-"""The markdown tables: each model in its README table's own layout with the documented values, then what
-was measured.
+"""A night as text: the markdown report (each model in its README table's own layout with the documented values,
+then what was measured; with a history, tonight's transitions and the last runs), JUnit XML and the CSV.
 
-Rendered from result records alone (tabulate), so `harness report RUN_DIR` re-renders a run anywhere. A
-record carries its table's layout (columns, which hold metrics, links and speeds) and the model's labels.
+Pure renderers of the night's view (publish/view.py), so `harness report RUN_DIR` re-renders a run anywhere and
+every output says what the page says. A record carries its table's layout (columns, which hold metrics, links
+and speeds) and the model's labels.
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from tabulate import tabulate
 
-from harness.core.files import atomic_write_bytes
 from harness.model.timing import TimingRecord
-from harness.records.results import HistoryEntry, Result
+from harness.publish.notes import carried_note, overrides_text, status_text
+from harness.publish.view import Night
+from harness.records.alerts import Alert, Number
+from harness.records.results import Result
 from harness.zoo.kinds import KINDS
 from harness.zoo.manifest import V1_TABLE, Table
 
@@ -66,11 +68,6 @@ def layout(rec: Result) -> tuple[Table, dict[str, str | int | float]]:
     return rec.table.layout or SEED_TABLE, rec.table.labels
 
 
-def _size(size: list[int]) -> str:
-    """[320, 533] -> `320x533` (the eval Resize target, h×w)."""
-    return "x".join(str(x) for x in size)
-
-
 def _short(metric: str) -> str:
     """`box_ap` -> `box`, `mask_ap` -> `mask`, others as they are (`box_ap50`)."""
     return metric.removesuffix("_ap")
@@ -105,111 +102,7 @@ def row(rec: Result) -> list[str]:
     return cells + measured + [" / ".join(deltas) or "-", md_cell(status_text(rec))]
 
 
-def status_text(rec: Result) -> str:
-    """A record's status for people: a carried-over model says so, with the night it stands for."""
-    if rec.carried is not None:
-        return f"carried over from {rec.carried.run_id}"
-    return rec.status
-
-
-def carried_note(rec: Result) -> str | None:
-    """`unchanged since NIGHT (inputs DIGEST)`: why a model did not run tonight, never a pass of tonight."""
-    c = rec.carried
-    return None if c is None else f"unchanged since {c.run_id} (inputs {c.digest[:12]}): carried over, not run tonight"
-
-
-def notes(records: list[Result]) -> list[str]:
-    """What a reader must know to read the numbers: subsets, reduced sizes, devices, errors."""
-    out = sorted({rec.notice for rec in records if rec.notice})
-    carried = [r for r in records if r.carried is not None]
-    if carried:
-        out.append(
-            f"{len(records) - len(carried)} models ran tonight, {len(carried)} carried over (their inputs are "
-            "unchanged since their last pass: not passes of tonight)"
-        )
-    for rec in records:
-        out += [f"{rec.model}: {n}" for n in _model_notes(rec)]
-    records = [r for r in records if r.carried is None]  # what the ones that ran were measured on
-    envs = sorted(
-        {
-            f"{r.device or '?'} ({r.device_name or '?'}){_threads(r)}, paddle {r.paddle or '?'}, "
-            f"PaddleDetection {(r.ppdet.commit if r.ppdet else None) or '?'}"
-            for r in records
-        }
-    )
-    return out + [f"measured on {e}" for e in envs]
-
-
-def _model_notes(rec: Result) -> list[str]:
-    out = [note] if (note := carried_note(rec)) else []
-    out += _geometry_notes(rec)
-    if rec.ppdet is not None and rec.ppdet.dirty:
-        shown = ", ".join(rec.ppdet.untracked[:3])
-        extra = f" and untracked importable files ({shown})" if shown else ""
-        out.append(f"PaddleDetection checkout with uncommitted changes{extra}: not the pinned source.")
-    if rec.overrides:
-        out.append(
-            f"modified evaluation ({overrides_text(rec.overrides)}): not the config's own settings, "
-            "the AP is not comparable with the documented one."
-        )
-    if rec.status == "error" and rec.error is not None:
-        out.append(f"error in {rec.error.stage}: {rec.error.message.splitlines()[0] if rec.error.message else ''}")
-    timing = rec.timing
-    if timing is not None and timing.error:
-        out.append(f"timing failed: {timing.error.splitlines()[0]}")
-    elif timing is not None and timing.backend:
-        b = timing.backends[timing.backend]
-        size = timing.eval_size or rec.reduced_eval_size
-        out.append(
-            f"Inf time (fps) = {timing.backend} backend on {timing.device} "
-            f"({timing.device_name}), batch 1, {b.config.get('precision', 'fp32')}, "
-            f"{_size(size) if size else 'the config size'}, {b.iterations} timed images "
-            f"(p50 {b.latency_ms['end_to_end'].p50:.0f} ms end to end; preprocess, model and "
-            "postprocess included)"
-        )
-    return out
-
-
-def _geometry_notes(rec: Result) -> list[str]:
-    """The images and the size the model was evaluated on, when they are not the documented ones."""
-    out = []
-    ds, geo = rec.dataset, rec.geometry
-    if ds is not None and ds.subset is not None:
-        out.append(
-            f"subset of {ds.subset.n} images (seed {ds.subset.seed}); AP on a "
-            "subset is not comparable with the documented full-val2017 number."
-        )
-    if rec.reduced_eval_size:
-        own = f" (the config's: {_size(geo.config)})" if geo is not None and geo.config else ""
-        out.append(
-            f"evaluated at {_size(rec.reduced_eval_size)}{own}: reduced for a smoke test, the AP is "
-            "not comparable with the documented one."
-        )
-    elif geo is not None and geo.unscaled:
-        out.append(f"--eval-size did not apply ({geo.unscaled}).")
-    elif geo is not None and geo.changed_by == "input_size" and geo.eval and geo.config:
-        out.append(f"evaluated at the documented input size {_size(geo.eval)} (the config's: {_size(geo.config)}).")
-    return out
-
-
-def _threads(rec: Result) -> str:
-    """CPU threads of the eval: on a CPU they change the predictions (1 thread matches tools/eval.py)."""
-    threads = rec.threads
-    return f" with {threads} CPU thread{'s' if threads != 1 else ''}" if threads else ""
-
-
-def overrides_text(overrides: dict, prefix: str = "") -> str:
-    """`{"a": {"b": 1}}` -> `-o a.b=1`, as the user typed it."""
-    parts = []
-    for key, value in overrides.items():
-        if isinstance(value, dict) and value:
-            parts.append(overrides_text(value, f"{prefix}{key}."))
-        else:
-            parts.append(f"-o {prefix}{key}={value}")
-    return " ".join(parts)
-
-
-def markdown(records: list[Result]) -> str:
+def tables(records: list[Result]) -> list[str]:
     """One table per README table the records come from (a single table is printed without a heading)."""
     groups: dict[str, list[Result]] = {}
     for rec in records:
@@ -228,10 +121,16 @@ def markdown(records: list[Result]) -> str:
             )
         )
         lines.append("")
-    lines.pop()
-    if extra := notes(records):
-        lines += [""] + [f"- {md_cell(n)}" for n in extra]
-    return "\n".join(lines) + "\n"
+    return lines[:-1]
+
+
+def markdown(night: Night) -> str:
+    """The report: the tables, the notes, and with a history tonight's transitions and the last runs."""
+    lines = tables(night.records)
+    if night.notes:
+        lines += [""] + [f"- {md_cell(n)}" for n in night.notes]
+    text = "\n".join(lines) + "\n"
+    return text + "\n" + tonight(night) + "\n" + last_runs(night) if night.judged else text
 
 
 def timing_lines(timing: TimingRecord) -> list[str]:
@@ -277,22 +176,23 @@ def timing_lines(timing: TimingRecord) -> list[str]:
     return lines
 
 
-def junit(records: list[Result], path) -> None:
+def junit(night: Night) -> bytes:
     """JUnit XML (junitparser): one test case per model × documented metric; failures carry the reason."""
     from junitparser import JUnitXml, TestSuite
 
     suite = TestSuite("res2net-zoo")
-    for rec in records:
+    for rec in night.records:
         names = list(rec.metrics) or list(rec.documented) or ["box_ap"]
-        for name in names:
-            suite.add_testcase(_case(rec, name, float((rec.durations.total or 0) / max(len(names), 1))))
+        for name in names:  # append, then count once: add_testcase recounts the suite each time (quadratic)
+            suite.append(_case(rec, name, float((rec.durations.total or 0) / max(len(names), 1))))
+    suite.update_statistics()
     xml = JUnitXml()
     xml.add_testsuite(suite)
     import io
 
     buf = io.BytesIO()
     xml.write(buf, pretty=True)
-    atomic_write_bytes(Path(path), buf.getvalue())  # all or nothing, with the umask's mode
+    return buf.getvalue()
 
 
 def _case(rec: Result, name: str, seconds: float):
@@ -348,69 +248,105 @@ def rows(records: list[Result]) -> list[dict]:
     return out
 
 
-def csv(records: list[Result], path) -> None:
-    """results.csv with the standard library's csv module: reports need no pandas (the site writes it too)."""
+def csv(night: Night) -> bytes:
+    """results.csv with the standard library's csv module: reports need no pandas."""
     import csv as std
     import io
 
-    table = rows(records)
+    table = rows(night.records)
     buf = io.StringIO()
     writer = std.DictWriter(buf, fieldnames=list(table[0]) if table else ["model"], lineterminator="\n")
     writer.writeheader()
     writer.writerows({k: csv_cell(v) for k, v in r.items()} for r in table)
-    atomic_write_bytes(Path(path), buf.getvalue().encode())
+    return buf.getvalue().encode()
 
 
-def history_markdown(history: list[HistoryEntry], records: list[Result], regressions: list[str], last: int = 5) -> str:
-    from harness.records.history import recent
+def files(night: Night) -> dict[str, bytes]:
+    """The night's text outputs, each rendered once: report.md, junit.xml, results.csv."""
+    return {"report.md": markdown(night).encode(), "junit.xml": junit(night), "results.csv": csv(night)}
 
-    lines = ["## Regressions against the last passing run", ""]
-    lines += [f"- {r}" for r in regressions] or ["- none"]
-    lines += ["", f"## Last {last} runs", ""]
-    table = []
-    for rec in records:
-        runs = recent(history, rec.model, last)
-        for name in rec.documented:
-            cells = []
-            for e in runs:
-                value = _num(e.measured(name), 2)
-                fps = f", {e.fps:.2f} fps" if e.fps else ""
-                cells.append(f"{e.run_id}: {value} {e.status}{fps}")
-            table.append([rec.model, name, "<br>".join(cells) or "-"])
-    lines.append(
-        tabulate(table, headers=["model", "metric", "runs (oldest first)"], tablefmt="github", disable_numparse=True)
+
+# ---- tonight's transitions, as the page and the alerts have them -------------------------------------------
+
+SMALL = 12  # a zoo this small lists every model's last runs; a larger one those that changed or fail
+
+
+def number(n: Number) -> str:
+    """`box_ap 41.20 (documented 42.4 ± 0.3, Δ -1.20)`."""
+    if n.tonight is None:
+        return f"{n.metric} not measured"
+    tol = f" ± {n.tolerance:g}" if n.tolerance is not None else ""
+    doc = (
+        f"documented {n.documented:g}{tol}, Δ {n.delta:+.2f}"
+        if n.documented is not None and n.delta is not None
+        else ""
     )
+    return f"{n.metric} {n.tonight:.2f}" + (f" ({doc})" if doc else "")
+
+
+def environment(alert: Alert) -> str:
+    """What changed since the last good night, each change with its compare link (markdown)."""
+    if not alert.last_good:
+        return "no earlier passing night to compare with"
+    if not alert.compared:
+        return f"the environment of {alert.last_good} is not recorded"
+    if not alert.environment:
+        return f"same environment as {alert.last_good} ({', '.join(alert.compared)})"
+    shown = [c.text() + (f" ({md_link('compare', c.link)})" if c.link else "") for c in alert.environment]
+    return f"after {'; '.join(md_cell(x) for x in shown)}"
+
+
+def alert_line(alert: Alert) -> str:
+    """One alert in one markdown line: the transition, the numbers against tolerance, what changed."""
+    if alert.kind == "speed" and alert.speed is not None:
+        st = alert.speed
+        what = (
+            f"fps {st.level.fps:.3g} → {st.after:.3g} ({st.change:+.0%}) since {st.since} ({st.nights} nights; "
+            f"its level ± noise {st.level.noise:.2g} over the nights before, {st.device_name or 'same device'}, "
+            f"{st.backend or '?'} backend)"
+        )
+    elif alert.error:
+        what = f"{alert.error}"
+    else:
+        what = ", ".join(number(n) for n in alert.numbers if n.status != "pass") or alert.status
+    since = "" if alert.new else f", {alert.nights} nights, last pass {alert.last_good or 'never'}"
+    return f"**{md_cell(alert.model)}**: {alert.transition}{since}: {md_cell(what)}; {environment(alert)}"
+
+
+def tonight(night: Night) -> str:
+    """Tonight's transitions: new failures and errors, fixed, slower, still failing, carried over."""
+    s = night.summary
+    new = [a for a in night.alerts if a.new and a.kind == "failure"]
+    slower = [a for a in night.alerts if a.new and a.kind == "speed"]
+    still = [a for a in night.alerts if not a.new and a.kind == "failure"]
+    lines = [f"## Tonight: {md_cell(night.run_id)}", ""]
+    lines += [f"- new failures ({len(new)})" + (":" if new else "")] + [f"  - {alert_line(a)}" for a in new]
+    lines += [f"- fixed ({len(s.fixed)})" + (":" if s.fixed else "")]
+    lines += [f"  - {md_cell(f.model)}: passes again after {f.nights} nights (since {f.since})" for f in s.fixed]
+    lines += [f"- slower ({len(slower)})" + (":" if slower else "")] + [f"  - {alert_line(a)}" for a in slower]
+    lines += [f"- still failing ({len(still)})" + (":" if still else "")] + [f"  - {alert_line(a)}" for a in still]
+    if night.carried:
+        lines.append(f"- carried over ({len(night.carried)}): unchanged since their last pass, not run tonight")
     return "\n".join(lines) + "\n"
 
 
-def publish(records: list[Result], out_dir, *, history_path=None, run_dirs=()) -> dict:
-    """Everything a run leaves for people and CI: report.md, junit.xml, results.csv, and with a history
-    store also the history sections and the plots (the history keeps each night's environment, read from the
-    run directories' run.json). Also appends the markdown to $GITHUB_STEP_SUMMARY."""
-    import os
-
-    from harness.publish import plots
-    from harness.records import history as hist
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    text = markdown(records)
-    written = {"junit": out_dir / "junit.xml", "csv": out_dir / "results.csv"}
-    junit(records, written["junit"])
-    csv(records, written["csv"])
-    if history_path is not None:
-        history = hist.append(Path(history_path), records, hist.run_records([Path(d) for d in run_dirs]))
-        regressions = hist.regressions(history, records)
-        text += "\n" + history_markdown(history, records, regressions)
-        written["history"] = Path(history_path)
-        written["plot_ap"] = out_dir / "ap_per_run.png"
-        written["plot_fps"] = out_dir / "ap_vs_fps.png"
-        plots.ap_per_run(history, written["plot_ap"])
-        plots.ap_vs_fps(history, written["plot_fps"])
-        text += "\n![AP per run](ap_per_run.png)\n\n![AP vs fps](ap_vs_fps.png)\n"
-    written["markdown"] = out_dir / "report.md"
-    atomic_write_bytes(written["markdown"], text.encode())
-    if summary := os.environ.get("GITHUB_STEP_SUMMARY"):
-        with open(summary, "a") as f:
-            f.write(text)
-    return {"text": text, **{k: str(v) for k, v in written.items()}}
+def last_runs(night: Night, last: int = 5) -> str:
+    """Each model's last runs per documented metric (in a large zoo only the models that changed or fail)."""
+    tags = night.marks
+    shown = [
+        m for m in night.models if len(night.models) <= SMALL or m.model in tags or m.rec.status in ("fail", "error")
+    ]
+    table = []
+    for m in sorted(shown, key=lambda m: m.rec.zoo_index):
+        for name in m.rec.documented:
+            cells = []
+            for e in m.nights[-last:]:
+                fps = f", {e.fps:.2f} fps" if e.fps else ""
+                cells.append(f"{e.run_id}: {_num(e.measured(name), 2)} {e.status}{fps}")
+            table.append([md_cell(m.model), name, "<br>".join(cells) or "-"])
+    which = "" if len(night.models) <= SMALL else " of the models that changed tonight or fail"
+    head = f"## Last {last} runs{which}\n\n"
+    if not table:
+        return head + "- none\n"
+    headers = ["model", "metric", "runs (oldest first)"]
+    return head + tabulate(table, headers=headers, tablefmt="github", disable_numparse=True) + "\n"

@@ -1,9 +1,12 @@
-"""Alerts: what people are told about a regressed model, one typed record per model, from the history's own rule.
+"""Alerts: what people are told about a model tonight, one typed record per model and kind, from the summary's rule.
 
-Why a record of its own: `harness notify` turns each `Alert` into a GitHub issue, and the page may show the same
-facts; both read this record, never the history's lines of text. `alerts()` is the one function that makes them:
-a regression is exactly what `history.moves` says (a metric beyond its tolerance, or fps more than 10 % slower,
-against the last *passing* run under the same conditions), grouped by model.
+Why a record of its own: the page's "new tonight", the report and `harness notify` must never disagree, so the
+alerts are made from `changes.summary` (the one rule of what is new) and nothing else: a *failure* alert for each
+model that does not pass tonight (`new` when it passed the night before or had no night before: pass → fail,
+pass → error, a first night that fails; else it is still failing), and a *speed* alert for each sustained
+slowdown (records/speed.py; `new` on the night it is confirmed). An improvement is never an alert; a model that
+passes gets at most a speed alert. `harness notify` opens an issue for a new alert, updates the open one of an
+ongoing alert, and closes it when the model passes again (or its speed is back); the page lists the same.
 
 The environment diff compares what the history keeps of both nights (records/environment.py: paddle, the
 PaddleDetection commit and tree, the harness commit, CUDA, driver, device, the dataset's and zoo file's digests);
@@ -13,122 +16,140 @@ claimed where nothing was recorded.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal
 
-from harness.records import history as hist
-from harness.records.environment import FIELDS, diff
+from harness.records.changes import Regression, Summary
+from harness.records.environment import FIELDS, Change, NightEnv, diff
 from harness.records.results import HistoryEntry, Result
+from harness.records.speed import SpeedStep, step_in
 
-
-class EnvChange(NamedTuple):
-    """One field of the environment that differs between the last passing night and tonight."""
-
-    field: str
-    before: str
-    after: str
+Kind = Literal["failure", "speed"]
 
 
 @dataclass(frozen=True)
-class Moved:
-    """One number of a regressed model: tonight's, the last pass's, the README's."""
+class Number:
+    """One documented metric of an alerted model: tonight's value against the README's and the last pass's."""
 
-    metric: str  # a metric's name (box_ap, mask_ap, ...) or "fps"
-    measured: float  # tonight
-    before: float  # at the last pass
-    documented: float | None  # the README's value (None for fps)
-    tolerance: float | None  # the metric's tolerance (None for fps: bounded by history.FPS_DROP)
+    metric: str
+    tonight: float | None
+    documented: float | None
+    tolerance: float | None
+    last_pass: float | None  # its value on the last passing night (None: never passed, or not measured then)
+    status: str | None  # the metric's verdict tonight
 
     @property
-    def delta(self) -> float:
-        """Tonight minus the last pass (what moved, whatever the README says)."""
-        return self.measured - self.before
+    def delta(self) -> float | None:
+        """Tonight minus the README's value (what the tolerance bounds)."""
+        return None if self.tonight is None or self.documented is None else round(self.tonight - self.documented, 4)
+
+    @property
+    def moved(self) -> float | None:
+        """Tonight minus the last pass (what changed since it passed)."""
+        return None if self.tonight is None or self.last_pass is None else round(self.tonight - self.last_pass, 4)
 
 
 @dataclass(frozen=True)
 class Alert:
-    """A regressed model tonight: what moved, since when, what changed around it, where to look."""
+    """A model that fails tonight (`failure`) or runs slower than its own level (`speed`): the transition, since
+    when, the numbers, the environment against the last good night."""
 
+    kind: Kind
     model: str
-    run_id: str  # tonight's run
-    status: str  # tonight's verdict (a regression may still pass the README's tolerance)
-    moved: tuple[Moved, ...]
-    last_pass: str  # run id of the last passing night it is compared with
-    since: str  # run id of the first night after the last pass: when the regression began
-    since_finished: str | None
-    environment: tuple[EnvChange, ...]  # fields that differ between the last pass and tonight
-    compared: tuple[str, ...]  # the environment fields both nights recorded (empty: no diff is known)
-    links: tuple[tuple[str, str], ...] = ()  # (what, URL): the night's page, the model's page, the workflow run
+    run_id: str  # tonight
+    new: bool  # first night of this failure streak or slowdown: an issue opens tonight
+    status: str  # tonight's verdict
+    since: str  # the first night of the streak (or of the slowdown)
+    nights: int
+    last_good: str | None  # the last passing night (failure), the last night at the model's level (speed)
+    numbers: tuple[Number, ...] = ()
+    error: str | None = None  # `stage: message` of an error
+    speed: SpeedStep | None = None
+    environment: tuple[Change, ...] = ()  # fields that differ between the last good night and tonight
+    compared: tuple[str, ...] = ()  # the environment fields both nights recorded (empty: no diff is known)
 
     @property
-    def metrics(self) -> tuple[str, ...]:
-        return tuple(m.metric for m in self.moved)
+    def transition(self) -> str:
+        """`pass → fail`, `pass → error`, `first night: fail`, `fail since NIGHT`, `slower`."""
+        if self.kind == "speed":
+            return "slower"
+        if not self.new:
+            return f"{self.status} since {self.since}"
+        return f"pass → {self.status}" if self.last_good else f"first night: {self.status}"
 
 
-Links = Callable[[str, str], Sequence[tuple[str, str]]]  # (model, run id) -> [(what, URL)]
-Environment = Callable[[HistoryEntry, HistoryEntry], tuple[tuple[EnvChange, ...], tuple[str, ...]]]
-
-
-def environment_diff(base: HistoryEntry, cur: HistoryEntry) -> tuple[tuple[EnvChange, ...], tuple[str, ...]]:
+def compared(before: NightEnv, after: NightEnv) -> tuple[tuple[Change, ...], tuple[str, ...]]:
     """(changes, compared): the environment fields both nights recorded (environment.FIELDS, by their labels),
     and those of them that differ (environment.diff: a new PaddleDetection commit is one change, its tree with it)."""
-    both = [f.label for f in FIELDS if getattr(base.env, f.name) is not None and getattr(cur.env, f.name) is not None]
-    changes = tuple(EnvChange(c.label, str(c.before), str(c.after)) for c in diff(base.env, cur.env))
-    return changes, tuple(both)
+    both = [f.label for f in FIELDS if getattr(before, f.name) is not None and getattr(after, f.name) is not None]
+    return tuple(diff(before, after)), tuple(both)
 
 
-def _since(history: list[HistoryEntry], cur: HistoryEntry, base: HistoryEntry) -> HistoryEntry:
-    """The first night after the last pass under the same conditions (tonight when the history has none)."""
-    after = [
-        e
-        for e in history
-        if e.model == cur.model
-        and e.conditions == cur.conditions
-        and (e.finished or "") > (base.finished or "")
-        and (e.finished or "") <= (cur.finished or "")
-    ]
-    return min(after, key=lambda e: e.finished or "", default=cur)
-
-
-def alerts(
-    history: list[HistoryEntry],
-    records: list[Result],
-    *,
-    links: Links | None = None,
-    environment: Environment = environment_diff,
-    fps_drop: float = hist.FPS_DROP,
-) -> list[Alert]:
-    """One alert per regressed model of `records` (in their order), against `history` (which may or may not
-    hold tonight's entries already: `harness report --history` appends them)."""
-    grouped: dict[str, list[hist.Move]] = {}
-    for move in hist.moves(history, records, fps_drop):
-        grouped.setdefault(move.current.model, []).append(move)
-    by_model = {r.model: r for r in records}
+def _numbers(rec: Result, base: HistoryEntry | None) -> tuple[Number, ...]:
     out = []
-    for model, moves in grouped.items():
-        cur, base = moves[0].current, moves[0].base
-        since = _since(history, cur, base)
-        changes, compared = environment(base, cur)
-        documented = by_model[model].documented
+    for name, doc in rec.documented.items():
+        v = rec.verdict(name)
         out.append(
-            Alert(
-                model=model,
-                run_id=cur.run_id,
-                status=cur.status,
-                moved=tuple(Moved(m.metric, m.measured, m.was, documented.get(m.metric), m.tolerance) for m in moves),
-                last_pass=base.run_id,
-                since=since.run_id,
-                since_finished=since.finished,
-                environment=changes,
-                compared=compared,
-                links=tuple(links(model, cur.run_id)) if links else (),
+            Number(
+                metric=name,
+                tonight=v.measured if v else None,
+                documented=doc,
+                tolerance=v.tolerance if v else None,
+                last_pass=base.measured(name) if base is not None else None,
+                status=v.status if v else None,
             )
         )
+    return tuple(out)
+
+
+def failure(reg: Regression, rec: Result, nights: list[HistoryEntry], *, new: bool) -> Alert:
+    """The failure alert of a model's regression (changes.regression_in) with tonight's record."""
+    base = next((e for e in reversed(nights) if e.run_id == reg.last_pass), None)
+    changes, both = compared(base.env, nights[-1].env) if base is not None and nights else ((), ())
+    return Alert(
+        kind="failure",
+        model=reg.model,
+        run_id=reg.run_id,
+        new=new,
+        status=reg.status,
+        since=reg.since,
+        nights=reg.nights,
+        last_good=reg.last_pass,
+        numbers=_numbers(rec, base),
+        error=rec.failure,
+        environment=changes,
+        compared=both,
+    )
+
+
+def slower(step: SpeedStep, rec: Result, nights: list[HistoryEntry]) -> Alert:
+    """The speed alert of a model's slowdown, its environment against the last night at its level."""
+    base = next((e for e in reversed(nights) if e.run_id == step.level.last), None)
+    changes, both = compared(base.env, nights[-1].env) if base is not None else ((), ())
+    return Alert(
+        kind="speed",
+        model=step.model,
+        run_id=step.run_id,
+        new=step.new,
+        status=rec.status,
+        since=step.since,
+        nights=step.nights,
+        last_good=step.level.last,
+        numbers=_numbers(rec, None),
+        speed=step,
+        environment=changes,
+        compared=both,
+    )
+
+
+def alerts(summary: Summary, records: Mapping[str, Result], nights: Mapping[str, list[HistoryEntry]]) -> list[Alert]:
+    """Every alert of the night: a failure alert per model that does not pass (new ones first), a speed alert per
+    ongoing slowdown. `records`: tonight's result of each model; `nights`: each model's comparable nights."""
+    out = [failure(r, records[r.model], nights[r.model], new=True) for r in summary.new if r.model in records]
+    out += [failure(r, records[r.model], nights[r.model], new=False) for r in summary.still if r.model in records]
+    for model, mine in nights.items():
+        rec = records.get(model)
+        if rec is not None and rec.carried is None and (step := step_in(mine)) is not None:
+            out.append(slower(step, rec, mine))
     return out
-
-
-def passing_again(records: list[Result], alerted: Sequence[Alert]) -> list[Result]:
-    """Tonight's results that pass and regressed in nothing: an open alert of theirs is over."""
-    names = {a.model for a in alerted}
-    return [r for r in records if r.status == "pass" and r.model not in names]

@@ -1,9 +1,12 @@
 """What changed tonight, from the history alone: tonight's summary, a model's regression, its steps, the nights.
 
-Why one module: the web page (publish/site.py) and a notifier that opens an issue per regressed model ask the same
-questions (what is new tonight, since when does a model fail, by how much, what changed in the environment since
-the last night it passed), and must answer them alike. Everything here reads `HistoryEntry`s (records/history.py)
-and returns frozen dataclasses; nothing imports paddle.
+Why one module: the web page, the report and the alerts ask the same questions (what is new tonight, since when
+does a model fail, by how much, what changed in the environment since the last night it passed), and must answer
+them alike: `summary` is the one rule of what is new tonight, which publish/view.py asks once for all of them.
+A model is *new* tonight when it does not pass tonight and did pass the night before (or has no night before:
+its first night under these conditions); it stays *still failing* until a night passes, which is *fixed*; a
+slowdown is *new* on the night records/speed.py first confirms it. Everything here reads `HistoryEntry`s
+(records/history.py) and returns frozen dataclasses; nothing imports paddle.
 
 A model's nights are those under comparable conditions (same stack, device kind, subset, eval size; a night
 without timing matches either timing backend), ordered by when they finished. A step is a move of a metric by
@@ -21,6 +24,7 @@ from typing import Literal
 
 from harness.records.environment import Change, NightEnv, diff
 from harness.records.results import Conditions, HistoryEntry
+from harness.records.speed import SpeedStep, step_in
 
 PASS = "pass"
 
@@ -87,8 +91,9 @@ class Step:
 
 @dataclass(frozen=True)
 class Summary:
-    """Night `run_id` in short: counts per status, the models failing since tonight (`new`), passing again
-    (`fixed`), failing since an earlier night (`still`, longest first), errors per stage, and tonight's steps."""
+    """Night `run_id` in short: counts per status, the models failing since tonight (`new`: pass → fail or error,
+    or failing on their first night), passing again (`fixed`), failing since an earlier night (`still`, longest
+    first), slowdowns confirmed tonight (`slower`), errors per stage, and tonight's steps."""
 
     run_id: str
     counts: dict[str, int]
@@ -97,22 +102,27 @@ class Summary:
     still: list[Regression]
     errors_by_stage: dict[str, int]
     steps: list[Step]
+    slower: list[SpeedStep] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
-class Night:
-    """One run of the history: its counts, when it started and finished, its wall seconds, the GPU-hours its
-    models took, its environment (each field as most of its models recorded it) and what changed since the
-    night before."""
+class NightRow:
+    """One run of the history as the nights index lists it: its counts, when it started and finished, its wall
+    seconds, the device-hours its models took per device kind (`{"gpu": 1.5}`), its environment (each field as
+    most of its models recorded it) and what changed since the night before."""
 
     run_id: str
     started: str | None
     finished: str | None
     seconds: float | None
     counts: dict[str, int]
-    gpu_hours: float
+    hours: dict[str, float]
     env: NightEnv
     changes: list[Change] = field(default_factory=list)
+
+    @property
+    def gpu_hours(self) -> float:
+        return self.hours.get("gpu", 0.0)
 
 
 def comparable(a: Conditions, b: Conditions) -> bool:
@@ -204,24 +214,33 @@ def steps(history: list[HistoryEntry], model: str, run_id: str | None = None) ->
     return steps_in(series(history, model, run_id))
 
 
-def tonight(history: list[HistoryEntry], run_id: str | None = None) -> Summary:
-    """Night `run_id` (default: the history's latest) against each model's night before it."""
-    run_id = run_id or (runs(history) or [""])[-1]
-    here = [e for e in history if e.run_id == run_id]
-    mine = by_model(history)
+def fixed_in(nights: list[HistoryEntry]) -> Fixed | None:
+    """The last of a model's nights (series) passes after nights that did not: since when, for how long."""
+    if len(nights) < 2 or nights[-1].status != PASS or nights[-2].status == PASS:
+        return None
+    before = regression_in(nights[:-1])
+    assert before is not None  # the night before did not pass
+    return Fixed(nights[-1].model, nights[-1].run_id, before.since, before.nights)
+
+
+def summary(run_id: str, mine: dict[str, list[HistoryEntry]]) -> Summary:
+    """The one rule of what is new in night `run_id`, given each model's comparable nights up to that night
+    (`series`; models that did not run that night are left out). The page, the report and the alerts read it."""
     new: list[Regression] = []
     still: list[Regression] = []
     fixed: list[Fixed] = []
+    slower: list[SpeedStep] = []
     found: list[Step] = []
+    here = [nights[-1] for nights in mine.values() if nights and nights[-1].run_id == run_id]
     for e in here:
-        nights = series(mine[e.model], e.model, run_id)
+        nights = mine[e.model]
         found += [s for s in steps_in(nights[-2:]) if s.run_id == run_id]
         if (reg := regression_in(nights)) is not None:
-            (new if reg.nights == 1 and reg.last_pass is not None else still).append(reg)
-        elif len(nights) > 1 and nights[-2].status != PASS:
-            before = regression_in(nights[:-1])
-            assert before is not None  # the night before did not pass
-            fixed.append(Fixed(e.model, run_id, before.since, before.nights))
+            (new if reg.nights == 1 else still).append(reg)
+        elif (fix := fixed_in(nights)) is not None:
+            fixed.append(fix)
+        if (step := step_in(nights)) is not None and step.new:
+            slower.append(step)
     still.sort(key=lambda r: (-r.nights, r.model))
     return Summary(
         run_id=run_id,
@@ -231,13 +250,22 @@ def tonight(history: list[HistoryEntry], run_id: str | None = None) -> Summary:
         still=still,
         errors_by_stage=dict(Counter(e.stage or "unknown" for e in here if e.status == "error").most_common()),
         steps=found,
+        slower=slower,
     )
+
+
+def tonight(history: list[HistoryEntry], run_id: str | None = None) -> Summary:
+    """Night `run_id` (default: the history's latest) against each model's nights before it (`summary`)."""
+    run_id = run_id or (runs(history) or [""])[-1]
+    grouped = by_model(history)
+    here = {e.model for e in history if e.run_id == run_id}
+    return summary(run_id, {m: series(grouped[m], m, run_id) for m in sorted(here)})
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:
     try:
         return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds() if start and end else None
-    except ValueError:
+    except (ValueError, TypeError):  # not a time, or one with a time zone and one without
         return None
 
 
@@ -250,9 +278,9 @@ def _env(entries: list[HistoryEntry]) -> NightEnv:
     return NightEnv(**values)
 
 
-def nights(history: list[HistoryEntry]) -> list[Night]:
+def nights(history: list[HistoryEntry]) -> list[NightRow]:
     """Every run of the history, oldest first, each with what changed since the one before."""
-    out: list[Night] = []
+    out: list[NightRow] = []
     grouped: dict[str, list[HistoryEntry]] = {}
     for e in history:
         grouped.setdefault(e.run_id, []).append(e)
@@ -261,15 +289,18 @@ def nights(history: list[HistoryEntry]) -> list[Night]:
         started = min((e.started for e in entries if e.started), default=None)
         finished = max((e.finished for e in entries if e.finished), default=None)
         env = _env(entries)
-        gpu = sum(e.wall or 0.0 for e in entries if e.conditions.device == "gpu") / 3600
+        hours: dict[str, float] = {}
+        for e in entries:
+            kind = e.conditions.device or "unknown"
+            hours[kind] = hours.get(kind, 0.0) + (e.wall or 0.0) / 3600
         out.append(
-            Night(
+            NightRow(
                 run_id=run_id,
                 started=started,
                 finished=finished,
                 seconds=_seconds(started, finished),
                 counts=dict(Counter(e.status for e in entries)),
-                gpu_hours=round(gpu, 3),
+                hours={k: round(v, 3) for k, v in sorted(hours.items())},
                 env=env,
                 changes=diff(out[-1].env, env) if out else [],
             )

@@ -66,13 +66,13 @@ class Change:
     after: str | None
     link: str | None = None
 
-    def text(self) -> str:
+    def text_of(self, value: str | None) -> str:
+        """One side of the change as people read it: a digest cut to its field's length."""
         short = next((f.short for f in FIELDS if f.name == self.field), 0)
+        return "not recorded" if value is None else (value[:short] if short else value)
 
-        def show(v: str | None) -> str:
-            return "not recorded" if v is None else (v[:short] if short else v)
-
-        return f"{self.label}: {show(self.before)} → {show(self.after)}"
+    def text(self) -> str:
+        return f"{self.label}: {self.text_of(self.before)} → {self.text_of(self.after)}"
 
 
 def diff(before: NightEnv, after: NightEnv) -> list[Change]:

@@ -1,8 +1,8 @@
-"""The history of runs: one JSON line per (run, model), and regressions against the last passing run.
+"""The history of runs: one JSON line per (run, model), what it keeps of a result, read and written whole.
 
 Why a file of lines: the nightly appends a handful of records a day, people diff it, CI caches or commits
 it; no database to run. Runs are comparable only under the same conditions (stack, device kind, subset,
-eval size): a 50-image CPU smoke run never flags a regression against a full-val GPU run.
+eval size): records/changes.py says which nights of a model are, and what is new among them.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 from pydantic import ValidationError
 
@@ -25,7 +24,6 @@ from harness.score.verdict import Status
 HISTORY_ENV = "HARNESS_HISTORY"
 HINT = "repair or remove that line (each line is one model of one run, as `harness run` writes it)"
 VERDICTS: dict[str, Status] = {"pass": "pass", "fail": "fail", "error": "error"}  # a line's statuses
-FPS_DROP = 0.10  # an fps below 90 % of the last passing run's is a regression
 
 
 def default_path(fallback: Path = Path("reports/history.jsonl")) -> Path:
@@ -108,15 +106,27 @@ def load(path: Path) -> list[HistoryEntry]:
     return out
 
 
-def append(path: Path, records: list[Result], runs: Mapping[str, RunRecord] | None = None) -> list[HistoryEntry]:
-    """Add these results (replacing any earlier line of the same run and model); returns the history. `runs`:
-    the run.json of each run id (run_records), whose environment the lines keep."""
+def merge(
+    history: list[HistoryEntry], records: list[Result], runs: Mapping[str, RunRecord] | None = None
+) -> list[HistoryEntry]:
+    """The history with these results in it (replacing any earlier line of the same run and model), in the order
+    the models finished. `runs`: the run.json of each run id (run_records), whose environment the lines keep."""
     runs = runs or {}
     new = [entry(r, runs.get(r.run_id)) for r in records if r.carried is None]  # the history keeps what ran
     keys = {(e.run_id, e.model) for e in new}
-    kept = [e for e in load(path) if (e.run_id, e.model) not in keys]
-    history = sorted(kept + new, key=lambda e: (e.finished or "", e.model))
+    kept = [e for e in history if (e.run_id, e.model) not in keys]
+    return sorted(kept + new, key=lambda e: (e.finished or "", e.model))
+
+
+def write(path: Path, history: list[HistoryEntry]) -> None:
+    """The whole history, atomically (a reader sees the old file or the new one)."""
     atomic_write_bytes(path, "".join(json.dumps(e.model_dump(), sort_keys=True) + "\n" for e in history).encode())
+
+
+def append(path: Path, records: list[Result], runs: Mapping[str, RunRecord] | None = None) -> list[HistoryEntry]:
+    """Add these results to the history at `path` (`merge`, then `write`); returns the history."""
+    history = merge(load(path), records, runs)
+    write(path, history)
     return history
 
 
@@ -128,78 +138,6 @@ def run_records(run_dirs: Sequence[Path]) -> dict[str, RunRecord]:
         if meta is not None:
             out.setdefault(meta.run_id, meta)
     return out
-
-
-class Move(NamedTuple):
-    """One number of tonight's result that left the last passing run's by more than its bound: what
-    `regressions` says in a line and `alerts` carries into an issue."""
-
-    current: HistoryEntry  # tonight's entry
-    base: HistoryEntry  # the last earlier passing run of the model under the same conditions
-    metric: str  # a metric's name, or "fps"
-    measured: float
-    was: float
-    tolerance: float | None  # the metric's (None for fps: bounded by fps_drop)
-
-    def line(self, fps_drop: float = FPS_DROP) -> str:
-        if self.metric == "fps":
-            return (
-                f"{self.current.model}: fps {self.measured:.2f} vs {self.was:.2f} in run {self.base.run_id} "
-                f"(last pass; more than {fps_drop:.0%} slower)"
-            )
-        return (
-            f"{self.current.model}: {self.metric} {self.measured:.2f} vs {self.was:.2f} in run {self.base.run_id} "
-            f"(last pass; tolerance {self.tolerance:g})"
-        )
-
-
-def last_pass(history: list[HistoryEntry], cur: HistoryEntry) -> HistoryEntry | None:
-    """The last run of `cur`'s model before it, under the same conditions, that passed."""
-    earlier = [
-        e
-        for e in history
-        if e.model == cur.model
-        and e.conditions == cur.conditions
-        and e.status == "pass"
-        and e.run_id != cur.run_id
-        and (e.finished or "") <= (cur.finished or "")
-    ]
-    return earlier[-1] if earlier else None
-
-
-def moves(history: list[HistoryEntry], records: list[Result], fps_drop: float = FPS_DROP) -> list[Move]:
-    """Each current result against the last earlier *passing* run of the same model under the same
-    conditions: an AP that moved beyond the metric's tolerance, or fps below (1 - fps_drop) of it."""
-    out = []
-    kept = {(e.run_id, e.model): e for e in history}  # tonight's line, when appended, has run.json's environment
-    for rec in (r for r in records if r.carried is None):
-        cur = kept.get((rec.run_id, rec.model)) or entry(rec)
-        base = last_pass(history, cur)
-        if base is not None:
-            out += _moved(cur, base, fps_drop)
-    return out
-
-
-def regressions(history: list[HistoryEntry], records: list[Result], fps_drop: float = FPS_DROP) -> list[str]:
-    """`moves`, one line each (the report's and the page's list)."""
-    return [m.line(fps_drop) for m in moves(history, records, fps_drop)]
-
-
-def _moved(cur: HistoryEntry, base: HistoryEntry, fps_drop: float) -> list[Move]:
-    out = []
-    for name, m in cur.metrics.items():
-        was = base.measured(name)
-        if was is None or m.measured is None or m.tolerance is None:
-            continue
-        if abs(m.measured - was) > m.tolerance + 1e-9:
-            out.append(Move(cur, base, name, m.measured, was, m.tolerance))
-    if cur.fps and base.fps and cur.fps < base.fps * (1 - fps_drop):
-        out.append(Move(cur, base, "fps", cur.fps, base.fps, None))
-    return out
-
-
-def recent(history: list[HistoryEntry], model: str, last: int = 5) -> list[HistoryEntry]:
-    return [e for e in history if e.model == model][-last:]
 
 
 def seconds_of(rec: Result) -> Seconds | None:

@@ -1,0 +1,180 @@
+"""One night, as every output shows it: built once from the run's records and the history, then rendered.
+
+Why one view: the page, report.md, the CSV, JUnit, the plots and `harness notify` must say the same thing about a
+night. Each used to ask the history and the change detection on its own, and they disagreed (the page listed a
+new error that notify never filed; notify filed speed noise the page never showed). Here the records are read into
+one typed `Night` — tonight's summary (new, fixed, still failing since, slower, carried over), each model's nights
+and transitions, the grid's rows, the alerts, the notes — by one descent into records/ (changes.summary is the one
+rule of what is new tonight); every renderer is then a pure function of the `Night` and asks nothing else. Anchors:
+asv's `Results` accessors, and PyTorch HUD's one query feeding both its grid and its alerts.
+
+Linear in records + history: the history is split by model once, and each model's nights are read once.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.publish import notes as notes_of
+from harness.publish.overview import GRID_NIGHTS, Row, order, row
+from harness.records import changes
+from harness.records import history as hist
+from harness.records.alerts import Alert, alerts
+from harness.records.changes import NightRow, Regression, Step, Summary
+from harness.records.results import HistoryEntry, Result
+from harness.records.speed import SpeedStep, step_in
+from harness.records.speed import marks as speed_marks
+
+
+@dataclass(frozen=True)
+class ModelNight:
+    """One model in the night: its record, its comparable nights up to the one its record stands for (a carried
+    model's: up to the night it carries), its row of the overview, and what the rules say of it."""
+
+    rec: Result
+    nights: list[HistoryEntry]
+    row: Row
+    regression: Regression | None  # does not pass in its last night: since when, against what
+    steps: list[Step]  # every step of its nights, oldest first
+    speed: SpeedStep | None  # an ongoing slowdown
+
+    @property
+    def model(self) -> str:
+        return self.rec.model
+
+    @property
+    def fps_marks(self) -> dict[str, str]:
+        """Each timed night's mark on its fps chart: "slower" on the nights of its ongoing slowdown."""
+        return speed_marks(self.nights, self.speed)
+
+
+@dataclass(frozen=True)
+class Night:
+    """Night `run_id` as the outputs show it. `models` in the overview's order (failing first); `records` in the
+    run's order; `history` the whole history with tonight's lines in it (what `--history` writes back)."""
+
+    run_id: str
+    records: list[Result]
+    models: list[ModelNight]
+    summary: Summary
+    columns: list[str]  # the grid's nights, oldest first, tonight last
+    nights: list[NightRow]  # every night of the history, oldest first
+    alerts: list[Alert]
+    notes: list[str]  # every note, each model's included (the report)
+    notices: list[str]
+    page_notes: list[str] = field(default_factory=list)  # the page's short list (notes.notes, every=False)
+    history: list[HistoryEntry] = field(default_factory=list)
+    judged: bool = False  # built with a history: transitions, trends and alerts are known
+
+    @property
+    def carried(self) -> list[Result]:
+        return [r for r in self.records if r.carried is not None]
+
+    @property
+    def passing(self) -> list[Result]:
+        """Tonight's results measured within tolerance (an open failure alert of theirs is over)."""
+        return [r for r in self.records if r.status == "pass" and r.carried is None]
+
+    @property
+    def this(self) -> NightRow | None:
+        """Tonight's line of the nights index."""
+        return next((n for n in self.nights if n.run_id == self.run_id), None)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Models per status tonight, carried-over models counted apart (they did not run)."""
+        ran = Counter[str](r.status for r in self.records if r.carried is None)
+        return {**ran, "carried": len(self.carried)}
+
+    @property
+    def families(self) -> list[tuple[str, int, int]]:
+        """(family, models, failing) for the grid's filter, by name."""
+        every = Counter(m.row.family for m in self.models)
+        bad = Counter(m.row.family for m in self.models if m.row.status not in ("pass", "carried"))
+        return [(f, n, bad.get(f, 0)) for f, n in sorted(every.items(), key=lambda x: x[0].lower())]
+
+    @property
+    def marks(self) -> dict[str, str]:
+        """Each model's tag tonight: "new" (failing since tonight), "fixed", "slower" (a slowdown confirmed)."""
+        return marks(self.summary)
+
+    def summary_of(self, run_id: str) -> Summary:
+        """An earlier night's summary, from the history (the site writes the page of a night it has none of)."""
+        return changes.tonight(self.history, run_id)
+
+    def model(self, name: str) -> ModelNight | None:
+        return next((m for m in self.models if m.model == name), None)
+
+
+def of(
+    records: Sequence[Result], history: Sequence[HistoryEntry] | None = None, run_dirs: Sequence[Path] = ()
+) -> Night:
+    """The night of these records: tonight's results are merged into `history` (replacing lines of the same run
+    and model, with each run's run.json environment from `run_dirs`), then `build`. Without a history every model
+    has its one night and nothing is judged against earlier ones."""
+    metas = hist.run_records(run_dirs)
+    merged = hist.merge(list(history or []), list(records), metas)
+    return build(list(records), merged, judged=history is not None)
+
+
+def _run_id(records: list[Result], tonight: list[HistoryEntry]) -> str:
+    """Tonight's run id: the latest run among the records that ran, else the records' own."""
+    return changes.runs(tonight)[-1] if tonight else records[-1].run_id
+
+
+def build(records: list[Result], history: list[HistoryEntry], *, judged: bool = True) -> Night:
+    """The view of a night from its records and a history that holds tonight's lines (`of` merges them)."""
+    ran = {(r.run_id, r.model) for r in records if r.carried is None}
+    tonight = [e for e in history if (e.run_id, e.model) in ran]
+    run_id = _run_id(records, tonight)
+    grouped = changes.by_model(history)
+    nights = {r.model: _nights(grouped.get(r.model, []), r) for r in records}
+    summary = changes.summary(run_id, {m: n for m, n in nights.items() if n and n[-1].run_id == run_id})
+    every = changes.runs(history)
+    every += [] if run_id in every else [run_id]
+    columns = every[: every.index(run_id) + 1][-GRID_NIGHTS:]  # tonight and the nights before it
+    by_model = {r.model: r for r in records}
+    tags = marks(summary)
+    models = [_model(r, nights[r.model], columns, tags.get(r.model, "")) for r in records]
+    ran_nights = {m: n for m, n in nights.items() if by_model[m].carried is None and n and n[-1].run_id == run_id}
+    return Night(
+        run_id=run_id,
+        records=list(records),
+        models=sorted(models, key=lambda m: order(m.row)),
+        summary=summary,
+        columns=columns,
+        nights=changes.nights(history),
+        alerts=alerts(summary, by_model, ran_nights) if judged else [],
+        notes=notes_of.notes(records),
+        page_notes=notes_of.notes(records, every=False),
+        notices=sorted({r.notice for r in records if r.notice}),
+        history=history,
+        judged=judged,
+    )
+
+
+def marks(summary: Summary) -> dict[str, str]:
+    """Each model's tag in a night: "new" (failing since that night), "fixed", "slower" (a slowdown confirmed)."""
+    out = {r.model: "slower" for r in summary.slower}
+    return out | {r.model: "fixed" for r in summary.fixed} | {r.model: "new" for r in summary.new}
+
+
+def _nights(mine: list[HistoryEntry], rec: Result) -> list[HistoryEntry]:
+    """A model's comparable nights up to the one its record stands for (a carried record: the night it carries)."""
+    upto = rec.carried.run_id if rec.carried is not None else rec.run_id
+    return changes.series(mine, rec.model, upto)
+
+
+def _model(rec: Result, nights: list[HistoryEntry], columns: list[str], change: str) -> ModelNight:
+    ran = rec.carried is None and bool(nights) and nights[-1].run_id == rec.run_id
+    return ModelNight(
+        rec=rec,
+        nights=nights,
+        row=row(rec, nights, columns, change),
+        regression=changes.regression_in(nights) if ran else None,
+        steps=changes.steps_in(nights),
+        speed=step_in(nights) if ran else None,
+    )
