@@ -12,5 +12,6 @@ PY=.venv-$STACK/bin/python
 which=${*:-cli scoring scoring_parallel eval parallel timing checkpoint site}
 for b in $which; do
   echo "== scripts/bench_$b.py" >&2
-  "$PY" "scripts/bench_$b.py"
+  out=(); [ "$b" = site ] && out=(--year --out reports/bench-site.md)
+  "$PY" "scripts/bench_$b.py" "${out[@]}"
 done

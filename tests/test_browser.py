@@ -150,8 +150,9 @@ def test_a_model_page_shows_its_chart_and_a_nights_record_its_log(browser, night
 
 
 @pytest.mark.stack
-def test_the_rehearsals_site_lists_its_models(browser, rehearsal, shots):
-    """The site `harness rehearse` writes (its last step: `harness report RUN --html`), real records."""
+def test_the_rehearsals_site_is_a_fair_preview(browser, rehearsal, shots):
+    """The site `harness rehearse` writes (its last step: `harness report RUN --html`), real records of a first
+    night on a CPU: its banner on every page, its failures shown as new, CPU-hours, charts of counts from 0."""
     from selenium.webdriver.common.by import By
 
     index = rehearsal.work / "site" / "index.html"
@@ -159,11 +160,27 @@ def test_the_rehearsals_site_lists_its_models(browser, rehearsal, shots):
     browser.get(index.as_uri())
     names = sorted(p.parent.name for p in rehearsal.run_dir.glob("*/result.json"))
     assert sorted(r.get_attribute("data-model") for r in _rows(browser)) == names and len(names) == 3
-    assert "REHEARSAL: random-initialised weights" in browser.find_element(By.CSS_SELECTOR, "p.notice").text
+    new = sorted(li.get_attribute("data-model") for li in browser.find_elements(By.CSS_SELECTOR, "#new li[data-model]"))
+    assert new == names and "Still failing (0)" in browser.find_element(By.ID, "tonight").text  # its first night
+    assert "CPU-hours" in browser.find_element(By.ID, "tonight").text and "GPU-hours" not in browser.page_source
     _shot(browser, shots / "rehearsal-overview.png")
     browser.find_element(By.CSS_SELECTOR, f'tr.model-row[data-model="{names[0]}"] td.name a').click()
+    pages = [browser.current_url]
+    browser.find_element(By.ID, "tonight-record").click()
     assert browser.find_element(By.ID, "stats").is_displayed() and browser.find_element(By.ID, "log").text
     _shot(browser, shots / "rehearsal-model.png")
+    pages += [browser.current_url, (rehearsal.work / "site" / "nights.html").as_uri()]
+    pages.append((rehearsal.work / "site" / "nights" / f"{rehearsal.run_dir.name}.html").as_uri())
+    for url in [index.as_uri(), *pages]:  # the banner stands on every page, first
+        browser.get(url)
+        assert "REHEARSAL: random-initialised weights" in browser.find_element(By.CSS_SELECTOR, "p.notice").text, url
+    browser.get(pages[2])  # nights.html: its charts count from 0, and say CPU-hours
+    ticks = browser.execute_script(
+        "return Array.from(document.querySelectorAll('figure.trend svg text[text-anchor=end]')).map((t) => t.textContent)"
+    )
+    assert ticks and min(float(t) for t in ticks) == 0
+    titles = [f.get_attribute("data-metric") for f in browser.find_elements(By.CSS_SELECTOR, "figure.trend")]
+    assert titles == ["models passing", "CPU-hours"]
     assert _errors(browser) == []
 
 
@@ -279,3 +296,105 @@ def test_the_nights_index_lists_every_night_and_links_its_summary(browser, zoo_s
     browser.back()
     _shot(browser, shots / "zoo-nights.png")
     assert _errors(browser) == [] and _fetched_elsewhere(browser) == []
+
+
+VIEWPORTS = {"phone": (390, 844), "laptop": (1280, 800), "desktop": (1920, 1080)}
+
+
+def _viewport(browser, width: int, height: int) -> None:
+    """The page's viewport exactly `width` × `height` CSS pixels (a phone's is also a mobile viewport)."""
+    metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600}
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+
+
+def _rect(browser, selector: str) -> dict:
+    return browser.execute_script(
+        "const r = document.querySelector(arguments[0]).getBoundingClientRect();"
+        "return {left: r.left, right: r.right, top: r.top, bottom: r.bottom, width: r.width};",
+        selector,
+    )
+
+
+def _overflows(browser) -> bool:
+    """Whether the page is wider than its viewport (the whole page scrolls sideways)."""
+    return browser.execute_script("return document.documentElement.scrollWidth > window.innerWidth + 1")
+
+
+@pytest.fixture
+def viewports(browser):
+    yield lambda name: _viewport(browser, *VIEWPORTS[name])
+    browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_on_a_phone_the_overview_stacks_and_the_grid_shows_status_and_tonight(browser, zoo_site, shots, viewports):
+    out, names = zoo_site
+    viewports("phone")
+    browser.get((out / "index.html").as_uri())
+    assert not _overflows(browser)
+    tops = [_rect(browser, s) for s in ("#new", "#fixed", "#still", "#models")]
+    assert [t["top"] for t in tops] == sorted(t["top"] for t in tops)  # summary, new, fixed, still, then the grid
+    assert all(t["right"] <= 390 + 1 for t in tops[:2]) and tops[2]["left"] < 40  # one column: no overlap
+    browser.save_screenshot(str(shots / "phone-overview.png"))
+    browser.execute_script("document.getElementById('models').scrollIntoView()")
+    first = "#models tbody tr:first-child"
+    status, tonight = _rect(browser, f"{first} td .badge"), _rect(browser, f"{first} td.n.tonight")
+    assert 0 < status["right"] < tonight["left"] and tonight["right"] <= 390  # status and tonight's cell in view
+    assert _rect(browser, f"{first} td.name")["width"] > 120  # and enough of the model's name to know it
+    browser.save_screenshot(str(shots / "phone-grid.png"))
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    assert height < 6000  # the grid scrolls in its frame: not 355 rows of page
+    for page in ("nights.html", f"models/{names[bench_site.NEW]}.html", f"nights/night-{ZOO_NIGHTS - 1:03d}.html"):
+        browser.get((out / page).as_uri())
+        assert not _overflows(browser), page
+    browser.get((out / f"runs/night-{ZOO_NIGHTS - 1:03d}/{names[bench_site.NEW]}.html").as_uri())
+    assert not _overflows(browser)
+    browser.save_screenshot(str(shots / "phone-record.png"))
+    assert _errors(browser) == []
+
+
+@pytest.mark.parametrize("screen", ["laptop", "desktop"])
+def test_on_a_wide_screen_tables_use_the_width_and_nothing_is_clipped(browser, zoo_site, shots, viewports, screen):
+    out, _ = zoo_site
+    width = VIEWPORTS[screen][0]
+    viewports(screen)
+    browser.get((out / "nights.html").as_uri())
+    table = _rect(browser, "#nights")
+    changed = _rect(browser, "#nights tbody tr:first-child td.changed")
+    assert changed["right"] <= width and not _overflows(browser)  # the column that explains a step, whole
+    clipped = browser.execute_script(
+        "const s = document.querySelector('#nights').parentElement; return s.scrollWidth > s.clientWidth + 1"
+    )
+    assert not clipped and (screen == "laptop" or table["width"] > 1280)  # a wide screen's width is used
+    browser.save_screenshot(str(shots / f"{screen}-nights.png"))
+    browser.get((out / "index.html").as_uri())
+    assert not _overflows(browser)
+    browser.save_screenshot(str(shots / f"{screen}-overview.png"))
+    assert _errors(browser) == []
+
+
+def test_the_grids_header_row_and_model_column_stay_in_view_while_scrolling(browser, zoo_site, shots, viewports):
+    out, _ = zoo_site
+    viewports("laptop")
+    browser.get((out / "index.html").as_uri())
+    browser.execute_script("document.querySelector('.grid').scrollIntoView()")
+    frame = _rect(browser, ".grid")
+    head, name = _rect(browser, "#models thead th.name"), _rect(browser, "#models tbody tr:first-child td.name")
+    browser.execute_script("const g = document.querySelector('.grid'); g.scrollTop = 3000; g.scrollLeft = 2000;")
+    moved = browser.execute_script("const g = document.querySelector('.grid'); return [g.scrollTop, g.scrollLeft]")
+    assert moved[0] > 2000  # 355 rows scrolled
+    night = _rect(browser, "#models thead th.n.tonight")
+    assert abs(_rect(browser, "#models thead th.name")["top"] - head["top"]) < 1 and head["top"] >= frame["top"] - 1
+    assert night["top"] == head["top"]  # the night labels stay above the rows
+    row = browser.execute_script(
+        "const g = document.querySelector('.grid').getBoundingClientRect();"
+        "const r = document.elementFromPoint(g.left + 20, g.top + 80).closest('tr');"
+        "return r ? r.rowIndex : -1"
+    )
+    assert row > 50  # a row far down is under the header now
+    cell = browser.execute_script(
+        "const g = document.querySelector('.grid').getBoundingClientRect();"
+        "return document.elementFromPoint(g.left + 20, g.top + 80).closest('td').className"
+    )
+    assert "name" in cell and abs(_rect(browser, "#models tbody tr:first-child td.name")["left"] - name["left"]) < 1
+    browser.save_screenshot(str(shots / "laptop-grid-scrolled.png"))
+    assert _errors(browser) == []

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import harness
-from nights import ARCH, NIGHTS, ZOO, write_nights
+from nights import ARCH, NIGHTS, ZOO, record, write_nights
 
 from harness.core.errors import UsageError
 from harness.publish import charts, site
@@ -259,3 +259,51 @@ def test_a_page_states_the_threads_and_a_modified_evaluation(tmp_path):
     assert "the config's own settings" in other and "modified evaluation" not in other
     index = " ".join(_read(tmp_path / "site" / "index.html").text)
     assert f"{recs[0].model}: modified evaluation (-o EvalReader.batch_size=4)" in index
+
+
+def test_a_year_of_nights_keeps_every_summary_and_the_last_k_nights_records(tmp_path):
+    """365 nights built one after the other into one site: the model pages are rewritten, not added to; the
+    records of a night are deleted once it is older than the last `keep`; each night leaves only its summary (a
+    few kB) and its row of nights.html. scripts/bench_site.py --year measures the same at 355 models."""
+    from datetime import date, timedelta
+
+    models, keep = [FASTER, MASK], 7
+    out, past = tmp_path / "site", []
+    sizes = {}
+    for n in range(365):
+        day = (date(2026, 1, 1) + timedelta(days=n)).isoformat()
+        stamp = {"started": f"{day}T01:00:00+00:00", "finished": f"{day}T02:00:00+00:00"}
+        recs = [results.Result.parse({**record(m, 0), "run_id": f"n{n:03d}", **stamp}, "test") for m in models]
+        site.build(recs, out, history=past, keep=keep)
+        past = history.merge(past, recs)
+        if n in (299, 364):
+            sizes[n] = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    assert sorted(p.name for p in (out / "runs").iterdir()) == [f"n{n:03d}" for n in range(358, 365)]
+    assert len(list((out / "nights").glob("*.html"))) == 365 and len(list((out / "models").glob("*.html"))) == 2
+    summary = max(p.stat().st_size for p in (out / "nights").glob("*.html"))
+    assert summary < 8_000  # a night's summary, not a copy of the overview
+    growth = (sizes[364] - sizes[299]) / 65
+    assert growth < summary + 1_000  # per night: its summary and a row of nights.html, nothing else
+    nights = _read(out / "nights.html")
+    assert len(nights.all("tr", **{"class": "night-row"})) == 365 and nights.all("a", href="nights/n000.html")
+    grid = _read(out / "index.html")
+    assert not grid.all("a", href=f"runs/n{364 - keep:03d}/{FASTER}.html")  # a deleted record is not linked
+    assert grid.all("a", href=f"runs/n{365 - keep:03d}/{FASTER}.html")
+
+
+def test_an_earlier_sites_copy_of_the_overview_becomes_that_nights_summary(built, tmp_path):
+    """Sites written before summaries kept a copy of the whole overview per night (1.4 MB at 355 models): the
+    next build writes each of them again as the night's summary, from the history, and leaves others alone."""
+    import shutil
+
+    src, runs, hist = built
+    out = tmp_path / "site"
+    shutil.copytree(src, out)
+    old = out / "nights" / f"{NIGHTS[1]}.html"
+    old.write_text("<!doctype html><title>the whole overview</title>" + "x" * 100_000)
+    (out / "nights" / "someone-elses.html").write_text("not ours to rewrite")
+    site.build(results.read([runs[-1]]), out, history=history.load(hist), run_dirs=[runs[-1]])
+    text = old.read_text()
+    assert 'content="harness site 2"' in text and len(text) < 20_000 and f"Night: {NIGHTS[1]}" in text
+    assert re.findall(r'<li data-model="([^"]+)"', re.search(r'<ul id="new">(.*?)</ul>', text, re.S).group(1)) == [VD]
+    assert (out / "nights" / "someone-elses.html").read_text() == "not ours to rewrite"

@@ -1,9 +1,10 @@
 """Trend charts of the site laid out in plain numbers (pixels), which chart.html only draws as inline SVG.
 
 Why here and not in a plotting library: the site fetches nothing and a test checks a chart without a browser.
-A chart names its unit on the y axis and "night" on the x axis; every night has a tick, and a label as often as
-labels fit (the last night always); an fps dot is red on the nights of a sustained slowdown (records/speed.py, as
-the view marks them), not by the AP verdict; a chart of counts or hours starts at 0.
+A chart names its unit on the y axis and "night" on the x axis; each of the last DOTS nights has a dot and a tick
+(every night is on the line), and a label as often as labels fit (the last night always); an fps dot is red on
+the nights of a sustained slowdown (records/speed.py, as the view marks them), not by the AP verdict; a chart of
+counts or hours starts at 0.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from harness.records.results import HistoryEntry, Result
 WIDTH, HEIGHT = 560, 210
 LEFT, RIGHT, TOP, BOTTOM = 58, 32, 24, 48
 LABEL_PX = 72  # the width an x label needs ("night-029", "20261123-0100")
+# A chart draws every night as its line, but a dot (with its tooltip and link) and a tick only for the last DOTS
+# nights: a year of nights stays a few kB a chart, and the site's size does not grow with the history.
+DOTS = 60
 
 
 @dataclass(frozen=True)
@@ -40,8 +44,8 @@ class Chart:
     title: str
     width: int
     height: int
-    points: list[Point]
-    path: str  # the polyline through the points
+    points: list[Point]  # the dots: the last DOTS nights
+    path: str  # the polyline through every night
     documented: float | None = None
     doc_y: float | None = None  # the documented value's line
     band: tuple[float, float] | None = None  # (top, height) of documented ± tolerance
@@ -104,14 +108,14 @@ def chart(
         title=title,
         width=WIDTH,
         height=HEIGHT,
-        points=points,
+        points=points[-DOTS:],
         path=" ".join(f"{p.x},{p.y}" for p in points),
         documented=documented,
         doc_y=y_of(documented) if documented is not None else None,
         band=band,
         ticks=[(y_of(t), f"{t:g}") for t in _nice_ticks(lo, hi)],
         x_labels=[(p.x, p.run_id) for p in labelled],
-        x_ticks=[p.x for p in points],
+        x_ticks=[p.x for p in points[-DOTS:]],
         unit=unit,
     )
 

@@ -42,8 +42,9 @@ def publish(
     keep: int | None = None,
 ) -> Published:
     """Build the night's view (with `history`: tonight's results merged into it, and written back), then write
-    report.md, junit.xml and results.csv into `outputs` (with a history also the plots), the markdown to `out`,
-    and the web page into `site` (`keep`: the nights whose model pages it keeps)."""
+    report.md, junit.xml and results.csv into `outputs` (with a history also the plots, linked from report.md),
+    the tables to `out`, and the web page into `site` (`keep`: the nights whose record pages it keeps). The text
+    returned (and appended to $GITHUB_STEP_SUMMARY) is the report as written into `outputs`."""
     from harness.publish import site as pages
 
     if site is not None:  # refuse a directory that is not ours before anything is written anywhere
@@ -51,16 +52,18 @@ def publish(
     night = view.of(records, hist.load(history) if history is not None else None, run_dirs)
     if history is not None:
         hist.write(history, night.history)
-    rendered = report.files(night)
+    table = report.table_text(night)
+    rendered = report.files(night, table)
+    text = rendered["report.md"].decode()
     written: dict[str, Path] = {}
     if outputs is not None:
-        written |= _outputs(night, rendered, outputs)
+        text += PLOTS if night.judged else ""  # the plots are drawn beside it: report.md links them
+        written |= _outputs(night, {**rendered, "report.md": text.encode()}, outputs)
     if out is not None:
-        atomic_write_bytes(out, rendered["report.md"])
+        atomic_write_bytes(out, table.encode())
         written["out"] = out
     if site is not None:
         written |= {f"site/{k}": v for k, v in pages.write(night, site, rendered, run_dirs, keep=keep).items()}
-    text = rendered["report.md"].decode()
     if summary := os.environ.get("GITHUB_STEP_SUMMARY"):
         with open(summary, "a") as f:
             f.write(text)
@@ -68,16 +71,12 @@ def publish(
 
 
 def _outputs(night: Night, rendered: dict[str, bytes], out_dir: Path) -> dict[str, Path]:
-    """report.md, junit.xml, results.csv (and with a history the plots, linked from report.md) into `out_dir`."""
+    """report.md, junit.xml, results.csv (and with a history the plots) into `out_dir`."""
     from harness.publish import plots
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
-    text = rendered["report.md"]
-    if night.judged:
-        written |= plots.draw(night, out_dir)
-        text += PLOTS.encode()
-    for name, data in {**rendered, "report.md": text}.items():
+    written = plots.draw(night, out_dir) if night.judged else {}
+    for name, data in rendered.items():
         written[name] = out_dir / name
         atomic_write_bytes(written[name], data)
     return written

@@ -124,12 +124,18 @@ def tables(records: list[Result]) -> list[str]:
     return lines[:-1]
 
 
-def markdown(night: Night) -> str:
-    """The report: the tables, the notes, and with a history tonight's transitions and the last runs."""
+def table_text(night: Night) -> str:
+    """The tables and the notes: what `harness report RUN` prints without a history, and `--out` writes."""
     lines = tables(night.records)
     if night.notes:
         lines += [""] + [f"- {md_cell(n)}" for n in night.notes]
-    text = "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+def markdown(night: Night, table: str | None = None) -> str:
+    """The report: the tables and the notes (`table`, when already rendered), and with a history tonight's
+    transitions and the last runs."""
+    text = table_text(night) if table is None else table
     return text + "\n" + tonight(night) + "\n" + last_runs(night) if night.judged else text
 
 
@@ -261,9 +267,10 @@ def csv(night: Night) -> bytes:
     return buf.getvalue().encode()
 
 
-def files(night: Night) -> dict[str, bytes]:
-    """The night's text outputs, each rendered once: report.md, junit.xml, results.csv."""
-    return {"report.md": markdown(night).encode(), "junit.xml": junit(night), "results.csv": csv(night)}
+def files(night: Night, table: str | None = None) -> dict[str, bytes]:
+    """The night's text outputs, each rendered once: report.md (from `table`, when already rendered), junit.xml,
+    results.csv."""
+    return {"report.md": markdown(night, table).encode(), "junit.xml": junit(night), "results.csv": csv(night)}
 
 
 # ---- tonight's transitions, as the page and the alerts have them -------------------------------------------

@@ -40,7 +40,7 @@ VERSION = 2  # the pages' layout: a night page of another version is written aga
 KEEP = 30  # nights whose records of each model the site keeps (the grid's nights)
 LOG_LINES = 80  # the worker log's tail on a record page
 LOG_BYTES = 64 * 1024  # read at most this much of a log's end: a log may be gigabytes
-PHONE_NIGHTS = 7  # the grid's nights a phone shows (the others are hidden on a narrow screen)
+PHONE_NIGHTS = 6  # the grid's nights a phone shows (the others are hidden on a narrow screen)
 STATUSES = ["pass", "fail", "error", "carried"]
 ASSETS = ("site.css", "site.js")
 
