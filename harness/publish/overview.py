@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from harness.records.results import HistoryEntry, Result
 
-GRID_NIGHTS = 30  # the grid's columns: the last this many nights
 ORDER = {"error": 0, "fail": 0, "pass": 1, "carried": 1}  # failing first
 
 

@@ -9,8 +9,8 @@ atomically. Everything shown comes from publish/view.py's `Night`; this module o
 
 Layout, and why its size is bounded (a year of nightly runs of 355 models stays far under GitHub Pages' 1 GB):
 - `index.html`: tonight's summary (counts, new failures, fixed, slower, still failing since when, errors by stage,
-  steps), then the model × night grid of the last GRID_NIGHTS nights, failing first, with filters and sortable
-  columns; rewritten every night;
+  steps), then the model × night grid of the last 30 nights (judgement.GRID_NIGHTS), failing first, with filters
+  and sortable columns; rewritten every night;
 - `models/<model>.html`: the model's page: tonight's verdicts, what changed since it last passed, its speed,
   trend charts over its nights; rewritten every night (one per model, whatever the number of nights);
 - `runs/<run>/<model>.html`: that night's record of the model (stats, timing, weight check, environment,

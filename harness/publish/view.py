@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.publish import notes as notes_of
-from harness.publish.overview import GRID_NIGHTS, Row, order, row
-from harness.records import changes
+from harness.publish.overview import Row, order, row
 from harness.records import history as hist
-from harness.records.alerts import Alert, alerts
+from harness.records import judgement
+from harness.records.alerts import Alert
 from harness.records.changes import NightRow, Regression, Step, Summary
 from harness.records.results import HistoryEntry, Result
-from harness.records.speed import SpeedStep, step_in
+from harness.records.speed import SpeedStep
 from harness.records.speed import marks as speed_marks
 
 
@@ -103,7 +103,7 @@ class Night:
 
     def summary_of(self, run_id: str) -> Summary:
         """An earlier night's summary, from the history (the site writes the page of a night it has none of)."""
-        return changes.tonight(self.history, run_id)
+        return judgement.summary_of(self.history, run_id)
 
     def model(self, name: str) -> ModelNight | None:
         return next((m for m in self.models if m.model == name), None)
@@ -112,47 +112,26 @@ class Night:
 def of(
     records: Sequence[Result], history: Sequence[HistoryEntry] | None = None, run_dirs: Sequence[Path] = ()
 ) -> Night:
-    """The night of these records: tonight's results are merged into `history` (replacing lines of the same run
-    and model, with each run's run.json environment from `run_dirs`), then `build`. Without a history every model
-    has its one night and nothing is judged against earlier ones."""
-    metas = hist.run_records(run_dirs)
-    merged = hist.merge(list(history or []), list(records), metas)
-    return build(list(records), merged, judged=history is not None)
-
-
-def _run_id(records: list[Result], tonight: list[HistoryEntry]) -> str:
-    """Tonight's run id: the latest run among the records that ran, else the records' own."""
-    return changes.runs(tonight)[-1] if tonight else records[-1].run_id
-
-
-def build(records: list[Result], history: list[HistoryEntry], *, judged: bool = True) -> Night:
-    """The view of a night from its records and a history that holds tonight's lines (`of` merges them)."""
-    ran = {(r.run_id, r.model) for r in records if r.carried is None}
-    tonight = [e for e in history if (e.run_id, e.model) in ran]
-    run_id = _run_id(records, tonight)
-    grouped = changes.by_model(history)
-    nights = {r.model: _nights(grouped.get(r.model, []), r) for r in records}
-    summary = changes.summary(run_id, {m: n for m, n in nights.items() if n and n[-1].run_id == run_id})
-    every = changes.runs(history)
-    every += [] if run_id in every else [run_id]
-    columns = every[: every.index(run_id) + 1][-GRID_NIGHTS:]  # tonight and the nights before it
-    by_model = {r.model: r for r in records}
-    tags = marks(summary)
-    models = [_model(r, nights[r.model], columns, tags.get(r.model, "")) for r in records]
-    ran_nights = {m: n for m, n in nights.items() if by_model[m].carried is None and n and n[-1].run_id == run_id}
+    """The night of these records: one descent into the records (judgement.judge: tonight's results merged into
+    `history`, with each run's run.json environment from `run_dirs`, then every rule asked once), then the rows
+    and the notes. Without a history every model has its one night and nothing is judged against earlier ones."""
+    records = list(records)
+    j = judgement.judge(records, history, hist.run_records(run_dirs))
+    tags = marks(j.summary)
+    models = [_model(r, j.models[r.model], j.columns, tags.get(r.model, "")) for r in records]
     return Night(
-        run_id=run_id,
-        records=list(records),
+        run_id=j.run_id,
+        records=records,
         models=sorted(models, key=lambda m: order(m.row)),
-        summary=summary,
-        columns=columns,
-        nights=changes.nights(history),
-        alerts=alerts(summary, by_model, ran_nights) if judged else [],
+        summary=j.summary,
+        columns=j.columns,
+        nights=j.nights,
+        alerts=j.alerts,
         notes=notes_of.notes(records),
         page_notes=notes_of.notes(records, every=False),
         notices=sorted({r.notice for r in records if r.notice}),
-        history=history,
-        judged=judged,
+        history=j.history,
+        judged=history is not None,
     )
 
 
@@ -162,19 +141,12 @@ def marks(summary: Summary) -> dict[str, str]:
     return out | {r.model: "fixed" for r in summary.fixed} | {r.model: "new" for r in summary.new}
 
 
-def _nights(mine: list[HistoryEntry], rec: Result) -> list[HistoryEntry]:
-    """A model's comparable nights up to the one its record stands for (a carried record: the night it carries)."""
-    upto = rec.carried.run_id if rec.carried is not None else rec.run_id
-    return changes.series(mine, rec.model, upto)
-
-
-def _model(rec: Result, nights: list[HistoryEntry], columns: list[str], change: str) -> ModelNight:
-    ran = rec.carried is None and bool(nights) and nights[-1].run_id == rec.run_id
+def _model(rec: Result, facts: judgement.Facts, columns: list[str], change: str) -> ModelNight:
     return ModelNight(
         rec=rec,
-        nights=nights,
-        row=row(rec, nights, columns, change),
-        regression=changes.regression_in(nights) if ran else None,
-        steps=changes.steps_in(nights),
-        speed=step_in(nights) if ran else None,
+        nights=facts.nights,
+        row=row(rec, facts.nights, columns, change),
+        regression=facts.regression,
+        steps=facts.steps,
+        speed=facts.speed,
     )

@@ -23,7 +23,7 @@ from typing import Literal
 from harness.records.changes import Regression, Summary
 from harness.records.environment import FIELDS, Change, NightEnv, diff
 from harness.records.results import HistoryEntry, Result
-from harness.records.speed import SpeedStep, step_in
+from harness.records.speed import SpeedStep
 
 Kind = Literal["failure", "speed"]
 
@@ -143,13 +143,19 @@ def slower(step: SpeedStep, rec: Result, nights: list[HistoryEntry]) -> Alert:
     )
 
 
-def alerts(summary: Summary, records: Mapping[str, Result], nights: Mapping[str, list[HistoryEntry]]) -> list[Alert]:
+def alerts(
+    summary: Summary,
+    records: Mapping[str, Result],
+    nights: Mapping[str, list[HistoryEntry]],
+    speeds: Mapping[str, SpeedStep],
+) -> list[Alert]:
     """Every alert of the night: a failure alert per model that does not pass (new ones first), a speed alert per
-    ongoing slowdown. `records`: tonight's result of each model; `nights`: each model's comparable nights."""
+    ongoing slowdown. `records`: tonight's result of each model; `nights`: each model's comparable nights;
+    `speeds`: each model's ongoing slowdown (speed.step_in)."""
     out = [failure(r, records[r.model], nights[r.model], new=True) for r in summary.new if r.model in records]
     out += [failure(r, records[r.model], nights[r.model], new=False) for r in summary.still if r.model in records]
-    for model, mine in nights.items():
+    for model, step in speeds.items():
         rec = records.get(model)
-        if rec is not None and rec.carried is None and (step := step_in(mine)) is not None:
-            out.append(slower(step, rec, mine))
+        if rec is not None and rec.carried is None and model in nights:
+            out.append(slower(step, rec, nights[model]))
     return out
