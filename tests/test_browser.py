@@ -176,7 +176,8 @@ def test_the_rehearsals_site_is_a_fair_preview(browser, rehearsal, shots):
         assert "REHEARSAL: random-initialised weights" in browser.find_element(By.CSS_SELECTOR, "p.notice").text, url
     browser.get(pages[2])  # nights.html: its charts count from 0, and say CPU-hours
     ticks = browser.execute_script(
-        "return Array.from(document.querySelectorAll('figure.trend svg text[text-anchor=end]')).map((t) => t.textContent)"
+        "return Array.from(document.querySelectorAll('figure.trend svg text[text-anchor=end]'))"
+        ".map((t) => t.textContent)"
     )
     assert ticks and min(float(t) for t in ticks) == 0
     titles = [f.get_attribute("data-metric") for f in browser.find_elements(By.CSS_SELECTOR, "figure.trend")]
