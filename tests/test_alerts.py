@@ -123,6 +123,8 @@ def test_noise_a_faster_model_and_another_device_are_never_a_slowdown():
     assert _speed([*STEADY, 25.0, 26.0]).alerts == []  # faster: never an alert
     other = _speed([*STEADY, 15.0, 15.2], device=["A100"] * 10 + ["T4", "T4"])
     assert other.alerts == []  # another GPU is another series: two nights are no baseline
+    issue = {"number": 4, "title": "Slower: a", "body": notify.marker("a", "speed")}
+    assert notify.plan(other, {("speed", "a"): issue}) == []  # nor a sign that its speed came back on the A100
     assert _speed([20.0, 20.1, 15.0, 15.1]).alerts == []  # two nights before the drop: too few to know the noise
 
 

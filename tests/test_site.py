@@ -307,3 +307,24 @@ def test_an_earlier_sites_copy_of_the_overview_becomes_that_nights_summary(built
     assert 'content="harness site 2"' in text and len(text) < 20_000 and f"Night: {NIGHTS[1]}" in text
     assert re.findall(r'<li data-model="([^"]+)"', re.search(r'<ul id="new">(.*?)</ul>', text, re.S).group(1)) == [VD]
     assert (out / "nights" / "someone-elses.html").read_text() == "not ours to rewrite"
+
+
+def test_without_a_history_no_record_is_deleted_and_a_linked_folder_is_refused(built, tmp_path):
+    """Which nights are the last K is known from the history only: a report without one deletes nothing; a site
+    whose runs/ is a link to elsewhere is refused before anything is written or deleted."""
+    import shutil
+
+    src, runs, _ = built
+    out = tmp_path / "site"
+    shutil.copytree(src, out)
+    before = sorted(p.relative_to(out) for p in out.glob("runs/*/*.html"))
+    site.build(results.read([runs[-1]]), out, keep=1)
+    assert sorted(p.relative_to(out) for p in out.glob("runs/*/*.html")) == before
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "old-night").mkdir(parents=True)
+    (elsewhere / "old-night" / "mine.html").write_text("a user's page")
+    shutil.rmtree(out / "runs")
+    (out / "runs").symlink_to(elsewhere)
+    with pytest.raises(UsageError, match="runs/ is a link"):
+        site.build(results.read([runs[-1]]), out, history=[], keep=1)
+    assert (elsewhere / "old-night" / "mine.html").read_text() == "a user's page"

@@ -251,8 +251,8 @@ def plan(
     slow = {a.model for a in night.alerts if a.kind == "speed"}
     for rec in night.passing:
         out += _close(("failure", rec.model), rec, existing)
-    for m in night.models:
-        if m.rec.carried is None and m.rec.fps and m.model not in slow:
+    for m in night.models:  # fps back at its level, on the device and backend it slowed down on
+        if m.rec.carried is None and m.model not in slow and m.speed_known:
             out += _close(("speed", m.model), m.rec, existing)
     return out
 

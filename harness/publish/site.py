@@ -137,9 +137,11 @@ def write(
     keep = KEEP if keep is None else keep
     if keep < 1:
         raise UsageError(f"--keep-nights {keep}: at least tonight's records are kept", hint="give 1 or more")
+    for part in ("runs", "models", "nights", "assets"):  # the site writes and deletes only inside itself
+        if (out / part).is_symlink():
+            raise UsageError(f"--html {out}: {part}/ is a link", hint="remove the link: the site's folders are its own")
     env = _environment()
-    kept = kept_nights(night, keep)
-    pruned = prune(out, kept)
+    pruned = prune(out, kept_nights(night, keep)) if night.judged else set()  # without a history: keep every night
     found = {p.relative_to(out).as_posix() for p in out.glob("runs/*/*.html")} - pruned
     pages = {tuple(p[len("runs/") : -len(".html")].split("/", 1)) for p in found}
     pages |= {(r.run_id, r.model) for r in night.records}

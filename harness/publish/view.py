@@ -40,6 +40,7 @@ class ModelNight:
     regression: Regression | None  # does not pass in its last night: since when, against what
     steps: list[Step]  # every step of its nights, oldest first
     speed: SpeedStep | None  # an ongoing slowdown
+    speed_known: bool = False  # enough timed nights on tonight's device and backend to judge its speed
 
     @property
     def model(self) -> str:
@@ -149,4 +150,5 @@ def _model(rec: Result, facts: judgement.Facts, columns: list[str], change: str)
         regression=facts.regression,
         steps=facts.steps,
         speed=facts.speed,
+        speed_known=facts.speed_known,
     )

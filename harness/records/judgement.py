@@ -17,7 +17,7 @@ from harness.records import history as hist
 from harness.records.alerts import Alert, alerts
 from harness.records.changes import NightRow, Regression, Step, Summary
 from harness.records.results import HistoryEntry, Result, RunRecord
-from harness.records.speed import SpeedStep, step_in
+from harness.records.speed import MIN_BASELINE, SpeedStep, step_in, timed
 
 GRID_NIGHTS = 30  # the nights a grid shows: the last this many, tonight's last
 
@@ -32,6 +32,7 @@ class Facts:
     regression: Regression | None
     steps: list[Step]
     speed: SpeedStep | None
+    speed_known: bool = False  # enough timed nights on tonight's device and backend to judge its speed at all
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ def _facts(rec: Result, mine: list[HistoryEntry]) -> Facts:
         regression=changes.regression_in(nights) if ran else None,
         steps=changes.steps_in(nights),
         speed=step_in(nights) if ran else None,
+        speed_known=ran and len(timed(nights)) > MIN_BASELINE,
     )
 
 
