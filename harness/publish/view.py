@@ -20,13 +20,11 @@ from pathlib import Path
 
 from harness.publish import notes as notes_of
 from harness.publish.overview import Row, order, row
-from harness.records import history as hist
 from harness.records import judgement
 from harness.records.alerts import Alert
 from harness.records.changes import NightRow, Regression, Step, Summary
 from harness.records.results import HistoryEntry, Result
 from harness.records.speed import SpeedStep
-from harness.records.speed import marks as speed_marks
 
 
 @dataclass(frozen=True)
@@ -41,15 +39,11 @@ class ModelNight:
     steps: list[Step]  # every step of its nights, oldest first
     speed: SpeedStep | None  # an ongoing slowdown
     speed_known: bool = False  # enough timed nights on tonight's device and backend to judge its speed
+    fps_marks: dict[str, str] = field(default_factory=dict)  # each timed night's mark on its fps chart
 
     @property
     def model(self) -> str:
         return self.rec.model
-
-    @property
-    def fps_marks(self) -> dict[str, str]:
-        """Each timed night's mark on its fps chart: "slower" on the nights of its ongoing slowdown."""
-        return speed_marks(self.nights, self.speed)
 
 
 @dataclass(frozen=True)
@@ -117,7 +111,7 @@ def of(
     `history`, with each run's run.json environment from `run_dirs`, then every rule asked once), then the rows
     and the notes. Without a history every model has its one night and nothing is judged against earlier ones."""
     records = list(records)
-    j = judgement.judge(records, history, hist.run_records(run_dirs))
+    j = judgement.judge(records, history, run_dirs)
     tags = marks(j.summary)
     models = [_model(r, j.models[r.model], j.columns, tags.get(r.model, "")) for r in records]
     return Night(
@@ -151,4 +145,5 @@ def _model(rec: Result, facts: judgement.Facts, columns: list[str], change: str)
         steps=facts.steps,
         speed=facts.speed,
         speed_known=facts.speed_known,
+        fps_marks=facts.fps_marks,
     )

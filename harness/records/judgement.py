@@ -9,15 +9,16 @@ people are told). Nothing here words or lays anything out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from harness.records import changes
 from harness.records import history as hist
 from harness.records.alerts import Alert, alerts
 from harness.records.changes import NightRow, Regression, Step, Summary
-from harness.records.results import HistoryEntry, Result, RunRecord
-from harness.records.speed import MIN_BASELINE, SpeedStep, step_in, timed
+from harness.records.results import HistoryEntry, Result
+from harness.records.speed import MIN_BASELINE, SpeedStep, marks, step_in, timed
 
 GRID_NIGHTS = 30  # the nights a grid shows: the last this many, tonight's last
 
@@ -33,6 +34,7 @@ class Facts:
     steps: list[Step]
     speed: SpeedStep | None
     speed_known: bool = False  # enough timed nights on tonight's device and backend to judge its speed at all
+    fps_marks: dict[str, str] = field(default_factory=dict)  # each timed night: "slower" inside its slowdown
 
 
 @dataclass(frozen=True)
@@ -50,12 +52,12 @@ class Judgement:
 
 
 def judge(
-    records: Sequence[Result], history: Sequence[HistoryEntry] | None, runs: Mapping[str, RunRecord] | None = None
+    records: Sequence[Result], history: Sequence[HistoryEntry] | None, run_dirs: Sequence[Path] = ()
 ) -> Judgement:
-    """Merge tonight's results into `history` (`runs`: each run's run.json, whose environment the lines keep) and
+    """Merge tonight's results into `history` (with the environment of each run's run.json in `run_dirs`) and
     judge the night. Without a history every model has its one night, and no alert is made."""
     records = list(records)
-    merged = hist.merge(list(history or []), records, runs)
+    merged = hist.merge(list(history or []), records, hist.run_records(run_dirs))
     ran = {(r.run_id, r.model) for r in records if r.carried is None}
     tonight = [e for e in merged if (e.run_id, e.model) in ran]
     run_id = changes.runs(tonight)[-1] if tonight else records[-1].run_id
@@ -83,12 +85,14 @@ def _facts(rec: Result, mine: list[HistoryEntry]) -> Facts:
     upto = rec.carried.run_id if rec.carried is not None else rec.run_id
     nights = changes.series(mine, rec.model, upto)
     ran = rec.carried is None and bool(nights) and nights[-1].run_id == rec.run_id
+    speed = step_in(nights) if ran else None
     return Facts(
         nights=nights,
         regression=changes.regression_in(nights) if ran else None,
         steps=changes.steps_in(nights),
-        speed=step_in(nights) if ran else None,
+        speed=speed,
         speed_known=ran and len(timed(nights)) > MIN_BASELINE,
+        fps_marks=marks(nights, speed),
     )
 
 
