@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import harness
+from conftest import REPO, harness
 from nights import ARCH, NIGHTS, ZOO, record, write_nights
 
 from harness.core.errors import UsageError
@@ -328,3 +328,28 @@ def test_without_a_history_no_record_is_deleted_and_a_linked_folder_is_refused(b
     with pytest.raises(UsageError, match="runs/ is a link"):
         site.build(results.read([runs[-1]]), out, history=[], keep=1)
     assert (elsewhere / "old-night" / "mine.html").read_text() == "a user's page"
+
+
+def test_the_demo_script_leaves_the_whole_zoos_site_in_its_own_directory_only(tmp_path):
+    """scripts/demo_site.py: the zoo's made-up nights through the nightly's own command into DIR, every page
+    saying the data is made up; a directory that is not a demo's is refused, nothing written."""
+    import subprocess
+    import sys
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    script = str(REPO / "scripts" / "demo_site.py")
+    refused = subprocess.run([sys.executable, script, str(mine)], capture_output=True, text=True, cwd=tmp_path)
+    assert refused.returncode == 2 and "not a demo directory" in refused.stderr
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    demo = tmp_path / "demo"
+    done = subprocess.run([sys.executable, script, str(demo), "--nights", "3"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"open {demo / 'site' / 'index.html'}" in done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo", "mine"]  # nothing beside it
+    for page in ("index.html", "nights.html", "nights/night-002.html"):
+        assert '<p class="notice">DEMO: made-up nights' in (demo / "site" / page).read_text(), page
+    assert len(list((demo / "site" / "models").glob("*.html"))) > 300 and (demo / "out" / "ap_vs_fps.png").is_file()
+    again = subprocess.run([sys.executable, script, str(demo), "--nights", "3"], capture_output=True, text=True)
+    assert again.returncode == 0  # an earlier demo is rebuilt
