@@ -30,8 +30,9 @@ def carried_note(rec: Result) -> str | None:
 def notes(records: list[Result], *, every: bool = True) -> list[str]:
     """What a reader must know to read the numbers: subsets, reduced sizes, devices, errors, how fps was measured.
     `every`: each model's notes (the report); else the page's short list, without the notes a model's own pages
-    say (how its fps was measured, that it was carried over): one line counts them."""
-    out = sorted({rec.notice for rec in records if rec.notice})
+    say (how its fps was measured, that it was carried over: one line counts them) and without the zoo's notice
+    (every page shows it first)."""
+    out = sorted({rec.notice for rec in records if rec.notice}) if every else []  # a page shows them first
     carried = [r for r in records if r.carried is not None]
     if carried:
         out.append(
