@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,7 +29,7 @@ from harness.core.errors import UsageError
 from harness.publish.github import GitHub, cut
 from harness.publish.report import alert_line, environment, number
 from harness.publish.view import Night
-from harness.records.alerts import Alert
+from harness.records.alerts import Alert, Number
 from harness.records.results import Result
 
 log = logging.getLogger("harness")
@@ -172,9 +172,7 @@ def closing(rec: Result, key: Key) -> str:
     )
 
 
-def _rec_numbers(rec: Result):
-    from harness.records.alerts import Number
-
+def _rec_numbers(rec: Result) -> Iterator[Number]:
     for name, v in rec.metrics.items():
         yield Number(name, v.measured, v.documented, v.tolerance, None, v.status)
 

@@ -29,21 +29,44 @@ from harness.records.speed import SpeedStep
 
 @dataclass(frozen=True)
 class ModelNight:
-    """One model in the night: its record, its comparable nights up to the one its record stands for (a carried
-    model's: up to the night it carries), its row of the overview, and what the rules say of it."""
+    """One model in the night: its record, what the rules say of it (judgement.Facts: its comparable nights up to
+    the one its record stands for, its regression, steps and slowdown), and its row of the overview."""
 
     rec: Result
-    nights: list[HistoryEntry]
+    facts: judgement.Facts
     row: Row
-    regression: Regression | None  # does not pass in its last night: since when, against what
-    steps: list[Step]  # every step of its nights, oldest first
-    speed: SpeedStep | None  # an ongoing slowdown
-    speed_known: bool = False  # enough timed nights on tonight's device and backend to judge its speed
-    fps_marks: dict[str, str] = field(default_factory=dict)  # each timed night's mark on its fps chart
 
     @property
     def model(self) -> str:
         return self.rec.model
+
+    @property
+    def nights(self) -> list[HistoryEntry]:
+        return self.facts.nights
+
+    @property
+    def regression(self) -> Regression | None:
+        """Does not pass in its last night: since when, against what."""
+        return self.facts.regression
+
+    @property
+    def steps(self) -> list[Step]:
+        return self.facts.steps
+
+    @property
+    def speed(self) -> SpeedStep | None:
+        """An ongoing slowdown."""
+        return self.facts.speed
+
+    @property
+    def speed_known(self) -> bool:
+        """Enough timed nights on tonight's device and backend to judge its speed."""
+        return self.facts.speed_known
+
+    @property
+    def fps_marks(self) -> dict[str, str]:
+        """Each timed night's mark on its fps chart."""
+        return self.facts.fps_marks
 
 
 @dataclass(frozen=True)
@@ -137,13 +160,4 @@ def marks(summary: Summary) -> dict[str, str]:
 
 
 def _model(rec: Result, facts: judgement.Facts, columns: list[str], change: str) -> ModelNight:
-    return ModelNight(
-        rec=rec,
-        nights=facts.nights,
-        row=row(rec, facts.nights, columns, change),
-        regression=facts.regression,
-        steps=facts.steps,
-        speed=facts.speed,
-        speed_known=facts.speed_known,
-        fps_marks=facts.fps_marks,
-    )
+    return ModelNight(rec=rec, facts=facts, row=row(rec, facts.nights, columns, change))
